@@ -1,0 +1,220 @@
+//! Response bodies: small fixed ones, and the metered stream that carries an upstream answer to
+//! the client while usage is extracted from the same bytes.
+//!
+//! The metered body never buffers a stream: each frame is handed on as it arrives (the only
+//! exception is the OpenAI include-usage filter, which holds bytes only until the SSE event they
+//! belong to is complete). When the stream ends, fails, idles out or is dropped because the client
+//! hung up, exactly one usage record is finalized.
+
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use iris_providers::api::Dialect;
+use iris_providers::errors::{ErrorKind, sse_error_event};
+use iris_providers::stream_filter::IncludeUsageFilter;
+use iris_providers::usage::UsageExtractor;
+use iris_store::{UsageRecord, UsageSink};
+use tokio::time::Sleep;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// The body type of every response iris sends.
+pub type RespBody = http_body_util::combinators::BoxBody<Bytes, BoxError>;
+
+pub fn full(b: impl Into<Bytes>) -> RespBody {
+    http_body_util::Full::new(b.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+/// The usage record of one request, waiting for the end of its response.
+pub struct Pending {
+    pub sink: UsageSink,
+    pub record: UsageRecord,
+    pub start: Instant,
+}
+
+impl Pending {
+    fn finish(mut self, extractor: Option<UsageExtractor>, bytes_out: u64, error: Option<&str>) {
+        let rec = &mut self.record;
+        rec.duration_ms = self.start.elapsed().as_millis() as u64;
+        rec.bytes_out = bytes_out;
+        if let Some(ex) = extractor {
+            let got = ex.finish();
+            if let Some(u) = got.usage {
+                rec.usage_known = true;
+                rec.input_tokens = u.input_tokens;
+                rec.output_tokens = u.output_tokens;
+                rec.cache_read_tokens = u.cache_read_tokens;
+                rec.cache_write_tokens = u.cache_write_tokens;
+                rec.reasoning_tokens = u.reasoning_tokens;
+            }
+            if let Some(m) = got.response_model {
+                rec.upstream_model = Some(m);
+            }
+            if rec.error_class.is_none() {
+                if let Some(e) = got.stream_error {
+                    rec.error_class = Some(format!("upstream_stream_error:{e}"));
+                }
+            }
+        }
+        if let Some(e) = error {
+            rec.error_class = Some(e.to_owned());
+        }
+        self.sink.record(self.record);
+    }
+}
+
+pub struct MeteredBody {
+    inner: Incoming,
+    pending: Option<Pending>,
+    extractor: Option<UsageExtractor>,
+    filter: Option<IncludeUsageFilter>,
+    idle_after: Duration,
+    idle: Pin<Box<Sleep>>,
+    /// SSE answers get an in-band error event when the upstream dies mid-stream.
+    sse_dialect: Option<Dialect>,
+    bytes_out: u64,
+    done: bool,
+}
+
+impl MeteredBody {
+    pub fn new(
+        inner: Incoming,
+        pending: Pending,
+        extractor: UsageExtractor,
+        filter: Option<IncludeUsageFilter>,
+        idle_after: Duration,
+        sse_dialect: Option<Dialect>,
+    ) -> MeteredBody {
+        MeteredBody {
+            inner,
+            pending: Some(pending),
+            extractor: Some(extractor),
+            filter,
+            idle_after,
+            idle: Box::pin(tokio::time::sleep(idle_after)),
+            sse_dialect,
+            bytes_out: 0,
+            done: false,
+        }
+    }
+
+    fn finalize(&mut self, error: Option<&str>) {
+        if let Some(p) = self.pending.take() {
+            p.finish(self.extractor.take(), self.bytes_out, error);
+        }
+    }
+
+    /// End the stream because of an upstream failure: an in-band SSE error event when the client
+    /// is reading a stream, otherwise an error that aborts the connection.
+    fn fail(&mut self, class: &str, kind: ErrorKind, message: &str) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.finalize(Some(class));
+        self.done = true;
+        match self.sse_dialect {
+            Some(d) => Poll::Ready(Some(Ok(Frame::data(Bytes::from(sse_error_event(d, kind, message)))))),
+            None => Poll::Ready(Some(Err(message.to_owned().into()))),
+        }
+    }
+}
+
+impl Body for MeteredBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        if this.done {
+            return Poll::Ready(None);
+        }
+        loop {
+            match Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    let deadline = tokio::time::Instant::now() + this.idle_after;
+                    this.idle.as_mut().reset(deadline);
+                    let frame = match frame.into_data() {
+                        Ok(data) => {
+                            if let Some(p) = this.pending.as_mut() {
+                                if p.record.ttfb_ms.is_none() {
+                                    p.record.ttfb_ms = Some(p.start.elapsed().as_millis() as u64);
+                                }
+                            }
+                            if let Some(ex) = this.extractor.as_mut() {
+                                ex.feed(&data);
+                            }
+                            let out = match this.filter.as_mut() {
+                                Some(f) => Bytes::from(f.push(&data)),
+                                None => data,
+                            };
+                            if out.is_empty() {
+                                continue;
+                            }
+                            this.bytes_out += out.len() as u64;
+                            Frame::data(out)
+                        }
+                        Err(other) => other,
+                    };
+                    return Poll::Ready(Some(Ok(frame)));
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    tracing::warn!(error = %e, "upstream stream failed");
+                    return this.fail(
+                        "upstream_stream_failed",
+                        ErrorKind::UpstreamUnavailable,
+                        "the upstream provider's stream ended with an error",
+                    );
+                }
+                Poll::Ready(None) => {
+                    let tail = this.filter.as_mut().map(|f| f.finish()).unwrap_or_default();
+                    this.bytes_out += tail.len() as u64;
+                    this.finalize(None);
+                    this.done = true;
+                    if tail.is_empty() {
+                        return Poll::Ready(None);
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(Bytes::from(tail)))));
+                }
+                Poll::Pending => {
+                    ready!(this.idle.as_mut().poll(cx));
+                    return this.fail(
+                        "upstream_idle_timeout",
+                        ErrorKind::UpstreamTimeout,
+                        "the upstream provider sent nothing within the idle timeout",
+                    );
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        if self.filter.is_some() || self.done {
+            SizeHint::default()
+        } else {
+            self.inner.size_hint()
+        }
+    }
+}
+
+impl Drop for MeteredBody {
+    fn drop(&mut self) {
+        // Still pending: the client went away before the end. Dropping `inner` cancels the
+        // upstream request.
+        self.finalize(Some("client_closed"));
+    }
+}
+
+/// Wrap a small error body so that the request still leaves its usage record.
+pub fn record_now(p: Pending, error: Option<&str>, bytes_out: u64) {
+    p.finish(None, bytes_out, error);
+}

@@ -1,0 +1,198 @@
+//! Who is calling: the resolution order (see ARCHITECTURE.md, "Threat model").
+//!
+//! 1. WhoIs on the connection's peer address (once per connection). A tailnet peer is that
+//!    identity, whatever headers it sends.
+//! 2. Only on a loopback connection and only when `iris.identity.serve_headers` is on: the
+//!    `Tailscale-User-Login` header set by `tailscale serve`; a proxied request without it (a
+//!    tagged node) is resolved by WhoIs on `X-Forwarded-For` and never becomes `(loopback)`.
+//! 3. An iris key in `Authorization: Bearer` or `x-api-key` (other values are placeholders and
+//!    ignored). A bad, revoked or expired iris key is refused, never ignored.
+//! 4. A direct loopback connection with none of the above is `(loopback)` — unless WhoIs failed
+//!    for it (tailscaled up but erroring): then the request is refused, because in
+//!    userspace-networking mode tailnet peers also arrive from loopback.
+
+use std::sync::Arc;
+
+use http::HeaderMap;
+use iris_identity::whois::WhoisError;
+use iris_identity::{Principal, keys, serve};
+use iris_policy::TailnetGrants;
+
+use crate::conn::{ConnCtx, TailnetIdentity};
+use crate::error::GatewayError;
+use crate::{Gateway, Runtime};
+
+/// The resolved caller and its grants from the tailnet policy file.
+pub struct Resolved {
+    pub principal: Principal,
+    pub tailnet: Option<Arc<TailnetIdentity>>,
+}
+
+static NO_TAILNET_GRANTS: std::sync::LazyLock<TailnetGrants> =
+    std::sync::LazyLock::new(TailnetGrants::default);
+
+impl Resolved {
+    pub fn tailnet_grants(&self) -> &TailnetGrants {
+        self.tailnet.as_ref().map(|t| &t.grants).unwrap_or(&NO_TAILNET_GRANTS)
+    }
+
+    fn plain(principal: Principal) -> Resolved {
+        Resolved {
+            principal,
+            tailnet: None,
+        }
+    }
+}
+
+fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    h.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn tailnet_identity(principal: Principal) -> Arc<TailnetIdentity> {
+    let grants = TailnetGrants::compile(&principal.cap_grants);
+    for r in &grants.rejected {
+        tracing::warn!(who = %principal.label(), value = %r, "ignoring an invalid tailscale.com/cap/aperture value from the tailnet policy");
+    }
+    Arc::new(TailnetIdentity { principal, grants })
+}
+
+/// WhoIs for an address. `Ok(None)`: not a tailnet peer, or tailscaled is not running.
+async fn whois(gw: &Gateway, addr: &str) -> Result<Option<Arc<TailnetIdentity>>, WhoisError> {
+    let Some(client) = gw.whois_client() else {
+        return Ok(None);
+    };
+    match client.whois_addr(addr).await {
+        Ok(p) => {
+            gw.note_whois_up();
+            Ok(p.map(tailnet_identity))
+        }
+        Err(e @ WhoisError::Unavailable { .. }) => {
+            gw.note_whois_down(&e);
+            Ok(None)
+        }
+        // A peer tailscaled knows but that has neither user nor tags: not an identity.
+        Err(WhoisError::NoIdentity) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+pub async fn resolve(
+    gw: &Gateway,
+    rt: &Runtime,
+    ctx: &ConnCtx,
+    headers: &HeaderMap,
+) -> Result<Resolved, GatewayError> {
+    let settings = &rt.config.iris.identity;
+    let loopback_peer = ctx.peer_is_loopback();
+
+    // 1. WhoIs on the peer, once per connection.
+    let mut whois_failed: Option<String> = None;
+    if settings.whois {
+        let peer = ctx.peer.to_string();
+        match ctx.whois.get_or_try_init(|| whois(gw, &peer)).await {
+            Ok(Some(t)) => {
+                return Ok(Resolved {
+                    principal: t.principal.clone(),
+                    tailnet: Some(t.clone()),
+                });
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(peer = %ctx.peer, error = %e, "WhoIs failed");
+                whois_failed = Some(e.to_string());
+            }
+        }
+    }
+
+    // 2. `tailscale serve` headers, only from loopback and only when switched on.
+    let mut proxied = false;
+    if settings.serve_headers && loopback_peer {
+        if let Some(login) = header(headers, serve::LOGIN_HEADER).filter(|l| !l.trim().is_empty()) {
+            if let Some(p) = serve::principal_from_headers(login, header(headers, serve::NAME_HEADER)) {
+                return Ok(Resolved::plain(p));
+            }
+        }
+        if let Some(xff) = header(headers, "x-forwarded-for") {
+            proxied = true;
+            // serve sets the tailnet source address; take the last hop it appended.
+            let ip = xff.rsplit(',').next().unwrap_or("").trim();
+            if ip.parse::<std::net::IpAddr>().is_ok() {
+                match whois(gw, ip).await {
+                    Ok(Some(t)) => {
+                        return Ok(Resolved {
+                            principal: t.principal.clone(),
+                            tailnet: Some(t),
+                        });
+                    }
+                    Ok(None) => {}
+                    Err(e) => whois_failed = Some(e.to_string()),
+                }
+            }
+        }
+    }
+
+    // 3. iris keys.
+    if settings.keys {
+        if let Some(token) = keys::find_key(header(headers, "authorization"), header(headers, "x-api-key")) {
+            return resolve_key(gw, token).await.map(Resolved::plain);
+        }
+    }
+
+    // 4. (loopback)
+    if settings.loopback && loopback_peer && !proxied {
+        if let Some(e) = whois_failed {
+            return Err(GatewayError::IdentityUnavailable(e));
+        }
+        return Ok(Resolved::plain(Principal::loopback()));
+    }
+    if let Some(e) = whois_failed {
+        return Err(GatewayError::IdentityUnavailable(e));
+    }
+    Err(GatewayError::Unauthenticated(
+        "no identity: this connection is not from a tailnet peer iris can identify, and no iris key was presented (send one as Authorization: Bearer iris_sk_...)".into(),
+    ))
+}
+
+async fn resolve_key(gw: &Gateway, token: &str) -> Result<Principal, GatewayError> {
+    if !keys::well_formed(token) {
+        return Err(GatewayError::Unauthenticated("malformed iris key".into()));
+    }
+    let hash = keys::hash_token(token);
+    let rec = gw
+        .store
+        .key_by_hash(&hash)
+        .await
+        .map_err(|e| GatewayError::StoreUnavailable(e.to_string()))?
+        .filter(|r| keys::hashes_equal(&r.token_hash, &hash))
+        .ok_or_else(|| GatewayError::Unauthenticated("unknown iris key".into()))?;
+    let now = iris_store::now_ms();
+    if rec.revoked_ms.is_some() {
+        return Err(GatewayError::Unauthenticated(format!("iris key {} was revoked", rec.id)));
+    }
+    if rec.expires_ms.is_some_and(|e| e <= now) {
+        return Err(GatewayError::Unauthenticated(format!("iris key {} has expired", rec.id)));
+    }
+    touch_key(gw, &rec.id, now);
+    Ok(Principal::for_key(&rec.id, rec.login.as_deref(), &rec.tags))
+}
+
+/// Record a key's last use, at most once a minute per key, off the request path.
+fn touch_key(gw: &Gateway, id: &str, now: i64) {
+    let due = {
+        let Ok(mut m) = gw.key_touch.lock() else { return };
+        let due = m.get(id).is_none_or(|&last| now - last >= 60_000);
+        if due {
+            m.insert(id.to_owned(), now);
+        }
+        due
+    };
+    if due {
+        let store = gw.store.clone();
+        let id = id.to_owned();
+        tokio::spawn(async move {
+            if let Err(e) = store.touch_key(&id, now).await {
+                tracing::debug!(error = %e, "could not record key use");
+            }
+        });
+    }
+}

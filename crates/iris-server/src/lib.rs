@@ -1,0 +1,184 @@
+//! # iris-server: the HTTP front and the request path
+//!
+//! Layout: [`serve`] accepts connections (one task each, TCP_NODELAY, graceful shutdown);
+//! [`conn::ConnCtx`] holds what is known about one connection (peer address, its WhoIs answer,
+//! resolved once); [`identity`] resolves the principal of a request in the documented order;
+//! [`proxy`] is the request path, top to bottom: identity → body → model → route → policy →
+//! upstream → metered response → usage record; [`body`] carries the upstream answer to the client
+//! while usage is extracted; [`error`] is the one mapping from gateway errors to HTTP answers in
+//! the caller's dialect; [`upstream`] is the pooled provider client.
+//!
+//! This is the only crate that knows hyper/axum types. It holds no wire-format knowledge (that is
+//! `iris-providers`), speaks no SQL (that is `iris-store`), and never decides access itself (that
+//! is `iris-policy`).
+
+pub mod body;
+pub mod conn;
+pub mod error;
+pub mod identity;
+pub mod proxy;
+pub mod upstream;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use iris_config::Config;
+use iris_identity::whois::WhoisClient;
+use iris_policy::Policy;
+use iris_providers::routing::RouteTable;
+use iris_store::{Store, UsageSink};
+use tokio::net::TcpListener;
+
+/// Everything derived from one version of the config. A request takes one snapshot at its start
+/// and finishes under it, whatever happens to the config meanwhile.
+pub struct Runtime {
+    pub config: Config,
+    pub routes: RouteTable,
+    pub policy: Policy,
+}
+
+impl Runtime {
+    pub fn new(config: Config) -> Runtime {
+        Runtime {
+            routes: RouteTable::new(&config),
+            policy: Policy::new(&config.grants),
+            config,
+        }
+    }
+}
+
+/// The shared state of a running gateway.
+pub struct Gateway {
+    runtime: ArcSwap<Runtime>,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) usage: UsageSink,
+    pub(crate) whois: Option<WhoisClient>,
+    pub(crate) client: upstream::UpstreamClient,
+    pub(crate) key_touch: std::sync::Mutex<std::collections::HashMap<String, i64>>,
+    whois_down_logged: AtomicBool,
+}
+
+impl Gateway {
+    pub fn new(config: Config, store: Arc<dyn Store>, usage: UsageSink) -> Gateway {
+        let id = &config.iris.identity;
+        let whois = id.whois.then(|| {
+            WhoisClient::new(
+                id.tailscale_socket
+                    .clone()
+                    .unwrap_or_else(iris_identity::whois::default_socket),
+            )
+        });
+        let client = upstream::build_client(config.iris.timeouts.connect);
+        Gateway {
+            runtime: ArcSwap::from_pointee(Runtime::new(config)),
+            store,
+            usage,
+            whois,
+            client,
+            key_touch: std::sync::Mutex::new(std::collections::HashMap::new()),
+            whois_down_logged: AtomicBool::new(false),
+        }
+    }
+
+    /// The current config snapshot.
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.runtime.load_full()
+    }
+
+    /// Swap in a new, already validated config. Requests in flight keep their snapshot.
+    pub fn replace_config(&self, config: Config) {
+        self.runtime.store(Arc::new(Runtime::new(config)));
+    }
+
+    pub fn whois_client(&self) -> Option<&WhoisClient> {
+        self.whois.as_ref()
+    }
+
+    /// Probe tailscaled once at start-up: `Ok(true)` reachable, `Ok(false)` WhoIs switched off.
+    pub async fn probe_tailscaled(&self) -> Result<bool, String> {
+        let Some(w) = &self.whois else {
+            return Ok(false);
+        };
+        match w.whois_addr("127.0.0.1:1").await {
+            Ok(_) => Ok(true),
+            Err(iris_identity::whois::WhoisError::Status { status, .. }) if status < 500 => Ok(true),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    pub(crate) fn note_whois_down(&self, err: &dyn std::fmt::Display) {
+        if !self.whois_down_logged.swap(true, Ordering::Relaxed) {
+            tracing::warn!(error = %err, "tailscaled is not reachable; WhoIs identities are unavailable until it is");
+        }
+    }
+
+    pub(crate) fn note_whois_up(&self) {
+        if self.whois_down_logged.swap(false, Ordering::Relaxed) {
+            tracing::info!("tailscaled is reachable again");
+        }
+    }
+}
+
+/// Serve connections from `listener` until `shutdown` resolves, then stop accepting, let the
+/// requests in flight finish (up to `drain_timeout`), and return.
+pub async fn serve(
+    listener: TcpListener,
+    gateway: Arc<Gateway>,
+    shutdown: impl Future<Output = ()>,
+    drain_timeout: Duration,
+) -> std::io::Result<()> {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    builder.http1().timer(hyper_util::rt::TokioTimer::new());
+    builder
+        .http1()
+        .header_read_timeout(Some(Duration::from_secs(30)));
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let local = stream.local_addr().unwrap_or(peer);
+        let ctx = Arc::new(conn::ConnCtx::new(peer, local));
+        let gw = gateway.clone();
+        let service = hyper::service::service_fn(move |req| {
+            let gw = gw.clone();
+            let ctx = ctx.clone();
+            async move { Ok::<_, std::convert::Infallible>(proxy::handle(gw, ctx, req).await) }
+        });
+        let conn = builder
+            .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), service)
+            .into_owned();
+        let watched = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = watched.await {
+                tracing::debug!(error = %e, peer = %peer, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tracing::info!(connections = graceful.count(), "shutting down: finishing requests in flight");
+    if tokio::time::timeout(drain_timeout, graceful.shutdown()).await.is_err() {
+        tracing::warn!("requests still in flight after the drain timeout; closing them");
+    }
+    Ok(())
+}
+
+/// The address a listener is bound to, for the start-up banner.
+pub fn bound_addr(listener: &TcpListener) -> Option<SocketAddr> {
+    listener.local_addr().ok()
+}

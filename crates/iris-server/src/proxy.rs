@@ -1,0 +1,387 @@
+//! The request path, top to bottom as a request travels:
+//! endpoint → identity → body → model → route → policy → upstream → metered response → usage.
+//!
+//! Every LLM-API request that gets an answer — served, denied or failed — leaves exactly one
+//! usage record: either finalized here for an error, or by the metered body when the response
+//! ends (or the client hangs up).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body::Body as _;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use iris_identity::Principal;
+use iris_policy::Outcome;
+use iris_providers::api::{ApiFamily, Dialect};
+use iris_providers::routing::{RouteError, auth_header, forward_request_header, forward_response_header, upstream_url};
+use iris_providers::{models_list, peek, stream_filter::IncludeUsageFilter, usage::UsageExtractor};
+use iris_store::UsageRecord;
+
+use crate::body::{MeteredBody, Pending, RespBody, full, record_now};
+use crate::conn::ConnCtx;
+use crate::error::GatewayError;
+use crate::identity::{self, Resolved};
+use crate::{Gateway, Runtime};
+
+enum Endpoint {
+    Llm(ApiFamily),
+    Models,
+    Health,
+    Unknown,
+}
+
+fn endpoint(path: &str) -> Endpoint {
+    if let Some(f) = ApiFamily::from_path(path) {
+        return Endpoint::Llm(f);
+    }
+    match path {
+        "/v1/models" | "/models" => Endpoint::Models,
+        "/healthz" => Endpoint::Health,
+        _ => Endpoint::Unknown,
+    }
+}
+
+fn header_str<'a>(req: &'a Request<Incoming>, name: &str) -> Option<&'a str> {
+    req.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+fn new_record(req: &Request<Incoming>, id: &str, api_family: &str) -> UsageRecord {
+    UsageRecord {
+        id: id.to_owned(),
+        ts_ms: iris_store::now_ms(),
+        request_id: id.to_owned(),
+        login: None,
+        display_name: None,
+        tags: Vec::new(),
+        node: None,
+        node_id: None,
+        identity_source: "none".into(),
+        key_id: None,
+        api_family: api_family.to_owned(),
+        method: req.method().as_str().to_owned(),
+        path: req.uri().path().to_owned(),
+        requested_model: None,
+        provider: None,
+        upstream_model: None,
+        streaming: false,
+        status: 0,
+        error_class: None,
+        input_tokens: 0,
+        output_tokens: 0,
+        cache_read_tokens: 0,
+        cache_write_tokens: 0,
+        reasoning_tokens: 0,
+        usage_known: false,
+        ttfb_ms: None,
+        duration_ms: 0,
+        bytes_in: 0,
+        bytes_out: 0,
+        user_agent: header_str(req, "user-agent").map(|s| s.chars().take(256).collect()),
+    }
+}
+
+fn apply_principal(rec: &mut UsageRecord, p: &Principal) {
+    rec.identity_source = p.source.as_str().to_owned();
+    rec.login = p.login.clone();
+    rec.display_name = p.display_name.clone();
+    rec.tags = p.tags.clone();
+    rec.node = p.node_name.clone();
+    rec.node_id = p.node_id.clone();
+    rec.key_id = p.key_id.clone();
+}
+
+/// Entry point for every request on the gateway's listener.
+pub async fn handle(gw: Arc<Gateway>, ctx: Arc<ConnCtx>, req: Request<Incoming>) -> Response<RespBody> {
+    let start = Instant::now();
+    let rt = gw.runtime();
+    let id = iris_store::new_record_id();
+    match endpoint(req.uri().path()) {
+        Endpoint::Llm(family) => {
+            let pending = Pending {
+                sink: gw.usage.clone(),
+                record: new_record(&req, &id, family.as_str()),
+                start,
+            };
+            llm(&gw, &rt, &ctx, req, family, pending, &id).await
+        }
+        Endpoint::Models => {
+            let pending = Pending {
+                sink: gw.usage.clone(),
+                record: new_record(&req, &id, "models"),
+                start,
+            };
+            models(&gw, &rt, &ctx, req, pending, &id).await
+        }
+        Endpoint::Health => {
+            let mut r = Response::new(full(Bytes::from_static(b"{\"status\":\"ok\"}")));
+            r.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            r
+        }
+        Endpoint::Unknown => {
+            GatewayError::NotFound(req.uri().path().chars().take(200).collect()).to_response(Dialect::OpenAi, &id)
+        }
+    }
+}
+
+/// Answer with an error and finalize the request's record.
+fn fail(mut pending: Pending, err: GatewayError, dialect: Dialect, id: &str) -> Response<RespBody> {
+    let resp = err.to_response(dialect, id);
+    if resp.status().is_server_error() {
+        tracing::warn!(request_id = id, class = err.class(), detail = err.log_detail().unwrap_or(""), "{err}");
+    }
+    pending.record.status = resp.status().as_u16();
+    let len = resp.body().size_hint().exact().unwrap_or(0);
+    record_now(pending, Some(err.class()), len);
+    resp
+}
+
+async fn llm(
+    gw: &Gateway,
+    rt: &Runtime,
+    ctx: &ConnCtx,
+    req: Request<Incoming>,
+    family: ApiFamily,
+    mut pending: Pending,
+    id: &str,
+) -> Response<RespBody> {
+    let dialect = family.dialect();
+    if req.method() != Method::POST {
+        let m = req.method().to_string();
+        return fail(pending, GatewayError::MethodNotAllowed(m), dialect, id);
+    }
+
+    // Identity, then the role: a caller without one learns nothing about models.
+    let who = match identity::resolve(gw, rt, ctx, req.headers()).await {
+        Ok(r) => r,
+        Err(e) => return fail(pending, e, dialect, id),
+    };
+    apply_principal(&mut pending.record, &who.principal);
+    let base = rt.policy.evaluate(&who.principal, who.tailnet_grants(), None);
+    if base.outcome() == Outcome::NoRole {
+        return fail(pending, GatewayError::NoRole { who: who.principal.label() }, dialect, id);
+    }
+
+    // Body, within the limit, and the model in it.
+    let (parts, body) = req.into_parts();
+    let limit = rt.config.iris.max_body_bytes;
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return fail(pending, GatewayError::TooLarge(limit), dialect, id);
+    }
+    let body = match Limited::new(body, limit).collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(e) => {
+            let err = if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                GatewayError::TooLarge(limit)
+            } else {
+                GatewayError::BadRequest(format!("could not read the request body: {e}"))
+            };
+            return fail(pending, err, dialect, id);
+        }
+    };
+    pending.record.bytes_in = body.len() as u64;
+    let peeked = match peek::peek_request(&body) {
+        Ok(p) => p,
+        Err(e) => return fail(pending, GatewayError::BadRequest(e.to_string()), dialect, id),
+    };
+    pending.record.streaming = peeked.stream;
+    let Some(requested) = peeked.model.clone() else {
+        return fail(pending, GatewayError::MissingModel, dialect, id);
+    };
+    pending.record.requested_model = Some(requested.clone());
+
+    // Route, then the model grant.
+    let route = match rt.routes.resolve(&requested, family) {
+        Ok(r) => r,
+        Err(RouteError::UnknownModel(m)) => return fail(pending, GatewayError::UnknownModel(m), dialect, id),
+        Err(RouteError::WrongApi { model, .. }) => {
+            return fail(pending, GatewayError::WrongApi { model, api: family.as_str() }, dialect, id);
+        }
+    };
+    let decision = rt.policy.evaluate(&who.principal, who.tailnet_grants(), Some(&route.qualified));
+    match decision.outcome() {
+        Outcome::Allowed => {}
+        Outcome::NoRole => {
+            return fail(pending, GatewayError::NoRole { who: who.principal.label() }, dialect, id);
+        }
+        Outcome::ModelNotGranted => {
+            let err = GatewayError::ModelNotGranted { model: requested, who: who.principal.label() };
+            return fail(pending, err, dialect, id);
+        }
+    }
+    let Some(provider) = rt.config.provider(&route.provider_id) else {
+        return fail(pending, GatewayError::Internal("route to a missing provider".into()), dialect, id);
+    };
+    pending.record.provider = Some(provider.id.clone());
+    pending.record.upstream_model = Some(route.model.clone());
+
+    // The upstream body: the bare model id, and usage asked for on OpenAI chat streams.
+    let mut up_body = body;
+    if route.model != requested {
+        match peek::with_model(&up_body, &route.model) {
+            Ok(b) => up_body = Bytes::from(b),
+            Err(e) => return fail(pending, GatewayError::BadRequest(e.to_string()), dialect, id),
+        }
+    }
+    let inject_usage = family == ApiFamily::OpenAiChat && peeked.stream && peeked.include_usage != Some(true);
+    if inject_usage {
+        match peek::with_include_usage(&up_body) {
+            Ok(b) => up_body = Bytes::from(b),
+            Err(e) => return fail(pending, GatewayError::BadRequest(e.to_string()), dialect, id),
+        }
+    }
+
+    let up_req = match build_upstream_request(&parts, provider, family, up_body) {
+        Ok(r) => r,
+        Err(e) => return fail(pending, e, dialect, id),
+    };
+    let first_byte = rt.config.iris.timeouts.first_byte;
+    let resp = match tokio::time::timeout(first_byte, gw.client.request(up_req)).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            let err = if crate::upstream::is_connect_timeout(&e) {
+                GatewayError::UpstreamTimeout {
+                    provider: provider.id.clone(),
+                    secs: rt.config.iris.timeouts.connect.as_secs_f64(),
+                }
+            } else {
+                GatewayError::UpstreamUnreachable { provider: provider.id.clone(), detail: format!("{e:?}") }
+            };
+            return fail(pending, err, dialect, id);
+        }
+        Err(_) => {
+            let err = GatewayError::UpstreamTimeout { provider: provider.id.clone(), secs: first_byte.as_secs_f64() };
+            return fail(pending, err, dialect, id);
+        }
+    };
+
+    // The answer, metered on its way to the client.
+    let (up_parts, up_body) = resp.into_parts();
+    let is_sse = up_parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("text/event-stream"));
+    let status = up_parts.status;
+    pending.record.status = status.as_u16();
+    if !status.is_success() {
+        pending.record.error_class = Some("upstream_status".into());
+    }
+    let filter = (inject_usage && is_sse && status.is_success()).then(IncludeUsageFilter::new);
+    let mut out = Response::builder().status(status);
+    if let Some(h) = out.headers_mut() {
+        for (name, value) in up_parts.headers.iter() {
+            if forward_response_header(name.as_str()) && !(filter.is_some() && name == header::CONTENT_LENGTH) {
+                h.append(name.clone(), value.clone());
+            }
+        }
+        if let Ok(v) = HeaderValue::from_str(id) {
+            h.insert("x-iris-request-id", v);
+        }
+    }
+    let metered = MeteredBody::new(
+        up_body,
+        pending,
+        UsageExtractor::new(family, is_sse),
+        filter,
+        rt.config.iris.timeouts.idle,
+        is_sse.then_some(dialect),
+    );
+    out.body(BodyExt::boxed(metered)).unwrap_or_else(|e| {
+        tracing::error!(request_id = id, error = %e, "could not build the response");
+        let mut r = Response::new(full(Bytes::new()));
+        *r.status_mut() = StatusCode::BAD_GATEWAY;
+        r
+    })
+}
+
+fn build_upstream_request(
+    parts: &http::request::Parts,
+    provider: &iris_config::Provider,
+    family: ApiFamily,
+    body: Bytes,
+) -> Result<Request<Full<Bytes>>, GatewayError> {
+    let url = upstream_url(provider, family, parts.uri.query());
+    let mut req = Request::builder().method(Method::POST).uri(&url);
+    let h = req
+        .headers_mut()
+        .ok_or_else(|| GatewayError::Internal(format!("invalid upstream url for provider {}", provider.id)))?;
+    for (name, value) in parts.headers.iter() {
+        // Usage is read from the bytes as they pass, so ask the provider for identity encoding.
+        if forward_request_header(name.as_str()) && name != header::ACCEPT_ENCODING {
+            h.append(name.clone(), value.clone());
+        }
+    }
+    if let Some((name, value)) = auth_header(provider) {
+        let v = HeaderValue::from_str(&value)
+            .map_err(|_| GatewayError::Internal(format!("provider {} has an API key that is not a valid header value", provider.id)))?;
+        let mut v = v;
+        v.set_sensitive(true);
+        h.insert(name, v);
+    }
+    for (name, value) in &provider.add_headers {
+        let n = http::HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| GatewayError::Internal(format!("provider {}: invalid add_headers name", provider.id)))?;
+        let v = HeaderValue::from_str(value)
+            .map_err(|_| GatewayError::Internal(format!("provider {}: invalid add_headers value", provider.id)))?;
+        h.insert(n, v);
+    }
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    req.body(Full::new(body))
+        .map_err(|e| GatewayError::Internal(format!("could not build the upstream request: {e}")))
+}
+
+async fn models(
+    gw: &Gateway,
+    rt: &Runtime,
+    ctx: &ConnCtx,
+    req: Request<Incoming>,
+    mut pending: Pending,
+    id: &str,
+) -> Response<RespBody> {
+    let dialect = if req.headers().contains_key("anthropic-version") {
+        Dialect::Anthropic
+    } else {
+        Dialect::OpenAi
+    };
+    if req.method() != Method::GET {
+        let m = req.method().to_string();
+        return fail(pending, GatewayError::MethodNotAllowed(m), dialect, id);
+    }
+    let who: Resolved = match identity::resolve(gw, rt, ctx, req.headers()).await {
+        Ok(r) => r,
+        Err(e) => return fail(pending, e, dialect, id),
+    };
+    apply_principal(&mut pending.record, &who.principal);
+    let decision = rt.policy.evaluate(&who.principal, who.tailnet_grants(), None);
+    if decision.outcome() == Outcome::NoRole {
+        return fail(pending, GatewayError::NoRole { who: who.principal.label() }, dialect, id);
+    }
+    let visible: Vec<_> = rt
+        .routes
+        .models()
+        .into_iter()
+        .filter(|m| rt.policy.model_in(&who.principal, who.tailnet_grants(), &m.qualified))
+        .collect();
+    let body = match dialect {
+        Dialect::Anthropic => models_list::anthropic_models_json(&visible),
+        Dialect::OpenAi => models_list::openai_models_json(&visible),
+    };
+    pending.record.status = 200;
+    record_now(pending, None, body.len() as u64);
+    let mut r = Response::new(full(Bytes::from(body)));
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if let Ok(v) = HeaderValue::from_str(id) {
+        r.headers_mut().insert("x-iris-request-id", v);
+    }
+    r
+}
