@@ -1,0 +1,271 @@
+//! iris-store owns iris's persistent state: the usage log (one [`UsageRecord`] per
+//! proxied request) and the table of iris-issued API keys ([`KeyRecord`]). It is the
+//! **only** crate that speaks SQL; everything else goes through the [`Store`] trait, so a
+//! PostgreSQL backend can slot in next to [`SqliteStore`] without touching callers.
+//! It must never know about HTTP, providers' wire formats, policy, or how identities are
+//! resolved, and it never sees a key's secret — only the hash the identity crate computed.
+//!
+//! # Layout
+//! - `lib.rs` — the data types ([`UsageRecord`], [`KeyRecord`], [`UsageQuery`]), the
+//!   [`Store`] trait and [`StoreError`].
+//! - `sqlite.rs` — [`SqliteStore`]: file setup (permissions), pragmas, embedded
+//!   migrations (`migrations/NNNN_*.sql`), and the queries.
+//! - `writer.rs` — the batched usage writer that keeps store writes off the request path:
+//!   [`spawn_usage_writer`] returns a cheap, cloneable [`UsageSink`] and a
+//!   [`UsageWriterHandle`] for shutdown.
+//!
+//! # Back-pressure of the usage writer
+//! Recording usage must never slow down or block a request, and must never grow memory
+//! without bound when the store is slow or down. So [`UsageSink::record`] never awaits: it
+//! `try_send`s into a bounded queue, and when the queue is full the record is **dropped**
+//! and counted ([`UsageSink::dropped`]), with a rate-limited `warn!` line
+//! ("usage queue full: N records dropped"). We chose losing accounting rows under overload
+//! over adding latency to user traffic; the drop counter makes the loss visible.
+//!
+//! When the store fails, the writer keeps the failed batch and retries it with exponential
+//! backoff. While it retries it keeps taking records off the queue until its retry buffer
+//! holds `queue_capacity` records; then it stops taking, the queue fills up, and further
+//! records are dropped (and counted) at the sink. Memory is therefore bounded by about
+//! twice `queue_capacity` records. A batch that fails for a *permanent* reason (see
+//! [`StoreError::is_permanent`]) is not retried as a whole: its records are tried one by
+//! one and only the ones the store rejects are dropped.
+//!
+//! [`UsageWriterHandle::shutdown`] closes the intake (records sent afterwards are counted
+//! as dropped), drains everything already queued, writes it, and returns [`WriterStats`].
+
+use serde::{Deserialize, Serialize};
+
+mod sqlite;
+mod writer;
+
+pub use sqlite::SqliteStore;
+pub use writer::{
+    UsageSink, UsageWriterConfig, UsageWriterHandle, WriterStats, spawn_usage_writer,
+};
+
+/// One proxied request, as recorded in the usage log.
+///
+/// Counters are `u64` in Rust; the SQL backends store signed 64-bit integers, so values
+/// above `i64::MAX` are saturated to `i64::MAX` on write (no real token or byte count
+/// gets near that).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UsageRecord {
+    /// UUIDv7 string (time-ordered), from [`new_record_id`].
+    pub id: String,
+    /// Request start, unix milliseconds.
+    pub ts_ms: i64,
+    /// Same as `id` normally.
+    pub request_id: String,
+    /// User login; `None` for tagged nodes, loopback and anonymous callers.
+    pub login: Option<String>,
+    pub display_name: Option<String>,
+    /// Sorted tags of a tagged node. Stored comma-joined, so a tag must not contain `,`
+    /// (Tailscale tags cannot).
+    pub tags: Vec<String>,
+    /// Node name.
+    pub node: Option<String>,
+    pub node_id: Option<String>,
+    /// "whois" | "serve_headers" | "key" | "loopback" | "none".
+    pub identity_source: String,
+    pub key_id: Option<String>,
+    /// e.g. "anthropic_messages".
+    pub api_family: String,
+    pub method: String,
+    pub path: String,
+    pub requested_model: Option<String>,
+    pub provider: Option<String>,
+    pub upstream_model: Option<String>,
+    pub streaming: bool,
+    pub status: u16,
+    /// e.g. "denied", "unknown_model", "upstream_timeout", "client_closed", "upstream_error".
+    pub error_class: Option<String>,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cache_read_tokens: u64,
+    pub cache_write_tokens: u64,
+    pub reasoning_tokens: u64,
+    /// False when the answer carried no usage we could read.
+    pub usage_known: bool,
+    pub ttfb_ms: Option<u64>,
+    pub duration_ms: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub user_agent: Option<String>,
+}
+
+/// A fresh record id: a UUIDv7 string. Ids made in one process sort in creation order.
+pub fn new_record_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// The current wall-clock time in unix milliseconds.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// An iris-issued API key. The secret itself is never stored, only its hash.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeyRecord {
+    /// Short public id, e.g. `"key_"` + 12 hex digits.
+    pub id: String,
+    /// Hex SHA-256 of the secret, computed by the identity crate. Unique.
+    pub token_hash: String,
+    pub login: Option<String>,
+    /// Stored comma-joined; a tag must not contain `,`.
+    pub tags: Vec<String>,
+    pub note: Option<String>,
+    pub created_ms: i64,
+    pub expires_ms: Option<i64>,
+    pub revoked_ms: Option<i64>,
+    pub last_used_ms: Option<i64>,
+    pub created_by: Option<String>,
+}
+
+/// A page of the usage log, newest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageQuery {
+    /// Page size; 0 returns nothing, values above [`UsageQuery::MAX_LIMIT`] are clamped.
+    pub limit: u32,
+    /// Cursor: only records older than this one (the last id of the previous page).
+    /// An id that is not in the store yields an empty page.
+    pub before_id: Option<String>,
+    /// Only this login.
+    pub login: Option<String>,
+    /// Only records whose requested model *or* upstream model equals this.
+    pub model: Option<String>,
+    /// Only records with `ts_ms >= since_ms`.
+    pub since_ms: Option<i64>,
+    /// Only records with `ts_ms < until_ms`.
+    pub until_ms: Option<i64>,
+}
+
+impl UsageQuery {
+    /// The default page size.
+    pub const DEFAULT_LIMIT: u32 = 50;
+    /// The largest page a single query returns.
+    pub const MAX_LIMIT: u32 = 10_000;
+}
+
+impl Default for UsageQuery {
+    fn default() -> Self {
+        UsageQuery {
+            limit: Self::DEFAULT_LIMIT,
+            before_id: None,
+            login: None,
+            model: None,
+            since_ms: None,
+            until_ms: None,
+        }
+    }
+}
+
+/// Errors from a [`Store`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The database file or its directory could not be created or opened.
+    #[error("cannot prepare database location {path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The database reported an error (includes connection and pool failures).
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Applying the embedded schema migrations failed.
+    #[error("database migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    /// A uniqueness rule was violated (e.g. a key with the same id or token hash exists).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The caller handed the store a record it cannot represent faithfully.
+    #[error("invalid record: {0}")]
+    InvalidRecord(String),
+    /// A stored row holds a value the Rust type cannot represent (e.g. a negative count).
+    #[error("corrupt row in {table}: {detail}")]
+    Corrupt { table: &'static str, detail: String },
+    /// The backend is not reachable or refused the operation for a transient reason.
+    /// For `Store` implementations other than the SQL ones (tests, proxies).
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl StoreError {
+    /// True when retrying the same operation cannot succeed: the data itself is the
+    /// problem (invalid record, constraint violation, corrupt row). Everything else
+    /// (IO, busy/locked database, pool timeouts, unknown database errors) is treated as
+    /// transient.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            StoreError::Conflict(_) | StoreError::InvalidRecord(_) | StoreError::Corrupt { .. } => {
+                true
+            }
+            StoreError::Database(e) => e.as_database_error().is_some_and(|d| {
+                matches!(
+                    d.kind(),
+                    sqlx::error::ErrorKind::UniqueViolation
+                        | sqlx::error::ErrorKind::ForeignKeyViolation
+                        | sqlx::error::ErrorKind::NotNullViolation
+                        | sqlx::error::ErrorKind::CheckViolation
+                )
+            }),
+            StoreError::Io { .. } | StoreError::Migration(_) | StoreError::Unavailable(_) => false,
+        }
+    }
+}
+
+/// Persistent state behind one interface; every backend implements it.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Append records in one transaction: all of them are written or none. Inserting a
+    /// record whose id already exists is a no-op for that record, so a retried batch
+    /// does not duplicate rows.
+    async fn insert_usage(&self, batch: &[UsageRecord]) -> Result<(), StoreError>;
+    /// A page of the usage log, newest first (by `ts_ms`, then `id`).
+    async fn recent_usage(&self, q: &UsageQuery) -> Result<Vec<UsageRecord>, StoreError>;
+    /// Number of usage records stored.
+    async fn count_usage(&self) -> Result<u64, StoreError>;
+    /// Add a key. [`StoreError::Conflict`] if the id or token hash already exists.
+    async fn insert_key(&self, key: &KeyRecord) -> Result<(), StoreError>;
+    /// The key with this token hash, revoked and expired ones included (the caller decides).
+    async fn key_by_hash(&self, token_hash: &str) -> Result<Option<KeyRecord>, StoreError>;
+    /// All keys, oldest first.
+    async fn list_keys(&self) -> Result<Vec<KeyRecord>, StoreError>;
+    /// Mark a key revoked. Returns false if there is no such key. Revoking twice keeps
+    /// the first revocation time.
+    async fn revoke_key(&self, id: &str, at_ms: i64) -> Result<bool, StoreError>;
+    /// Record that a key was used. Never moves `last_used_ms` backwards; unknown ids are
+    /// ignored.
+    async fn touch_key(&self, id: &str, at_ms: i64) -> Result<(), StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_ids_are_uuid_v7_and_sort_in_creation_order() {
+        let ids: Vec<String> = (0..1000).map(|_| new_record_id()).collect();
+        for id in &ids {
+            let u = uuid::Uuid::parse_str(id).unwrap();
+            assert_eq!(u.get_version_num(), 7, "{id}");
+        }
+        let mut sorted = ids.clone();
+        sorted.sort();
+        assert_eq!(ids, sorted);
+    }
+
+    #[test]
+    fn usage_query_default_limit_is_50() {
+        assert_eq!(UsageQuery::default().limit, 50);
+    }
+
+    #[test]
+    fn only_data_problems_are_permanent() {
+        assert!(StoreError::InvalidRecord("x".into()).is_permanent());
+        assert!(StoreError::Conflict("x".into()).is_permanent());
+        assert!(!StoreError::Unavailable("x".into()).is_permanent());
+        assert!(!StoreError::Database(sqlx::Error::PoolTimedOut).is_permanent());
+    }
+}

@@ -1,0 +1,454 @@
+//! The SQLite backend.
+//!
+//! One database file, in WAL mode. Writes go through a pool of exactly one connection
+//! (SQLite allows one writer at a time anyway, and a single writer connection never
+//! waits on itself); reads go through a separate small pool so dashboards and the CLI
+//! never queue behind a usage batch. The in-memory variant (tests, throwaway runs) uses
+//! a single connection for both, because each SQLite connection to `:memory:` would
+//! otherwise see its own empty database.
+//!
+//! The SQL here sticks to what SQLite and PostgreSQL both accept where that costs
+//! nothing (`ON CONFLICT ... DO NOTHING`, row-value comparisons, `CASE` instead of the
+//! scalar `MAX`), so the PostgreSQL backend can reuse the statements.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Row, Sqlite};
+
+use crate::{KeyRecord, Store, StoreError, UsageQuery, UsageRecord};
+
+/// Schema migrations, embedded at compile time from `migrations/`.
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// How long a statement waits for another connection's lock before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Connections in the read pool of a file database.
+const READ_POOL_SIZE: u32 = 4;
+
+/// Columns of `usage_records`, in the order every statement here uses.
+const USAGE_COLUMNS: &str = "id, ts_ms, request_id, login, display_name, tags, node, node_id, \
+     identity_source, key_id, api_family, method, path, requested_model, provider, \
+     upstream_model, streaming, status, error_class, input_tokens, output_tokens, \
+     cache_read_tokens, cache_write_tokens, reasoning_tokens, usage_known, ttfb_ms, \
+     duration_ms, bytes_in, bytes_out, user_agent";
+const USAGE_COLUMN_COUNT: usize = 30;
+
+/// Bound parameters per statement: SQLite before 3.32 allowed at most 999, and staying
+/// under that keeps the statement portable (PostgreSQL allows 65535).
+const MAX_BIND_PARAMS: usize = 999;
+const USAGE_ROWS_PER_INSERT: usize = MAX_BIND_PARAMS / USAGE_COLUMN_COUNT;
+const _: () = assert!(
+    USAGE_ROWS_PER_INSERT >= 1 && USAGE_ROWS_PER_INSERT * USAGE_COLUMN_COUNT <= MAX_BIND_PARAMS
+);
+
+const KEY_COLUMNS: &str = "id, token_hash, login, tags, note, created_ms, expires_ms, \
+     revoked_ms, last_used_ms, created_by";
+
+/// The SQLite implementation of [`Store`].
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("writer_connections", &self.writer.size())
+            .field("reader_connections", &self.reader.size())
+            .finish()
+    }
+}
+
+impl SqliteStore {
+    /// Open (or create) the database at `path` and bring its schema up to date.
+    ///
+    /// Missing parent directories are created with mode 0700 and a missing database file
+    /// with mode 0600 (on unix), since the file holds who used what. Existing files and
+    /// directories keep their permissions.
+    pub async fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        prepare_location(path).await?;
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true)
+            .synchronous(SqliteSynchronous::Normal);
+        // WAL is a property of the file: the writer sets it once, readers inherit it.
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone().journal_mode(SqliteJournalMode::Wal))
+            .await?;
+        MIGRATOR.run(&writer).await?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(READ_POOL_SIZE)
+            .connect_with(options)
+            .await?;
+        tracing::debug!(path = %path.display(), "sqlite store opened");
+        Ok(SqliteStore { writer, reader })
+    }
+
+    /// A fresh, private in-memory database (for tests and throwaway runs). Its contents
+    /// vanish when the store is dropped.
+    pub async fn open_in_memory() -> Result<SqliteStore, StoreError> {
+        // "sqlite::memory:" names a database unique to this options value.
+        let options = SqliteConnectOptions::from_str("sqlite::memory:")?
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true);
+        // A single connection that is never recycled: closing it would drop the data.
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options)
+            .await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(SqliteStore {
+            writer: pool.clone(),
+            reader: pool,
+        })
+    }
+
+    /// Close all connections, waiting for queries in flight. The last connection to
+    /// close checkpoints the WAL into the main file.
+    pub async fn close(&self) {
+        self.reader.close().await;
+        self.writer.close().await;
+    }
+}
+
+/// Create the parent directories (0700) and the database file (0600) if missing.
+async fn prepare_location(path: &Path) -> Result<(), StoreError> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        let mut dirs = tokio::fs::DirBuilder::new();
+        dirs.recursive(true);
+        #[cfg(unix)]
+        dirs.mode(0o700);
+        dirs.create(parent).await.map_err(|source| StoreError::Io {
+            path: parent.to_path_buf(),
+            source,
+        })?;
+    }
+    let mut file = tokio::fs::OpenOptions::new();
+    file.write(true).create_new(true);
+    #[cfg(unix)]
+    file.mode(0o600);
+    match file.open(path).await {
+        // An empty file is a valid, empty SQLite database.
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(source) => Err(StoreError::Io {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for SqliteStore {
+    async fn insert_usage(&self, batch: &[UsageRecord]) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let tags: Vec<String> = batch
+            .iter()
+            .map(|r| join_tags(&r.tags))
+            .collect::<Result<_, _>>()?;
+        let mut tx = self.writer.begin().await?;
+        for (chunk, chunk_tags) in batch
+            .chunks(USAGE_ROWS_PER_INSERT)
+            .zip(tags.chunks(USAGE_ROWS_PER_INSERT))
+        {
+            let mut qb: QueryBuilder<'_, Sqlite> =
+                QueryBuilder::new(format!("INSERT INTO usage_records ({USAGE_COLUMNS}) "));
+            qb.push_values(chunk.iter().zip(chunk_tags), |mut row, (r, tags)| {
+                row.push_bind(r.id.as_str())
+                    .push_bind(r.ts_ms)
+                    .push_bind(r.request_id.as_str())
+                    .push_bind(r.login.as_deref())
+                    .push_bind(r.display_name.as_deref())
+                    .push_bind(tags.as_str())
+                    .push_bind(r.node.as_deref())
+                    .push_bind(r.node_id.as_deref())
+                    .push_bind(r.identity_source.as_str())
+                    .push_bind(r.key_id.as_deref())
+                    .push_bind(r.api_family.as_str())
+                    .push_bind(r.method.as_str())
+                    .push_bind(r.path.as_str())
+                    .push_bind(r.requested_model.as_deref())
+                    .push_bind(r.provider.as_deref())
+                    .push_bind(r.upstream_model.as_deref())
+                    .push_bind(r.streaming)
+                    .push_bind(i64::from(r.status))
+                    .push_bind(r.error_class.as_deref())
+                    .push_bind(to_sql_int(r.input_tokens))
+                    .push_bind(to_sql_int(r.output_tokens))
+                    .push_bind(to_sql_int(r.cache_read_tokens))
+                    .push_bind(to_sql_int(r.cache_write_tokens))
+                    .push_bind(to_sql_int(r.reasoning_tokens))
+                    .push_bind(r.usage_known)
+                    .push_bind(r.ttfb_ms.map(to_sql_int))
+                    .push_bind(to_sql_int(r.duration_ms))
+                    .push_bind(to_sql_int(r.bytes_in))
+                    .push_bind(to_sql_int(r.bytes_out))
+                    .push_bind(r.user_agent.as_deref());
+            });
+            qb.push(" ON CONFLICT (id) DO NOTHING");
+            qb.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn recent_usage(&self, q: &UsageQuery) -> Result<Vec<UsageRecord>, StoreError> {
+        let limit = q.limit.min(UsageQuery::MAX_LIMIT);
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new(format!(
+            "SELECT {USAGE_COLUMNS} FROM usage_records WHERE 1 = 1"
+        ));
+        if let Some(before) = &q.before_id {
+            // Same order as ORDER BY below; an unknown cursor compares to NULL: no rows.
+            qb.push(" AND (ts_ms, id) < (SELECT ts_ms, id FROM usage_records WHERE id = ")
+                .push_bind(before.as_str())
+                .push(")");
+        }
+        if let Some(login) = &q.login {
+            qb.push(" AND login = ").push_bind(login.as_str());
+        }
+        if let Some(model) = &q.model {
+            qb.push(" AND (requested_model = ")
+                .push_bind(model.as_str())
+                .push(" OR upstream_model = ")
+                .push_bind(model.as_str())
+                .push(")");
+        }
+        if let Some(since) = q.since_ms {
+            qb.push(" AND ts_ms >= ").push_bind(since);
+        }
+        if let Some(until) = q.until_ms {
+            qb.push(" AND ts_ms < ").push_bind(until);
+        }
+        qb.push(" ORDER BY ts_ms DESC, id DESC LIMIT ")
+            .push_bind(i64::from(limit));
+        let rows = qb.build().fetch_all(&self.reader).await?;
+        rows.iter().map(usage_from_row).collect()
+    }
+
+    async fn count_usage(&self) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM usage_records")
+            .fetch_one(&self.reader)
+            .await?;
+        from_sql_int("usage_records", "COUNT(*)", n)
+    }
+
+    async fn insert_key(&self, key: &KeyRecord) -> Result<(), StoreError> {
+        let tags = join_tags(&key.tags)?;
+        let result = sqlx::query(&format!(
+            "INSERT INTO api_keys ({KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        ))
+        .bind(key.id.as_str())
+        .bind(key.token_hash.as_str())
+        .bind(key.login.as_deref())
+        .bind(tags.as_str())
+        .bind(key.note.as_deref())
+        .bind(key.created_ms)
+        .bind(key.expires_ms)
+        .bind(key.revoked_ms)
+        .bind(key.last_used_ms)
+        .bind(key.created_by.as_deref())
+        .execute(&self.writer)
+        .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(sqlx::Error::Database(e))
+                if e.kind() == sqlx::error::ErrorKind::UniqueViolation =>
+            {
+                // Deliberately vague: never echo the token hash back.
+                Err(StoreError::Conflict(format!(
+                    "a key with id {:?} or the same token hash already exists",
+                    key.id
+                )))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn key_by_hash(&self, token_hash: &str) -> Result<Option<KeyRecord>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys WHERE token_hash = ?"
+        ))
+        .bind(token_hash)
+        .fetch_optional(&self.reader)
+        .await?;
+        row.as_ref().map(key_from_row).transpose()
+    }
+
+    async fn list_keys(&self) -> Result<Vec<KeyRecord>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys ORDER BY created_ms, id"
+        ))
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(key_from_row).collect()
+    }
+
+    async fn revoke_key(&self, id: &str, at_ms: i64) -> Result<bool, StoreError> {
+        let done =
+            sqlx::query("UPDATE api_keys SET revoked_ms = COALESCE(revoked_ms, ?) WHERE id = ?")
+                .bind(at_ms)
+                .bind(id)
+                .execute(&self.writer)
+                .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn touch_key(&self, id: &str, at_ms: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE api_keys SET last_used_ms = ? \
+             WHERE id = ? AND (last_used_ms IS NULL OR last_used_ms < ?)",
+        )
+        .bind(at_ms)
+        .bind(id)
+        .bind(at_ms)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+}
+
+/// Tags are stored comma-joined; refuse tags that would not read back the same.
+fn join_tags(tags: &[String]) -> Result<String, StoreError> {
+    if let Some(bad) = tags.iter().find(|t| t.is_empty() || t.contains(',')) {
+        return Err(StoreError::InvalidRecord(format!(
+            "tag {bad:?} cannot be stored: tags must be non-empty and contain no ','"
+        )));
+    }
+    Ok(tags.join(","))
+}
+
+fn split_tags(joined: &str) -> Vec<String> {
+    if joined.is_empty() {
+        Vec::new()
+    } else {
+        joined.split(',').map(str::to_owned).collect()
+    }
+}
+
+/// SQL integers are signed 64-bit; counters saturate rather than wrap.
+fn to_sql_int(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn from_sql_int(table: &'static str, column: &str, v: i64) -> Result<u64, StoreError> {
+    u64::try_from(v).map_err(|_| StoreError::Corrupt {
+        table,
+        detail: format!("column {column} holds negative value {v}"),
+    })
+}
+
+fn get_u64(row: &SqliteRow, column: &str) -> Result<u64, StoreError> {
+    from_sql_int("usage_records", column, row.try_get(column)?)
+}
+
+fn usage_from_row(row: &SqliteRow) -> Result<UsageRecord, StoreError> {
+    let status: i64 = row.try_get("status")?;
+    let status = u16::try_from(status).map_err(|_| StoreError::Corrupt {
+        table: "usage_records",
+        detail: format!("column status holds {status}, not an HTTP status"),
+    })?;
+    let ttfb_ms = match row.try_get::<Option<i64>, _>("ttfb_ms")? {
+        Some(v) => Some(from_sql_int("usage_records", "ttfb_ms", v)?),
+        None => None,
+    };
+    Ok(UsageRecord {
+        id: row.try_get("id")?,
+        ts_ms: row.try_get("ts_ms")?,
+        request_id: row.try_get("request_id")?,
+        login: row.try_get("login")?,
+        display_name: row.try_get("display_name")?,
+        tags: split_tags(row.try_get("tags")?),
+        node: row.try_get("node")?,
+        node_id: row.try_get("node_id")?,
+        identity_source: row.try_get("identity_source")?,
+        key_id: row.try_get("key_id")?,
+        api_family: row.try_get("api_family")?,
+        method: row.try_get("method")?,
+        path: row.try_get("path")?,
+        requested_model: row.try_get("requested_model")?,
+        provider: row.try_get("provider")?,
+        upstream_model: row.try_get("upstream_model")?,
+        streaming: row.try_get("streaming")?,
+        status,
+        error_class: row.try_get("error_class")?,
+        input_tokens: get_u64(row, "input_tokens")?,
+        output_tokens: get_u64(row, "output_tokens")?,
+        cache_read_tokens: get_u64(row, "cache_read_tokens")?,
+        cache_write_tokens: get_u64(row, "cache_write_tokens")?,
+        reasoning_tokens: get_u64(row, "reasoning_tokens")?,
+        usage_known: row.try_get("usage_known")?,
+        ttfb_ms,
+        duration_ms: get_u64(row, "duration_ms")?,
+        bytes_in: get_u64(row, "bytes_in")?,
+        bytes_out: get_u64(row, "bytes_out")?,
+        user_agent: row.try_get("user_agent")?,
+    })
+}
+
+fn key_from_row(row: &SqliteRow) -> Result<KeyRecord, StoreError> {
+    Ok(KeyRecord {
+        id: row.try_get("id")?,
+        token_hash: row.try_get("token_hash")?,
+        login: row.try_get("login")?,
+        tags: split_tags(row.try_get("tags")?),
+        note: row.try_get("note")?,
+        created_ms: row.try_get("created_ms")?,
+        expires_ms: row.try_get("expires_ms")?,
+        revoked_ms: row.try_get("revoked_ms")?,
+        last_used_ms: row.try_get("last_used_ms")?,
+        created_by: row.try_get("created_by")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tag_lists_round_trip_through_text() {
+        for tags in [vec![], vec!["tag:a"], vec!["tag:a", "tag:b-c"]] {
+            let tags: Vec<String> = tags.into_iter().map(String::from).collect();
+            assert_eq!(split_tags(&join_tags(&tags).unwrap()), tags);
+        }
+    }
+
+    #[test]
+    fn tags_that_would_not_read_back_are_refused() {
+        for bad in [vec!["a,b"], vec![""], vec!["tag:a", ""]] {
+            let bad: Vec<String> = bad.into_iter().map(String::from).collect();
+            let err = join_tags(&bad).unwrap_err();
+            assert!(err.is_permanent(), "{err}");
+        }
+    }
+
+    #[test]
+    fn counters_saturate_instead_of_wrapping() {
+        assert_eq!(to_sql_int(0), 0);
+        assert_eq!(to_sql_int(i64::MAX as u64), i64::MAX);
+        assert_eq!(to_sql_int(u64::MAX), i64::MAX);
+        assert!(from_sql_int("t", "c", -1).is_err());
+    }
+
+    #[test]
+    fn usage_column_count_matches_the_column_list() {
+        assert_eq!(USAGE_COLUMNS.split(',').count(), USAGE_COLUMN_COUNT);
+    }
+}
