@@ -136,7 +136,10 @@ mod tests {
         assert_eq!(find_key(Some("Bearer iris_sk_abc"), None), Some(k));
         assert_eq!(find_key(Some("bearer   iris_sk_abc "), None), Some(k));
         assert_eq!(find_key(None, Some("iris_sk_abc")), Some(k));
-        assert_eq!(find_key(Some("Bearer not-needed"), Some("iris_sk_abc")), Some(k));
+        assert_eq!(
+            find_key(Some("Bearer not-needed"), Some("iris_sk_abc")),
+            Some(k)
+        );
         assert_eq!(find_key(Some("Bearer sk-ant-xyz"), Some("-")), None);
         assert_eq!(find_key(Some("Basic iris_sk_abc"), None), None);
         assert_eq!(find_key(None, None), None);

@@ -28,10 +28,7 @@ pub fn principal_from_headers(login: &str, name: Option<&str>) -> Option<Princip
 /// Decode an RFC 2047 `=?utf-8?q?...?=` encoded word (the only form tailscale emits). Anything
 /// else is returned unchanged.
 pub fn decode_rfc2047(value: &str) -> String {
-    let Some(inner) = value
-        .strip_prefix("=?")
-        .and_then(|v| v.strip_suffix("?="))
-    else {
+    let Some(inner) = value.strip_prefix("=?").and_then(|v| v.strip_suffix("?=")) else {
         return value.to_owned();
     };
     let mut parts = inner.splitn(3, '?');
@@ -50,18 +47,16 @@ pub fn decode_rfc2047(value: &str) -> String {
                 out.push(b' ');
                 i += 1;
             }
-            b'=' => {
-                match (hex_val(bytes.get(i + 1)), hex_val(bytes.get(i + 2))) {
-                    (Some(h), Some(l)) => {
-                        out.push(h << 4 | l);
-                        i += 3;
-                    }
-                    _ => {
-                        out.push(b'=');
-                        i += 1;
-                    }
+            b'=' => match (hex_val(bytes.get(i + 1)), hex_val(bytes.get(i + 2))) {
+                (Some(h), Some(l)) => {
+                    out.push(h << 4 | l);
+                    i += 3;
                 }
-            }
+                _ => {
+                    out.push(b'=');
+                    i += 1;
+                }
+            },
             b => {
                 out.push(b);
                 i += 1;
@@ -91,7 +86,8 @@ mod tests {
 
     #[test]
     fn builds_principal() {
-        let p = principal_from_headers("alice@example.com", Some("=?utf-8?q?Al=C3=AFce?=")).unwrap();
+        let p =
+            principal_from_headers("alice@example.com", Some("=?utf-8?q?Al=C3=AFce?=")).unwrap();
         assert_eq!(p.login.as_deref(), Some("alice@example.com"));
         assert_eq!(p.display_name.as_deref(), Some("Alïce"));
         assert_eq!(p.source, IdentitySource::ServeHeaders);

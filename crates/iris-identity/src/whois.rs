@@ -283,7 +283,10 @@ mod tests {
             r#"{"Node": {}, "UserProfile": {"LoginName": ""}}"#,
             r#"{}"#,
         ] {
-            assert!(matches!(decode(body.as_bytes()), Err(WhoisError::NoIdentity)), "{body}");
+            assert!(
+                matches!(decode(body.as_bytes()), Err(WhoisError::NoIdentity)),
+                "{body}"
+            );
         }
         assert!(matches!(decode(b"not json"), Err(WhoisError::Decode(_))));
         assert!(matches!(decode(b"[1]"), Err(WhoisError::Decode(_))));

@@ -15,19 +15,15 @@
 //!
 //! This crate never does IO, never reads a clock, and never sees a request or a socket.
 
-use globset::{GlobBuilder, GlobMatcher};
+use globset::GlobMatcher;
 use iris_config::{Cap, Grant, GrantOrigin, Role};
 use iris_identity::{IdentitySource, Principal};
 use serde::Serialize;
 
-/// Compile a `models` glob the way grants are matched: `*` within a segment, `**` across.
+/// Compile a `models` glob the way grants are matched: `*` within a segment, `**` across. The
+/// same function the config validator uses, so validation and matching never disagree.
 pub fn compile_models_glob(pattern: &str) -> Result<GlobMatcher, String> {
-    GlobBuilder::new(pattern)
-        .literal_separator(true)
-        .backslash_escape(true)
-        .build()
-        .map(|g| g.compile_matcher())
-        .map_err(|e| e.to_string())
+    iris_config::compile_model_pattern(pattern).map_err(|e| e.to_string())
 }
 
 /// Where a grant came from.
@@ -81,7 +77,10 @@ impl Src {
         match self {
             Src::Any => true,
             Src::Loopback => p.source == IdentitySource::Loopback,
-            Src::Login(l) => p.login.as_deref().is_some_and(|x| x.eq_ignore_ascii_case(l)),
+            Src::Login(l) => p
+                .login
+                .as_deref()
+                .is_some_and(|x| x.eq_ignore_ascii_case(l)),
             Src::Group(g) => p.groups.iter().any(|x| x == g),
             Src::Tag(t) => p.tags.iter().any(|x| x == t),
             Src::TagSet(set) => p.tags == *set,

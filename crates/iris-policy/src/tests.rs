@@ -38,13 +38,33 @@ fn tagged(tags: &[&str]) -> Principal {
 fn grants() -> Vec<Grant> {
     use Role::*;
     vec![
-        grant(0, &["(loopback)"], vec![cap(Some(Admin), None), cap(None, Some("**"))]),
-        grant(1, &["group:ai-users"], vec![cap(Some(User), None), cap(None, Some("anthropic/**"))]),
-        grant(2, &["tag:ci"], vec![cap(Some(User), None), cap(None, Some("openai/gpt-5*"))]),
-        grant(3, &["tag:a,tag:b"], vec![cap(Some(User), None), cap(None, Some("*/claude-sonnet*"))]),
+        grant(
+            0,
+            &["(loopback)"],
+            vec![cap(Some(Admin), None), cap(None, Some("**"))],
+        ),
+        grant(
+            1,
+            &["group:ai-users"],
+            vec![cap(Some(User), None), cap(None, Some("anthropic/**"))],
+        ),
+        grant(
+            2,
+            &["tag:ci"],
+            vec![cap(Some(User), None), cap(None, Some("openai/gpt-5*"))],
+        ),
+        grant(
+            3,
+            &["tag:a,tag:b"],
+            vec![cap(Some(User), None), cap(None, Some("*/claude-sonnet*"))],
+        ),
         grant(4, &["bob@example.com"], vec![cap(None, Some("**"))]),
         grant(5, &["carol@example.com"], vec![cap(Some(User), None)]),
-        grant(6, &["Dave@Example.com"], vec![cap(Some(User), Some("openai/gpt-4.1"))]),
+        grant(
+            6,
+            &["Dave@Example.com"],
+            vec![cap(Some(User), Some("openai/gpt-4.1"))],
+        ),
         grant(7, &["*"], vec![cap(None, Some("local/*"))]),
     ]
 }
@@ -83,13 +103,38 @@ fn grant_matrix() {
 fn tags_match_any_carried_tag_and_exact_sets() {
     use Outcome::*;
     // Better than Aperture: tag:ci matches a node that carries tag:ci among others.
-    check(&tagged(&["tag:prod", "tag:ci"]), &[], Some("openai/gpt-5-mini"), Allowed);
+    check(
+        &tagged(&["tag:prod", "tag:ci"]),
+        &[],
+        Some("openai/gpt-5-mini"),
+        Allowed,
+    );
     check(&tagged(&["tag:ci"]), &[], Some("openai/gpt-5"), Allowed);
-    check(&tagged(&["tag:ci"]), &[], Some("anthropic/claude-x"), ModelNotGranted);
+    check(
+        &tagged(&["tag:ci"]),
+        &[],
+        Some("anthropic/claude-x"),
+        ModelNotGranted,
+    );
     // The exact sorted, comma-joined form matches that exact set only.
-    check(&tagged(&["tag:b", "tag:a"]), &[], Some("anthropic/claude-sonnet-4"), Allowed);
-    check(&tagged(&["tag:a", "tag:b", "tag:c"]), &[], Some("anthropic/claude-sonnet-4"), NoRole);
-    check(&tagged(&["tag:a"]), &[], Some("anthropic/claude-sonnet-4"), NoRole);
+    check(
+        &tagged(&["tag:b", "tag:a"]),
+        &[],
+        Some("anthropic/claude-sonnet-4"),
+        Allowed,
+    );
+    check(
+        &tagged(&["tag:a", "tag:b", "tag:c"]),
+        &[],
+        Some("anthropic/claude-sonnet-4"),
+        NoRole,
+    );
+    check(
+        &tagged(&["tag:a"]),
+        &[],
+        Some("anthropic/claude-sonnet-4"),
+        NoRole,
+    );
     // `tagged-devices` is never a login, and a tagged node never matches login grants.
     check(&tagged(&["tag:other"]), &[], Some("local/x"), NoRole);
 }
@@ -98,26 +143,42 @@ fn tags_match_any_carried_tag_and_exact_sets() {
 fn role_only_and_model_only() {
     use Outcome::*;
     // Models but no role: 403 even though the model matches.
-    check(&user("bob@example.com", &[]), &[], Some("openai/gpt-5"), NoRole);
+    check(
+        &user("bob@example.com", &[]),
+        &[],
+        Some("openai/gpt-5"),
+        NoRole,
+    );
     // Role but no models: 404 for any model, allowed without a model.
-    check(&user("carol@example.com", &[]), &[], Some("openai/gpt-5"), ModelNotGranted);
+    check(
+        &user("carol@example.com", &[]),
+        &[],
+        Some("openai/gpt-5"),
+        ModelNotGranted,
+    );
     check(&user("carol@example.com", &[]), &[], None, Allowed);
     // Logins compare case-insensitively; model ids do not.
-    check(&user("dave@example.com", &[]), &[], Some("openai/gpt-4.1"), Allowed);
-    check(&user("dave@example.com", &[]), &[], Some("openai/GPT-4.1"), ModelNotGranted);
+    check(
+        &user("dave@example.com", &[]),
+        &[],
+        Some("openai/gpt-4.1"),
+        Allowed,
+    );
+    check(
+        &user("dave@example.com", &[]),
+        &[],
+        Some("openai/GPT-4.1"),
+        ModelNotGranted,
+    );
 }
 
 #[test]
 fn escapes_and_lookalikes_do_not_match() {
     use Outcome::*;
     let alice = user("alice@example.com", &["group:ai-users"]);
-    for m in [
-        "anthropic/../openai/x",  // matches anthropic/** textually, but...
-    ] {
-        // ...it is a model name like any other: the glob allows it, routing then finds no such
-        // model. Policy does not normalise paths.
-        check(&alice, &[], Some(m), Allowed);
-    }
+    // `anthropic/../openai/x` matches `anthropic/**` textually: it is a model name like any
+    // other (policy does not normalise paths), and routing then finds no such model.
+    check(&alice, &[], Some("anthropic/../openai/x"), Allowed);
     for m in [
         "аnthropic/claude-x", // Cyrillic 'а'
         "openai/../anthropic/x",
@@ -141,7 +202,12 @@ fn tailnet_capmap_grants_count() {
     ];
     check(&eve, &caps, Some("openai/gpt-5"), Allowed);
     check(&eve, &caps, Some("anthropic/x"), ModelNotGranted);
-    check(&eve, &[serde_json::json!({"models": "openai/**"})], Some("openai/gpt-5"), NoRole);
+    check(
+        &eve,
+        &[serde_json::json!({"models": "openai/**"})],
+        Some("openai/gpt-5"),
+        NoRole,
+    );
     let tg = TailnetGrants::compile(&[serde_json::json!({"role": "root"}), serde_json::json!(7)]);
     assert_eq!(tg.rejected.len(), 2);
 }
@@ -154,11 +220,18 @@ fn decision_explains_itself() {
     let d = policy.evaluate(&alice, &tg, Some("anthropic/claude-x"));
     assert_eq!(d.role, Some("admin"));
     assert!(d.is_admin());
-    let sources: Vec<_> = d.matched.iter().map(|m| (m.source.clone(), m.src.clone())).collect();
+    let sources: Vec<_> = d
+        .matched
+        .iter()
+        .map(|m| (m.source.clone(), m.src.clone()))
+        .collect();
     assert_eq!(
         sources,
         vec![
-            (GrantSource::Config { index: 1 }, "group:ai-users".to_string()),
+            (
+                GrantSource::Config { index: 1 },
+                "group:ai-users".to_string()
+            ),
             (GrantSource::Config { index: 7 }, "*".to_string()),
             (GrantSource::Tailnet, "(tailnet policy)".to_string()),
         ]

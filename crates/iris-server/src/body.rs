@@ -56,10 +56,10 @@ impl Pending {
             if let Some(m) = got.response_model {
                 rec.upstream_model = Some(m);
             }
-            if rec.error_class.is_none() {
-                if let Some(e) = got.stream_error {
-                    rec.error_class = Some(format!("upstream_stream_error:{e}"));
-                }
+            if rec.error_class.is_none()
+                && let Some(e) = got.stream_error
+            {
+                rec.error_class = Some(format!("upstream_stream_error:{e}"));
             }
         }
         if let Some(e) = error {
@@ -112,11 +112,18 @@ impl MeteredBody {
 
     /// End the stream because of an upstream failure: an in-band SSE error event when the client
     /// is reading a stream, otherwise an error that aborts the connection.
-    fn fail(&mut self, class: &str, kind: ErrorKind, message: &str) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn fail(
+        &mut self,
+        class: &str,
+        kind: ErrorKind,
+        message: &str,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         self.finalize(Some(class));
         self.done = true;
         match self.sse_dialect {
-            Some(d) => Poll::Ready(Some(Ok(Frame::data(Bytes::from(sse_error_event(d, kind, message)))))),
+            Some(d) => Poll::Ready(Some(Ok(Frame::data(Bytes::from(sse_error_event(
+                d, kind, message,
+            )))))),
             None => Poll::Ready(Some(Err(message.to_owned().into()))),
         }
     }
@@ -141,10 +148,10 @@ impl Body for MeteredBody {
                     this.idle.as_mut().reset(deadline);
                     let frame = match frame.into_data() {
                         Ok(data) => {
-                            if let Some(p) = this.pending.as_mut() {
-                                if p.record.ttfb_ms.is_none() {
-                                    p.record.ttfb_ms = Some(p.start.elapsed().as_millis() as u64);
-                                }
+                            if let Some(p) = this.pending.as_mut()
+                                && p.record.ttfb_ms.is_none()
+                            {
+                                p.record.ttfb_ms = Some(p.start.elapsed().as_millis() as u64);
                             }
                             if let Some(ex) = this.extractor.as_mut() {
                                 ex.feed(&data);
@@ -153,10 +160,33 @@ impl Body for MeteredBody {
                                 Some(f) => Bytes::from(f.push(&data)),
                                 None => data,
                             };
+                            // hyper stops polling a body whose declared length is complete,
+                            // so the end is detected here rather than by a final `None`.
+                            let ended = this.inner.is_end_stream();
+                            let out = match (ended, this.filter.as_mut()) {
+                                (true, Some(f)) => {
+                                    let tail = f.finish();
+                                    if tail.is_empty() {
+                                        out
+                                    } else {
+                                        let mut v = out.to_vec();
+                                        v.extend_from_slice(&tail);
+                                        Bytes::from(v)
+                                    }
+                                }
+                                _ => out,
+                            };
+                            this.bytes_out += out.len() as u64;
+                            if ended {
+                                this.finalize(None);
+                                this.done = true;
+                            }
                             if out.is_empty() {
+                                if ended {
+                                    return Poll::Ready(None);
+                                }
                                 continue;
                             }
-                            this.bytes_out += out.len() as u64;
                             Frame::data(out)
                         }
                         Err(other) => other,

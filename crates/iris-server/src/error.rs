@@ -14,13 +14,17 @@ pub enum GatewayError {
     Unauthenticated(String),
     #[error("identity could not be checked: {0}")]
     IdentityUnavailable(String),
-    #[error("access denied: no role granted to {who}; an admin must add a grant with role \"user\" for this identity (GET /api/whoami shows what iris sees)")]
+    #[error(
+        "access denied: no role granted to {who}; an admin must add a grant with role \"user\" for this identity (GET /api/whoami shows what iris sees)"
+    )]
     NoRole { who: String },
     #[error("model {model:?} is not granted to {who} (or does not exist)")]
     ModelNotGranted { model: String, who: String },
     #[error("model {0:?} not found: no enabled provider serves it")]
     UnknownModel(String),
-    #[error("model {model:?} is not available on this API ({api}); it is served through another API")]
+    #[error(
+        "model {model:?} is not available on this API ({api}); it is served through another API"
+    )]
     WrongApi { model: String, api: &'static str },
     #[error("the request body has no \"model\" field")]
     MissingModel,
@@ -105,12 +109,18 @@ impl GatewayError {
         let mut resp = Response::new(full(Bytes::from(body)));
         *resp.status_mut() = self.status();
         let h = resp.headers_mut();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         if let Ok(v) = HeaderValue::from_str(request_id) {
             h.insert("x-iris-request-id", v);
         }
         if matches!(self, GatewayError::Unauthenticated(_)) {
-            h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"iris\""));
+            h.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"iris\""),
+            );
         }
         resp
     }

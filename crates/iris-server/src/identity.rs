@@ -33,7 +33,10 @@ static NO_TAILNET_GRANTS: std::sync::LazyLock<TailnetGrants> =
 
 impl Resolved {
     pub fn tailnet_grants(&self) -> &TailnetGrants {
-        self.tailnet.as_ref().map(|t| &t.grants).unwrap_or(&NO_TAILNET_GRANTS)
+        self.tailnet
+            .as_ref()
+            .map(|t| &t.grants)
+            .unwrap_or(&NO_TAILNET_GRANTS)
     }
 
     fn plain(principal: Principal) -> Resolved {
@@ -107,10 +110,11 @@ pub async fn resolve(
     // 2. `tailscale serve` headers, only from loopback and only when switched on.
     let mut proxied = false;
     if settings.serve_headers && loopback_peer {
-        if let Some(login) = header(headers, serve::LOGIN_HEADER).filter(|l| !l.trim().is_empty()) {
-            if let Some(p) = serve::principal_from_headers(login, header(headers, serve::NAME_HEADER)) {
-                return Ok(Resolved::plain(p));
-            }
+        if let Some(login) = header(headers, serve::LOGIN_HEADER).filter(|l| !l.trim().is_empty())
+            && let Some(p) =
+                serve::principal_from_headers(login, header(headers, serve::NAME_HEADER))
+        {
+            return Ok(Resolved::plain(p));
         }
         if let Some(xff) = header(headers, "x-forwarded-for") {
             proxied = true;
@@ -132,10 +136,13 @@ pub async fn resolve(
     }
 
     // 3. iris keys.
-    if settings.keys {
-        if let Some(token) = keys::find_key(header(headers, "authorization"), header(headers, "x-api-key")) {
-            return resolve_key(gw, token).await.map(Resolved::plain);
-        }
+    if settings.keys
+        && let Some(token) = keys::find_key(
+            header(headers, "authorization"),
+            header(headers, "x-api-key"),
+        )
+    {
+        return resolve_key(gw, token).await.map(Resolved::plain);
     }
 
     // 4. (loopback)
@@ -167,10 +174,16 @@ async fn resolve_key(gw: &Gateway, token: &str) -> Result<Principal, GatewayErro
         .ok_or_else(|| GatewayError::Unauthenticated("unknown iris key".into()))?;
     let now = iris_store::now_ms();
     if rec.revoked_ms.is_some() {
-        return Err(GatewayError::Unauthenticated(format!("iris key {} was revoked", rec.id)));
+        return Err(GatewayError::Unauthenticated(format!(
+            "iris key {} was revoked",
+            rec.id
+        )));
     }
     if rec.expires_ms.is_some_and(|e| e <= now) {
-        return Err(GatewayError::Unauthenticated(format!("iris key {} has expired", rec.id)));
+        return Err(GatewayError::Unauthenticated(format!(
+            "iris key {} has expired",
+            rec.id
+        )));
     }
     touch_key(gw, &rec.id, now);
     Ok(Principal::for_key(&rec.id, rec.login.as_deref(), &rec.tags))
@@ -179,7 +192,9 @@ async fn resolve_key(gw: &Gateway, token: &str) -> Result<Principal, GatewayErro
 /// Record a key's last use, at most once a minute per key, off the request path.
 fn touch_key(gw: &Gateway, id: &str, now: i64) {
     let due = {
-        let Ok(mut m) = gw.key_touch.lock() else { return };
+        let Ok(mut m) = gw.key_touch.lock() else {
+            return;
+        };
         let due = m.get(id).is_none_or(|&last| now - last >= 60_000);
         if due {
             m.insert(id.to_owned(), now);

@@ -105,7 +105,9 @@ impl Gateway {
         };
         match w.whois_addr("127.0.0.1:1").await {
             Ok(_) => Ok(true),
-            Err(iris_identity::whois::WhoisError::Status { status, .. }) if status < 500 => Ok(true),
+            Err(iris_identity::whois::WhoisError::Status { status, .. }) if status < 500 => {
+                Ok(true)
+            }
             Err(e) => Err(e.to_string()),
         }
     }
@@ -132,7 +134,8 @@ pub async fn serve(
     drain_timeout: Duration,
 ) -> std::io::Result<()> {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let mut builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    let mut builder =
+        hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
     builder.http1().timer(hyper_util::rt::TokioTimer::new());
     builder
         .http1()
@@ -171,8 +174,14 @@ pub async fn serve(
         });
     }
     drop(listener);
-    tracing::info!(connections = graceful.count(), "shutting down: finishing requests in flight");
-    if tokio::time::timeout(drain_timeout, graceful.shutdown()).await.is_err() {
+    tracing::info!(
+        connections = graceful.count(),
+        "shutting down: finishing requests in flight"
+    );
+    if tokio::time::timeout(drain_timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("requests still in flight after the drain timeout; closing them");
     }
     Ok(())

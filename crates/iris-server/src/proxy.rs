@@ -16,7 +16,9 @@ use hyper::body::Incoming;
 use iris_identity::Principal;
 use iris_policy::Outcome;
 use iris_providers::api::{ApiFamily, Dialect};
-use iris_providers::routing::{RouteError, auth_header, forward_request_header, forward_response_header, upstream_url};
+use iris_providers::routing::{
+    RouteError, auth_header, forward_request_header, forward_response_header, upstream_url,
+};
 use iris_providers::{models_list, peek, stream_filter::IncludeUsageFilter, usage::UsageExtractor};
 use iris_store::UsageRecord;
 
@@ -29,6 +31,7 @@ use crate::{Gateway, Runtime};
 enum Endpoint {
     Llm(ApiFamily),
     Models,
+    WhoAmI,
     Health,
     Unknown,
 }
@@ -40,6 +43,7 @@ fn endpoint(path: &str) -> Endpoint {
     match path {
         "/v1/models" | "/models" => Endpoint::Models,
         "/healthz" => Endpoint::Health,
+        "/api/whoami" => Endpoint::WhoAmI,
         _ => Endpoint::Unknown,
     }
 }
@@ -94,7 +98,11 @@ fn apply_principal(rec: &mut UsageRecord, p: &Principal) {
 }
 
 /// Entry point for every request on the gateway's listener.
-pub async fn handle(gw: Arc<Gateway>, ctx: Arc<ConnCtx>, req: Request<Incoming>) -> Response<RespBody> {
+pub async fn handle(
+    gw: Arc<Gateway>,
+    ctx: Arc<ConnCtx>,
+    req: Request<Incoming>,
+) -> Response<RespBody> {
     let start = Instant::now();
     let rt = gw.runtime();
     let id = iris_store::new_record_id();
@@ -115,15 +123,17 @@ pub async fn handle(gw: Arc<Gateway>, ctx: Arc<ConnCtx>, req: Request<Incoming>)
             };
             models(&gw, &rt, &ctx, req, pending, &id).await
         }
+        Endpoint::WhoAmI => whoami(&gw, &rt, &ctx, req, &id).await,
         Endpoint::Health => {
             let mut r = Response::new(full(Bytes::from_static(b"{\"status\":\"ok\"}")));
-            r.headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
             r
         }
-        Endpoint::Unknown => {
-            GatewayError::NotFound(req.uri().path().chars().take(200).collect()).to_response(Dialect::OpenAi, &id)
-        }
+        Endpoint::Unknown => GatewayError::NotFound(req.uri().path().chars().take(200).collect())
+            .to_response(Dialect::OpenAi, &id),
     }
 }
 
@@ -131,7 +141,12 @@ pub async fn handle(gw: Arc<Gateway>, ctx: Arc<ConnCtx>, req: Request<Incoming>)
 fn fail(mut pending: Pending, err: GatewayError, dialect: Dialect, id: &str) -> Response<RespBody> {
     let resp = err.to_response(dialect, id);
     if resp.status().is_server_error() {
-        tracing::warn!(request_id = id, class = err.class(), detail = err.log_detail().unwrap_or(""), "{err}");
+        tracing::warn!(
+            request_id = id,
+            class = err.class(),
+            detail = err.log_detail().unwrap_or(""),
+            "{err}"
+        );
     }
     pending.record.status = resp.status().as_u16();
     let len = resp.body().size_hint().exact().unwrap_or(0);
@@ -160,9 +175,18 @@ async fn llm(
         Err(e) => return fail(pending, e, dialect, id),
     };
     apply_principal(&mut pending.record, &who.principal);
-    let base = rt.policy.evaluate(&who.principal, who.tailnet_grants(), None);
+    let base = rt
+        .policy
+        .evaluate(&who.principal, who.tailnet_grants(), None);
     if base.outcome() == Outcome::NoRole {
-        return fail(pending, GatewayError::NoRole { who: who.principal.label() }, dialect, id);
+        return fail(
+            pending,
+            GatewayError::NoRole {
+                who: who.principal.label(),
+            },
+            dialect,
+            id,
+        );
     }
 
     // Body, within the limit, and the model in it.
@@ -179,7 +203,10 @@ async fn llm(
     let body = match Limited::new(body, limit).collect().await {
         Ok(c) => c.to_bytes(),
         Err(e) => {
-            let err = if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+            let err = if e
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
                 GatewayError::TooLarge(limit)
             } else {
                 GatewayError::BadRequest(format!("could not read the request body: {e}"))
@@ -190,7 +217,14 @@ async fn llm(
     pending.record.bytes_in = body.len() as u64;
     let peeked = match peek::peek_request(&body) {
         Ok(p) => p,
-        Err(e) => return fail(pending, GatewayError::BadRequest(e.to_string()), dialect, id),
+        Err(e) => {
+            return fail(
+                pending,
+                GatewayError::BadRequest(e.to_string()),
+                dialect,
+                id,
+            );
+        }
     };
     pending.record.streaming = peeked.stream;
     let Some(requested) = peeked.model.clone() else {
@@ -201,24 +235,51 @@ async fn llm(
     // Route, then the model grant.
     let route = match rt.routes.resolve(&requested, family) {
         Ok(r) => r,
-        Err(RouteError::UnknownModel(m)) => return fail(pending, GatewayError::UnknownModel(m), dialect, id),
+        Err(RouteError::UnknownModel(m)) => {
+            return fail(pending, GatewayError::UnknownModel(m), dialect, id);
+        }
         Err(RouteError::WrongApi { model, .. }) => {
-            return fail(pending, GatewayError::WrongApi { model, api: family.as_str() }, dialect, id);
+            return fail(
+                pending,
+                GatewayError::WrongApi {
+                    model,
+                    api: family.as_str(),
+                },
+                dialect,
+                id,
+            );
         }
     };
-    let decision = rt.policy.evaluate(&who.principal, who.tailnet_grants(), Some(&route.qualified));
+    let decision = rt
+        .policy
+        .evaluate(&who.principal, who.tailnet_grants(), Some(&route.qualified));
     match decision.outcome() {
         Outcome::Allowed => {}
         Outcome::NoRole => {
-            return fail(pending, GatewayError::NoRole { who: who.principal.label() }, dialect, id);
+            return fail(
+                pending,
+                GatewayError::NoRole {
+                    who: who.principal.label(),
+                },
+                dialect,
+                id,
+            );
         }
         Outcome::ModelNotGranted => {
-            let err = GatewayError::ModelNotGranted { model: requested, who: who.principal.label() };
+            let err = GatewayError::ModelNotGranted {
+                model: requested,
+                who: who.principal.label(),
+            };
             return fail(pending, err, dialect, id);
         }
     }
     let Some(provider) = rt.config.provider(&route.provider_id) else {
-        return fail(pending, GatewayError::Internal("route to a missing provider".into()), dialect, id);
+        return fail(
+            pending,
+            GatewayError::Internal("route to a missing provider".into()),
+            dialect,
+            id,
+        );
     };
     pending.record.provider = Some(provider.id.clone());
     pending.record.upstream_model = Some(route.model.clone());
@@ -228,14 +289,29 @@ async fn llm(
     if route.model != requested {
         match peek::with_model(&up_body, &route.model) {
             Ok(b) => up_body = Bytes::from(b),
-            Err(e) => return fail(pending, GatewayError::BadRequest(e.to_string()), dialect, id),
+            Err(e) => {
+                return fail(
+                    pending,
+                    GatewayError::BadRequest(e.to_string()),
+                    dialect,
+                    id,
+                );
+            }
         }
     }
-    let inject_usage = family == ApiFamily::OpenAiChat && peeked.stream && peeked.include_usage != Some(true);
+    let inject_usage =
+        family == ApiFamily::OpenAiChat && peeked.stream && peeked.include_usage != Some(true);
     if inject_usage {
         match peek::with_include_usage(&up_body) {
             Ok(b) => up_body = Bytes::from(b),
-            Err(e) => return fail(pending, GatewayError::BadRequest(e.to_string()), dialect, id),
+            Err(e) => {
+                return fail(
+                    pending,
+                    GatewayError::BadRequest(e.to_string()),
+                    dialect,
+                    id,
+                );
+            }
         }
     }
 
@@ -253,12 +329,18 @@ async fn llm(
                     secs: rt.config.iris.timeouts.connect.as_secs_f64(),
                 }
             } else {
-                GatewayError::UpstreamUnreachable { provider: provider.id.clone(), detail: format!("{e:?}") }
+                GatewayError::UpstreamUnreachable {
+                    provider: provider.id.clone(),
+                    detail: format!("{e:?}"),
+                }
             };
             return fail(pending, err, dialect, id);
         }
         Err(_) => {
-            let err = GatewayError::UpstreamTimeout { provider: provider.id.clone(), secs: first_byte.as_secs_f64() };
+            let err = GatewayError::UpstreamTimeout {
+                provider: provider.id.clone(),
+                secs: first_byte.as_secs_f64(),
+            };
             return fail(pending, err, dialect, id);
         }
     };
@@ -269,7 +351,11 @@ async fn llm(
         .headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("text/event-stream"));
+        .is_some_and(|v| {
+            v.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("text/event-stream")
+        });
     let status = up_parts.status;
     pending.record.status = status.as_u16();
     if !status.is_success() {
@@ -277,9 +363,11 @@ async fn llm(
     }
     let filter = (inject_usage && is_sse && status.is_success()).then(IncludeUsageFilter::new);
     let mut out = Response::builder().status(status);
+    let listed = connection_listed(&up_parts.headers);
     if let Some(h) = out.headers_mut() {
         for (name, value) in up_parts.headers.iter() {
-            if forward_response_header(name.as_str()) && !(filter.is_some() && name == header::CONTENT_LENGTH) {
+            if forward_response_header(name.as_str()) && !listed.iter().any(|l| l == name.as_str())
+            {
                 h.append(name.clone(), value.clone());
             }
         }
@@ -303,6 +391,42 @@ async fn llm(
     })
 }
 
+/// Header names listed in a `Connection` header: hop-by-hop for this message only.
+fn connection_listed(h: &http::HeaderMap) -> Vec<String> {
+    h.get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|n| n.trim().to_ascii_lowercase())
+        .filter(|n| !n.is_empty())
+        .collect()
+}
+
+/// The client's own provider credential, for `auth_mode: passthrough` providers. Iris keys and
+/// empty values are not credentials for a provider.
+fn client_credential(h: &http::HeaderMap) -> Option<(http::HeaderName, HeaderValue)> {
+    for name in [
+        header::AUTHORIZATION,
+        http::HeaderName::from_static("x-api-key"),
+        http::HeaderName::from_static("x-goog-api-key"),
+    ] {
+        if let Some(v) = h.get(&name) {
+            let text = v.to_str().unwrap_or("");
+            let bare = text
+                .strip_prefix("Bearer ")
+                .or_else(|| text.strip_prefix("bearer "))
+                .unwrap_or(text)
+                .trim();
+            if !bare.is_empty() && !iris_identity::keys::is_iris_key(bare) {
+                let mut v = v.clone();
+                v.set_sensitive(true);
+                return Some((name, v));
+            }
+        }
+    }
+    None
+}
+
 fn build_upstream_request(
     parts: &http::request::Parts,
     provider: &iris_config::Provider,
@@ -311,27 +435,55 @@ fn build_upstream_request(
 ) -> Result<Request<Full<Bytes>>, GatewayError> {
     let url = upstream_url(provider, family, parts.uri.query());
     let mut req = Request::builder().method(Method::POST).uri(&url);
-    let h = req
-        .headers_mut()
-        .ok_or_else(|| GatewayError::Internal(format!("invalid upstream url for provider {}", provider.id)))?;
+    let h = req.headers_mut().ok_or_else(|| {
+        GatewayError::Internal(format!("invalid upstream url for provider {}", provider.id))
+    })?;
+    let listed = connection_listed(&parts.headers);
     for (name, value) in parts.headers.iter() {
-        // Usage is read from the bytes as they pass, so ask the provider for identity encoding.
-        if forward_request_header(name.as_str()) && name != header::ACCEPT_ENCODING {
+        if forward_request_header(name.as_str())
+            && name != header::ACCEPT_ENCODING
+            && !listed.iter().any(|l| l == name.as_str())
+        {
             h.append(name.clone(), value.clone());
         }
     }
-    if let Some((name, value)) = auth_header(provider) {
-        let v = HeaderValue::from_str(&value)
-            .map_err(|_| GatewayError::Internal(format!("provider {} has an API key that is not a valid header value", provider.id)))?;
+    // Usage is read from the bytes as they pass, so the answer must not be compressed. (Without
+    // the header, any coding would be acceptable to the provider.)
+    h.insert(
+        header::ACCEPT_ENCODING,
+        HeaderValue::from_static("identity"),
+    );
+    // `passthrough`: the client's own provider credential goes upstream (iris keys never do);
+    // without one, the configured key is the fallback.
+    let passthrough = (provider.auth_mode == iris_config::AuthMode::Passthrough)
+        .then(|| client_credential(&parts.headers))
+        .flatten();
+    if let Some((name, value)) = passthrough {
+        h.insert(name, value);
+    } else if let Some((name, value)) = auth_header(provider) {
+        let v = HeaderValue::from_str(&value).map_err(|_| {
+            GatewayError::Internal(format!(
+                "provider {} has an API key that is not a valid header value",
+                provider.id
+            ))
+        })?;
         let mut v = v;
         v.set_sensitive(true);
         h.insert(name, v);
     }
     for (name, value) in &provider.add_headers {
-        let n = http::HeaderName::from_bytes(name.as_bytes())
-            .map_err(|_| GatewayError::Internal(format!("provider {}: invalid add_headers name", provider.id)))?;
-        let v = HeaderValue::from_str(value)
-            .map_err(|_| GatewayError::Internal(format!("provider {}: invalid add_headers value", provider.id)))?;
+        let n = http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+            GatewayError::Internal(format!(
+                "provider {}: invalid add_headers name",
+                provider.id
+            ))
+        })?;
+        let v = HeaderValue::from_str(value).map_err(|_| {
+            GatewayError::Internal(format!(
+                "provider {}: invalid add_headers value",
+                provider.id
+            ))
+        })?;
         h.insert(n, v);
     }
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
@@ -361,15 +513,27 @@ async fn models(
         Err(e) => return fail(pending, e, dialect, id),
     };
     apply_principal(&mut pending.record, &who.principal);
-    let decision = rt.policy.evaluate(&who.principal, who.tailnet_grants(), None);
+    let decision = rt
+        .policy
+        .evaluate(&who.principal, who.tailnet_grants(), None);
     if decision.outcome() == Outcome::NoRole {
-        return fail(pending, GatewayError::NoRole { who: who.principal.label() }, dialect, id);
+        return fail(
+            pending,
+            GatewayError::NoRole {
+                who: who.principal.label(),
+            },
+            dialect,
+            id,
+        );
     }
     let visible: Vec<_> = rt
         .routes
         .models()
         .into_iter()
-        .filter(|m| rt.policy.model_in(&who.principal, who.tailnet_grants(), &m.qualified))
+        .filter(|m| {
+            rt.policy
+                .model_in(&who.principal, who.tailnet_grants(), &m.qualified)
+        })
         .collect();
     let body = match dialect {
         Dialect::Anthropic => models_list::anthropic_models_json(&visible),
@@ -378,10 +542,67 @@ async fn models(
     pending.record.status = 200;
     record_now(pending, None, body.len() as u64);
     let mut r = Response::new(full(Bytes::from(body)));
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     if let Ok(v) = HeaderValue::from_str(id) {
         r.headers_mut().insert("x-iris-request-id", v);
     }
+    r
+}
+
+/// `GET /api/whoami`: what iris sees of the caller, which grants matched and why, and the models
+/// that follow. The tool for "why am I denied?".
+async fn whoami(
+    gw: &Gateway,
+    rt: &Runtime,
+    ctx: &ConnCtx,
+    req: Request<Incoming>,
+    id: &str,
+) -> Response<RespBody> {
+    if req.method() != Method::GET {
+        return GatewayError::MethodNotAllowed(req.method().to_string())
+            .to_response(Dialect::OpenAi, id);
+    }
+    let who = match identity::resolve(gw, rt, ctx, req.headers()).await {
+        Ok(r) => r,
+        Err(e) => return e.to_response(Dialect::OpenAi, id),
+    };
+    let decision = rt
+        .policy
+        .evaluate(&who.principal, who.tailnet_grants(), None);
+    let models: Vec<String> = if decision.role.is_some() {
+        rt.routes
+            .models()
+            .into_iter()
+            .filter(|m| {
+                rt.policy
+                    .model_in(&who.principal, who.tailnet_grants(), &m.qualified)
+            })
+            .map(|m| m.qualified)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let explain = match (decision.role, models.is_empty()) {
+        (None, _) => "no grant gives this identity a role, so every model request is refused with 403; an admin must add a grant with role \"user\" whose src matches it".to_owned(),
+        (Some(_), true) => "this identity has a role but no grant gives it any configured model, so model requests get 404".to_owned(),
+        (Some(r), false) => format!("role {r}; {} model(s) available", models.len()),
+    };
+    let body = serde_json::json!({
+        "identity": &who.principal,
+        "peer": ctx.peer.to_string(),
+        "role": decision.role,
+        "grants": decision.matched,
+        "rejected_tailnet_grants": who.tailnet_grants().rejected,
+        "models": models,
+        "explain": explain,
+    });
+    let mut r = Response::new(full(Bytes::from(body.to_string())));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     r
 }

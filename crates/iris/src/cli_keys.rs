@@ -41,7 +41,9 @@ pub enum KeysCommand {
 pub fn parse_lifetime(s: &str) -> Result<i64> {
     let s = s.trim();
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: i64 = num.parse().with_context(|| format!("{s:?} is not a lifetime like 10m, 12h or 30d"))?;
+    let n: i64 = num
+        .parse()
+        .with_context(|| format!("{s:?} is not a lifetime like 10m, 12h or 30d"))?;
     let ms = match unit {
         "s" => 1_000,
         "m" => 60_000,
@@ -71,9 +73,14 @@ pub async fn run(cmd: KeysCommand) -> Result<ExitCode> {
             note,
             data_dir,
         } => {
-            let (login, tags) = iris_identity::keys::parse_subject(&subject).map_err(anyhow::Error::msg)?;
+            let (login, tags) =
+                iris_identity::keys::parse_subject(&subject).map_err(anyhow::Error::msg)?;
             let now = iris_store::now_ms();
-            let expires_ms = expires.as_deref().map(parse_lifetime).transpose()?.map(|d| now + d);
+            let expires_ms = expires
+                .as_deref()
+                .map(parse_lifetime)
+                .transpose()?
+                .map(|d| now + d);
             let store = open(data_dir).await?;
             let k = iris_identity::keys::generate();
             store
@@ -120,7 +127,13 @@ pub async fn run(cmd: KeysCommand) -> Result<ExitCode> {
                     } else {
                         "active"
                     };
-                    println!("{}  {:<30} {:<8} {}", k.id, who, state, k.note.as_deref().unwrap_or(""));
+                    println!(
+                        "{}  {:<30} {:<8} {}",
+                        k.id,
+                        who,
+                        state,
+                        k.note.as_deref().unwrap_or("")
+                    );
                 }
             }
             if keys.is_empty() && !json {

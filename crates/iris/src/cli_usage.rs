@@ -23,7 +23,10 @@ pub async fn run(args: UsageArgs) -> Result<ExitCode> {
     let dir = args.data_dir.unwrap_or_else(crate::default_data_dir);
     let db = crate::db_path(&dir);
     if !db.exists() {
-        anyhow::bail!("no store at {} (has `iris serve` run with this data directory?)", db.display());
+        anyhow::bail!(
+            "no store at {} (has `iris serve` run with this data directory?)",
+            db.display()
+        );
     }
     let store = SqliteStore::open(&db)
         .await
@@ -51,7 +54,9 @@ pub fn json_line(r: &UsageRecord) -> String {
         o.insert("model".into(), serde_json::json!(r.requested_model));
         o.insert(
             "time".into(),
-            serde_json::json!(chrono::DateTime::from_timestamp_millis(r.ts_ms).map(|t| t.to_rfc3339())),
+            serde_json::json!(
+                chrono::DateTime::from_timestamp_millis(r.ts_ms).map(|t| t.to_rfc3339())
+            ),
         );
     }
     v.to_string()
@@ -71,8 +76,8 @@ fn who(r: &UsageRecord) -> String {
 
 fn print_table(records: &[UsageRecord]) {
     println!(
-        "{:<20} {:<26} {:<28} {:<10} {:>6} {:>8} {:>8} {:>8} {:>8} {:>7}  {}",
-        "TIME (UTC)", "WHO", "MODEL", "PROVIDER", "STATUS", "IN", "OUT", "CACHE_R", "CACHE_W", "MS", "ERROR"
+        "{:<20} {:<26} {:<28} {:<10} {:>6} {:>8} {:>8} {:>8} {:>8} {:>7}  ERROR",
+        "TIME (UTC)", "WHO", "MODEL", "PROVIDER", "STATUS", "IN", "OUT", "CACHE_R", "CACHE_W", "MS"
     );
     for r in records {
         let t = chrono::DateTime::from_timestamp_millis(r.ts_ms)

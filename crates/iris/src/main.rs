@@ -15,7 +15,11 @@ use iris_config::{Config, Diagnostic, ProcessEnv, Severity};
 use iris_store::{SqliteStore, Store, UsageWriterConfig};
 
 #[derive(Parser)]
-#[command(name = "iris", version, about = "An identity-aware, self-hosted AI gateway")]
+#[command(
+    name = "iris",
+    version,
+    about = "An identity-aware, self-hosted AI gateway"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -81,13 +85,20 @@ pub fn db_path(data_dir: &Path) -> PathBuf {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Config { command: ConfigCommand::Validate { file } } => validate(&file),
-        Command::Config { command: ConfigCommand::Default } => {
+        Command::Config {
+            command: ConfigCommand::Validate { file },
+        } => validate(&file),
+        Command::Config {
+            command: ConfigCommand::Default,
+        } => {
             print!("{}", iris_config::default_config_text());
             Ok(ExitCode::SUCCESS)
         }
         other => {
-            let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("iris: cannot start the async runtime: {e}");
@@ -127,11 +138,19 @@ fn print_diagnostics(diags: &[Diagnostic]) -> (usize, usize) {
 }
 
 fn validate(file: &Path) -> Result<ExitCode> {
-    let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
     let diags = iris_config::check(&text, &ProcessEnv);
     let (errors, warnings) = print_diagnostics(&diags);
-    println!("{}: {errors} error(s), {warnings} warning(s)", file.display());
-    Ok(if errors > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    println!(
+        "{}: {errors} error(s), {warnings} warning(s)",
+        file.display()
+    );
+    Ok(if errors > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// Find or create the config file and load it.
@@ -144,14 +163,16 @@ fn load_config(args: &ServeArgs) -> Result<(PathBuf, bool, Config)> {
             if p.exists() {
                 (p, false)
             } else {
-                std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+                std::fs::create_dir_all(&dir)
+                    .with_context(|| format!("cannot create {}", dir.display()))?;
                 std::fs::write(&p, iris_config::default_config_text())
                     .with_context(|| format!("cannot write {}", p.display()))?;
                 (p, true)
             }
         }
     };
-    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read config {}", path.display()))?;
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read config {}", path.display()))?;
     match iris_config::load(&text, &ProcessEnv) {
         Ok(loaded) => {
             for w in &loaded.warnings {
@@ -237,9 +258,19 @@ async fn serve(args: ServeArgs) -> Result<ExitCode> {
     let banner = Banner::new(&config, &config_path, created, &data_dir);
     let gateway = Arc::new(iris_server::Gateway::new(config, store, sink));
     let tailscaled = gateway.probe_tailscaled().await;
-    banner.print(addr, &tailscaled, gateway.whois_client().map(|w| w.socket().to_path_buf()));
+    banner.print(
+        addr,
+        &tailscaled,
+        gateway.whois_client().map(|w| w.socket().to_path_buf()),
+    );
 
-    iris_server::serve(listener, gateway.clone(), shutdown_signal(), Duration::from_secs(30)).await?;
+    iris_server::serve(
+        listener,
+        gateway.clone(),
+        shutdown_signal(),
+        Duration::from_secs(30),
+    )
+    .await?;
     drop(gateway);
     let stats = writer.shutdown().await;
     tracing::info!(?stats, "usage records flushed; bye");
@@ -271,7 +302,11 @@ impl Banner {
             "  providers: {} ({} models): {}",
             enabled.len(),
             models,
-            enabled.iter().map(|p| p.id.as_str()).collect::<Vec<_>>().join(", ")
+            enabled
+                .iter()
+                .map(|p| p.id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
         let sample_model = enabled
             .iter()
@@ -294,17 +329,29 @@ impl Banner {
         if id.loopback {
             sources.push("(loopback)");
         }
-        Banner { lines, sources: sources.join(", "), sample_model }
+        Banner {
+            lines,
+            sources: sources.join(", "),
+            sample_model,
+        }
     }
 
-    fn print(&self, addr: std::net::SocketAddr, tailscaled: &Result<bool, String>, socket: Option<PathBuf>) {
+    fn print(
+        &self,
+        addr: std::net::SocketAddr,
+        tailscaled: &Result<bool, String>,
+        socket: Option<PathBuf>,
+    ) {
         for l in &self.lines {
             println!("{l}");
         }
         let whois = match (tailscaled, socket) {
             (Ok(false), _) | (_, None) => "whois off".to_owned(),
             (Ok(true), Some(s)) => format!("whois (tailscaled at {})", s.display()),
-            (Err(e), Some(s)) => format!("whois (tailscaled at {}: not reachable now: {e})", s.display()),
+            (Err(e), Some(s)) => format!(
+                "whois (tailscaled at {}: not reachable now: {e})",
+                s.display()
+            ),
         };
         println!("  identity:  {whois}; {}", self.sources);
         println!("listening: http://{addr}");

@@ -1,0 +1,452 @@
+//! Read what iris needs from a request body, and rewrite one top-level field, without building a
+//! JSON tree.
+//!
+//! Claude Code sends 75–90 KB bodies (and far larger as a conversation grows); the peek
+//! deserialises only `model`, `stream` and `stream_options.include_usage` and skips everything
+//! else with `IgnoredAny`. The rewrites keep every other top-level member as its original text
+//! (`RawValue`), in its original order: numbers keep their exact digits, nothing is re-sorted,
+//! nothing is re-escaped except top-level key names.
+//!
+//! A duplicated `model`, `stream` or `stream_options` key is an error, not "last one wins": a
+//! gateway that checks one `model` while the provider reads another is a policy bypass.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
+use thiserror::Error;
+
+/// What iris reads from a request before routing it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RequestPeek {
+    /// The requested model, exactly as sent (no trimming, no normalisation).
+    pub model: Option<String>,
+    /// `stream: true`. Absent or `null` means false.
+    pub stream: bool,
+    /// `stream_options.include_usage`, when the client set it to a boolean.
+    pub include_usage: Option<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum PeekError {
+    /// Not parseable JSON; the message is serde's, with line and column.
+    #[error("request body is not valid JSON: {0}")]
+    NotJson(String),
+    /// Valid JSON (or at least starting like it) but not an object.
+    #[error("request body must be a JSON object, found {0}")]
+    NotObject(&'static str),
+    #[error("`model` must be a string, found {0}")]
+    ModelNotString(&'static str),
+    /// A field iris reads has the wrong type, or is duplicated.
+    #[error("invalid request body: {0}")]
+    InvalidField(String),
+}
+
+/// Peek at a request body. See [`RequestPeek`].
+pub fn peek_request(body: &[u8]) -> Result<RequestPeek, PeekError> {
+    check_object(body)?;
+    let raw: PeekRaw<'_> = serde_json::from_slice(body).map_err(classify)?;
+    let model = match raw.model {
+        Scalar::Absent => None,
+        Scalar::Str(s) => Some(s.into_owned()),
+        other => return Err(PeekError::ModelNotString(other.kind())),
+    };
+    let stream = match raw.stream {
+        Scalar::Absent | Scalar::Null => false,
+        Scalar::Bool(b) => b,
+        other => {
+            return Err(PeekError::InvalidField(format!(
+                "`stream` must be a boolean, found {}",
+                other.kind()
+            )));
+        }
+    };
+    let include_usage = match raw.stream_options {
+        StreamOptionsField::Absent | StreamOptionsField::Null => None,
+        StreamOptionsField::Wrong(kind) => {
+            return Err(PeekError::InvalidField(format!(
+                "`stream_options` must be an object, found {kind}"
+            )));
+        }
+        StreamOptionsField::Object(inner) => match inner {
+            Scalar::Absent | Scalar::Null => None,
+            Scalar::Bool(b) => Some(b),
+            other => {
+                return Err(PeekError::InvalidField(format!(
+                    "`stream_options.include_usage` must be a boolean, found {}",
+                    other.kind()
+                )));
+            }
+        },
+    };
+    Ok(RequestPeek {
+        model,
+        stream,
+        include_usage,
+    })
+}
+
+/// The body with `stream_options.include_usage` set to `true`; every other member (including
+/// other `stream_options` members) is kept. `stream_options: null` becomes an object.
+pub fn with_include_usage(body: &[u8]) -> Result<Vec<u8>, PeekError> {
+    rewrite_member(body, "stream_options", |old| {
+        let mut options = match old {
+            None => OrderedObject::default(),
+            Some(raw) => match first_byte(raw.get().as_bytes()) {
+                Some(b'n') => OrderedObject::default(),
+                Some(b'{') => serde_json::from_str::<OrderedObject<'_>>(raw.get())
+                    .map_err(|e| PeekError::InvalidField(format!("`stream_options`: {e}")))?,
+                other => {
+                    return Err(PeekError::InvalidField(format!(
+                        "`stream_options` must be an object, found {}",
+                        json_kind(other)
+                    )));
+                }
+            },
+        };
+        options.set("include_usage", "true")?;
+        Ok(options.to_json())
+    })
+}
+
+/// The body with `model` replaced by `model` (added if absent). Used when a client asked for
+/// `provider/model` and the provider expects its bare id.
+pub fn with_model(body: &[u8], model: &str) -> Result<Vec<u8>, PeekError> {
+    let encoded = json_string(model);
+    rewrite_member(body, "model", |_| Ok(encoded))
+}
+
+// ---------------------------------------------------------------------------------------------
+
+fn classify(e: serde_json::Error) -> PeekError {
+    match e.classify() {
+        serde_json::error::Category::Data => PeekError::InvalidField(e.to_string()),
+        serde_json::error::Category::Syntax
+        | serde_json::error::Category::Eof
+        | serde_json::error::Category::Io => PeekError::NotJson(e.to_string()),
+    }
+}
+
+fn first_byte(body: &[u8]) -> Option<u8> {
+    body.iter()
+        .copied()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+}
+
+fn json_kind(first: Option<u8>) -> &'static str {
+    match first {
+        Some(b'{') => "an object",
+        Some(b'[') => "an array",
+        Some(b'"') => "a string",
+        Some(b't' | b'f') => "a boolean",
+        Some(b'n') => "null",
+        Some(b'-' | b'0'..=b'9') => "a number",
+        _ => "something else",
+    }
+}
+
+/// Reject a body whose first token is not `{`; leave real syntax errors to serde (which reports
+/// line and column).
+fn check_object(body: &[u8]) -> Result<(), PeekError> {
+    if first_byte(body) == Some(b'{') {
+        return Ok(());
+    }
+    match serde_json::from_slice::<IgnoredAny>(body) {
+        Ok(_) => Err(PeekError::NotObject(json_kind(first_byte(body)))),
+        Err(e) => Err(PeekError::NotJson(e.to_string())),
+    }
+}
+
+fn json_string(s: &str) -> String {
+    // Serialising a &str cannot fail.
+    serde_json::to_string(s).unwrap_or_else(|_| String::from("\"\""))
+}
+
+/// Replace (or append) top-level member `key` with the JSON text `f(old)` returns.
+fn rewrite_member(
+    body: &[u8],
+    key: &str,
+    f: impl FnOnce(Option<&RawValue>) -> Result<String, PeekError>,
+) -> Result<Vec<u8>, PeekError> {
+    check_object(body)?;
+    let obj: OrderedObject<'_> = serde_json::from_slice(body).map_err(classify)?;
+    let mut found: Option<usize> = None;
+    for (i, (k, _)) in obj.entries.iter().enumerate() {
+        if k.as_ref() == key {
+            if found.is_some() {
+                return Err(PeekError::InvalidField(format!("duplicate field `{key}`")));
+            }
+            found = Some(i);
+        }
+    }
+    let new_value = f(found.and_then(|i| obj.entries.get(i).map(|(_, v)| *v)))?;
+    let mut out = Vec::with_capacity(body.len() + key.len() + new_value.len() + 8);
+    out.push(b'{');
+    let mut first = true;
+    for (i, (k, v)) in obj.entries.iter().enumerate() {
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        out.extend_from_slice(json_string(k).as_bytes());
+        out.push(b':');
+        if Some(i) == found {
+            out.extend_from_slice(new_value.as_bytes());
+        } else {
+            out.extend_from_slice(v.get().as_bytes());
+        }
+    }
+    if found.is_none() {
+        if !first {
+            out.push(b',');
+        }
+        out.extend_from_slice(json_string(key).as_bytes());
+        out.push(b':');
+        out.extend_from_slice(new_value.as_bytes());
+    }
+    out.push(b'}');
+    Ok(out)
+}
+
+/// A JSON object as its members in order, each value kept as its original text.
+#[derive(Default)]
+struct OrderedObject<'a> {
+    entries: Vec<(Cow<'a, str>, &'a RawValue)>,
+    /// Values this object owns (set by [`OrderedObject::set`]).
+    owned: Vec<(String, Box<RawValue>)>,
+}
+
+impl OrderedObject<'_> {
+    fn set(&mut self, key: &str, json: &str) -> Result<(), PeekError> {
+        let value = RawValue::from_string(json.to_owned())
+            .map_err(|e| PeekError::InvalidField(e.to_string()))?;
+        let before = self.entries.len();
+        self.entries.retain(|(k, _)| k.as_ref() != key);
+        if self.entries.len() + 1 < before {
+            return Err(PeekError::InvalidField(format!("duplicate field `{key}`")));
+        }
+        self.owned.retain(|(k, _)| k != key);
+        self.owned.push((key.to_owned(), value));
+        Ok(())
+    }
+
+    fn to_json(&self) -> String {
+        let mut out = String::from("{");
+        let members = self
+            .entries
+            .iter()
+            .map(|(k, v)| (k.as_ref(), v.get()))
+            .chain(self.owned.iter().map(|(k, v)| (k.as_str(), v.get())));
+        for (i, (k, v)) in members.enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(&json_string(k));
+            out.push(':');
+            out.push_str(v);
+        }
+        out.push('}');
+        out
+    }
+}
+
+impl<'de> Deserialize<'de> for OrderedObject<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = OrderedObject<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(Key(k)) = map.next_key::<Key<'de>>()? {
+                    let v: &'de RawValue = map.next_value()?;
+                    entries.push((k, v));
+                }
+                Ok(OrderedObject {
+                    entries,
+                    owned: Vec::new(),
+                })
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// An object key, borrowed from the input when it has no escapes.
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string key")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+#[derive(Deserialize)]
+struct PeekRaw<'a> {
+    #[serde(default, borrow)]
+    model: Scalar<'a>,
+    #[serde(default)]
+    stream: Scalar<'a>,
+    #[serde(default)]
+    stream_options: StreamOptionsField<'a>,
+}
+
+/// Any JSON value, remembering only what iris needs: strings and booleans, and the kind of the
+/// rest (so errors can say what was found).
+#[derive(Debug, Default)]
+enum Scalar<'a> {
+    #[default]
+    Absent,
+    Null,
+    Bool(bool),
+    Str(Cow<'a, str>),
+    Number,
+    Array,
+    Object,
+}
+
+impl Scalar<'_> {
+    fn kind(&self) -> &'static str {
+        match self {
+            Scalar::Absent => "nothing",
+            Scalar::Null => "null",
+            Scalar::Bool(_) => "a boolean",
+            Scalar::Str(_) => "a string",
+            Scalar::Number => "a number",
+            Scalar::Array => "an array",
+            Scalar::Object => "an object",
+        }
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Scalar<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Scalar<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Scalar::Null)
+            }
+            fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Scalar::Null)
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+                Ok(Scalar::Bool(v))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(Scalar::Number)
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(Scalar::Number)
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(Scalar::Number)
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Scalar::Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Scalar::Str(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Scalar::Str(Cow::Owned(v)))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Scalar::Array)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Scalar::Object)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `stream_options`: an object whose `include_usage` is read, or null, or a wrong type.
+#[derive(Debug, Default)]
+enum StreamOptionsField<'a> {
+    #[default]
+    Absent,
+    Null,
+    Object(Scalar<'a>),
+    Wrong(&'static str),
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for StreamOptionsField<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = StreamOptionsField<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object or null")
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(StreamOptionsField::Null)
+            }
+            fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(StreamOptionsField::Null)
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(StreamOptionsField::Wrong("a boolean"))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(StreamOptionsField::Wrong("a number"))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(StreamOptionsField::Wrong("a number"))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(StreamOptionsField::Wrong("a number"))
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(StreamOptionsField::Wrong("a string"))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(StreamOptionsField::Wrong("an array"))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut include_usage = Scalar::Absent;
+                while let Some(Key(k)) = map.next_key::<Key<'de>>()? {
+                    if k == "include_usage" {
+                        if !matches!(include_usage, Scalar::Absent) {
+                            return Err(de::Error::custom(
+                                "duplicate field `stream_options.include_usage`",
+                            ));
+                        }
+                        include_usage = map.next_value::<Scalar<'de>>()?;
+                    } else {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+                Ok(StreamOptionsField::Object(include_usage))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
