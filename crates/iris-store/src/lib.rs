@@ -137,6 +137,14 @@ pub struct UsageQuery {
     pub since_ms: Option<i64>,
     /// Only records with `ts_ms < until_ms`.
     pub until_ms: Option<i64>,
+    /// Only records of exactly this (sorted) tag set.
+    pub tags: Option<Vec<String>>,
+    /// Only records with this identity source (`"loopback"`, `"key"`, ...).
+    pub identity_source: Option<String>,
+    /// Only this provider.
+    pub provider: Option<String>,
+    /// Only this HTTP status.
+    pub status: Option<u16>,
 }
 
 impl UsageQuery {
@@ -155,8 +163,53 @@ impl Default for UsageQuery {
             model: None,
             since_ms: None,
             until_ms: None,
+            tags: None,
+            identity_source: None,
+            provider: None,
+            status: None,
         }
     }
+}
+
+/// How [`Store::usage_summary`] groups records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GroupBy {
+    /// The login, else the joined tags, else `(loopback)` / the identity source.
+    User,
+    /// The requested model.
+    Model,
+    Provider,
+    /// The UTC day, `YYYY-MM-DD`.
+    Day,
+}
+
+/// Totals for one group of usage records.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageGroup {
+    pub key: String,
+    pub requests: u64,
+    pub errors: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cache_read_tokens: u64,
+    pub cache_write_tokens: u64,
+    pub reasoning_tokens: u64,
+}
+
+/// A saved version of the config file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigVersion {
+    pub id: i64,
+    pub hash: String,
+    pub saved_by: String,
+    pub saved_at_ms: i64,
+    /// `"api"`, `"file"`, `"rollback"`, `"local"` (break-glass) or `"initial"`.
+    pub source: String,
+    pub bytes: u64,
+    /// The text; empty in listings.
+    #[serde(skip_serializing_if = "String::is_empty", default)]
+    pub text: String,
 }
 
 /// Errors from a [`Store`].
@@ -238,6 +291,19 @@ pub trait Store: Send + Sync + 'static {
     /// Record that a key was used. Never moves `last_used_ms` backwards; unknown ids are
     /// ignored.
     async fn touch_key(&self, id: &str, at_ms: i64) -> Result<(), StoreError>;
+    /// Totals of the records matching `q` (its `limit` and `before_id` are ignored), grouped.
+    /// Largest groups (by requests) first; for [`GroupBy::Day`], oldest day first.
+    async fn usage_summary(
+        &self,
+        q: &UsageQuery,
+        by: GroupBy,
+    ) -> Result<Vec<UsageGroup>, StoreError>;
+    /// Keep a saved config version; returns its id (increasing).
+    async fn insert_config_version(&self, v: &ConfigVersion) -> Result<i64, StoreError>;
+    /// Saved versions, newest first, without their text.
+    async fn config_versions(&self, limit: u32) -> Result<Vec<ConfigVersion>, StoreError>;
+    /// One saved version with its text.
+    async fn config_version(&self, id: i64) -> Result<Option<ConfigVersion>, StoreError>;
 }
 
 #[cfg(test)]

@@ -21,7 +21,9 @@ use sqlx::sqlite::{
 };
 use sqlx::{QueryBuilder, Row, Sqlite};
 
-use crate::{KeyRecord, Store, StoreError, UsageQuery, UsageRecord};
+use crate::{
+    ConfigVersion, GroupBy, KeyRecord, Store, StoreError, UsageGroup, UsageQuery, UsageRecord,
+};
 
 /// Schema migrations, embedded at compile time from `migrations/`.
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -221,22 +223,7 @@ impl Store for SqliteStore {
                 .push_bind(before.as_str())
                 .push(")");
         }
-        if let Some(login) = &q.login {
-            qb.push(" AND login = ").push_bind(login.as_str());
-        }
-        if let Some(model) = &q.model {
-            qb.push(" AND (requested_model = ")
-                .push_bind(model.as_str())
-                .push(" OR upstream_model = ")
-                .push_bind(model.as_str())
-                .push(")");
-        }
-        if let Some(since) = q.since_ms {
-            qb.push(" AND ts_ms >= ").push_bind(since);
-        }
-        if let Some(until) = q.until_ms {
-            qb.push(" AND ts_ms < ").push_bind(until);
-        }
+        push_filters(&mut qb, q)?;
         qb.push(" ORDER BY ts_ms DESC, id DESC LIMIT ")
             .push_bind(i64::from(limit));
         let rows = qb.build().fetch_all(&self.reader).await?;
@@ -322,6 +309,91 @@ impl Store for SqliteStore {
         .execute(&self.writer)
         .await?;
         Ok(())
+    }
+
+    async fn usage_summary(
+        &self,
+        q: &UsageQuery,
+        by: GroupBy,
+    ) -> Result<Vec<UsageGroup>, StoreError> {
+        let key = match by {
+            GroupBy::User => {
+                "COALESCE(login, NULLIF(tags, ''), CASE identity_source WHEN 'loopback' THEN '(loopback)' ELSE identity_source END)"
+            }
+            GroupBy::Model => "COALESCE(requested_model, '-')",
+            GroupBy::Provider => "COALESCE(provider, '-')",
+            GroupBy::Day => "strftime('%Y-%m-%d', ts_ms / 1000, 'unixepoch')",
+        };
+        let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new(format!(
+            "SELECT {key} AS k, COUNT(*) AS requests, \
+             SUM(CASE WHEN status >= 400 OR error_class IS NOT NULL THEN 1 ELSE 0 END) AS errors, \
+             SUM(input_tokens), SUM(output_tokens), SUM(cache_read_tokens), \
+             SUM(cache_write_tokens), SUM(reasoning_tokens) \
+             FROM usage_records WHERE 1 = 1"
+        ));
+        push_filters(&mut qb, q)?;
+        qb.push(" GROUP BY k");
+        qb.push(match by {
+            GroupBy::Day => " ORDER BY k ASC",
+            _ => " ORDER BY requests DESC, k ASC",
+        });
+        let rows = qb.build().fetch_all(&self.reader).await?;
+        rows.iter()
+            .map(|r| {
+                let int = |i: usize| -> Result<u64, StoreError> {
+                    let v: Option<i64> = r.try_get(i)?;
+                    from_sql_int("usage_records", "SUM", v.unwrap_or(0))
+                };
+                Ok(UsageGroup {
+                    key: r.try_get::<Option<String>, _>(0)?.unwrap_or_default(),
+                    requests: int(1)?,
+                    errors: int(2)?,
+                    input_tokens: int(3)?,
+                    output_tokens: int(4)?,
+                    cache_read_tokens: int(5)?,
+                    cache_write_tokens: int(6)?,
+                    reasoning_tokens: int(7)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn insert_config_version(&self, v: &ConfigVersion) -> Result<i64, StoreError> {
+        let bytes = i64::try_from(v.text.len()).unwrap_or(i64::MAX);
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO config_versions (hash, saved_by, saved_at_ms, source, bytes, text) \
+             VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(v.hash.as_str())
+        .bind(v.saved_by.as_str())
+        .bind(v.saved_at_ms)
+        .bind(v.source.as_str())
+        .bind(bytes)
+        .bind(v.text.as_str())
+        .fetch_one(&self.writer)
+        .await?;
+        Ok(id)
+    }
+
+    async fn config_versions(&self, limit: u32) -> Result<Vec<ConfigVersion>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, hash, saved_by, saved_at_ms, source, bytes FROM config_versions \
+             ORDER BY id DESC LIMIT ?",
+        )
+        .bind(i64::from(limit.min(UsageQuery::MAX_LIMIT)))
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(|r| version_from_row(r, false)).collect()
+    }
+
+    async fn config_version(&self, id: i64) -> Result<Option<ConfigVersion>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, hash, saved_by, saved_at_ms, source, bytes, text FROM config_versions WHERE id = ?",
+        )
+        .bind(id)
+        .fetch_optional(&self.reader)
+        .await?;
+        row.as_ref().map(|r| version_from_row(r, true)).transpose()
     }
 }
 
@@ -451,4 +523,53 @@ mod tests {
     fn usage_column_count_matches_the_column_list() {
         assert_eq!(USAGE_COLUMNS.split(',').count(), USAGE_COLUMN_COUNT);
     }
+}
+
+fn version_from_row(r: &SqliteRow, with_text: bool) -> Result<ConfigVersion, StoreError> {
+    Ok(ConfigVersion {
+        id: r.try_get(0)?,
+        hash: r.try_get(1)?,
+        saved_by: r.try_get(2)?,
+        saved_at_ms: r.try_get(3)?,
+        source: r.try_get(4)?,
+        bytes: from_sql_int("config_versions", "bytes", r.try_get(5)?)?,
+        text: if with_text {
+            r.try_get(6)?
+        } else {
+            String::new()
+        },
+    })
+}
+
+/// The WHERE clauses shared by listings and summaries.
+fn push_filters(qb: &mut QueryBuilder<'_, Sqlite>, q: &UsageQuery) -> Result<(), StoreError> {
+    if let Some(login) = &q.login {
+        qb.push(" AND login = ").push_bind(login.clone());
+    }
+    if let Some(tags) = &q.tags {
+        qb.push(" AND tags = ").push_bind(join_tags(tags)?);
+    }
+    if let Some(src) = &q.identity_source {
+        qb.push(" AND identity_source = ").push_bind(src.clone());
+    }
+    if let Some(model) = &q.model {
+        qb.push(" AND (requested_model = ")
+            .push_bind(model.clone())
+            .push(" OR upstream_model = ")
+            .push_bind(model.clone())
+            .push(")");
+    }
+    if let Some(p) = &q.provider {
+        qb.push(" AND provider = ").push_bind(p.clone());
+    }
+    if let Some(st) = q.status {
+        qb.push(" AND status = ").push_bind(i64::from(st));
+    }
+    if let Some(since) = q.since_ms {
+        qb.push(" AND ts_ms >= ").push_bind(since);
+    }
+    if let Some(until) = q.until_ms {
+        qb.push(" AND ts_ms < ").push_bind(until);
+    }
+    Ok(())
 }

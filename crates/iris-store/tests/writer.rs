@@ -99,6 +99,31 @@ impl Store for TestStore {
     async fn touch_key(&self, _id: &str, _at_ms: i64) -> Result<(), StoreError> {
         Err(StoreError::Unavailable("not used".into()))
     }
+    async fn usage_summary(
+        &self,
+        _q: &UsageQuery,
+        _by: iris_store::GroupBy,
+    ) -> Result<Vec<iris_store::UsageGroup>, StoreError> {
+        Err(StoreError::Unavailable("not used".into()))
+    }
+    async fn insert_config_version(
+        &self,
+        _v: &iris_store::ConfigVersion,
+    ) -> Result<i64, StoreError> {
+        Err(StoreError::Unavailable("not used".into()))
+    }
+    async fn config_versions(
+        &self,
+        _limit: u32,
+    ) -> Result<Vec<iris_store::ConfigVersion>, StoreError> {
+        Err(StoreError::Unavailable("not used".into()))
+    }
+    async fn config_version(
+        &self,
+        _id: i64,
+    ) -> Result<Option<iris_store::ConfigVersion>, StoreError> {
+        Err(StoreError::Unavailable("not used".into()))
+    }
 }
 
 fn cfg(queue_capacity: usize, batch_size: usize, flush_ms: u64) -> UsageWriterConfig {

@@ -1,0 +1,113 @@
+//! Usage summaries, the extra filters, and saved config versions.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::sample_record;
+use iris_store::{ConfigVersion, GroupBy, SqliteStore, Store, UsageQuery};
+
+#[tokio::test]
+async fn summaries_group_and_filter() {
+    let store = SqliteStore::open_in_memory().await.unwrap();
+    let mut recs: Vec<_> = (0..9).map(sample_record).collect();
+    // users: user0/1/2 x3 each; make one tagged record and one loopback record and one error.
+    recs[0].login = None;
+    recs[0].tags = vec!["tag:ci".into(), "tag:prod".into()];
+    recs[1].login = None;
+    recs[1].identity_source = "loopback".into();
+    recs[2].status = 429;
+    recs[2].error_class = Some("upstream_status".into());
+    recs[3].requested_model = Some("gpt-5".into());
+    recs[3].provider = Some("openai".into());
+    recs[4].ts_ms += 86_400_000; // the next day
+    store.insert_usage(&recs).await.unwrap();
+
+    let all = UsageQuery::default();
+    let by_user = store.usage_summary(&all, GroupBy::User).await.unwrap();
+    let keys: Vec<_> = by_user
+        .iter()
+        .map(|g| (g.key.as_str(), g.requests))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            ("user2@example.com", 3),
+            ("user0@example.com", 2),
+            ("user1@example.com", 2),
+            ("(loopback)", 1),
+            ("tag:ci,tag:prod", 1)
+        ]
+    );
+    let total_in: u64 = recs.iter().map(|r| r.input_tokens).sum();
+    assert_eq!(
+        by_user.iter().map(|g| g.input_tokens).sum::<u64>(),
+        total_in
+    );
+    assert_eq!(by_user.iter().map(|g| g.errors).sum::<u64>(), 1);
+
+    let by_provider = store.usage_summary(&all, GroupBy::Provider).await.unwrap();
+    assert_eq!(by_provider[0].key, "anthropic");
+    assert_eq!(by_provider[1].key, "openai");
+    let by_day = store.usage_summary(&all, GroupBy::Day).await.unwrap();
+    assert_eq!(by_day.len(), 2);
+    assert!(by_day[0].key < by_day[1].key && by_day[0].key.starts_with("2023-11-14"));
+
+    // Filters: tags (exact set), status, provider, identity source.
+    let q = UsageQuery {
+        tags: Some(vec!["tag:ci".into(), "tag:prod".into()]),
+        ..UsageQuery::default()
+    };
+    assert_eq!(store.recent_usage(&q).await.unwrap().len(), 1);
+    let q = UsageQuery {
+        tags: Some(vec!["tag:ci".into()]),
+        ..UsageQuery::default()
+    };
+    assert_eq!(store.recent_usage(&q).await.unwrap().len(), 0);
+    let q = UsageQuery {
+        status: Some(429),
+        ..UsageQuery::default()
+    };
+    assert_eq!(store.recent_usage(&q).await.unwrap()[0].id, recs[2].id);
+    let q = UsageQuery {
+        provider: Some("openai".into()),
+        ..UsageQuery::default()
+    };
+    assert_eq!(
+        store.usage_summary(&q, GroupBy::Model).await.unwrap()[0].key,
+        "gpt-5"
+    );
+    let q = UsageQuery {
+        identity_source: Some("loopback".into()),
+        ..UsageQuery::default()
+    };
+    assert_eq!(store.recent_usage(&q).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn config_versions_keep_text_and_order() {
+    let store = SqliteStore::open_in_memory().await.unwrap();
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let v = ConfigVersion {
+            id: 0,
+            hash: format!("h{i}"),
+            saved_by: "alice@example.com".into(),
+            saved_at_ms: 1000 + i,
+            source: "api".into(),
+            bytes: 0,
+            text: format!("{{ // version {i}\n}}"),
+        };
+        ids.push(store.insert_config_version(&v).await.unwrap());
+    }
+    assert!(ids.windows(2).all(|w| w[0] < w[1]));
+    let list = store.config_versions(10).await.unwrap();
+    assert_eq!(
+        list.iter().map(|v| v.hash.as_str()).collect::<Vec<_>>(),
+        ["h2", "h1", "h0"]
+    );
+    assert!(list.iter().all(|v| v.text.is_empty() && v.bytes > 0));
+    let one = store.config_version(ids[1]).await.unwrap().unwrap();
+    assert_eq!(one.text, "{ // version 1\n}");
+    assert_eq!(one.bytes, one.text.len() as u64);
+    assert!(store.config_version(999).await.unwrap().is_none());
+}
