@@ -27,6 +27,8 @@ pub enum IdentitySource {
     Key,
     /// A direct connection from the gateway's own host with no other identity.
     Loopback,
+    /// The break-glass admin socket in the data directory (only the owning OS user can open it).
+    LocalAdmin,
 }
 
 impl IdentitySource {
@@ -36,6 +38,7 @@ impl IdentitySource {
             IdentitySource::ServeHeaders => "serve_headers",
             IdentitySource::Key => "key",
             IdentitySource::Loopback => "loopback",
+            IdentitySource::LocalAdmin => "local_admin",
         }
     }
 }
@@ -94,6 +97,14 @@ impl Principal {
         }
     }
 
+    /// The break-glass admin: the OS user that runs iris, on its local admin socket.
+    pub fn local_admin() -> Principal {
+        Principal {
+            source: IdentitySource::LocalAdmin,
+            ..Principal::loopback()
+        }
+    }
+
     pub fn is_loopback(&self) -> bool {
         self.source == IdentitySource::Loopback
     }
@@ -106,6 +117,8 @@ impl Principal {
             self.tags.join(",")
         } else if self.is_loopback() {
             "(loopback)".to_owned()
+        } else if self.source == IdentitySource::LocalAdmin {
+            "(local-admin)".to_owned()
         } else {
             "(unknown)".to_owned()
         }

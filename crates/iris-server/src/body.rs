@@ -23,12 +23,12 @@ use tokio::time::Sleep;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The body type of every response iris sends.
-pub type RespBody = http_body_util::combinators::BoxBody<Bytes, BoxError>;
+pub type RespBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
 
 pub fn full(b: impl Into<Bytes>) -> RespBody {
     http_body_util::Full::new(b.into())
         .map_err(|never| match never {})
-        .boxed()
+        .boxed_unsync()
 }
 
 /// The usage record of one request, waiting for the end of its response.

@@ -21,6 +21,8 @@ pub struct TailnetIdentity {
 pub struct ConnCtx {
     pub peer: SocketAddr,
     pub local: SocketAddr,
+    /// A connection on the break-glass admin socket.
+    pub local_admin: bool,
     pub(crate) whois: OnceCell<Option<Arc<TailnetIdentity>>>,
 }
 
@@ -29,6 +31,18 @@ impl ConnCtx {
         ConnCtx {
             peer,
             local,
+            local_admin: false,
+            whois: OnceCell::new(),
+        }
+    }
+
+    /// A connection on the break-glass admin socket (no network peer).
+    pub fn local_admin() -> ConnCtx {
+        let none = SocketAddr::from(([0, 0, 0, 0], 0));
+        ConnCtx {
+            peer: none,
+            local: none,
+            local_admin: true,
             whois: OnceCell::new(),
         }
     }

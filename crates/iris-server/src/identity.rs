@@ -23,6 +23,7 @@ use crate::error::GatewayError;
 use crate::{Gateway, Runtime};
 
 /// The resolved caller and its grants from the tailnet policy file.
+#[derive(Clone)]
 pub struct Resolved {
     pub principal: Principal,
     pub tailnet: Option<Arc<TailnetIdentity>>,
@@ -39,7 +40,7 @@ impl Resolved {
             .unwrap_or(&NO_TAILNET_GRANTS)
     }
 
-    fn plain(principal: Principal) -> Resolved {
+    pub fn plain(principal: Principal) -> Resolved {
         Resolved {
             principal,
             tailnet: None,

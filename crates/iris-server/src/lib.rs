@@ -12,7 +12,10 @@
 //! `iris-providers`), speaks no SQL (that is `iris-store`), and never decides access itself (that
 //! is `iris-policy`).
 
+pub mod admin;
 pub mod body;
+pub mod caller;
+pub mod config_file;
 pub mod conn;
 pub mod error;
 pub mod identity;
@@ -60,6 +63,7 @@ pub struct Gateway {
     pub(crate) client: upstream::UpstreamClient,
     pub(crate) key_touch: std::sync::Mutex<std::collections::HashMap<String, i64>>,
     whois_down_logged: AtomicBool,
+    pub config_file: Arc<config_file::ConfigFile>,
 }
 
 impl Gateway {
@@ -81,7 +85,19 @@ impl Gateway {
             client,
             key_touch: std::sync::Mutex::new(std::collections::HashMap::new()),
             whois_down_logged: AtomicBool::new(false),
+            config_file: Arc::new(config_file::ConfigFile::in_memory()),
         }
+    }
+
+    /// Manage the config through this file (API saves, history, reloads).
+    pub fn with_config_file(mut self, file: config_file::ConfigFile) -> Gateway {
+        self.config_file = Arc::new(file);
+        self
+    }
+
+    /// Whether tailscaled answered the last time iris asked.
+    pub fn tailscaled_reachable(&self) -> bool {
+        self.whois.is_some() && !self.whois_down_logged.load(Ordering::Relaxed)
     }
 
     /// The current config snapshot.
@@ -190,4 +206,68 @@ pub async fn serve(
 /// The address a listener is bound to, for the start-up banner.
 pub fn bound_addr(listener: &TcpListener) -> Option<SocketAddr> {
     listener.local_addr().ok()
+}
+
+/// Serve the admin API on the break-glass unix socket until `shutdown` resolves. Only the OS user
+/// that runs iris (or root) may connect: the socket is created 0600 and each peer's uid is checked.
+#[cfg(unix)]
+pub async fn serve_local_admin(
+    path: &std::path::Path,
+    gateway: Arc<Gateway>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if path.exists() {
+        // A stale socket from an earlier run (a live gateway would hold it; the caller checked).
+        std::fs::remove_file(path)?;
+    }
+    let listener = tokio::net::UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    // SAFETY-free: libc getuid via std is not available; compare with the socket file's owner.
+    let owner = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(path)?);
+    let builder =
+        hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    tokio::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin socket accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        match stream.peer_cred() {
+            Ok(cred) if cred.uid() == owner || cred.uid() == 0 => {}
+            Ok(cred) => {
+                tracing::warn!(
+                    uid = cred.uid(),
+                    "refused a connection to the admin socket from another user"
+                );
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot check the admin socket peer; refused");
+                continue;
+            }
+        }
+        let gw = gateway.clone();
+        let ctx = Arc::new(conn::ConnCtx::local_admin());
+        let service = hyper::service::service_fn(move |req| {
+            let gw = gw.clone();
+            let ctx = ctx.clone();
+            async move { Ok::<_, std::convert::Infallible>(proxy::handle(gw, ctx, req).await) }
+        });
+        let conn = builder
+            .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+            .into_owned();
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+    }
+    let _ = std::fs::remove_file(path);
+    Ok(())
 }

@@ -31,7 +31,7 @@ use crate::{Gateway, Runtime};
 enum Endpoint {
     Llm(ApiFamily),
     Models,
-    WhoAmI,
+    Admin,
     Health,
     Unknown,
 }
@@ -43,7 +43,7 @@ fn endpoint(path: &str) -> Endpoint {
     match path {
         "/v1/models" | "/models" => Endpoint::Models,
         "/healthz" => Endpoint::Health,
-        "/api/whoami" => Endpoint::WhoAmI,
+        p if p.starts_with("/api/") || p == "/aperture/config:validate" => Endpoint::Admin,
         _ => Endpoint::Unknown,
     }
 }
@@ -106,7 +106,13 @@ pub async fn handle(
     let start = Instant::now();
     let rt = gw.runtime();
     let id = iris_store::new_record_id();
-    match endpoint(req.uri().path()) {
+    let endpoint = endpoint(req.uri().path());
+    if ctx.local_admin && !matches!(endpoint, Endpoint::Admin) {
+        // The break-glass socket serves the admin API only: it must never bypass grants for models.
+        return GatewayError::NotFound(req.uri().path().chars().take(200).collect())
+            .to_response(Dialect::OpenAi, &id);
+    }
+    match endpoint {
         Endpoint::Llm(family) => {
             let pending = Pending {
                 sink: gw.usage.clone(),
@@ -123,7 +129,10 @@ pub async fn handle(
             };
             models(&gw, &rt, &ctx, req, pending, &id).await
         }
-        Endpoint::WhoAmI => whoami(&gw, &rt, &ctx, req, &id).await,
+        Endpoint::Admin => {
+            let caller = caller(&gw, &rt, &ctx, req.headers()).await;
+            crate::admin::serve(gw.clone(), caller, req).await
+        }
         Endpoint::Health => {
             let mut r = Response::new(full(Bytes::from_static(b"{\"status\":\"ok\"}")));
             r.headers_mut().insert(
@@ -383,12 +392,13 @@ async fn llm(
         rt.config.iris.timeouts.idle,
         is_sse.then_some(dialect),
     );
-    out.body(BodyExt::boxed(metered)).unwrap_or_else(|e| {
-        tracing::error!(request_id = id, error = %e, "could not build the response");
-        let mut r = Response::new(full(Bytes::new()));
-        *r.status_mut() = StatusCode::BAD_GATEWAY;
-        r
-    })
+    out.body(BodyExt::boxed_unsync(metered))
+        .unwrap_or_else(|e| {
+            tracing::error!(request_id = id, error = %e, "could not build the response");
+            let mut r = Response::new(full(Bytes::new()));
+            *r.status_mut() = StatusCode::BAD_GATEWAY;
+            r
+        })
 }
 
 /// Header names listed in a `Connection` header: hop-by-hop for this message only.
@@ -552,57 +562,25 @@ async fn models(
     r
 }
 
-/// `GET /api/whoami`: what iris sees of the caller, which grants matched and why, and the models
-/// that follow. The tool for "why am I denied?".
-async fn whoami(
+/// The caller of an admin request: the break-glass admin on the local socket, or whoever the
+/// identity sources say.
+async fn caller(
     gw: &Gateway,
     rt: &Runtime,
     ctx: &ConnCtx,
-    req: Request<Incoming>,
-    id: &str,
-) -> Response<RespBody> {
-    if req.method() != Method::GET {
-        return GatewayError::MethodNotAllowed(req.method().to_string())
-            .to_response(Dialect::OpenAi, id);
-    }
-    let who = match identity::resolve(gw, rt, ctx, req.headers()).await {
-        Ok(r) => r,
-        Err(e) => return e.to_response(Dialect::OpenAi, id),
+    headers: &http::HeaderMap,
+) -> Result<crate::caller::Caller, GatewayError> {
+    let (who, local_admin) = if ctx.local_admin {
+        (Resolved::plain(Principal::local_admin()), true)
+    } else {
+        (identity::resolve(gw, rt, ctx, headers).await?, false)
     };
     let decision = rt
         .policy
         .evaluate(&who.principal, who.tailnet_grants(), None);
-    let models: Vec<String> = if decision.role.is_some() {
-        rt.routes
-            .models()
-            .into_iter()
-            .filter(|m| {
-                rt.policy
-                    .model_in(&who.principal, who.tailnet_grants(), &m.qualified)
-            })
-            .map(|m| m.qualified)
-            .collect()
-    } else {
-        Vec::new()
-    };
-    let explain = match (decision.role, models.is_empty()) {
-        (None, _) => "no grant gives this identity a role, so every model request is refused with 403; an admin must add a grant with role \"user\" whose src matches it".to_owned(),
-        (Some(_), true) => "this identity has a role but no grant gives it any configured model, so model requests get 404".to_owned(),
-        (Some(r), false) => format!("role {r}; {} model(s) available", models.len()),
-    };
-    let body = serde_json::json!({
-        "identity": &who.principal,
-        "peer": ctx.peer.to_string(),
-        "role": decision.role,
-        "grants": decision.matched,
-        "rejected_tailnet_grants": who.tailnet_grants().rejected,
-        "models": models,
-        "explain": explain,
-    });
-    let mut r = Response::new(full(Bytes::from(body.to_string())));
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    r
+    Ok(crate::caller::Caller {
+        who,
+        decision,
+        local_admin,
+    })
 }

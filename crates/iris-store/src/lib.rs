@@ -48,7 +48,7 @@ pub use writer::{
 /// Counters are `u64` in Rust; the SQL backends store signed 64-bit integers, so values
 /// above `i64::MAX` are saturated to `i64::MAX` on write (no real token or byte count
 /// gets near that).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct UsageRecord {
     /// UUIDv7 string (time-ordered), from [`new_record_id`].
     pub id: String,
@@ -185,7 +185,7 @@ pub enum GroupBy {
 }
 
 /// Totals for one group of usage records.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct UsageGroup {
     pub key: String,
     pub requests: u64,
@@ -198,7 +198,7 @@ pub struct UsageGroup {
 }
 
 /// A saved version of the config file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ConfigVersion {
     pub id: i64,
     pub hash: String,

@@ -490,41 +490,6 @@ fn key_from_row(row: &SqliteRow) -> Result<KeyRecord, StoreError> {
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tag_lists_round_trip_through_text() {
-        for tags in [vec![], vec!["tag:a"], vec!["tag:a", "tag:b-c"]] {
-            let tags: Vec<String> = tags.into_iter().map(String::from).collect();
-            assert_eq!(split_tags(&join_tags(&tags).unwrap()), tags);
-        }
-    }
-
-    #[test]
-    fn tags_that_would_not_read_back_are_refused() {
-        for bad in [vec!["a,b"], vec![""], vec!["tag:a", ""]] {
-            let bad: Vec<String> = bad.into_iter().map(String::from).collect();
-            let err = join_tags(&bad).unwrap_err();
-            assert!(err.is_permanent(), "{err}");
-        }
-    }
-
-    #[test]
-    fn counters_saturate_instead_of_wrapping() {
-        assert_eq!(to_sql_int(0), 0);
-        assert_eq!(to_sql_int(i64::MAX as u64), i64::MAX);
-        assert_eq!(to_sql_int(u64::MAX), i64::MAX);
-        assert!(from_sql_int("t", "c", -1).is_err());
-    }
-
-    #[test]
-    fn usage_column_count_matches_the_column_list() {
-        assert_eq!(USAGE_COLUMNS.split(',').count(), USAGE_COLUMN_COUNT);
-    }
-}
-
 fn version_from_row(r: &SqliteRow, with_text: bool) -> Result<ConfigVersion, StoreError> {
     Ok(ConfigVersion {
         id: r.try_get(0)?,
@@ -572,4 +537,39 @@ fn push_filters(qb: &mut QueryBuilder<'_, Sqlite>, q: &UsageQuery) -> Result<(),
         qb.push(" AND ts_ms < ").push_bind(until);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tag_lists_round_trip_through_text() {
+        for tags in [vec![], vec!["tag:a"], vec!["tag:a", "tag:b-c"]] {
+            let tags: Vec<String> = tags.into_iter().map(String::from).collect();
+            assert_eq!(split_tags(&join_tags(&tags).unwrap()), tags);
+        }
+    }
+
+    #[test]
+    fn tags_that_would_not_read_back_are_refused() {
+        for bad in [vec!["a,b"], vec![""], vec!["tag:a", ""]] {
+            let bad: Vec<String> = bad.into_iter().map(String::from).collect();
+            let err = join_tags(&bad).unwrap_err();
+            assert!(err.is_permanent(), "{err}");
+        }
+    }
+
+    #[test]
+    fn counters_saturate_instead_of_wrapping() {
+        assert_eq!(to_sql_int(0), 0);
+        assert_eq!(to_sql_int(i64::MAX as u64), i64::MAX);
+        assert_eq!(to_sql_int(u64::MAX), i64::MAX);
+        assert!(from_sql_int("t", "c", -1).is_err());
+    }
+
+    #[test]
+    fn usage_column_count_matches_the_column_list() {
+        assert_eq!(USAGE_COLUMNS.split(',').count(), USAGE_COLUMN_COUNT);
+    }
 }

@@ -78,6 +78,9 @@ pub fn default_data_dir() -> PathBuf {
     PathBuf::from("iris-data")
 }
 
+/// The break-glass admin socket, in the data directory.
+pub const ADMIN_SOCKET: &str = "iris-admin.sock";
+
 pub fn db_path(data_dir: &Path) -> PathBuf {
     data_dir.join("iris.db")
 }
@@ -154,7 +157,7 @@ fn validate(file: &Path) -> Result<ExitCode> {
 }
 
 /// Find or create the config file and load it.
-fn load_config(args: &ServeArgs) -> Result<(PathBuf, bool, Config)> {
+fn load_config(args: &ServeArgs) -> Result<(PathBuf, bool, String, Config)> {
     let (path, created) = match &args.config {
         Some(p) => (p.clone(), false),
         None => {
@@ -178,7 +181,7 @@ fn load_config(args: &ServeArgs) -> Result<(PathBuf, bool, Config)> {
             for w in &loaded.warnings {
                 tracing::warn!("{}: {w}", path.display());
             }
-            Ok((path, created, loaded.config))
+            Ok((path, created, text, loaded.config))
         }
         Err(diags) => {
             eprintln!("{}:", path.display());
@@ -222,19 +225,26 @@ async fn shutdown_signal() {
 
 async fn serve(args: ServeArgs) -> Result<ExitCode> {
     init_logging();
-    let (config_path, created, mut config) = load_config(&args)?;
-    if let Some(l) = args.listen {
-        config.iris.listen = l;
-    }
-    if let Some(s) = &args.tailscale_socket {
-        config.iris.identity.tailscale_socket = Some(s.clone());
-    }
+    let (config_path, created, config_text, mut config) = load_config(&args)?;
     let data_dir = args
         .data_dir
         .clone()
         .or_else(|| config.iris.data_dir.clone())
         .unwrap_or_else(default_data_dir);
-    config.iris.data_dir = Some(data_dir.clone());
+    // Flags override the file, now and on every reload.
+    let overrides: iris_server::config_file::Overrides = {
+        let (listen, socket, dir) = (args.listen, args.tailscale_socket.clone(), data_dir.clone());
+        Arc::new(move |c: &mut Config| {
+            if let Some(l) = listen {
+                c.iris.listen = l;
+            }
+            if let Some(s) = &socket {
+                c.iris.identity.tailscale_socket = Some(s.clone());
+            }
+            c.iris.data_dir = Some(dir.clone());
+        })
+    };
+    overrides(&mut config);
 
     let store: Arc<dyn Store> = Arc::new(
         SqliteStore::open(&db_path(&data_dir))
@@ -255,14 +265,46 @@ async fn serve(args: ServeArgs) -> Result<ExitCode> {
         .with_context(|| format!("cannot listen on {}", config.iris.listen))?;
     let addr = listener.local_addr().context("listener has no address")?;
 
+    let admin_socket = data_dir.join(ADMIN_SOCKET);
+    if tokio::net::UnixStream::connect(&admin_socket).await.is_ok() {
+        bail!(
+            "another iris is already serving the data directory {} (its admin socket answers)",
+            data_dir.display()
+        );
+    }
+
     let banner = Banner::new(&config, &config_path, created, &data_dir);
-    let gateway = Arc::new(iris_server::Gateway::new(config, store, sink));
+    let file = iris_server::config_file::ConfigFile::new(
+        Some(config_path.clone()),
+        config_text,
+        Arc::new(ProcessEnv),
+        overrides,
+    );
+    let gateway = Arc::new(iris_server::Gateway::new(config, store, sink).with_config_file(file));
+    gateway.config_file.record_initial(&gateway).await;
     let tailscaled = gateway.probe_tailscaled().await;
+
+    let stop = tokio_util::sync::CancellationToken::new();
+    let watcher = tokio::spawn(gateway.config_file.clone().watch(
+        gateway.clone(),
+        Duration::from_secs(1),
+        stop.clone(),
+    ));
+    let admin = {
+        let (gw, stop, path) = (gateway.clone(), stop.clone(), admin_socket.clone());
+        tokio::spawn(async move {
+            if let Err(e) = iris_server::serve_local_admin(&path, gw, stop.cancelled_owned()).await
+            {
+                tracing::error!(error = %e, path = %path.display(), "the break-glass admin socket is unavailable");
+            }
+        })
+    };
     banner.print(
         addr,
         &tailscaled,
         gateway.whois_client().map(|w| w.socket().to_path_buf()),
     );
+    println!("  break-glass admin socket: {}", admin_socket.display());
 
     iris_server::serve(
         listener,
@@ -271,6 +313,9 @@ async fn serve(args: ServeArgs) -> Result<ExitCode> {
         Duration::from_secs(30),
     )
     .await?;
+    stop.cancel();
+    let _ = watcher.await;
+    let _ = admin.await;
     drop(gateway);
     let stats = writer.shutdown().await;
     tracing::info!(?stats, "usage records flushed; bye");

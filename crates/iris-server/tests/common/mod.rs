@@ -27,6 +27,10 @@ pub struct Harness {
     pub mock: MockProvider,
     pub tailscaled: Option<FakeTailscaled>,
     pub store: Arc<SqliteStore>,
+    pub gateway: Arc<iris_server::Gateway>,
+    /// The config file, when the harness manages one (`Options::file`).
+    pub config_path: Option<std::path::PathBuf>,
+    pub dir: tempfile::TempDir,
     writer: Option<UsageWriterHandle>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -40,6 +44,9 @@ pub struct Options {
     pub identity: String,
     /// Use this tailscaled socket path instead of a fake tailscaled.
     pub socket: Option<std::path::PathBuf>,
+    /// Keep the config in a file managed by the gateway (API saves, reloads, history), and watch
+    /// it, polling every 50 ms.
+    pub file: bool,
 }
 
 pub fn config_text(mock_url: &str, socket: &str, identity_extra: &str, iris_extra: &str) -> String {
@@ -80,12 +87,19 @@ impl Harness {
                 (Some(ts), s)
             }
         };
-        let text = config_text(
+        let mut text = config_text(
             &mock.url(),
             &socket.display().to_string(),
             &opts.identity,
             &opts.iris,
         );
+        if opts.file {
+            // Saves treat warnings as errors: start file-managed configs without the /v1 warning.
+            text = text.replace(
+                &format!("\"{}/v1\"", mock.url()),
+                &format!("\"{}\"", mock.url()),
+            );
+        }
         let env: HashMap<String, String> = [
             ("T_OPENAI_KEY".to_string(), OPENAI_KEY.to_string()),
             ("T_ANTHROPIC_KEY".to_string(), ANTHROPIC_KEY.to_string()),
@@ -107,7 +121,31 @@ impl Harness {
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let gw = Arc::new(iris_server::Gateway::new(loaded.config, dyn_store, sink));
+        let dir = tempfile::tempdir().unwrap();
+        let mut gw = iris_server::Gateway::new(loaded.config, dyn_store, sink);
+        let mut config_path = None;
+        if opts.file {
+            let path = dir.path().join("iris.hujson");
+            std::fs::write(&path, &text).unwrap();
+            gw = gw.with_config_file(iris_server::config_file::ConfigFile::new(
+                Some(path.clone()),
+                text.clone(),
+                Arc::new(env.clone()),
+                Arc::new(|_| {}),
+            ));
+            config_path = Some(path);
+        }
+        let gw = Arc::new(gw);
+        gw.config_file.record_initial(&gw).await;
+        let gateway = gw.clone();
+        let stop_watch = tokio_util::sync::CancellationToken::new();
+        if opts.file {
+            tokio::spawn(gw.config_file.clone().watch(
+                gw.clone(),
+                Duration::from_millis(50),
+                stop_watch.clone(),
+            ));
+        }
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let stop = async {
@@ -116,6 +154,7 @@ impl Harness {
             iris_server::serve(listener, gw, stop, Duration::from_secs(10))
                 .await
                 .unwrap();
+            stop_watch.cancel();
         });
         Harness {
             url: format!("http://{addr}"),
@@ -123,6 +162,9 @@ impl Harness {
             mock,
             tailscaled,
             store,
+            gateway,
+            config_path,
+            dir,
             writer: Some(writer),
             stop: Some(tx),
             task: Some(task),
