@@ -247,6 +247,12 @@ pub struct IrisSettings {
     pub identity: IdentitySettings,
     /// `iris.limits.max_body_bytes`: the largest request body iris accepts. Default 32 MiB.
     pub max_body_bytes: usize,
+    /// `iris.limits.max_connections`: client connections served at once; more wait in the
+    /// listen backlog. Default 10000.
+    pub max_connections: usize,
+    /// `iris.limits.key_failures_per_minute`: failed iris-key attempts one client address may make
+    /// per minute before it gets 429. Default 30.
+    pub key_failures_per_minute: usize,
     pub timeouts: Timeouts,
     pub usage: UsageSettings,
 }
@@ -258,6 +264,8 @@ impl Default for IrisSettings {
             data_dir: None,
             identity: IdentitySettings::default(),
             max_body_bytes: 32 * 1024 * 1024,
+            max_connections: 10_000,
+            key_failures_per_minute: 30,
             timeouts: Timeouts::default(),
             usage: UsageSettings::default(),
         }
@@ -300,6 +308,12 @@ pub struct Timeouts {
     pub first_byte: Duration,
     /// Longest silence inside a streaming response. Default 300s.
     pub idle: Duration,
+    /// A client's time to send its request headers. Default 30s.
+    pub client_header: Duration,
+    /// A client's time to send its whole request body. Default 60s.
+    pub request_body: Duration,
+    /// On shutdown, how long requests in flight may take to finish. Default 30s.
+    pub shutdown_drain: Duration,
 }
 
 impl Default for Timeouts {
@@ -308,6 +322,9 @@ impl Default for Timeouts {
             connect: Duration::from_secs(10),
             first_byte: Duration::from_secs(300),
             idle: Duration::from_secs(300),
+            client_header: Duration::from_secs(30),
+            request_body: Duration::from_secs(60),
+            shutdown_drain: Duration::from_secs(30),
         }
     }
 }

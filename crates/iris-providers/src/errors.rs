@@ -30,11 +30,13 @@ pub enum ErrorKind {
     Internal,
     Overloaded,
     MethodNotAllowed,
+    /// The client was too slow sending its request.
+    RequestTimeout,
 }
 
 impl ErrorKind {
     /// Every kind, for tables and tests.
-    pub const ALL: [ErrorKind; 11] = [
+    pub const ALL: [ErrorKind; 12] = [
         ErrorKind::BadRequest,
         ErrorKind::Unauthenticated,
         ErrorKind::PermissionDenied,
@@ -46,6 +48,7 @@ impl ErrorKind {
         ErrorKind::Internal,
         ErrorKind::Overloaded,
         ErrorKind::MethodNotAllowed,
+        ErrorKind::RequestTimeout,
     ];
 }
 
@@ -58,6 +61,7 @@ pub fn status(kind: ErrorKind) -> u16 {
         ErrorKind::PermissionDenied => 403,
         ErrorKind::NotFound => 404,
         ErrorKind::MethodNotAllowed => 405,
+        ErrorKind::RequestTimeout => 408,
         ErrorKind::PayloadTooLarge => 413,
         ErrorKind::RateLimited => 429,
         ErrorKind::Internal => 500,
@@ -75,7 +79,8 @@ pub fn openai_type(kind: ErrorKind) -> &'static str {
         | ErrorKind::PermissionDenied
         | ErrorKind::NotFound
         | ErrorKind::PayloadTooLarge
-        | ErrorKind::MethodNotAllowed => "invalid_request_error",
+        | ErrorKind::MethodNotAllowed
+        | ErrorKind::RequestTimeout => "invalid_request_error",
         // OpenAI labels 429s by the limit hit ("requests" / "tokens"); iris's limits are on
         // requests.
         ErrorKind::RateLimited => "requests",
@@ -94,6 +99,7 @@ pub fn openai_code(kind: ErrorKind) -> Option<&'static str> {
         ErrorKind::NotFound => Some("model_not_found"),
         ErrorKind::RateLimited => Some("rate_limit_exceeded"),
         ErrorKind::UpstreamTimeout => Some("timeout"),
+        ErrorKind::RequestTimeout => Some("request_timeout"),
         ErrorKind::BadRequest
         | ErrorKind::PayloadTooLarge
         | ErrorKind::MethodNotAllowed
@@ -107,7 +113,9 @@ pub fn openai_code(kind: ErrorKind) -> Option<&'static str> {
 pub fn anthropic_type(kind: ErrorKind) -> &'static str {
     match kind {
         // Anthropic uses invalid_request_error for 4xx statuses it has no own type for (405).
-        ErrorKind::BadRequest | ErrorKind::MethodNotAllowed => "invalid_request_error",
+        ErrorKind::BadRequest | ErrorKind::MethodNotAllowed | ErrorKind::RequestTimeout => {
+            "invalid_request_error"
+        }
         ErrorKind::Unauthenticated => "authentication_error",
         ErrorKind::PermissionDenied => "permission_error",
         ErrorKind::NotFound => "not_found_error",

@@ -32,6 +32,10 @@ pub enum GatewayError {
     BadRequest(String),
     #[error("request body is larger than the gateway's limit of {0} bytes")]
     TooLarge(usize),
+    #[error("the request body did not arrive within {0:.0}s")]
+    RequestTimeout(f64),
+    #[error("too many failed iris key attempts from this address; wait a minute")]
+    TooManyKeyFailures,
     #[error("method {0} is not allowed on this path")]
     MethodNotAllowed(String),
     #[error("no such endpoint: {0}")]
@@ -58,6 +62,8 @@ impl GatewayError {
             GatewayError::MissingModel => ErrorKind::BadRequest,
             GatewayError::BadRequest(_) => ErrorKind::BadRequest,
             GatewayError::TooLarge(_) => ErrorKind::PayloadTooLarge,
+            GatewayError::RequestTimeout(_) => ErrorKind::RequestTimeout,
+            GatewayError::TooManyKeyFailures => ErrorKind::RateLimited,
             GatewayError::MethodNotAllowed(_) => ErrorKind::MethodNotAllowed,
             GatewayError::NotFound(_) => ErrorKind::NotFound,
             GatewayError::UpstreamUnreachable { .. } => ErrorKind::UpstreamUnavailable,
@@ -79,6 +85,8 @@ impl GatewayError {
             GatewayError::MissingModel => "missing_model",
             GatewayError::BadRequest(_) => "bad_request",
             GatewayError::TooLarge(_) => "too_large",
+            GatewayError::RequestTimeout(_) => "client_timeout",
+            GatewayError::TooManyKeyFailures => "key_failures",
             GatewayError::MethodNotAllowed(_) => "method_not_allowed",
             GatewayError::NotFound(_) => "not_found",
             GatewayError::UpstreamUnreachable { .. } => "upstream_unreachable",
@@ -115,6 +123,9 @@ impl GatewayError {
         );
         if let Ok(v) = HeaderValue::from_str(request_id) {
             h.insert("x-iris-request-id", v);
+        }
+        if matches!(self, GatewayError::TooManyKeyFailures) {
+            h.insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
         }
         if matches!(self, GatewayError::Unauthenticated(_)) {
             h.insert(

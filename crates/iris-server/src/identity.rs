@@ -143,7 +143,15 @@ pub async fn resolve(
             header(headers, "x-api-key"),
         )
     {
-        return resolve_key(gw, token).await.map(Resolved::plain);
+        let limit = rt.config.iris.key_failures_per_minute;
+        if gw.key_failures.blocked(ctx.peer.ip(), limit) {
+            return Err(GatewayError::TooManyKeyFailures);
+        }
+        let r = resolve_key(gw, token).await.map(Resolved::plain);
+        if matches!(r, Err(GatewayError::Unauthenticated(_))) {
+            gw.key_failures.failed(ctx.peer.ip());
+        }
+        return r;
     }
 
     // 4. (loopback)

@@ -19,6 +19,7 @@ pub mod config_file;
 pub mod conn;
 pub mod error;
 pub mod identity;
+pub mod limits;
 pub mod proxy;
 pub mod upstream;
 
@@ -64,6 +65,7 @@ pub struct Gateway {
     pub(crate) key_touch: std::sync::Mutex<std::collections::HashMap<String, i64>>,
     whois_down_logged: AtomicBool,
     pub config_file: Arc<config_file::ConfigFile>,
+    pub(crate) key_failures: limits::FailureCounter,
 }
 
 impl Gateway {
@@ -86,6 +88,7 @@ impl Gateway {
             key_touch: std::sync::Mutex::new(std::collections::HashMap::new()),
             whois_down_logged: AtomicBool::new(false),
             config_file: Arc::new(config_file::ConfigFile::in_memory()),
+            key_failures: limits::FailureCounter::default(),
         }
     }
 
@@ -153,11 +156,22 @@ pub async fn serve(
     let mut builder =
         hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
     builder.http1().timer(hyper_util::rt::TokioTimer::new());
+    let settings = gateway.runtime().config.iris.clone();
     builder
         .http1()
-        .header_read_timeout(Some(Duration::from_secs(30)));
+        .header_read_timeout(Some(settings.timeouts.client_header));
+    builder.http2().max_concurrent_streams(Some(256));
+    // Connections beyond the limit wait in the kernel's listen backlog.
+    let slots = Arc::new(tokio::sync::Semaphore::new(settings.max_connections));
     tokio::pin!(shutdown);
     loop {
+        let permit = tokio::select! {
+            _ = &mut shutdown => break,
+            p = slots.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
         let (stream, peer) = tokio::select! {
             _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
@@ -187,6 +201,7 @@ pub async fn serve(
             if let Err(e) = watched.await {
                 tracing::debug!(error = %e, peer = %peer, "connection ended with an error");
             }
+            drop(permit);
         });
     }
     drop(listener);

@@ -209,7 +209,20 @@ async fn llm(
     if declared.is_some_and(|n| n > limit as u64) {
         return fail(pending, GatewayError::TooLarge(limit), dialect, id);
     }
-    let body = match Limited::new(body, limit).collect().await {
+    let body_timeout = rt.config.iris.timeouts.request_body;
+    let collected =
+        match tokio::time::timeout(body_timeout, Limited::new(body, limit).collect()).await {
+            Ok(r) => r,
+            Err(_) => {
+                return fail(
+                    pending,
+                    GatewayError::RequestTimeout(body_timeout.as_secs_f64()),
+                    dialect,
+                    id,
+                );
+            }
+        };
+    let body = match collected {
         Ok(c) => c.to_bytes(),
         Err(e) => {
             let err = if e

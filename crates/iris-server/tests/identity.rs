@@ -345,3 +345,54 @@ async fn iris_keys_act_as_their_identity_and_refusals_are_immediate() {
     assert!(carol_recs.iter().all(|r| r.identity_source == "key"));
     assert_eq!(carol_recs.len(), 2);
 }
+
+#[tokio::test]
+async fn guessing_keys_is_rate_limited_per_address() {
+    let h = Harness::start_with(Options {
+        iris: r#", "limits": {"key_failures_per_minute": 5}"#.into(),
+        ..Options::default()
+    })
+    .await;
+    let c = h.client();
+    for _ in 0..5 {
+        let guess = format!("Bearer {}", iris_identity::keys::generate().token);
+        let r = c
+            .post(
+                "/v1/chat/completions",
+                &[("authorization", &guess)],
+                &chat("gpt-4o-mini", false),
+            )
+            .await;
+        assert_eq!(r.status, 401);
+    }
+    let guess = format!("Bearer {}", iris_identity::keys::generate().token);
+    let r = c
+        .post(
+            "/v1/chat/completions",
+            &[("authorization", &guess)],
+            &chat("gpt-4o-mini", false),
+        )
+        .await;
+    assert_eq!(r.status, 429, "{}", r.body);
+    assert_eq!(r.headers.get("retry-after").unwrap(), "60");
+    // Another address is not affected, and requests without a key still work.
+    let other = h.client_from([127, 0, 0, 9]);
+    let guess = format!("Bearer {}", iris_identity::keys::generate().token);
+    assert_eq!(
+        other
+            .post(
+                "/v1/chat/completions",
+                &[("authorization", &guess)],
+                &chat("gpt-4o-mini", false)
+            )
+            .await
+            .status,
+        401
+    );
+    assert_eq!(
+        c.post("/v1/chat/completions", &[], &chat("gpt-4o-mini", false))
+            .await
+            .status,
+        200
+    );
+}

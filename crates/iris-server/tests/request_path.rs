@@ -455,3 +455,52 @@ async fn models_list_shows_only_granted_models_in_both_shapes() {
         403
     );
 }
+
+#[tokio::test]
+async fn slow_request_bodies_time_out_and_connections_are_limited() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut h = Harness::start_with(Options {
+        iris: r#", "limits": {"max_connections": 2}, "timeouts": {"request_body": "300ms"}"#.into(),
+        ..Options::default()
+    })
+    .await;
+    // A body that never finishes: 408 after the request-body timeout.
+    let mut s = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+    s.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"model\":")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(head.starts_with("HTTP/1.1 408"), "{head}");
+    drop(s);
+    // Two idle connections hold both slots; a third waits until one closes.
+    let a = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+    let b = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let c = h.client();
+    let third = tokio::spawn(async move {
+        c.post("/v1/chat/completions", &[], &chat("gpt-4o-mini", false))
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !third.is_finished(),
+        "the third connection was served beyond the limit"
+    );
+    drop(a);
+    let r = tokio::time::timeout(Duration::from_secs(5), third)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.status, 200);
+    drop(b);
+    let recs = h.records().await;
+    assert!(
+        recs.iter()
+            .any(|r| r.error_class.as_deref() == Some("client_timeout") && r.status == 408)
+    );
+}

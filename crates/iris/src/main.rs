@@ -306,13 +306,8 @@ async fn serve(args: ServeArgs) -> Result<ExitCode> {
     );
     println!("  break-glass admin socket: {}", admin_socket.display());
 
-    iris_server::serve(
-        listener,
-        gateway.clone(),
-        shutdown_signal(),
-        Duration::from_secs(30),
-    )
-    .await?;
+    let drain = gateway.runtime().config.iris.timeouts.shutdown_drain;
+    iris_server::serve(listener, gateway.clone(), shutdown_signal(), drain).await?;
     stop.cancel();
     let _ = watcher.await;
     let _ = admin.await;

@@ -54,6 +54,13 @@ pub(super) fn iris(raw: &Raw, path: &Path, d: &mut Diags) -> IrisSettings {
                 }
             }
         }
+        s.max_connections = count(&mut limits, "max_connections", s.max_connections, d);
+        s.key_failures_per_minute = count(
+            &mut limits,
+            "key_failures_per_minute",
+            s.key_failures_per_minute,
+            d,
+        );
         limits.finish(d);
     }
     if let Some((raw, path)) = f.get("timeouts") {
@@ -134,6 +141,9 @@ fn timeouts(raw: &Raw, path: &Path, d: &mut Diags) -> Timeouts {
         connect: duration(&mut f, "connect", defaults.connect, d),
         first_byte: duration(&mut f, "first_byte", defaults.first_byte, d),
         idle: duration(&mut f, "idle", defaults.idle, d),
+        client_header: duration(&mut f, "client_header", defaults.client_header, d),
+        request_body: duration(&mut f, "request_body", defaults.request_body, d),
+        shutdown_drain: duration(&mut f, "shutdown_drain", defaults.shutdown_drain, d),
     };
     f.finish(d);
     t
