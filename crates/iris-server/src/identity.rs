@@ -5,7 +5,8 @@
 //! 2. Only on a loopback connection and only when `iris.identity.serve_headers` is on: the
 //!    `Tailscale-User-Login` header set by `tailscale serve`; a proxied request without it (a
 //!    tagged node) is resolved by WhoIs on `X-Forwarded-For` and never becomes `(loopback)`.
-//! 3. An iris key in `Authorization: Bearer` or `x-api-key` (other values are placeholders and
+//! 3. An iris key in `Authorization: Bearer`, `x-api-key` or `x-goog-api-key` (Gemini CLI) (other
+//!    values are placeholders and
 //!    ignored). A bad, revoked or expired iris key is refused, never ignored.
 //! 4. A direct loopback connection with none of the above is `(loopback)` — unless WhoIs failed
 //!    for it (tailscaled up but erroring): then the request is refused, because in
@@ -142,6 +143,7 @@ pub async fn resolve(
             header(headers, "authorization"),
             header(headers, "x-api-key"),
         )
+        .or_else(|| keys::find_key(None, header(headers, "x-goog-api-key")))
     {
         let limit = rt.config.iris.key_failures_per_minute;
         if gw.key_failures.blocked(ctx.peer.ip(), limit) {
