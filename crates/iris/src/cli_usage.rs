@@ -17,9 +17,23 @@ pub struct UsageArgs {
     /// How many records (newest first).
     #[arg(long, default_value_t = 50)]
     limit: u32,
+    /// Ask a running gateway (its /api/logs) instead of reading the store directly.
+    #[arg(long, env = "IRIS_GATEWAY")]
+    gateway: Option<String>,
+    #[arg(long, env = "IRIS_KEY", hide_env_values = true)]
+    key: Option<String>,
 }
 
 pub async fn run(args: UsageArgs) -> Result<ExitCode> {
+    if args.gateway.is_some() {
+        let remote = crate::cli_remote::Remote {
+            gateway: args.gateway,
+            local: false,
+            key: args.key,
+            data_dir: args.data_dir,
+        };
+        return crate::cli_remote::logs(&remote, args.limit, args.json).await;
+    }
     let dir = args.data_dir.unwrap_or_else(crate::default_data_dir);
     let db = crate::db_path(&dir);
     if !db.exists() {
@@ -37,14 +51,18 @@ pub async fn run(args: UsageArgs) -> Result<ExitCode> {
             ..UsageQuery::default()
         })
         .await?;
-    if args.json {
-        for r in &records {
+    print(&records, args.json);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn print(records: &[UsageRecord], json: bool) {
+    if json {
+        for r in records {
             println!("{}", json_line(r));
         }
     } else {
-        print_table(&records);
+        print_table(records);
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 /// The JSON form: every field of the record, plus `model` (the requested model).

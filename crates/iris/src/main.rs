@@ -2,6 +2,7 @@
 //! handles shutdown. No gateway logic lives here.
 
 mod cli_keys;
+mod cli_remote;
 mod cli_usage;
 
 use std::path::{Path, PathBuf};
@@ -41,6 +42,17 @@ enum Command {
         #[command(subcommand)]
         command: cli_keys::KeysCommand,
     },
+    /// What a running gateway sees of you: identity, grants, role, models.
+    Whoami {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        remote: cli_remote::Remote,
+    },
+    /// Print (or write) the configuration a client needs to go through iris.
+    Setup(cli_remote::SetupArgs),
+    /// Forward a local port to a gateway with an iris key (devices outside the tailnet).
+    Unplug(cli_remote::UnplugArgs),
 }
 
 #[derive(clap::Args)]
@@ -61,10 +73,23 @@ struct ServeArgs {
 
 #[derive(Subcommand)]
 enum ConfigCommand {
-    /// Check a config file and print every problem with its path; exit 1 on errors.
-    Validate { file: PathBuf },
+    /// Check a config file and print every problem with its path; exit 1 on errors. With
+    /// --gateway or --local, the running gateway checks it (as a save would).
+    Validate {
+        file: PathBuf,
+        #[arg(long)]
+        gateway: Option<String>,
+        #[arg(long)]
+        local: bool,
+        #[arg(long, env = "IRIS_KEY", hide_env_values = true)]
+        key: Option<String>,
+        #[arg(long, env = "IRIS_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+    },
     /// Print the commented default config.
     Default,
+    #[command(flatten)]
+    Remote(cli_remote::RemoteConfig),
 }
 
 /// The data directory when neither a flag nor the config names one.
@@ -89,7 +114,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Config {
-            command: ConfigCommand::Validate { file },
+            command:
+                ConfigCommand::Validate {
+                    file,
+                    gateway: None,
+                    local: false,
+                    ..
+                },
         } => validate(&file),
         Command::Config {
             command: ConfigCommand::Default,
@@ -113,7 +144,35 @@ fn main() -> ExitCode {
                     Command::Serve(args) => serve(args).await,
                     Command::Usage(args) => cli_usage::run(args).await,
                     Command::Keys { command } => cli_keys::run(command).await,
-                    Command::Config { .. } => Ok(ExitCode::SUCCESS),
+                    Command::Whoami { json, remote } => cli_remote::whoami(remote, json).await,
+                    Command::Setup(a) => cli_remote::setup(a).await,
+                    Command::Unplug(a) => cli_remote::unplug(a).await,
+                    Command::Config {
+                        command: ConfigCommand::Remote(c),
+                    } => cli_remote::config(c).await,
+                    Command::Config {
+                        command:
+                            ConfigCommand::Validate {
+                                file,
+                                gateway,
+                                local,
+                                key,
+                                data_dir,
+                            },
+                    } => {
+                        let text = std::fs::read_to_string(&file)
+                            .with_context(|| format!("cannot read {}", file.display()))?;
+                        let remote = cli_remote::Remote {
+                            gateway,
+                            local,
+                            key,
+                            data_dir,
+                        };
+                        cli_remote::validate_remote(&remote, &text).await
+                    }
+                    Command::Config {
+                        command: ConfigCommand::Default,
+                    } => Ok(ExitCode::SUCCESS),
                 }
             })
         }

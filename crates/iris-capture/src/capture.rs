@@ -1,0 +1,316 @@
+//! Building the stored record of one request/response pair from the raw parts the server
+//! collected.
+//!
+//! For each body: decode it by its `Content-Encoding` (see [`crate::decode`]), scrub secrets
+//! (see [`crate::redact`]) and keep at most `max_body_bytes` of it as text. A body that is not
+//! UTF-8 is stored lossily (invalid bytes become U+FFFD) behind [`NON_UTF8_MARKER`]; a body whose
+//! coding cannot be undone is replaced by a one-line note. An empty body is `None`.
+//!
+//! The response is also reassembled into the final message (see [`crate::reassemble`]): from
+//! the SSE events (at most `max_raw_events_bytes` of decoded stream) or from the JSON answer.
+//! For a stream, `response_body` keeps the raw event text (scrubbed, capped like any body) and
+//! `raw_events_truncated` says the reassembly saw only part of the stream.
+
+use serde::{Deserialize, Serialize};
+
+use crate::decode::{DecodeError, decode_body};
+use crate::reassemble::{Reassembled, StreamReassembler, ToolCall, reassemble_json};
+use crate::redact::Redactor;
+
+/// Put before a body that was not valid UTF-8.
+pub const NON_UTF8_MARKER: &str =
+    "[iris: body is not valid UTF-8; invalid bytes shown as U+FFFD]\n";
+
+/// Size caps for one capture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaptureLimits {
+    /// Most bytes of each stored body (after decoding).
+    pub max_body_bytes: usize,
+    /// Most bytes of decoded SSE stream read for reassembly; also bounds the reassembled text.
+    pub max_raw_events_bytes: usize,
+}
+
+impl Default for CaptureLimits {
+    fn default() -> Self {
+        CaptureLimits {
+            max_body_bytes: 1024 * 1024,
+            max_raw_events_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// What the server hands over: everything as it went over the wire.
+#[derive(Debug, Clone, Copy)]
+pub struct RawExchange<'a> {
+    pub method: &'a str,
+    /// Path and query as the client sent them.
+    pub path: &'a str,
+    /// As iris-providers names it (`openai_chat`, `openai_responses`, `anthropic_messages`, ...).
+    pub api_family: &'a str,
+    pub request_headers: &'a [(String, String)],
+    pub request_body: &'a [u8],
+    /// False when the server kept only the start of the request body.
+    pub request_body_complete: bool,
+    pub response_headers: &'a [(String, String)],
+    pub response_body: &'a [u8],
+    /// False when the server kept only the start of the response body.
+    pub response_body_complete: bool,
+    /// The response is an SSE stream (`text/event-stream`).
+    pub response_is_sse: bool,
+}
+
+/// The stored capture (the `/api/captures/{id}` shape, minus what the store adds).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Capture {
+    pub method: String,
+    pub path: String,
+    pub request_headers: Vec<(String, String)>,
+    pub response_headers: Vec<(String, String)>,
+    pub request_body: Option<String>,
+    pub response_body: Option<String>,
+    pub request_truncated: bool,
+    pub response_truncated: bool,
+    pub reassembled: Option<Reassembled>,
+    pub raw_events_truncated: bool,
+}
+
+impl Capture {
+    /// The tool calls the response made (empty without a reassembled message).
+    pub fn tool_calls(&self) -> &[ToolCall] {
+        self.reassembled
+            .as_ref()
+            .map(|r| r.tool_calls.as_slice())
+            .unwrap_or(&[])
+    }
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+/// Build the capture. Pure: no IO, bounded memory (about the caps plus the input).
+pub fn build_capture(
+    raw: &RawExchange<'_>,
+    limits: &CaptureLimits,
+    redactor: &Redactor,
+) -> Capture {
+    let slack = redactor.max_secret_len();
+    let req = stored_body(
+        header(raw.request_headers, "content-encoding"),
+        raw.request_body,
+        raw.request_body_complete,
+        limits.max_body_bytes,
+        slack,
+        redactor,
+    );
+
+    // One decode of the response serves both storage and reassembly.
+    let want = if raw.response_is_sse {
+        limits
+            .max_raw_events_bytes
+            .max(limits.max_body_bytes.saturating_add(slack))
+    } else {
+        limits.max_body_bytes.saturating_add(slack)
+    };
+    let decoded = decode_body(
+        header(raw.response_headers, "content-encoding"),
+        raw.response_body,
+        raw.response_body_complete,
+        want,
+    );
+    let (response_body, response_truncated, reassembled, raw_events_truncated) = match &decoded {
+        Err(e) => (
+            Some(undecodable_note(e)),
+            !raw.response_body_complete,
+            None,
+            raw.response_is_sse,
+        ),
+        Ok(d) if d.bytes.is_empty() && !d.truncated => (None, false, None, false),
+        Ok(d) => {
+            let window = limits.max_body_bytes.saturating_add(slack);
+            let (body, truncated) = to_text(
+                redactor,
+                &d.bytes[..d.bytes.len().min(window)],
+                limits.max_body_bytes,
+                d.truncated,
+            );
+            let (reassembled, events_cut) = if raw.response_is_sse {
+                let events = &d.bytes[..d.bytes.len().min(limits.max_raw_events_bytes)];
+                let events_cut = d.truncated || d.bytes.len() > limits.max_raw_events_bytes;
+                match StreamReassembler::new(raw.api_family, limits.max_raw_events_bytes) {
+                    Some(mut r) => {
+                        r.feed(events);
+                        let out = r.finish();
+                        (Some(out.message), events_cut || out.truncated)
+                    }
+                    None => (None, events_cut),
+                }
+            } else if d.truncated {
+                (None, false)
+            } else {
+                (reassemble_json(raw.api_family, &d.bytes), false)
+            };
+            let reassembled = reassembled.map(|mut m| {
+                scrub_message(redactor, &mut m);
+                m
+            });
+            (Some(body), truncated, reassembled, events_cut)
+        }
+    };
+
+    Capture {
+        method: raw.method.to_owned(),
+        path: redactor.redact_path(raw.path),
+        request_headers: redactor.redact_headers(raw.request_headers),
+        response_headers: redactor.redact_headers(raw.response_headers),
+        request_body: req.0,
+        response_body,
+        request_truncated: req.1,
+        response_truncated,
+        reassembled,
+        raw_events_truncated,
+    }
+}
+
+/// Decode, scrub and cap one body: (text, truncated).
+fn stored_body(
+    encoding: Option<&str>,
+    body: &[u8],
+    complete: bool,
+    cap: usize,
+    slack: usize,
+    redactor: &Redactor,
+) -> (Option<String>, bool) {
+    match decode_body(encoding, body, complete, cap.saturating_add(slack)) {
+        Err(e) => (Some(undecodable_note(&e)), !complete),
+        Ok(d) if d.bytes.is_empty() && !d.truncated => (None, false),
+        Ok(d) => {
+            let (text, truncated) = to_text(redactor, &d.bytes, cap, d.truncated);
+            (Some(text), truncated)
+        }
+    }
+}
+
+fn undecodable_note(e: &DecodeError) -> String {
+    format!("[iris: body not stored: {e}]")
+}
+
+/// Scrub, cap, and make text of decoded bytes.
+fn to_text(redactor: &Redactor, bytes: &[u8], cap: usize, cut: bool) -> (String, bool) {
+    let (mut out, truncated) = redactor.scrub_capped(bytes, cap, cut);
+    if truncated {
+        // A cap may split a UTF-8 sequence: drop the incomplete tail rather than call the
+        // whole body non-UTF-8.
+        if let Err(e) = std::str::from_utf8(&out)
+            && e.error_len().is_none()
+        {
+            out.truncate(e.valid_up_to());
+        }
+    }
+    match String::from_utf8(out) {
+        Ok(s) => (s, truncated),
+        Err(e) => {
+            let lossy = String::from_utf8_lossy(e.as_bytes());
+            (format!("{NON_UTF8_MARKER}{lossy}"), truncated)
+        }
+    }
+}
+
+fn scrub_message(redactor: &Redactor, m: &mut Reassembled) {
+    m.text = redactor.scrub_str(&m.text).into_owned();
+    m.thinking = redactor.scrub_str(&m.thinking).into_owned();
+    for c in &mut m.tool_calls {
+        c.id = redactor.scrub_str(&c.id).into_owned();
+        c.name = redactor.scrub_str(&c.name).into_owned();
+        redactor.scrub_json(&mut c.arguments);
+    }
+    if let Some(s) = &mut m.stop_reason {
+        *s = redactor.scrub_str(s).into_owned();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+            .collect()
+    }
+
+    fn exchange<'a>(
+        req_h: &'a [(String, String)],
+        req: &'a [u8],
+        resp_h: &'a [(String, String)],
+        resp: &'a [u8],
+        sse: bool,
+    ) -> RawExchange<'a> {
+        RawExchange {
+            method: "POST",
+            path: "/v1/chat/completions",
+            api_family: "openai_chat",
+            request_headers: req_h,
+            request_body: req,
+            request_body_complete: true,
+            response_headers: resp_h,
+            response_body: resp,
+            response_body_complete: true,
+            response_is_sse: sse,
+        }
+    }
+
+    #[test]
+    fn non_utf8_and_split_utf8() {
+        let r = Redactor::default();
+        let (s, t) = to_text(&r, b"ok \xff\xfe end", 100, false);
+        assert_eq!(s, format!("{NON_UTF8_MARKER}ok \u{fffd}\u{fffd} end"));
+        assert!(!t);
+        // "é" is two bytes; a cap after its first byte is not "invalid UTF-8".
+        let (s, t) = to_text(&r, "abé".as_bytes(), 3, false);
+        assert_eq!((s.as_str(), t), ("ab", true));
+    }
+
+    #[test]
+    fn bodies_are_capped_and_flagged() {
+        let r = Redactor::default();
+        let req_h = h(&[("content-type", "application/json")]);
+        let resp_h = h(&[]);
+        let body = vec![b'a'; 100];
+        let limits = CaptureLimits {
+            max_body_bytes: 10,
+            max_raw_events_bytes: 1000,
+        };
+        let c = build_capture(&exchange(&req_h, &body, &resp_h, b"", false), &limits, &r);
+        assert_eq!(c.request_body.as_deref(), Some("aaaaaaaaaa"));
+        assert!(c.request_truncated);
+        assert_eq!(c.response_body, None);
+        assert!(!c.response_truncated);
+        assert_eq!(c.reassembled, None);
+
+        let mut x = exchange(&req_h, b"{}", &resp_h, b"", false);
+        x.request_body_complete = false;
+        let c = build_capture(&x, &limits, &r);
+        assert_eq!(c.request_body.as_deref(), Some("{}"));
+        assert!(c.request_truncated);
+    }
+
+    #[test]
+    fn undecodable_body_becomes_a_note() {
+        let r = Redactor::default();
+        let req_h = h(&[("Content-Encoding", "compress")]);
+        let c = build_capture(
+            &exchange(&req_h, b"xx", &[], b"", false),
+            &CaptureLimits::default(),
+            &r,
+        );
+        assert_eq!(
+            c.request_body.as_deref(),
+            Some("[iris: body not stored: unsupported content-encoding \"compress\"]")
+        );
+    }
+}

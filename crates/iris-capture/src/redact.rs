@@ -1,0 +1,436 @@
+//! Redaction of credentials from headers, paths and bodies before anything is stored.
+//!
+//! Rules:
+//! - The values of credential headers ([`SENSITIVE_HEADERS`] plus the caller's extra names,
+//!   compared case-insensitively) become `[redacted]`; an auth scheme word is kept
+//!   (`Bearer [redacted]`, `Basic [redacted]`).
+//! - Everywhere else (other header values, the path and query, bodies, reassembled text), every
+//!   occurrence of an iris key (`iris_sk_` followed by URL-safe base64 characters) and of every
+//!   caller-supplied secret string (the provider keys) is replaced by `[redacted]`.
+//! - Secrets shorter than [`MIN_SECRET_LEN`] bytes are only removed as whole credential-header
+//!   values: replacing every occurrence of a 3-letter "key" in a body would destroy the capture
+//!   without protecting anything.
+//! - When a body was cut (by a size cap), a tail that is the beginning of a secret (at least
+//!   [`MIN_PARTIAL_SECRET`] bytes of it) is redacted too, so a cut never leaves half a key.
+//! - Query parameters that carry keys by convention ([`SENSITIVE_QUERY_PARAMS`], e.g. Gemini's
+//!   `?key=`) are redacted in paths.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::ops::Range;
+
+use memchr::memmem;
+
+/// What a redacted value (or part of one) is replaced with.
+pub const REDACTED: &str = "[redacted]";
+
+/// Header names whose values are always redacted (lower case).
+pub const SENSITIVE_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "x-api-key",
+    "x-goog-api-key",
+    "api-key",
+    "cookie",
+    "set-cookie",
+];
+
+/// Query parameter names whose values are redacted in paths (lower case).
+pub const SENSITIVE_QUERY_PARAMS: &[&str] = &[
+    "key",
+    "api_key",
+    "api-key",
+    "apikey",
+    "access_token",
+    "token",
+];
+
+/// Secrets shorter than this are not searched for inside text (see the module docs).
+pub const MIN_SECRET_LEN: usize = 8;
+/// The shortest secret prefix redacted at the end of a cut body.
+pub const MIN_PARTIAL_SECRET: usize = 4;
+
+const IRIS_KEY_PREFIX: &[u8] = b"iris_sk_";
+
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_' || b == b'-'
+}
+
+/// Redacts credentials; built once per configuration (it precomputes substring searchers).
+/// Its `Debug` output never shows the secrets.
+#[derive(Clone)]
+pub struct Redactor {
+    sensitive_headers: Vec<String>,
+    secrets: Vec<memmem::Finder<'static>>,
+    iris_finder: memmem::Finder<'static>,
+    max_secret_len: usize,
+}
+
+impl fmt::Debug for Redactor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Redactor")
+            .field("sensitive_headers", &self.sensitive_headers)
+            .field("secrets", &format_args!("<{} hidden>", self.secrets.len()))
+            .finish()
+    }
+}
+
+impl Default for Redactor {
+    fn default() -> Self {
+        Redactor::new(std::iter::empty::<&str>())
+    }
+}
+
+impl Redactor {
+    /// A redactor for these secret strings (provider keys, hook keys, ...). Empty strings and
+    /// duplicates are ignored.
+    pub fn new<I, S>(secrets: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let mut list: Vec<Vec<u8>> = secrets
+            .into_iter()
+            .map(|s| s.as_ref().as_bytes().to_vec())
+            .filter(|s| !s.is_empty())
+            .collect();
+        list.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+        list.dedup();
+        let max_secret_len = list
+            .iter()
+            .map(Vec::len)
+            .max()
+            .unwrap_or(0)
+            .max(IRIS_KEY_PREFIX.len() + 64);
+        Redactor {
+            sensitive_headers: SENSITIVE_HEADERS.iter().map(|s| (*s).to_owned()).collect(),
+            secrets: list
+                .iter()
+                .map(|s| memmem::Finder::new(s).into_owned())
+                .collect(),
+            iris_finder: memmem::Finder::new(IRIS_KEY_PREFIX).into_owned(),
+            max_secret_len,
+        }
+    }
+
+    /// Also treat these header names (case-insensitive) as credential headers.
+    pub fn with_extra_headers<I, S>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        for n in names {
+            let n = n.as_ref().trim().to_ascii_lowercase();
+            if !n.is_empty() && !self.sensitive_headers.contains(&n) {
+                self.sensitive_headers.push(n);
+            }
+        }
+        self
+    }
+
+    /// The longest secret (or iris key) this redactor looks for, in bytes. A window this much
+    /// longer than a cap is enough to redact a secret that straddles the cap.
+    pub fn max_secret_len(&self) -> usize {
+        self.max_secret_len
+    }
+
+    /// Whether `name` is a credential header (its whole value is redacted).
+    pub fn is_sensitive_header(&self, name: &str) -> bool {
+        let name = name.trim();
+        self.sensitive_headers
+            .iter()
+            .any(|h| h.eq_ignore_ascii_case(name))
+    }
+
+    /// A redacted copy of `headers`, in the same order.
+    pub fn redact_headers(&self, headers: &[(String, String)]) -> Vec<(String, String)> {
+        headers
+            .iter()
+            .map(|(n, v)| (n.clone(), self.redact_header_value(n, v)))
+            .collect()
+    }
+
+    /// The stored form of one header value.
+    pub fn redact_header_value(&self, name: &str, value: &str) -> String {
+        if self.is_sensitive_header(name) {
+            return redact_credential(value);
+        }
+        self.scrub_str(value).into_owned()
+    }
+
+    /// `text` with every secret and iris key replaced by `[redacted]`.
+    pub fn scrub_str<'a>(&self, text: &'a str) -> Cow<'a, str> {
+        let ranges = self.find(text.as_bytes(), false);
+        if ranges.is_empty() {
+            return Cow::Borrowed(text);
+        }
+        // Every range starts and ends on a char boundary: secrets are whole strings and iris
+        // key bodies are ASCII.
+        let mut out = String::with_capacity(text.len());
+        let mut last = 0;
+        for r in ranges {
+            out.push_str(&text[last..r.start]);
+            out.push_str(REDACTED);
+            last = r.end;
+        }
+        out.push_str(&text[last..]);
+        Cow::Owned(out)
+    }
+
+    /// Scrub every string inside a JSON value (keys included), in place.
+    pub fn scrub_json(&self, value: &mut serde_json::Value) {
+        use serde_json::Value;
+        match value {
+            Value::String(s) => {
+                if let Cow::Owned(o) = self.scrub_str(s) {
+                    *s = o;
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(|v| self.scrub_json(v)),
+            Value::Object(map) => {
+                let taken = std::mem::take(map);
+                for (k, mut v) in taken {
+                    self.scrub_json(&mut v);
+                    map.insert(self.scrub_str(&k).into_owned(), v);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A path (with its query string) fit for storage: secrets and iris keys scrubbed, and the
+    /// values of [`SENSITIVE_QUERY_PARAMS`] redacted.
+    pub fn redact_path(&self, path: &str) -> String {
+        let scrubbed = self.scrub_str(path);
+        let Some((base, query)) = scrubbed.split_once('?') else {
+            return scrubbed.into_owned();
+        };
+        let params: Vec<String> = query
+            .split('&')
+            .map(|p| match p.split_once('=') {
+                Some((k, v))
+                    if !v.is_empty()
+                        && SENSITIVE_QUERY_PARAMS
+                            .iter()
+                            .any(|s| s.eq_ignore_ascii_case(k)) =>
+                {
+                    format!("{k}={REDACTED}")
+                }
+                _ => p.to_owned(),
+            })
+            .collect();
+        format!("{base}?{}", params.join("&"))
+    }
+
+    /// The stored form of (part of) a body: every secret and iris key replaced, at most `cap`
+    /// bytes of `bytes` kept. `cut` says the bytes are already not the whole body. Returns the
+    /// scrubbed bytes and whether anything was left out.
+    ///
+    /// Matching runs over all of `bytes`, so give it up to `cap + max_secret_len()` bytes: a
+    /// secret that starts before the cap is then found whole and replaced whole.
+    pub fn scrub_capped(&self, bytes: &[u8], cap: usize, cut: bool) -> (Vec<u8>, bool) {
+        let truncated = cut || bytes.len() > cap;
+        let mut ranges = self.find(bytes, truncated);
+        if bytes.len() > cap {
+            // Past the cap only what a range covers matters, and a range that starts before
+            // the cap is emitted as a whole `[redacted]`.
+            ranges.retain(|r| r.start < cap);
+        }
+        let mut out = Vec::with_capacity(bytes.len().min(cap) + 16);
+        let mut last = 0;
+        for r in &ranges {
+            out.extend_from_slice(&bytes[last..r.start]);
+            out.extend_from_slice(REDACTED.as_bytes());
+            last = r.end;
+        }
+        if last < cap {
+            out.extend_from_slice(&bytes[last..bytes.len().min(cap)]);
+        }
+        (out, truncated)
+    }
+
+    /// Sorted, merged byte ranges to replace. With `cut_tail`, a tail that begins a secret is
+    /// included.
+    fn find(&self, hay: &[u8], cut_tail: bool) -> Vec<Range<usize>> {
+        let mut ranges: Vec<Range<usize>> = Vec::new();
+        for f in &self.secrets {
+            let n = f.needle().len();
+            if n < MIN_SECRET_LEN {
+                continue;
+            }
+            ranges.extend(f.find_iter(hay).map(|s| s..s + n));
+        }
+        for s in self.iris_finder.find_iter(hay) {
+            let mut e = s + IRIS_KEY_PREFIX.len();
+            while e < hay.len() && is_token_byte(hay[e]) {
+                e += 1;
+            }
+            ranges.push(s..e);
+        }
+        if cut_tail {
+            for f in &self.secrets {
+                let needle = f.needle();
+                if needle.len() < MIN_SECRET_LEN {
+                    continue;
+                }
+                // The longest proper prefix of the secret that the text ends with.
+                let longest = (MIN_PARTIAL_SECRET..needle.len())
+                    .rev()
+                    .find(|&k| hay.ends_with(&needle[..k]));
+                if let Some(k) = longest {
+                    ranges.push(hay.len() - k..hay.len());
+                }
+            }
+        }
+        ranges.sort_by_key(|r| (r.start, std::cmp::Reverse(r.end)));
+        let mut merged: Vec<Range<usize>> = Vec::with_capacity(ranges.len());
+        for r in ranges {
+            match merged.last_mut() {
+                Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
+                _ => merged.push(r),
+            }
+        }
+        merged
+    }
+}
+
+/// A credential header value: keep the scheme word (`Bearer`, `Basic`, ...) if there is one.
+fn redact_credential(value: &str) -> String {
+    let v = value.trim();
+    if let Some((scheme, rest)) = v.split_once(' ')
+        && !rest.trim().is_empty()
+        && (1..=20).contains(&scheme.len())
+        && scheme.bytes().all(|b| b.is_ascii_alphabetic())
+    {
+        return format!("{scheme} {REDACTED}");
+    }
+    REDACTED.to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PROVIDER_KEY: &str = "sk-ant-api03-PROVIDERKEYabcdefghijklmnop";
+    const IRIS_KEY: &str = "iris_sk_Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5MGFiY2RlZmdoaWo";
+
+    fn r() -> Redactor {
+        Redactor::new([PROVIDER_KEY, "short", ""]).with_extra_headers(["X-Custom-Token"])
+    }
+
+    #[test]
+    fn credential_headers_keep_the_scheme_only() {
+        let r = r();
+        let table = [
+            ("Authorization", "Bearer abc.def", "Bearer [redacted]"),
+            (
+                "authorization",
+                "  basic dXNlcjpwYXNz  ",
+                "basic [redacted]",
+            ),
+            ("x-api-key", PROVIDER_KEY, "[redacted]"),
+            ("X-Goog-Api-Key", "AIzaSomething", "[redacted]"),
+            ("api-key", "azurekey", "[redacted]"),
+            ("Cookie", "session=abc; theme=dark", "[redacted]"),
+            ("set-cookie", "id=a3fWa; Max-Age=2592000", "[redacted]"),
+            ("Proxy-Authorization", "Digest x", "Digest [redacted]"),
+            ("x-custom-token", "Token short", "Token [redacted]"),
+            ("Authorization", "Bearer", "[redacted]"),
+            ("Authorization", "", "[redacted]"),
+            ("Authorization", "Bearer-ish:value x", "[redacted]"),
+        ];
+        for (name, value, want) in table {
+            assert_eq!(r.redact_header_value(name, value), want, "{name}: {value}");
+        }
+    }
+
+    #[test]
+    fn secrets_inside_other_values_are_replaced() {
+        let r = r();
+        assert_eq!(
+            r.redact_header_value("x-forwarded", &format!("a {PROVIDER_KEY} b {IRIS_KEY}")),
+            "a [redacted] b [redacted]"
+        );
+        // A short secret is not hunted for inside text.
+        assert_eq!(
+            r.redact_header_value("x-note", "short story"),
+            "short story"
+        );
+        // Adjacent and overlapping matches merge into one replacement.
+        assert_eq!(
+            r.scrub_str(&format!("{PROVIDER_KEY}{PROVIDER_KEY}")),
+            "[redacted]"
+        );
+        assert_eq!(r.scrub_str("no secrets here"), "no secrets here");
+        assert_eq!(r.scrub_str("iris_sk_"), "[redacted]");
+        assert_eq!(r.scrub_str("x iris_sk_a.b"), "x [redacted].b");
+    }
+
+    #[test]
+    fn longer_secret_containing_a_shorter_one_is_removed_whole() {
+        let r = Redactor::new(["abcdefgh", "abcdefgh-ijklmnop"]);
+        assert_eq!(r.scrub_str("<abcdefgh-ijklmnop>"), "<[redacted]>");
+        assert_eq!(r.scrub_str("<abcdefgh>"), "<[redacted]>");
+    }
+
+    #[test]
+    fn paths_lose_query_keys() {
+        let r = r();
+        assert_eq!(
+            r.redact_path("/v1beta/models/g:generateContent?alt=sse&key=AIzaXYZ"),
+            "/v1beta/models/g:generateContent?alt=sse&key=[redacted]"
+        );
+        assert_eq!(
+            r.redact_path("/v1/messages?beta=true"),
+            "/v1/messages?beta=true"
+        );
+        assert_eq!(
+            r.redact_path(&format!("/v1/x/{IRIS_KEY}?a=b")),
+            "/v1/x/[redacted]?a=b"
+        );
+    }
+
+    #[test]
+    fn capped_scrub_never_leaves_part_of_a_secret() {
+        let r = r();
+        let body = format!("0123456789{PROVIDER_KEY}tail");
+        // Cap in the middle of the key: the whole key goes, nothing after the cap appears.
+        for cap in 10..body.len() {
+            let (out, truncated) = r.scrub_capped(body.as_bytes(), cap, false);
+            let out = String::from_utf8(out).unwrap();
+            assert!(!out.contains("PROVIDERKEY"), "cap {cap}: {out}");
+            assert!(truncated, "cap {cap}");
+        }
+        let (out, truncated) = r.scrub_capped(body.as_bytes(), 1000, false);
+        assert_eq!(String::from_utf8(out).unwrap(), "0123456789[redacted]tail");
+        assert!(!truncated);
+        // Input already cut inside the key: the partial key at the end is redacted.
+        let cut = &body.as_bytes()[..10 + 12];
+        let (out, truncated) = r.scrub_capped(cut, 1000, true);
+        assert_eq!(String::from_utf8(out).unwrap(), "0123456789[redacted]");
+        assert!(truncated);
+        // Three bytes of a key are not a key.
+        let cut = &body.as_bytes()[..13];
+        let (out, _) = r.scrub_capped(cut, 1000, true);
+        assert_eq!(String::from_utf8(out).unwrap(), "0123456789sk-");
+    }
+
+    #[test]
+    fn json_strings_and_keys_are_scrubbed() {
+        let r = r();
+        let mut v =
+            serde_json::json!({"cmd": format!("curl -H {PROVIDER_KEY}"), IRIS_KEY: [1, IRIS_KEY]});
+        r.scrub_json(&mut v);
+        assert_eq!(
+            v,
+            serde_json::json!({"cmd": "curl -H [redacted]", "[redacted]": [1, "[redacted]"]})
+        );
+    }
+
+    #[test]
+    fn debug_hides_secrets() {
+        let s = format!("{:?}", r());
+        assert!(!s.contains(PROVIDER_KEY));
+        assert!(s.contains("hidden"));
+    }
+}

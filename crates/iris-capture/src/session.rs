@@ -1,0 +1,330 @@
+//! Grouping requests into sessions, the way each client makes that possible.
+//!
+//! In order:
+//! 1. **Claude Code** (`cc_…`): the `session_id` inside the request body's `metadata.user_id`,
+//!    which is a JSON-encoded string (`{"device_id":…,"account_uuid":…,"session_id":"<uuid>"}`);
+//!    older clients wrote `user_<hash>_account_<uuid>_session_<uuid>` (the part after
+//!    `_session_` is taken); else the `X-Claude-Code-Session-Id` header.
+//! 2. **Codex** (`cx_…`): the `session-id` header; else `session_id` in the
+//!    `x-codex-turn-metadata` header's JSON; else the body's `prompt_cache_key`, but only when
+//!    the request otherwise looks like Codex (an `originator` or `user-agent` starting with
+//!    `codex`, or an `x-codex-*` header): other clients use `prompt_cache_key` for caching
+//!    only, possibly one value for everyone.
+//! 3. **Fingerprint** (`fp_…`), OpenAI chat only: every turn of a chat resends the whole
+//!    conversation, so its beginning identifies it. SHA-256 over the caller's identity, the
+//!    system/developer messages that come before the first user message, and that first user
+//!    message; each message's text is normalised (text parts joined with a newline, other parts
+//!    as `[type]` or `[image:<url>]`, whitespace runs collapsed, trimmed). The model is not part
+//!    of it, so switching models mid-conversation keeps the session. Two people sending the same
+//!    opening never share a session. First 128 bits, hex.
+//! 4. **Single** (`rq_…`): the request's own id.
+//!
+//! Client-supplied ids are kept as they are when they are 1–128 characters of
+//! `[A-Za-z0-9._:-]`; anything else is replaced by a hash of it, so ids are always safe in a
+//! URL path.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+/// How a session id was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionKind {
+    ClaudeCode,
+    Codex,
+    Fingerprint,
+    Single,
+}
+
+impl SessionKind {
+    /// The API name: `claude_code`, `codex`, `fingerprint`, `single`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionKind::ClaudeCode => "claude_code",
+            SessionKind::Codex => "codex",
+            SessionKind::Fingerprint => "fingerprint",
+            SessionKind::Single => "single",
+        }
+    }
+
+    /// The id prefix: `cc_`, `cx_`, `fp_`, `rq_`.
+    pub fn prefix(self) -> &'static str {
+        match self {
+            SessionKind::ClaudeCode => "cc_",
+            SessionKind::Codex => "cx_",
+            SessionKind::Fingerprint => "fp_",
+            SessionKind::Single => "rq_",
+        }
+    }
+}
+
+/// A session id (prefixed by kind) and its kind.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct SessionKey {
+    pub id: String,
+    pub kind: SessionKind,
+}
+
+impl SessionKey {
+    fn new(kind: SessionKind, raw: &str) -> Self {
+        SessionKey {
+            id: format!("{}{}", kind.prefix(), safe_id(raw)),
+            kind,
+        }
+    }
+}
+
+const MAX_ID_LEN: usize = 128;
+
+fn safe_id(raw: &str) -> String {
+    let ok = (1..=MAX_ID_LEN).contains(&raw.len())
+        && raw
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
+    if ok {
+        raw.to_owned()
+    } else {
+        format!("h{}", &hex::encode(Sha256::digest(raw.as_bytes()))[..32])
+    }
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.trim())
+        .filter(|v| !v.is_empty())
+}
+
+/// The session a request belongs to (see the module docs). `caller_identity` is who is calling
+/// (the login, tag set or key id); `request_id` is used for a one-request session.
+pub fn session_key(
+    api_family: &str,
+    request_headers: &[(String, String)],
+    request_body: &Value,
+    caller_identity: &str,
+    request_id: &str,
+) -> SessionKey {
+    if let Some(id) = claude_code_session(request_headers, request_body) {
+        return SessionKey::new(SessionKind::ClaudeCode, &id);
+    }
+    if let Some(id) = codex_session(request_headers, request_body) {
+        return SessionKey::new(SessionKind::Codex, &id);
+    }
+    if api_family == "openai_chat"
+        && let Some(fp) = chat_fingerprint(request_body, caller_identity)
+    {
+        return SessionKey {
+            id: format!("{}{fp}", SessionKind::Fingerprint.prefix()),
+            kind: SessionKind::Fingerprint,
+        };
+    }
+    SessionKey::new(SessionKind::Single, request_id)
+}
+
+fn claude_code_session(headers: &[(String, String)], body: &Value) -> Option<String> {
+    let from_body = body
+        .get("metadata")
+        .and_then(|m| m.get("user_id"))
+        .and_then(Value::as_str)
+        .and_then(|user_id| {
+            let trimmed = user_id.trim();
+            if trimmed.starts_with('{') {
+                let inner: Value = serde_json::from_str(trimmed).ok()?;
+                inner
+                    .get("session_id")
+                    .and_then(Value::as_str)
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+            } else {
+                trimmed
+                    .rsplit_once("_session_")
+                    .map(|(_, s)| s.trim())
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+            }
+        });
+    from_body.or_else(|| header(headers, "x-claude-code-session-id").map(str::to_owned))
+}
+
+fn looks_like_codex(headers: &[(String, String)]) -> bool {
+    let starts_codex =
+        |v: Option<&str>| v.is_some_and(|v| v.to_ascii_lowercase().starts_with("codex"));
+    starts_codex(header(headers, "originator"))
+        || starts_codex(header(headers, "user-agent"))
+        || headers
+            .iter()
+            .any(|(n, _)| n.len() > 8 && n[..8].eq_ignore_ascii_case("x-codex-"))
+}
+
+fn codex_session(headers: &[(String, String)], body: &Value) -> Option<String> {
+    if let Some(id) = header(headers, "session-id") {
+        return Some(id.to_owned());
+    }
+    if let Some(meta) = header(headers, "x-codex-turn-metadata")
+        && let Ok(v) = serde_json::from_str::<Value>(meta)
+        && let Some(id) = v
+            .get("session_id")
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+    {
+        return Some(id.to_owned());
+    }
+    if looks_like_codex(headers) {
+        return body
+            .get("prompt_cache_key")
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned);
+    }
+    None
+}
+
+/// The normalised text of a chat message's `content`.
+fn normalised_content(content: Option<&Value>) -> String {
+    let mut raw = String::new();
+    match content {
+        Some(Value::String(s)) => raw.push_str(s),
+        Some(Value::Array(parts)) => {
+            for p in parts {
+                if !raw.is_empty() {
+                    raw.push('\n');
+                }
+                match p {
+                    Value::String(s) => raw.push_str(s),
+                    _ => match p.get("type").and_then(Value::as_str).unwrap_or("") {
+                        "text" | "input_text" => {
+                            raw.push_str(p.get("text").and_then(Value::as_str).unwrap_or(""));
+                        }
+                        "image_url" => {
+                            let url = p
+                                .get("image_url")
+                                .and_then(|u| u.get("url").or(Some(u)))
+                                .and_then(Value::as_str)
+                                .unwrap_or("");
+                            raw.push_str("[image:");
+                            raw.push_str(url);
+                            raw.push(']');
+                        }
+                        other => {
+                            raw.push('[');
+                            raw.push_str(other);
+                            raw.push(']');
+                        }
+                    },
+                }
+            }
+        }
+        _ => {}
+    }
+    raw.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn chat_fingerprint(body: &Value, caller_identity: &str) -> Option<String> {
+    let messages = body.get("messages")?.as_array()?;
+    let mut system = Vec::new();
+    let mut first_user = None;
+    for m in messages {
+        match m.get("role").and_then(Value::as_str) {
+            Some("system" | "developer") => system.push(normalised_content(m.get("content"))),
+            Some("user") => {
+                first_user = Some(normalised_content(m.get("content")));
+                break;
+            }
+            _ => {}
+        }
+    }
+    let first_user = first_user?;
+    let mut h = Sha256::new();
+    h.update(b"iris-session-fingerprint-v1\0");
+    for part in [caller_identity, &system.join("\n"), &first_user] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part.as_bytes());
+    }
+    Some(hex::encode(h.finalize())[..32].to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn ids_are_url_safe() {
+        assert_eq!(safe_id("d21b5422-124d-4bc9"), "d21b5422-124d-4bc9");
+        assert_eq!(safe_id("a/b").len(), 33);
+        assert!(safe_id("a/b").starts_with('h'));
+        assert_eq!(safe_id(&"x".repeat(129)).len(), 33);
+        assert_eq!(safe_id(""), safe_id(""));
+        assert_ne!(safe_id("a b"), safe_id("a c"));
+    }
+
+    #[test]
+    fn legacy_claude_code_user_id() {
+        let body = json!({"metadata": {"user_id": "user_0a1b2c_account__session_6f1c2d3e-aaaa-bbbb-cccc-1234567890ab"}});
+        let k = session_key("anthropic_messages", &[], &body, "alice", "r1");
+        assert_eq!(k.id, "cc_6f1c2d3e-aaaa-bbbb-cccc-1234567890ab");
+        assert_eq!(k.kind, SessionKind::ClaudeCode);
+        // A plain user id from another Anthropic client is not a session.
+        let body = json!({"metadata": {"user_id": "alice-42"}});
+        let k = session_key("anthropic_messages", &[], &body, "alice", "r1");
+        assert_eq!(
+            k,
+            SessionKey {
+                id: "rq_r1".into(),
+                kind: SessionKind::Single
+            }
+        );
+        // Malformed JSON in user_id falls through to the header.
+        let body = json!({"metadata": {"user_id": "{\"session_id\": "}});
+        let hdr = vec![("X-Claude-Code-Session-Id".to_owned(), "hdr-1".to_owned())];
+        assert_eq!(
+            session_key("anthropic_messages", &hdr, &body, "alice", "r1").id,
+            "cc_hdr-1"
+        );
+    }
+
+    #[test]
+    fn prompt_cache_key_needs_codex_markers() {
+        let body = json!({"prompt_cache_key": "shared-key", "messages": [{"role": "user", "content": "hi"}]});
+        let k = session_key("openai_responses", &[], &body, "alice", "r9");
+        assert_eq!(k.id, "rq_r9");
+        let hdr = vec![("originator".to_owned(), "codex_cli_rs".to_owned())];
+        let k = session_key("openai_responses", &hdr, &body, "alice", "r9");
+        assert_eq!(
+            k,
+            SessionKey {
+                id: "cx_shared-key".into(),
+                kind: SessionKind::Codex
+            }
+        );
+    }
+
+    #[test]
+    fn single_request_ids_are_sanitised() {
+        let k = session_key("openai_embeddings", &[], &json!({}), "a", "req/../x");
+        assert_eq!(k.kind, SessionKind::Single);
+        assert!(k.id.starts_with("rq_h"));
+        assert!(k.id[3..].bytes().all(|b| b.is_ascii_alphanumeric()));
+    }
+
+    #[test]
+    fn kinds_have_api_names() {
+        assert_eq!(
+            serde_json::to_string(&SessionKind::ClaudeCode).unwrap(),
+            "\"claude_code\""
+        );
+        for k in [
+            SessionKind::ClaudeCode,
+            SessionKind::Codex,
+            SessionKind::Fingerprint,
+            SessionKind::Single,
+        ] {
+            assert_eq!(serde_json::to_value(k).unwrap(), json!(k.as_str()));
+        }
+    }
+}

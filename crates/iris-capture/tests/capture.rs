@@ -1,0 +1,274 @@
+//! Capture building end to end: a golden capture with credentials of every kind planted in
+//! headers, path, request body, compressed SSE response and tool arguments; none may survive.
+//! Plus decoding of every content coding and the size caps.
+
+// Test helpers outside #[test] fns panic on bad fixtures by design.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::Write;
+
+use common::{fixture, pretty, sorted};
+use iris_capture::{CaptureLimits, RawExchange, Redactor, build_capture};
+use serde_json::Value;
+
+fn json_fixture(name: &str) -> Value {
+    serde_json::from_slice(&fixture(name)).unwrap()
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn headers(v: &Value) -> Vec<(String, String)> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p[0].as_str().unwrap().to_owned(),
+                p[1].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+/// Every secret, and every 12-byte piece of every secret, must be absent.
+fn assert_no_secret(haystack: &str, secrets: &[String]) {
+    for s in secrets {
+        assert!(!haystack.contains(s.as_str()), "secret {s:?} survived");
+        let b = s.as_bytes();
+        if b.len() > 12 {
+            for w in b.windows(12) {
+                let piece = std::str::from_utf8(w).unwrap();
+                // Well-known key prefixes are not secret on their own.
+                if ["sk-ant-api03-"].iter().any(|p| p.contains(piece)) {
+                    continue;
+                }
+                assert!(
+                    !haystack.contains(piece),
+                    "piece {piece:?} of {s:?} survived"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn golden_capture_with_planted_secrets() {
+    let secrets = json_fixture("redaction/secrets.json");
+    let provider = strings(&secrets["provider_secrets"]);
+    let mut all = provider.clone();
+    all.extend(strings(&secrets["iris_keys"]));
+    all.extend(strings(&secrets["header_only"]));
+
+    let ex = json_fixture("redaction/exchange.json");
+    let req_h = headers(&ex["request_headers"]);
+    let resp_h = headers(&ex["response_headers"]);
+    let req_body = serde_json::to_vec(&sorted(ex["request_body"].clone())).unwrap();
+    let sse = strings(&ex["response_sse"]).join("\n");
+    let resp_body = gzip(sse.as_bytes());
+    // The fixture really plants every secret.
+    let raw_all = format!(
+        "{} {:?} {} {:?} {}",
+        ex["path"],
+        req_h,
+        String::from_utf8_lossy(&req_body),
+        resp_h,
+        sse
+    );
+    for s in &all {
+        assert!(raw_all.contains(s.as_str()), "fixture lacks {s}");
+    }
+
+    let redactor = Redactor::new(&provider).with_extra_headers(["x-hook-secret"]);
+    let raw = RawExchange {
+        method: ex["method"].as_str().unwrap(),
+        path: ex["path"].as_str().unwrap(),
+        api_family: ex["api_family"].as_str().unwrap(),
+        request_headers: &req_h,
+        request_body: &req_body,
+        request_body_complete: true,
+        response_headers: &resp_h,
+        response_body: &resp_body,
+        response_body_complete: true,
+        response_is_sse: true,
+    };
+    let capture = build_capture(&raw, &CaptureLimits::default(), &redactor);
+    let out = pretty(&capture);
+    assert_no_secret(&out, &all);
+    // Still useful: the reassembled message and the tool call are there.
+    let m = capture.reassembled.as_ref().unwrap();
+    assert_eq!(m.stop_reason.as_deref(), Some("tool_use"));
+    assert_eq!(capture.tool_calls()[0].name, "rotate_key");
+    assert!(
+        !capture.request_truncated && !capture.response_truncated && !capture.raw_events_truncated
+    );
+    insta::assert_snapshot!(out);
+}
+
+#[test]
+fn every_coding_gives_the_same_capture() {
+    let body = fixture("openai_chat_tools.json");
+    let mut zlib = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+    zlib.write_all(&body).unwrap();
+    let mut raw_deflate =
+        flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+    raw_deflate.write_all(&body).unwrap();
+    let mut br = Vec::new();
+    {
+        let mut w = brotli::CompressorWriter::new(&mut br, 4096, 5, 22);
+        w.write_all(&body).unwrap();
+    }
+    let encoded: Vec<(&str, Vec<u8>)> = vec![
+        ("identity", body.clone()),
+        ("gzip", gzip(&body)),
+        ("deflate", zlib.finish().unwrap()),
+        ("deflate", raw_deflate.finish().unwrap()),
+        ("br", br.clone()),
+        ("zstd", zstd::stream::encode_all(&body[..], 3).unwrap()),
+        ("gzip, br", {
+            let mut w = Vec::new();
+            {
+                let mut c = brotli::CompressorWriter::new(&mut w, 4096, 5, 22);
+                c.write_all(&gzip(&body)).unwrap();
+            }
+            w
+        }),
+    ];
+    let redactor = Redactor::default();
+    let mut first = None;
+    for (enc, bytes) in &encoded {
+        let resp_h = vec![("Content-Encoding".to_owned(), (*enc).to_owned())];
+        let raw = RawExchange {
+            method: "POST",
+            path: "/v1/chat/completions",
+            api_family: "openai_chat",
+            request_headers: &[],
+            request_body: b"{}",
+            request_body_complete: true,
+            response_headers: &resp_h,
+            response_body: bytes,
+            response_body_complete: true,
+            response_is_sse: false,
+        };
+        let c = build_capture(&raw, &CaptureLimits::default(), &redactor);
+        assert_eq!(
+            c.response_body.as_deref(),
+            std::str::from_utf8(&body).ok(),
+            "{enc}"
+        );
+        assert_eq!(c.tool_calls().len(), 2, "{enc}");
+        let key = (c.response_body.clone(), c.reassembled.clone());
+        match &first {
+            None => first = Some(key),
+            Some(f) => assert_eq!(f, &key, "{enc}"),
+        }
+    }
+}
+
+#[test]
+fn caps_bound_bodies_and_events_and_never_cut_a_secret_in_half() {
+    let key = "sk-live-FAKE-0123456789abcdefghijklmnop";
+    let redactor = Redactor::new([key]);
+    // A body of 1000 bytes with the key placed across the 500-byte cap.
+    let mut body = "x".repeat(490);
+    body.push_str(key);
+    body.push_str(&"y".repeat(1000 - body.len()));
+    let raw = RawExchange {
+        method: "POST",
+        path: "/v1/chat/completions",
+        api_family: "openai_chat",
+        request_headers: &[],
+        request_body: body.as_bytes(),
+        request_body_complete: true,
+        response_headers: &[],
+        response_body: b"",
+        response_body_complete: true,
+        response_is_sse: false,
+    };
+    let limits = CaptureLimits {
+        max_body_bytes: 500,
+        max_raw_events_bytes: 100,
+    };
+    let c = build_capture(&raw, &limits, &redactor);
+    let stored = c.request_body.unwrap();
+    assert!(c.request_truncated);
+    assert_eq!(stored, format!("{}[redacted]", "x".repeat(490)));
+    assert!(!stored.contains("sk-live"));
+
+    // An SSE stream longer than the raw-events cap: reassembly sees only the start and says so.
+    let stream = fixture("openai_chat_stream_tools.sse");
+    let resp_h = vec![("content-type".to_owned(), "text/event-stream".to_owned())];
+    let raw = RawExchange {
+        method: "POST",
+        path: "/v1/chat/completions",
+        api_family: "openai_chat",
+        request_headers: &[],
+        request_body: b"",
+        request_body_complete: true,
+        response_headers: &resp_h,
+        response_body: &stream,
+        response_body_complete: true,
+        response_is_sse: true,
+    };
+    let limits = CaptureLimits {
+        max_body_bytes: 200,
+        max_raw_events_bytes: 900,
+    };
+    let c = build_capture(&raw, &limits, &redactor);
+    assert!(c.raw_events_truncated);
+    assert!(c.response_truncated);
+    assert!(c.response_body.as_ref().unwrap().len() <= 200);
+    let m = c.reassembled.unwrap();
+    assert_eq!(m.text, "Checking both cities.");
+    assert!(m.tool_calls.is_empty());
+    assert_eq!(m.stop_reason, None);
+
+    // The server kept only part of the stream: flagged even though it fits the caps.
+    let raw = RawExchange {
+        response_body: &stream[..stream.len() / 2],
+        response_body_complete: false,
+        ..raw
+    };
+    let c = build_capture(&raw, &CaptureLimits::default(), &redactor);
+    assert!(c.raw_events_truncated && c.response_truncated);
+    assert!(c.reassembled.is_some());
+}
+
+#[test]
+fn gzip_bomb_is_capped() {
+    let zeros = vec![b'a'; 64 * 1024 * 1024];
+    let bomb = gzip(&zeros);
+    let resp_h = vec![("content-encoding".to_owned(), "gzip".to_owned())];
+    let raw = RawExchange {
+        method: "POST",
+        path: "/v1/responses",
+        api_family: "openai_responses",
+        request_headers: &[],
+        request_body: b"",
+        request_body_complete: true,
+        response_headers: &resp_h,
+        response_body: &bomb,
+        response_body_complete: true,
+        response_is_sse: false,
+    };
+    let c = build_capture(&raw, &CaptureLimits::default(), &Redactor::default());
+    assert!(c.response_truncated);
+    assert_eq!(
+        c.response_body.unwrap().len(),
+        CaptureLimits::default().max_body_bytes
+    );
+    assert_eq!(c.reassembled, None);
+}

@@ -1,0 +1,396 @@
+"""Process harness for the iris end-to-end suite.
+
+Starts the release binaries (iris, iris-mock-provider, iris-fake-tailscaled) on loopback and on a
+unix socket, parses their `listening:` lines, and wraps the iris CLI (`usage`, `keys`, `config
+validate`). Every wait is bounded. Nothing here talks to anything but 127.0.0.0/8 and unix sockets.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN_DIR = Path(os.environ.get("IRIS_BIN_DIR", ROOT / "target" / "release"))
+IRIS = BIN_DIR / "iris"
+MOCK = BIN_DIR / "iris-mock-provider"
+FAKE_TAILSCALED = BIN_DIR / "iris-fake-tailscaled"
+FIXTURES = ROOT / "crates" / "iris-testkit" / "fixtures" / "whois.json"
+
+# Source addresses that make a client a given person (see fixtures/whois.json).
+LOOPBACK = "127.0.0.1"  # absent from the fixtures: WhoIs 404 -> "(loopback)"
+ALICE = "127.0.0.2"  # alice@example.com, group:ai-users, CapMap role user + openai/**
+CI_NODE = "127.0.0.3"  # tagged [tag:prod, tag:ci], LoginName "tagged-devices"
+BOB = "127.0.0.5"  # bob@example.com, no groups, CapMap null
+
+# What clients send as their own credential: it must never reach a provider.
+CLIENT_SECRET = "client-secret-xyz"
+
+START_TIMEOUT = 20.0
+STOP_TIMEOUT = 20.0
+CLI_TIMEOUT = 30.0
+
+
+def mock_reply_text(model: str, chunks: int = 5) -> str:
+    """The mock's deterministic answer (iris_testkit::mock::reply_text)."""
+    chunks = max(1, chunks)
+    return f"mock reply to {model}: w1" + "".join(f" w{i}" for i in range(2, chunks + 1))
+
+
+class Proc:
+    """A child process whose stdout is read line by line on a thread and whose stderr goes to a
+    file, so nothing can block on a full pipe."""
+
+    def __init__(self, name: str, argv: list[str], log_dir: Path, env: dict[str, str] | None = None):
+        self.name = name
+        self.argv = argv
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.stderr_path = log_dir / f"{name}.stderr"
+        self._stderr = open(self.stderr_path, "wb")
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        self.stdout_lines: list[str] = []
+        self.proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            env=env,
+            cwd=ROOT,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            self.stdout_lines.append(line)
+            self._lines.put(line)
+        self._lines.put(None)
+
+    def wait_listening(self, timeout: float = START_TIMEOUT, first_line: bool = False) -> str:
+        """Returns what follows `listening: ` on stdout. With `first_line`, that must be the
+        first line (the test-kit binaries print nothing else); iris may print a banner first."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self._lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                self.kill()
+                raise AssertionError(
+                    f"{self.name} printed no 'listening:' line within {timeout}s; "
+                    f"stdout:\n{self.stdout_text()}\nstderr:\n{self.stderr_text()}"
+                ) from None
+            if line is not None and line.startswith("listening: "):
+                return line[len("listening: ") :]
+            if line is None or first_line:
+                self.kill()
+                raise AssertionError(
+                    f"{self.name}: expected 'listening: ...', got {line!r} "
+                    f"(exit {self.proc.poll()}); stderr:\n{self.stderr_text()}"
+                )
+
+    def terminate(self, timeout: float = STOP_TIMEOUT) -> int:
+        """SIGTERM, then wait (bounded). Returns the exit code; kills on timeout and fails."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(
+                f"{self.name} did not exit within {timeout}s of SIGTERM; stderr:\n{self.stderr_text()}"
+            ) from None
+        self._reader.join(timeout=5)
+        self._stderr.close()
+        return code
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+        if not self._stderr.closed:
+            self._stderr.close()
+
+    def stderr_text(self) -> str:
+        try:
+            return self.stderr_path.read_text("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def stdout_text(self) -> str:
+        return "\n".join(self.stdout_lines)
+
+
+def free_closed_port() -> int:
+    """A loopback port nobody listens on (bound, then released)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class MockProvider:
+    def __init__(self, log_dir: Path):
+        self.proc = Proc("mock-provider", [str(MOCK), "--listen", "127.0.0.1:0"], log_dir)
+        self.url = self.proc.wait_listening(first_line=True)
+        self.http = httpx.Client(base_url=self.url, timeout=10)
+
+    def requests(self) -> list[dict[str, Any]]:
+        r = self.http.get("/__mock/requests")
+        r.raise_for_status()
+        return r.json()
+
+    def api_requests(self) -> list[dict[str, Any]]:
+        """Recorded requests to provider APIs (everything the gateway forwarded)."""
+        return [r for r in self.requests() if not r["path"].startswith("/__mock/")]
+
+    def reset(self) -> None:
+        self.http.post("/__mock/reset").raise_for_status()
+
+    def wait_requests(self, n: int, timeout: float = 10.0, pred: Callable[[dict], bool] | None = None) -> list[dict]:
+        deadline = time.monotonic() + timeout
+        while True:
+            reqs = [r for r in self.api_requests() if pred is None or pred(r)]
+            if len(reqs) >= n:
+                return reqs
+            if time.monotonic() > deadline:
+                raise AssertionError(f"mock saw {len(reqs)} matching requests, wanted {n} within {timeout}s")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self.http.close()
+        self.proc.terminate()
+
+
+class FakeTailscaled:
+    def __init__(self, log_dir: Path, socket_path: Path, fixtures: Path = FIXTURES):
+        self.socket_path = socket_path
+        self.proc = Proc(
+            "fake-tailscaled",
+            [str(FAKE_TAILSCALED), "--socket", str(socket_path), "--fixtures", str(fixtures)],
+            log_dir,
+        )
+        got = self.proc.wait_listening(first_line=True)
+        assert got == str(socket_path), got
+        self.http = httpx.Client(
+            transport=httpx.HTTPTransport(uds=str(socket_path)),
+            base_url="http://local-tailscaled.sock",
+            timeout=10,
+        )
+
+    def stats(self) -> dict[str, Any]:
+        r = self.http.get("/__fake/stats")
+        r.raise_for_status()
+        return r.json()
+
+    def whois_count(self) -> int:
+        return int(self.stats()["whois_requests"])
+
+    def stop(self) -> None:
+        self.http.close()
+        self.proc.terminate()
+
+
+@dataclass
+class Planted:
+    """Provider keys iris gets through `${VAR}` macros. They must reach the mock in the right
+    header and appear nowhere else."""
+
+    openai: str = field(default_factory=lambda: f"sk-e2e-PLANTED-openai-{secrets.token_hex(12)}")
+    anthropic: str = field(default_factory=lambda: f"sk-e2e-PLANTED-anthropic-{secrets.token_hex(12)}")
+
+    def env(self) -> dict[str, str]:
+        return {"E2E_OPENAI_KEY": self.openai, "E2E_ANTHROPIC_KEY": self.anthropic}
+
+    def values(self) -> list[str]:
+        return [self.openai, self.anthropic]
+
+
+def config_text(
+    mock_url: str,
+    dead_url: str,
+    *,
+    max_body_bytes: int = 65536,
+    first_byte: str = "2s",
+    extra_grants: Iterable[str] = (),
+) -> str:
+    """The HuJSON config every gateway in the suite runs with (comments and trailing commas on
+    purpose: the file format is HuJSON)."""
+    grants = ",\n    ".join(
+        [
+            '{"src": ["(loopback)"], "app": {"tailscale.com/cap/aperture": [{"role": "admin"}, {"models": "**"}]}}',
+            '{"src": ["group:ai-users"], "app": {"tailscale.com/cap/aperture": [{"models": "anthropic/claude-haiku-*"}]}}',
+            '{"src": ["tag:ci"], "app": {"tailscale.com/cap/aperture": [{"role": "user"}, {"models": "anthropic/**"}]}}',
+            '// bob: models but no role -> 403\n    {"src": ["bob@example.com"], "app": {"tailscale.com/cap/aperture": [{"models": "**"}]}}',
+            '// carol is not on the tailnet: she uses an iris key\n    {"src": ["carol@example.com"], "app": {"tailscale.com/cap/aperture": [{"role": "user"}, {"models": "**"}]}}',
+            *extra_grants,
+        ]
+    )
+    return f"""// iris end-to-end config (generated by tests/e2e/harness.py)
+{{
+  "providers": {{
+    "openai": {{
+      "baseurl": "{mock_url}",
+      "apikey": "${{E2E_OPENAI_KEY}}",
+      "models": ["gpt-4o-mini", "text-embedding-3-small"],
+      "compatibility": {{"openai_chat": true, "openai_responses": true}},
+    }},
+    "anthropic": {{
+      "baseurl": "{mock_url}",
+      "apikey": "${{E2E_ANTHROPIC_KEY}}",
+      "authorization": "x-api-key",
+      "models": ["claude-sonnet-4-5", "claude-haiku-4-5"],
+      "compatibility": {{"anthropic_messages": true}},
+    }},
+    // nothing listens here: requests routed to it must fail with 502
+    "dead": {{
+      "baseurl": "{dead_url}",
+      "apikey": "${{E2E_OPENAI_KEY}}",
+      "models": ["dead-model"],
+      "compatibility": {{"openai_chat": true}},
+    }},
+  }},
+  "grants": [
+    {grants},
+  ],
+  "iris": {{
+    "identity": {{"serve_headers": false}},
+    "timeouts": {{"first_byte": "{first_byte}"}},
+    "limits": {{"max_body_bytes": {max_body_bytes}}},
+  }},
+}}
+"""
+
+
+class Gateway:
+    """One `iris serve` with its own data directory."""
+
+    def __init__(self, workdir: Path, config: str, tailscale_socket: Path, planted: Planted, name: str = "iris"):
+        self.workdir = workdir
+        self.data_dir = workdir / "data"
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.config_path = workdir / "iris.hujson"
+        self.config_path.write_text(config)
+        self.planted = planted
+        self.env = {**os.environ, **planted.env(), "RUST_LOG": os.environ.get("IRIS_E2E_RUST_LOG", "debug")}
+        self.exit_code: int | None = None
+        self.proc = Proc(
+            name,
+            [
+                str(IRIS),
+                "serve",
+                "--config",
+                str(self.config_path),
+                "--listen",
+                "127.0.0.1:0",
+                "--data-dir",
+                str(self.data_dir),
+                "--tailscale-socket",
+                str(tailscale_socket),
+            ],
+            workdir / "logs",
+            env=self.env,
+        )
+        self.url = self.proc.wait_listening()
+        assert self.url.startswith("http://127.0.0.1:"), self.url
+        listening = [line for line in self.proc.stdout_lines if line.startswith("listening:")]
+        assert len(listening) == 1, f"one 'listening:' line, got {listening}"
+
+    # --- lifecycle -------------------------------------------------------------------------
+    def stop(self) -> int:
+        if self.exit_code is None:
+            self.exit_code = self.proc.terminate()
+        return self.exit_code
+
+    def running(self) -> bool:
+        return self.proc.proc.poll() is None
+
+    # --- CLI wrappers ----------------------------------------------------------------------
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        res = subprocess.run(
+            [str(IRIS), *args],
+            env=self.env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=CLI_TIMEOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        if check and res.returncode != 0:
+            raise AssertionError(f"iris {' '.join(args)} exited {res.returncode}:\n{res.stdout}\n{res.stderr}")
+        return res
+
+    def usage(self, limit: int = 1000) -> list[dict[str, Any]]:
+        """`iris usage --json`, newest first."""
+        res = self.cli("usage", "--data-dir", str(self.data_dir), "--json", "--limit", str(limit))
+        return [json.loads(line) for line in res.stdout.splitlines() if line.strip()]
+
+    def wait_usage(self, n: int, timeout: float = 10.0) -> list[dict[str, Any]]:
+        """Polls until at least `n` records exist (usage is written in batches)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            recs = self.usage()
+            if len(recs) >= n:
+                return recs
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{len(recs)} usage records after {timeout}s, wanted {n}: {recs}")
+            time.sleep(0.05)
+
+    def keys_create(self, who: str, expires: str | None = None, note: str | None = None) -> str:
+        args = ["keys", "create", "--data-dir", str(self.data_dir), "--for", who]
+        if expires:
+            args += ["--expires", expires]
+        if note:
+            args += ["--note", note]
+        res = self.cli(*args)
+        lines = res.stdout.splitlines()
+        assert len(lines) == 1, f"keys create must print only the token, got {res.stdout!r}"
+        token = lines[0].strip()
+        assert token.startswith("iris_sk_"), token
+        return token
+
+    def keys_list(self) -> list[dict[str, Any]]:
+        res = self.cli("keys", "list", "--data-dir", str(self.data_dir), "--json")
+        return [json.loads(line) for line in res.stdout.splitlines() if line.strip()]
+
+    def keys_revoke(self, key_id: str) -> None:
+        self.cli("keys", "revoke", "--data-dir", str(self.data_dir), key_id)
+
+    # --- secrets ---------------------------------------------------------------------------
+    def leaked_secrets(self) -> list[str]:
+        """Where a planted provider key shows up: files under the data dir, stdout, stderr."""
+        found = []
+        needles = [v.encode() for v in self.planted.values()]
+        for path in sorted(self.data_dir.rglob("*")):
+            if path.is_file():
+                data = path.read_bytes()
+                for needle in needles:
+                    if needle in data:
+                        found.append(f"{path} contains {needle.decode()}")
+        for name, text in (("stdout", self.proc.stdout_text()), ("stderr", self.proc.stderr_text())):
+            for needle in self.planted.values():
+                if needle in text:
+                    found.append(f"iris {name} contains {needle}")
+        return found
+
+
+def httpx_module_of(sdk: Any) -> Any:
+    """The httpx flavour an SDK is built on (httpx or httpx2), so custom transports match it."""
+    base = sdk.DefaultHttpxClient.__mro__[1]
+    return sys.modules[base.__module__.split(".")[0]]
