@@ -49,8 +49,9 @@ pub use diagnostic::{Diagnostic, Severity};
 pub use duration::{DurationError, parse_duration};
 pub use env::{EnvSource, ProcessEnv};
 pub use types::{
-    AuthMode, AuthScheme, Cap, Compatibility, Config, DEFAULT_LISTEN, Grant, GrantOrigin,
-    IdentitySettings, IrisSettings, Provider, Role, Secret, Timeouts, UsageSettings,
+    AuthMode, AuthScheme, Cap, CaptureSettings, Compatibility, Config, CostRule, DEFAULT_LISTEN,
+    DatabaseSettings, Grant, GrantOrigin, IdentitySettings, IrisSettings, Provider, Role, Secret,
+    Timeouts, UsageSettings,
 };
 pub use validate::{ModelPatternError, compile_model_pattern};
 

@@ -16,6 +16,28 @@ pub struct Config {
     pub grants: Vec<Grant>,
     /// iris's own settings (the `"iris"` section).
     pub iris: IrisSettings,
+    /// Aperture's `database` section.
+    pub database: DatabaseSettings,
+    /// Aperture's `auto_cost_basis` (default true): infer a provider's cost basis from its
+    /// compatibility flags when `cost_basis` is not set.
+    pub auto_cost_basis: bool,
+}
+
+/// Aperture's `database` section: `retention.duration` (`"30d"`, `"720h"`, `""` = keep forever,
+/// `"0"` = keep nothing) and `retention.purge` (what is purged; usage metrics are always kept).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DatabaseSettings {
+    pub retention_duration: String,
+    /// `captures` (default) and/or `tools`.
+    pub purge: Vec<String>,
+}
+
+/// One `model_cost_map` rule: price models matching `pattern` as `as_model`, times `adjustment`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CostRule {
+    pub pattern: String,
+    pub as_model: String,
+    pub adjustment: f64,
 }
 
 impl Config {
@@ -54,6 +76,10 @@ pub struct Provider {
     pub add_headers: Vec<(String, String)>,
     /// When several providers serve a model, the highest preference wins.
     pub preference: i64,
+    /// `cost_basis` as written (`anthropic`, `openai`, ...); `None` = inferred.
+    pub cost_basis: Option<String>,
+    /// `model_cost_map` rules, first match wins.
+    pub model_cost_map: Vec<CostRule>,
 }
 
 /// How the provider credential is sent upstream (`authorization`).
@@ -255,6 +281,31 @@ pub struct IrisSettings {
     pub key_failures_per_minute: usize,
     pub timeouts: Timeouts,
     pub usage: UsageSettings,
+    pub captures: CaptureSettings,
+}
+
+/// `iris.captures`: what is stored of each request and response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaptureSettings {
+    /// Store captures at all. Default true.
+    pub enabled: bool,
+    /// Per body (request, response), after decompression. Default 1 MiB.
+    pub max_body_bytes: usize,
+    /// Raw SSE events kept beside the reassembled answer. Default 4 MiB.
+    pub max_raw_events_bytes: usize,
+    /// More header names whose values are redacted (beyond the built-in credential headers).
+    pub redact_headers: Vec<String>,
+}
+
+impl Default for CaptureSettings {
+    fn default() -> Self {
+        CaptureSettings {
+            enabled: true,
+            max_body_bytes: 1 << 20,
+            max_raw_events_bytes: 4 << 20,
+            redact_headers: Vec::new(),
+        }
+    }
 }
 
 impl Default for IrisSettings {
@@ -268,6 +319,7 @@ impl Default for IrisSettings {
             key_failures_per_minute: 30,
             timeouts: Timeouts::default(),
             usage: UsageSettings::default(),
+            captures: CaptureSettings::default(),
         }
     }
 }

@@ -445,3 +445,87 @@ fn many_problems_are_reported_at_once() {
     assert!(diags.iter().filter(|d| d.is_error()).count() >= 10);
     insta::assert_snapshot!(render(&diags).join("\n"));
 }
+
+#[test]
+fn cost_retention_and_capture_settings() {
+    let text = r#"{
+      "providers": {"anthropic": {"baseurl": "https://api.anthropic.com", "apikey": "k", "models": ["claude-x"],
+        "compatibility": {"anthropic_messages": true}, "cost_basis": "bedrock",
+        "model_cost_map": [{"match": "claude-*", "as": "claude-sonnet-4-5", "adjustment": 1.1}, {"match": "x", "as": "y"}]}},
+      "grants": [{"src": ["*"], "app": {"tailscale.com/cap/aperture": [{"role": "admin"}, {"models": "**"}]}}],
+      "database": {"retention": {"duration": "30d", "purge": ["captures", "tools"]}},
+      "auto_cost_basis": false,
+      "iris": {"captures": {"enabled": false, "max_body_bytes": 2048, "redact_headers": ["X-Secret"]}},
+    }"#;
+    let env = std::collections::HashMap::<String, String>::new();
+    let c = load(text, &env).unwrap().config;
+    let p = &c.providers[0];
+    assert_eq!(p.cost_basis.as_deref(), Some("bedrock"));
+    assert_eq!(p.model_cost_map.len(), 2);
+    assert_eq!(
+        (
+            p.model_cost_map[0].as_model.as_str(),
+            p.model_cost_map[0].adjustment
+        ),
+        ("claude-sonnet-4-5", 1.1)
+    );
+    assert_eq!(p.model_cost_map[1].adjustment, 1.0);
+    assert_eq!(c.database.retention_duration, "30d");
+    assert_eq!(c.database.purge, ["captures", "tools"]);
+    assert!(!c.auto_cost_basis);
+    assert!(!c.iris.captures.enabled);
+    assert_eq!(c.iris.captures.max_body_bytes, 2048);
+    assert_eq!(c.iris.captures.redact_headers, ["x-secret"]);
+    // Defaults.
+    let d = load(
+        &text.replace(
+            r#""database": {"retention": {"duration": "30d", "purge": ["captures", "tools"]}},"#,
+            "",
+        ),
+        &env,
+    )
+    .unwrap()
+    .config;
+    assert_eq!(d.database.purge, ["captures"]);
+    assert_eq!(d.database.retention_duration, "");
+    // Bad values are errors with paths.
+    for (bad, path) in [
+        (
+            r#""duration": "30d""#.replace("30d", "10m"),
+            "database.retention.duration",
+        ),
+        (
+            r#""duration": "30d""#.replace("30d", "5000d"),
+            "database.retention.duration",
+        ),
+        (
+            r#""purge": ["captures", "tools"]"#.replace("tools", "everything"),
+            "database.retention.purge[1]",
+        ),
+    ] {
+        let t = text.replace(
+            r#""duration": "30d""#,
+            if bad.starts_with("\"duration") {
+                &bad
+            } else {
+                r#""duration": "30d""#
+            },
+        );
+        let t = if bad.starts_with("\"purge") {
+            t.replace(r#""purge": ["captures", "tools"]"#, &bad)
+        } else {
+            t
+        };
+        let diags = check(&t, &env);
+        assert!(
+            diags.iter().any(|d| d.is_error() && d.path == path),
+            "{path}: {diags:?}"
+        );
+    }
+    let t = text.replace(r#""match": "x""#, r#""match": "[x""#);
+    assert!(
+        check(&t, &env)
+            .iter()
+            .any(|d| d.is_error() && d.path.contains("model_cost_map[1].match"))
+    );
+}

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::{Fields, boolean, object, string, unsigned};
+use super::{Fields, array, boolean, object, string, unsigned};
 use crate::diagnostic::{Diags, Path, quote};
 use crate::duration::parse_duration;
 use crate::raw::Raw;
@@ -68,6 +68,34 @@ pub(super) fn iris(raw: &Raw, path: &Path, d: &mut Diags) -> IrisSettings {
     }
     if let Some((raw, path)) = f.get("usage") {
         s.usage = usage(raw, &path, d);
+    }
+    if let Some((raw, path)) = f.get("captures")
+        && let Some(entries) = object(raw, &path, d)
+    {
+        let mut c = Fields::new(entries, &path);
+        if let Some(b) = c
+            .get("enabled")
+            .and_then(|(raw, path)| boolean(raw, &path, d))
+        {
+            s.captures.enabled = b;
+        }
+        s.captures.max_body_bytes = count(&mut c, "max_body_bytes", s.captures.max_body_bytes, d);
+        s.captures.max_raw_events_bytes = count(
+            &mut c,
+            "max_raw_events_bytes",
+            s.captures.max_raw_events_bytes,
+            d,
+        );
+        if let Some((raw, path)) = c.get("redact_headers")
+            && let Some(items) = array(raw, &path, d)
+        {
+            for (i, it) in items.iter().enumerate() {
+                if let Some(h) = string(it, &path.index(i), d) {
+                    s.captures.redact_headers.push(h.to_ascii_lowercase());
+                }
+            }
+        }
+        c.finish(d);
     }
     f.finish(d);
     s

@@ -52,12 +52,53 @@ pub(crate) fn validate(root: &Raw, d: &mut Diags) -> Option<Config> {
             );
         }
     }
-    // Accepted for compatibility; nothing in iris depends on them.
-    if let Some((raw, path)) = top.get("database") {
-        object(raw, &path, d);
+    let mut database = crate::types::DatabaseSettings::default();
+    if let Some((raw, path)) = top.get("database")
+        && let Some(entries) = object(raw, &path, d)
+    {
+        let mut df = Fields::new(entries, &path);
+        if let Some((raw, path)) = df.get("retention")
+            && let Some(entries) = object(raw, &path, d)
+        {
+            let mut rf = Fields::new(entries, &path);
+            if let Some((raw, p)) = rf.get("duration")
+                && let Some(s) = string(raw, &p, d)
+            {
+                if let Err(e) = check_retention(s) {
+                    d.error(&p, e);
+                } else {
+                    database.retention_duration = s.to_owned();
+                }
+            }
+            if let Some((raw, p)) = rf.get("purge")
+                && let Some(items) = array(raw, &p, d)
+            {
+                for (i, it) in items.iter().enumerate() {
+                    if let Some(s) = string(it, &p.index(i), d) {
+                        if s == "captures" || s == "tools" {
+                            database.purge.push(s.to_owned());
+                        } else {
+                            d.error(
+                                &p.index(i),
+                                format!("must be \"captures\" or \"tools\", not {s:?}"),
+                            );
+                        }
+                    }
+                }
+            }
+            rf.get("require_export");
+            rf.finish(d);
+        }
+        df.finish(d);
     }
-    if let Some((raw, path)) = top.get("auto_cost_basis") {
-        boolean(raw, &path, d);
+    if database.purge.is_empty() {
+        database.purge.push("captures".into());
+    }
+    let mut auto_cost_basis = true;
+    if let Some((raw, path)) = top.get("auto_cost_basis")
+        && let Some(b) = boolean(raw, &path, d)
+    {
+        auto_cost_basis = b;
     }
 
     let iris = match top.get("iris") {
@@ -72,6 +113,8 @@ pub(crate) fn validate(root: &Raw, d: &mut Diags) -> Option<Config> {
         providers,
         grants: grants.grants,
         iris,
+        database,
+        auto_cost_basis,
     })
 }
 
@@ -169,7 +212,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
     rows[a.len()][b.len()]
 }
 
-fn mismatch(raw: &Raw, path: &Path, expected: &str, d: &mut Diags) {
+pub(crate) fn mismatch(raw: &Raw, path: &Path, expected: &str, d: &mut Diags) {
     // An `Invalid` value has already been reported.
     if !matches!(raw, Raw::Invalid) {
         d.error(path, format!("expected {expected}, found {}", raw.kind()));
@@ -270,4 +313,27 @@ mod tests {
         assert_eq!(suggestion("zzz", &known), None);
         assert_eq!(suggestion("api", &known), None);
     }
+}
+
+/// Aperture's retention duration: `""` (forever), `"0"` (nothing), or a Go duration with an
+/// optional `d` unit, between 1h and 3650d.
+fn check_retention(s: &str) -> Result<(), String> {
+    let s = s.trim();
+    if s.is_empty() || s == "0" {
+        return Ok(());
+    }
+    let hours = if let Some(d) = s.strip_suffix('d') {
+        d.parse::<f64>()
+            .map_err(|_| format!("{s:?} is not a duration like \"30d\" or \"720h\""))?
+            * 24.0
+    } else {
+        crate::parse_duration(s)
+            .map_err(|e| e.to_string())?
+            .as_secs_f64()
+            / 3600.0
+    };
+    if !(1.0..=3650.0 * 24.0).contains(&hours) {
+        return Err("retention must be between 1h and 3650d".into());
+    }
+    Ok(())
 }

@@ -167,16 +167,64 @@ fn provider(id: &str, raw: &Raw, path: &Path, d: &mut Diags) -> Option<Provider>
         .and_then(|(raw, path)| integer(raw, &path, d))
         .unwrap_or(0);
 
+    let mut cost_basis = None;
     if let Some((raw, path)) = f.get("cost_basis")
         && let Some(basis) = string(raw, &path, d)
         && !basis.is_empty()
-        && !COST_BASES.contains(&basis)
     {
-        d.warn(&path, format!("unknown cost_basis {}", quote(basis)));
+        if COST_BASES.contains(&basis) {
+            cost_basis = Some(basis.to_owned());
+        } else {
+            d.warn(&path, format!("unknown cost_basis {}", quote(basis)));
+        }
     }
-    // iris does not price requests; the map is accepted so Aperture configs load.
-    if let Some((raw, path)) = f.get("model_cost_map") {
-        array(raw, &path, d);
+    let mut model_cost_map = Vec::new();
+    if let Some((raw, path)) = f.get("model_cost_map")
+        && let Some(items) = array(raw, &path, d)
+    {
+        for (i, item) in items.iter().enumerate() {
+            let ipath = path.index(i);
+            let Some(entries) = object(item, &ipath, d) else {
+                continue;
+            };
+            let mut rf = super::Fields::new(entries, &ipath);
+            let pattern = rf
+                .get("match")
+                .and_then(|(r, p)| string(r, &p, d).map(|s| (s.to_owned(), p)));
+            let as_model = rf
+                .get("as")
+                .and_then(|(r, p)| string(r, &p, d).map(str::to_owned));
+            let adjustment = match rf.get("adjustment") {
+                Some((Raw::Number(n), p)) => match n.as_f64() {
+                    Some(x) if x.is_finite() && x >= 0.0 => x,
+                    _ => {
+                        d.error(&p, "must be a non-negative number");
+                        1.0
+                    }
+                },
+                Some((r, p)) => {
+                    super::mismatch(r, &p, "a number", d);
+                    1.0
+                }
+                None => 1.0,
+            };
+            rf.finish(d);
+            match (pattern, as_model) {
+                (Some((pattern, ppath)), Some(as_model)) => {
+                    if let Err(e) = check_go_glob(&pattern) {
+                        d.error(&ppath, e);
+                    } else {
+                        model_cost_map.push(crate::types::CostRule {
+                            pattern,
+                            as_model,
+                            adjustment,
+                        });
+                    }
+                }
+                (None, _) => d.error(&ipath.key("match"), "required"),
+                (_, None) => d.error(&ipath.key("as"), "required"),
+            }
+        }
     }
     f.finish(d);
 
@@ -196,7 +244,37 @@ fn provider(id: &str, raw: &Raw, path: &Path, d: &mut Diags) -> Option<Provider>
         disabled,
         add_headers,
         preference,
+        cost_basis,
+        model_cost_map,
     })
+}
+
+/// Go `path.Match` pattern syntax check: balanced `[...]`, no trailing backslash.
+fn check_go_glob(p: &str) -> Result<(), String> {
+    let mut chars = p.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                if chars.next().is_none() {
+                    return Err("pattern ends with a backslash".into());
+                }
+            }
+            '[' => {
+                let mut closed = false;
+                for c in chars.by_ref() {
+                    if c == ']' {
+                        closed = true;
+                        break;
+                    }
+                }
+                if !closed {
+                    return Err("unclosed [ in pattern".into());
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 const NO_KEY: &str =
