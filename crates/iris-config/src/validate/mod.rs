@@ -291,6 +291,29 @@ pub(crate) fn unsigned(raw: &Raw, path: &Path, d: &mut Diags) -> Option<u64> {
     }
 }
 
+/// Aperture's retention duration: `""` (forever), `"0"` (nothing), or a Go duration with an
+/// optional `d` unit, between 1h and 3650d.
+fn check_retention(s: &str) -> Result<(), String> {
+    let s = s.trim();
+    if s.is_empty() || s == "0" {
+        return Ok(());
+    }
+    let hours = if let Some(d) = s.strip_suffix('d') {
+        d.parse::<f64>()
+            .map_err(|_| format!("{s:?} is not a duration like \"30d\" or \"720h\""))?
+            * 24.0
+    } else {
+        crate::parse_duration(s)
+            .map_err(|e| e.to_string())?
+            .as_secs_f64()
+            / 3600.0
+    };
+    if !(1.0..=3650.0 * 24.0).contains(&hours) {
+        return Err("retention must be between 1h and 3650d".into());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -313,27 +336,4 @@ mod tests {
         assert_eq!(suggestion("zzz", &known), None);
         assert_eq!(suggestion("api", &known), None);
     }
-}
-
-/// Aperture's retention duration: `""` (forever), `"0"` (nothing), or a Go duration with an
-/// optional `d` unit, between 1h and 3650d.
-fn check_retention(s: &str) -> Result<(), String> {
-    let s = s.trim();
-    if s.is_empty() || s == "0" {
-        return Ok(());
-    }
-    let hours = if let Some(d) = s.strip_suffix('d') {
-        d.parse::<f64>()
-            .map_err(|_| format!("{s:?} is not a duration like \"30d\" or \"720h\""))?
-            * 24.0
-    } else {
-        crate::parse_duration(s)
-            .map_err(|e| e.to_string())?
-            .as_secs_f64()
-            / 3600.0
-    };
-    if !(1.0..=3650.0 * 24.0).contains(&hours) {
-        return Err("retention must be between 1h and 3650d".into());
-    }
-    Ok(())
 }

@@ -254,10 +254,8 @@ fn check_go_glob(p: &str) -> Result<(), String> {
     let mut chars = p.chars();
     while let Some(c) = chars.next() {
         match c {
-            '\\' => {
-                if chars.next().is_none() {
-                    return Err("pattern ends with a backslash".into());
-                }
+            '\\' if chars.next().is_none() => {
+                return Err("pattern ends with a backslash".into());
             }
             '[' => {
                 let mut closed = false;
