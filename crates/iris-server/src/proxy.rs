@@ -84,6 +84,11 @@ fn new_record(req: &Request<Incoming>, id: &str, api_family: &str) -> UsageRecor
         bytes_in: 0,
         bytes_out: 0,
         user_agent: header_str(req, "user-agent").map(|s| s.chars().take(256).collect()),
+        session_id: None,
+        session_kind: None,
+        cost_usd: None,
+        priced_as: None,
+        tool_names: Vec::new(),
     }
 }
 

@@ -91,6 +91,21 @@ pub struct UsageRecord {
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub user_agent: Option<String>,
+    /// The session this request belongs to (`cc_…` Claude Code, `cx_…` Codex, `fp_…`
+    /// fingerprint, `rq_…` single request).
+    #[serde(default)]
+    pub session_id: Option<String>,
+    #[serde(default)]
+    pub session_kind: Option<String>,
+    /// Estimated cost in USD; `None` when the model's price is unknown.
+    #[serde(default)]
+    pub cost_usd: Option<f64>,
+    /// The price-table entry used (`provider/model`).
+    #[serde(default)]
+    pub priced_as: Option<String>,
+    /// Names of the tools the response called.
+    #[serde(default)]
+    pub tool_names: Vec<String>,
 }
 
 /// A fresh record id: a UUIDv7 string. Ids made in one process sort in creation order.
@@ -212,6 +227,47 @@ pub struct ConfigVersion {
     pub text: String,
 }
 
+/// One stored capture: the JSON document the capture pipeline built (already redacted).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaptureRow {
+    pub request_id: String,
+    pub ts_ms: i64,
+    pub body: String,
+}
+
+/// A session: requests grouped by their session id.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SessionSummary {
+    pub id: String,
+    pub kind: Option<String>,
+    /// The login, else the joined tags, else `(loopback)`.
+    pub who: String,
+    pub login: Option<String>,
+    pub tags: Vec<String>,
+    pub first_ms: i64,
+    pub last_ms: i64,
+    pub duration_ms: i64,
+    pub requests: u64,
+    pub errors: u64,
+    pub models: Vec<String>,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cache_read_tokens: u64,
+    pub cache_write_tokens: u64,
+    pub reasoning_tokens: u64,
+    /// Sum over priced requests; `None` when none was priced.
+    pub cost_usd: Option<f64>,
+    /// Requests with usage but no price.
+    pub unpriced_requests: u64,
+    pub tools: Vec<ToolCount>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ToolCount {
+    pub name: String,
+    pub count: u64,
+}
+
 /// Errors from a [`Store`].
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -304,6 +360,25 @@ pub trait Store: Send + Sync + 'static {
     async fn config_versions(&self, limit: u32) -> Result<Vec<ConfigVersion>, StoreError>;
     /// One saved version with its text.
     async fn config_version(&self, id: i64) -> Result<Option<ConfigVersion>, StoreError>;
+    /// Keep captures (an existing request id is left as it is).
+    async fn insert_captures(&self, batch: &[CaptureRow]) -> Result<(), StoreError>;
+    async fn capture(&self, request_id: &str) -> Result<Option<CaptureRow>, StoreError>;
+    /// Delete captures older than `before_ms`; with `tools`, also forget the tool names of
+    /// usage records older than that. Usage records themselves are kept. Returns captures deleted.
+    async fn purge(&self, before_ms: i64, tools: bool) -> Result<u64, StoreError>;
+    /// Sessions of the records matching `q` (its `limit` counts sessions), most recent activity
+    /// first; `before_last_ms` pages (sessions whose last activity is older).
+    async fn sessions(
+        &self,
+        q: &UsageQuery,
+        before_last_ms: Option<i64>,
+    ) -> Result<Vec<SessionSummary>, StoreError>;
+    /// The records of one session, oldest first (within `q`'s filters, for scoping).
+    async fn session_records(
+        &self,
+        session_id: &str,
+        q: &UsageQuery,
+    ) -> Result<Vec<UsageRecord>, StoreError>;
 }
 
 #[cfg(test)]

@@ -22,7 +22,8 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Row, Sqlite};
 
 use crate::{
-    ConfigVersion, GroupBy, KeyRecord, Store, StoreError, UsageGroup, UsageQuery, UsageRecord,
+    CaptureRow, ConfigVersion, GroupBy, KeyRecord, SessionSummary, Store, StoreError, ToolCount,
+    UsageGroup, UsageQuery, UsageRecord,
 };
 
 /// Schema migrations, embedded at compile time from `migrations/`.
@@ -39,8 +40,9 @@ const USAGE_COLUMNS: &str = "id, ts_ms, request_id, login, display_name, tags, n
      identity_source, key_id, api_family, method, path, requested_model, provider, \
      upstream_model, streaming, status, error_class, input_tokens, output_tokens, \
      cache_read_tokens, cache_write_tokens, reasoning_tokens, usage_known, ttfb_ms, \
-     duration_ms, bytes_in, bytes_out, user_agent";
-const USAGE_COLUMN_COUNT: usize = 30;
+     duration_ms, bytes_in, bytes_out, user_agent, session_id, session_kind, cost_usd, \
+     priced_as, tool_names";
+const USAGE_COLUMN_COUNT: usize = 35;
 
 /// Bound parameters per statement: SQLite before 3.32 allowed at most 999, and staying
 /// under that keeps the statement portable (PostgreSQL allows 65535).
@@ -200,7 +202,14 @@ impl Store for SqliteStore {
                     .push_bind(to_sql_int(r.duration_ms))
                     .push_bind(to_sql_int(r.bytes_in))
                     .push_bind(to_sql_int(r.bytes_out))
-                    .push_bind(r.user_agent.as_deref());
+                    .push_bind(r.user_agent.as_deref())
+                    .push_bind(r.session_id.as_deref())
+                    .push_bind(r.session_kind.as_deref())
+                    .push_bind(r.cost_usd.filter(|c| c.is_finite()))
+                    .push_bind(r.priced_as.as_deref())
+                    .push_bind(
+                        serde_json::to_string(&r.tool_names).unwrap_or_else(|_| "[]".into()),
+                    );
             });
             qb.push(" ON CONFLICT (id) DO NOTHING");
             qb.build().execute(&mut *tx).await?;
@@ -358,6 +367,100 @@ impl Store for SqliteStore {
             .collect()
     }
 
+    async fn insert_captures(&self, batch: &[CaptureRow]) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.writer.begin().await?;
+        for chunk in batch.chunks(300) {
+            let mut qb: QueryBuilder<'_, Sqlite> =
+                QueryBuilder::new("INSERT INTO captures (request_id, ts_ms, body) ");
+            qb.push_values(chunk, |mut row, c| {
+                row.push_bind(c.request_id.as_str())
+                    .push_bind(c.ts_ms)
+                    .push_bind(c.body.as_str());
+            });
+            qb.push(" ON CONFLICT (request_id) DO NOTHING");
+            qb.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn capture(&self, request_id: &str) -> Result<Option<CaptureRow>, StoreError> {
+        let row = sqlx::query("SELECT request_id, ts_ms, body FROM captures WHERE request_id = ?")
+            .bind(request_id)
+            .fetch_optional(&self.reader)
+            .await?;
+        row.map(|r| {
+            Ok(CaptureRow {
+                request_id: r.try_get(0)?,
+                ts_ms: r.try_get(1)?,
+                body: r.try_get(2)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn purge(&self, before_ms: i64, tools: bool) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM captures WHERE ts_ms < ?")
+            .bind(before_ms)
+            .execute(&self.writer)
+            .await?;
+        if tools {
+            sqlx::query(
+                "UPDATE usage_records SET tool_names = '[]' WHERE ts_ms < ? AND tool_names <> '[]'",
+            )
+            .bind(before_ms)
+            .execute(&self.writer)
+            .await?;
+        }
+        Ok(done.rows_affected())
+    }
+
+    async fn sessions(
+        &self,
+        q: &UsageQuery,
+        before_last_ms: Option<i64>,
+    ) -> Result<Vec<SessionSummary>, StoreError> {
+        let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new(
+            "SELECT session_id, MAX(session_kind), MAX(login), MAX(tags), MAX(identity_source), \
+             MIN(ts_ms), MAX(ts_ms + duration_ms), COUNT(*), \
+             SUM(CASE WHEN status >= 400 OR error_class IS NOT NULL THEN 1 ELSE 0 END), \
+             GROUP_CONCAT(DISTINCT COALESCE(requested_model, '-')), \
+             SUM(input_tokens), SUM(output_tokens), SUM(cache_read_tokens), SUM(cache_write_tokens), \
+             SUM(reasoning_tokens), SUM(cost_usd), \
+             SUM(CASE WHEN cost_usd IS NULL AND usage_known THEN 1 ELSE 0 END), \
+             GROUP_CONCAT(tool_names, char(10)) \
+             FROM usage_records WHERE session_id IS NOT NULL",
+        );
+        push_filters(&mut qb, q)?;
+        qb.push(" GROUP BY session_id");
+        if let Some(b) = before_last_ms {
+            qb.push(" HAVING MAX(ts_ms + duration_ms) < ").push_bind(b);
+        }
+        qb.push(" ORDER BY MAX(ts_ms + duration_ms) DESC LIMIT ")
+            .push_bind(i64::from(q.limit.min(UsageQuery::MAX_LIMIT)));
+        let rows = qb.build().fetch_all(&self.reader).await?;
+        rows.iter().map(session_from_row).collect()
+    }
+
+    async fn session_records(
+        &self,
+        session_id: &str,
+        q: &UsageQuery,
+    ) -> Result<Vec<UsageRecord>, StoreError> {
+        let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new(format!(
+            "SELECT {USAGE_COLUMNS} FROM usage_records WHERE session_id = "
+        ));
+        qb.push_bind(session_id.to_owned());
+        push_filters(&mut qb, q)?;
+        qb.push(" ORDER BY ts_ms ASC, id ASC LIMIT ")
+            .push_bind(i64::from(q.limit.min(UsageQuery::MAX_LIMIT)));
+        let rows = qb.build().fetch_all(&self.reader).await?;
+        rows.iter().map(usage_from_row).collect()
+    }
+
     async fn insert_config_version(&self, v: &ConfigVersion) -> Result<i64, StoreError> {
         let bytes = i64::try_from(v.text.len()).unwrap_or(i64::MAX);
         let id: i64 = sqlx::query_scalar(
@@ -472,6 +575,12 @@ fn usage_from_row(row: &SqliteRow) -> Result<UsageRecord, StoreError> {
         bytes_in: get_u64(row, "bytes_in")?,
         bytes_out: get_u64(row, "bytes_out")?,
         user_agent: row.try_get("user_agent")?,
+        session_id: row.try_get("session_id")?,
+        session_kind: row.try_get("session_kind")?,
+        cost_usd: row.try_get("cost_usd")?,
+        priced_as: row.try_get("priced_as")?,
+        tool_names: serde_json::from_str(&row.try_get::<String, _>("tool_names")?)
+            .unwrap_or_default(),
     })
 }
 
@@ -487,6 +596,72 @@ fn key_from_row(row: &SqliteRow) -> Result<KeyRecord, StoreError> {
         revoked_ms: row.try_get("revoked_ms")?,
         last_used_ms: row.try_get("last_used_ms")?,
         created_by: row.try_get("created_by")?,
+    })
+}
+
+fn session_from_row(r: &SqliteRow) -> Result<SessionSummary, StoreError> {
+    let int = |i: usize| -> Result<u64, StoreError> {
+        let v: Option<i64> = r.try_get(i)?;
+        from_sql_int("usage_records", "SUM", v.unwrap_or(0))
+    };
+    let login: Option<String> = r.try_get(2)?;
+    let tags = split_tags(&r.try_get::<Option<String>, _>(3)?.unwrap_or_default());
+    let source: Option<String> = r.try_get(4)?;
+    let who = login.clone().unwrap_or_else(|| {
+        if tags.is_empty() {
+            match source.as_deref() {
+                Some("loopback") | None => "(loopback)".to_owned(),
+                Some(s) => s.to_owned(),
+            }
+        } else {
+            tags.join(",")
+        }
+    });
+    let first_ms: i64 = r.try_get(5)?;
+    let last_ms: i64 = r.try_get(6)?;
+    let mut models: Vec<String> = r
+        .try_get::<Option<String>, _>(9)?
+        .unwrap_or_default()
+        .split(',')
+        .filter(|m| !m.is_empty() && *m != "-")
+        .map(str::to_owned)
+        .collect();
+    models.sort();
+    let mut tools: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+    for line in r
+        .try_get::<Option<String>, _>(17)?
+        .unwrap_or_default()
+        .lines()
+    {
+        for name in serde_json::from_str::<Vec<String>>(line).unwrap_or_default() {
+            *tools.entry(name).or_default() += 1;
+        }
+    }
+    let mut tools: Vec<ToolCount> = tools
+        .into_iter()
+        .map(|(name, count)| ToolCount { name, count })
+        .collect();
+    tools.sort_by(|a, b| b.count.cmp(&a.count).then(a.name.cmp(&b.name)));
+    Ok(SessionSummary {
+        id: r.try_get(0)?,
+        kind: r.try_get(1)?,
+        who,
+        login,
+        tags,
+        first_ms,
+        last_ms,
+        duration_ms: last_ms - first_ms,
+        requests: int(7)?,
+        errors: int(8)?,
+        models,
+        input_tokens: int(10)?,
+        output_tokens: int(11)?,
+        cache_read_tokens: int(12)?,
+        cache_write_tokens: int(13)?,
+        reasoning_tokens: int(14)?,
+        cost_usd: r.try_get(15)?,
+        unpriced_requests: int(16)?,
+        tools,
     })
 }
 

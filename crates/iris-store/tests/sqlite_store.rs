@@ -56,6 +56,11 @@ fn full_record() -> UsageRecord {
         bytes_in: big,
         bytes_out: 1 << 40,
         user_agent: Some("OpenAI/Python 1.99.0".into()),
+        session_id: Some("cc_d21b5422-124d-4bc9".into()),
+        session_kind: Some("claude_code".into()),
+        cost_usd: Some(0.012345),
+        priced_as: Some("openai/gpt-4o".into()),
+        tool_names: vec!["Bash".into(), "Read".into()],
     }
 }
 
@@ -92,6 +97,11 @@ fn bare_record() -> UsageRecord {
         bytes_in: 0,
         bytes_out: 0,
         user_agent: None,
+        session_id: None,
+        session_kind: None,
+        cost_usd: None,
+        priced_as: None,
+        tool_names: Vec::new(),
     }
 }
 

@@ -111,3 +111,89 @@ async fn config_versions_keep_text_and_order() {
     assert_eq!(one.bytes, one.text.len() as u64);
     assert!(store.config_version(999).await.unwrap().is_none());
 }
+
+#[tokio::test]
+async fn sessions_captures_and_purge() {
+    use iris_store::CaptureRow;
+    let store = SqliteStore::open_in_memory().await.unwrap();
+    let mut recs: Vec<_> = (0..6).map(sample_record).collect();
+    for (i, r) in recs.iter_mut().enumerate() {
+        r.session_id = Some(if i < 4 { "cc_a".into() } else { "fp_b".into() });
+        r.session_kind = Some(if i < 4 {
+            "claude_code".into()
+        } else {
+            "fingerprint".into()
+        });
+        r.login = Some("alice@example.com".into());
+        r.cost_usd = if i == 1 { None } else { Some(0.5) };
+        r.tool_names = if i % 2 == 0 {
+            vec!["Bash".into(), "Read".into()]
+        } else {
+            vec!["Bash".into()]
+        };
+    }
+    recs[5].ts_ms += 10_000; // session fp_b is the most recent
+    store.insert_usage(&recs).await.unwrap();
+    let sessions = store.sessions(&UsageQuery::default(), None).await.unwrap();
+    assert_eq!(
+        sessions.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(),
+        ["fp_b", "cc_a"]
+    );
+    let a = &sessions[1];
+    assert_eq!(
+        (a.requests, a.who.as_str(), a.kind.as_deref()),
+        (4, "alice@example.com", Some("claude_code"))
+    );
+    assert_eq!(a.cost_usd, Some(1.5));
+    assert_eq!(a.unpriced_requests, 1);
+    assert_eq!(a.tools[0].name, "Bash");
+    assert_eq!(a.tools[0].count, 4);
+    assert_eq!(a.tools[1].count, 2);
+    assert_eq!(a.models, ["claude-sonnet-4"]);
+    // Paging by last activity.
+    let page2 = store
+        .sessions(&UsageQuery::default(), Some(sessions[0].last_ms))
+        .await
+        .unwrap();
+    assert_eq!(page2.len(), 1);
+    assert_eq!(page2[0].id, "cc_a");
+    // Scoping: another login sees nothing.
+    let q = UsageQuery {
+        login: Some("bob@example.com".into()),
+        ..UsageQuery::default()
+    };
+    assert!(store.sessions(&q, None).await.unwrap().is_empty());
+    assert!(store.session_records("cc_a", &q).await.unwrap().is_empty());
+    let rs = store
+        .session_records("cc_a", &UsageQuery::default())
+        .await
+        .unwrap();
+    assert_eq!(rs.len(), 4);
+    assert!(rs.windows(2).all(|w| w[0].ts_ms <= w[1].ts_ms));
+
+    // Captures: kept, read back, purged by age; usage records stay.
+    let caps: Vec<_> = recs
+        .iter()
+        .map(|r| CaptureRow {
+            request_id: r.id.clone(),
+            ts_ms: r.ts_ms,
+            body: format!("{{\"id\":\"{}\"}}", r.id),
+        })
+        .collect();
+    store.insert_captures(&caps).await.unwrap();
+    store.insert_captures(&caps[..1]).await.unwrap(); // a retried batch adds nothing
+    assert_eq!(
+        store.capture(&recs[0].id).await.unwrap().unwrap().body,
+        caps[0].body
+    );
+    let purged = store.purge(recs[3].ts_ms, true).await.unwrap();
+    assert_eq!(purged, 3);
+    assert!(store.capture(&recs[0].id).await.unwrap().is_none());
+    assert!(store.capture(&recs[5].id).await.unwrap().is_some());
+    assert_eq!(store.count_usage().await.unwrap(), 6);
+    let after = store
+        .session_records("cc_a", &UsageQuery::default())
+        .await
+        .unwrap();
+    assert!(after[0].tool_names.is_empty() && !after[3].tool_names.is_empty());
+}

@@ -124,6 +124,29 @@ impl Store for TestStore {
     ) -> Result<Option<iris_store::ConfigVersion>, StoreError> {
         Err(StoreError::Unavailable("not used".into()))
     }
+    async fn insert_captures(&self, _b: &[iris_store::CaptureRow]) -> Result<(), StoreError> {
+        Err(StoreError::Unavailable("not used".into()))
+    }
+    async fn capture(&self, _id: &str) -> Result<Option<iris_store::CaptureRow>, StoreError> {
+        Err(StoreError::Unavailable("not used".into()))
+    }
+    async fn purge(&self, _before_ms: i64, _tools: bool) -> Result<u64, StoreError> {
+        Err(StoreError::Unavailable("not used".into()))
+    }
+    async fn sessions(
+        &self,
+        _q: &UsageQuery,
+        _b: Option<i64>,
+    ) -> Result<Vec<iris_store::SessionSummary>, StoreError> {
+        Err(StoreError::Unavailable("not used".into()))
+    }
+    async fn session_records(
+        &self,
+        _s: &str,
+        _q: &UsageQuery,
+    ) -> Result<Vec<UsageRecord>, StoreError> {
+        Err(StoreError::Unavailable("not used".into()))
+    }
 }
 
 fn cfg(queue_capacity: usize, batch_size: usize, flush_ms: u64) -> UsageWriterConfig {

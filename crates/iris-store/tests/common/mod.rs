@@ -36,5 +36,10 @@ pub fn sample_record(i: u64) -> UsageRecord {
         bytes_in: 1000,
         bytes_out: 2000,
         user_agent: Some("claude-cli/1.0".into()),
+        session_id: None,
+        session_kind: None,
+        cost_usd: None,
+        priced_as: None,
+        tool_names: Vec::new(),
     }
 }
