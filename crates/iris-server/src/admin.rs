@@ -182,7 +182,7 @@ async fn health(gw: Gw, who: Option<Who>) -> Json<Value> {
         o.insert("store".into(), json!({"ok": store_ok}));
         o.insert(
             "usage".into(),
-            json!({"queued": gw.usage.queued(), "dropped": gw.usage.dropped()}),
+            json!({"queued": gw.observer.sink().queued(), "dropped": gw.observer.sink().dropped(), "unenriched": gw.observer.unenriched()}),
         );
         o.insert(
             "tailscaled".into(),

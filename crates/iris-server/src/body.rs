@@ -18,7 +18,9 @@ use iris_providers::api::Dialect;
 use iris_providers::errors::{ErrorKind, sse_error_event};
 use iris_providers::stream_filter::IncludeUsageFilter;
 use iris_providers::usage::UsageExtractor;
-use iris_store::{UsageRecord, UsageSink};
+use iris_store::UsageRecord;
+
+use crate::observe::{Exchange, Observer};
 use tokio::time::Sleep;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -33,9 +35,13 @@ pub fn full(b: impl Into<Bytes>) -> RespBody {
 
 /// The usage record of one request, waiting for the end of its response.
 pub struct Pending {
-    pub sink: UsageSink,
+    pub sink: Observer,
     pub record: UsageRecord,
     pub start: Instant,
+    /// The raw parts of the exchange, for sessions, cost and captures.
+    pub exchange: Option<Box<Exchange>>,
+    /// Most response bytes kept in `exchange`.
+    pub keep_cap: usize,
 }
 
 impl Pending {
@@ -65,7 +71,7 @@ impl Pending {
         if let Some(e) = error {
             rec.error_class = Some(e.to_owned());
         }
-        self.sink.record(self.record);
+        self.sink.record(self.record, self.exchange);
     }
 }
 
@@ -155,6 +161,12 @@ impl Body for MeteredBody {
                             }
                             if let Some(ex) = this.extractor.as_mut() {
                                 ex.feed(&data);
+                            }
+                            if let Some(p) = this.pending.as_mut() {
+                                let cap = p.keep_cap;
+                                if let Some(x) = p.exchange.as_mut() {
+                                    x.keep(&data, cap);
+                                }
                             }
                             let out = match this.filter.as_mut() {
                                 Some(f) => Bytes::from(f.push(&data)),

@@ -20,6 +20,7 @@ pub mod conn;
 pub mod error;
 pub mod identity;
 pub mod limits;
+pub mod observe;
 pub mod proxy;
 pub mod upstream;
 
@@ -43,13 +44,31 @@ pub struct Runtime {
     pub config: Config,
     pub routes: RouteTable,
     pub policy: Policy,
+    /// Redacts every provider key (and the configured headers) from captures.
+    pub redactor: Arc<iris_capture::Redactor>,
+    /// Cost settings per provider id.
+    pub costs: std::collections::HashMap<String, observe::ProviderCost>,
 }
 
 impl Runtime {
     pub fn new(config: Config) -> Runtime {
+        let secrets: Vec<String> = config
+            .providers
+            .iter()
+            .filter_map(|p| p.apikey.as_ref().map(|k| k.expose().to_owned()))
+            .collect();
+        let redactor = iris_capture::Redactor::new(secrets)
+            .with_extra_headers(config.iris.captures.redact_headers.iter());
+        let costs = config
+            .providers
+            .iter()
+            .map(|p| (p.id.clone(), observe::provider_cost(p, config.auto_cost_basis)))
+            .collect();
         Runtime {
             routes: RouteTable::new(&config),
             policy: Policy::new(&config.grants),
+            redactor: Arc::new(redactor),
+            costs,
             config,
         }
     }
@@ -59,7 +78,8 @@ impl Runtime {
 pub struct Gateway {
     runtime: ArcSwap<Runtime>,
     pub(crate) store: Arc<dyn Store>,
-    pub(crate) usage: UsageSink,
+    pub(crate) observer: observe::Observer,
+    observer_handle: std::sync::Mutex<Option<observe::ObserverHandle>>,
     pub(crate) whois: Option<WhoisClient>,
     pub(crate) client: upstream::UpstreamClient,
     pub(crate) key_touch: std::sync::Mutex<std::collections::HashMap<String, i64>>,
@@ -79,10 +99,13 @@ impl Gateway {
             )
         });
         let client = upstream::build_client(config.iris.timeouts.connect);
+        let (observer, observer_handle) =
+            observe::spawn_observer(store.clone(), usage, config.iris.usage.queue_capacity);
         Gateway {
             runtime: ArcSwap::from_pointee(Runtime::new(config)),
             store,
-            usage,
+            observer,
+            observer_handle: std::sync::Mutex::new(Some(observer_handle)),
             whois,
             client,
             key_touch: std::sync::Mutex::new(std::collections::HashMap::new()),
@@ -96,6 +119,15 @@ impl Gateway {
     pub fn with_config_file(mut self, file: config_file::ConfigFile) -> Gateway {
         self.config_file = Arc::new(file);
         self
+    }
+
+    /// Finish the work queued off the request path (sessions, costs, captures) and hand every
+    /// record to the usage writer. Call after `serve` returned, before draining the writer.
+    pub async fn finish(&self) {
+        let handle = self.observer_handle.lock().ok().and_then(|mut h| h.take());
+        if let Some(h) = handle {
+            h.shutdown().await;
+        }
     }
 
     /// Whether tailscaled answered the last time iris asked.

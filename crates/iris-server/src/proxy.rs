@@ -120,17 +120,21 @@ pub async fn handle(
     match endpoint {
         Endpoint::Llm(family) => {
             let pending = Pending {
-                sink: gw.usage.clone(),
+                sink: gw.observer.clone(),
                 record: new_record(&req, &id, family.as_str()),
                 start,
+                exchange: None,
+                keep_cap: 0,
             };
             llm(&gw, &rt, &ctx, req, family, pending, &id).await
         }
         Endpoint::Models => {
             let pending = Pending {
-                sink: gw.usage.clone(),
+                sink: gw.observer.clone(),
                 record: new_record(&req, &id, "models"),
                 start,
+                exchange: None,
+                keep_cap: 0,
             };
             models(&gw, &rt, &ctx, req, pending, &id).await
         }
@@ -242,6 +246,32 @@ async fn llm(
         }
     };
     pending.record.bytes_in = body.len() as u64;
+    // The raw parts of the exchange, worked out off the request path (sessions, cost, captures).
+    let captures = &rt.config.iris.captures;
+    pending.keep_cap = if captures.enabled {
+        captures.max_body_bytes.max(captures.max_raw_events_bytes)
+    } else {
+        0
+    };
+    pending.exchange = Some(Box::new(crate::observe::Exchange {
+        request_headers: crate::observe::header_pairs(&parts.headers),
+        request_body: body.clone(),
+        response_headers: Vec::new(),
+        response_chunks: Vec::new(),
+        response_bytes: 0,
+        response_complete: true,
+        response_is_sse: false,
+        cost: None,
+        capture: captures.enabled.then(|| {
+            (
+                iris_capture::CaptureLimits {
+                    max_body_bytes: captures.max_body_bytes,
+                    max_raw_events_bytes: captures.max_raw_events_bytes,
+                },
+                rt.redactor.clone(),
+            )
+        }),
+    }));
     let peeked = match peek::peek_request(&body) {
         Ok(p) => p,
         Err(e) => {
@@ -310,6 +340,9 @@ async fn llm(
     };
     pending.record.provider = Some(provider.id.clone());
     pending.record.upstream_model = Some(route.model.clone());
+    if let Some(x) = pending.exchange.as_mut() {
+        x.cost = rt.costs.get(&provider.id).cloned();
+    }
 
     // The upstream body: the bare model id, and usage asked for on OpenAI chat streams.
     let mut up_body = body;
@@ -389,6 +422,10 @@ async fn llm(
         pending.record.error_class = Some("upstream_status".into());
     }
     let filter = (inject_usage && is_sse && status.is_success()).then(IncludeUsageFilter::new);
+    if let Some(x) = pending.exchange.as_mut() {
+        x.response_headers = crate::observe::header_pairs(&up_parts.headers);
+        x.response_is_sse = is_sse;
+    }
     let mut out = Response::builder().status(status);
     let listed = connection_listed(&up_parts.headers);
     if let Some(h) = out.headers_mut() {

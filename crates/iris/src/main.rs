@@ -370,6 +370,7 @@ async fn serve(args: ServeArgs) -> Result<ExitCode> {
     stop.cancel();
     let _ = watcher.await;
     let _ = admin.await;
+    gateway.finish().await;
     drop(gateway);
     let stats = writer.shutdown().await;
     tracing::info!(?stats, "usage records flushed; bye");

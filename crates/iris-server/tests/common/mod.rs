@@ -182,6 +182,7 @@ impl Harness {
                 .unwrap()
                 .unwrap();
         }
+        self.gateway.finish().await;
         if let Some(w) = self.writer.take() {
             w.shutdown().await;
         }
