@@ -825,6 +825,14 @@ async fn revoke_key(gw: Gw, Extension(c): Who, Path(id): Path<String>) -> ApiRes
         description = "Config, identity, usage and keys of an iris gateway."
     ),
     paths(
+        crate::insights::sessions,
+        crate::insights::session,
+        crate::insights::capture,
+        crate::insights::tools,
+        crate::insights::adoption,
+        crate::insights::adoption_csv,
+        crate::insights::prices,
+        crate::insights::model_test,
         health,
         whoami,
         get_config,
@@ -862,7 +870,10 @@ async fn revoke_key(gw: Gw, Extension(c): Who, Path(id): Path<String>) -> ApiRes
         KeysResponse,
         KeyInfo,
         CreateKey,
-        CreatedKey
+        CreatedKey,
+        crate::insights::ModelTest,
+        iris_store::SessionSummary,
+        iris_store::ToolCount
     ))
 )]
 struct ApiDoc;
@@ -903,6 +914,14 @@ static ROUTER: LazyLock<Router> = LazyLock::new(|| {
         .route("/api/logs", get(logs))
         .route("/api/keys", get(list_keys).post(create_key))
         .route("/api/keys/{id}", delete(revoke_key))
+        .route("/api/sessions", get(crate::insights::sessions))
+        .route("/api/sessions/{id}", get(crate::insights::session))
+        .route("/api/captures/{request_id}", get(crate::insights::capture))
+        .route("/api/tools", get(crate::insights::tools))
+        .route("/api/adoption", get(crate::insights::adoption))
+        .route("/api/adoption.csv", get(crate::insights::adoption_csv))
+        .route("/api/prices", get(crate::insights::prices))
+        .route("/api/models/test", post(crate::insights::model_test))
         .route("/api/openapi.json", get(openapi))
         .fallback(not_found)
         .method_not_allowed_fallback(|| async {

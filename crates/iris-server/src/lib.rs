@@ -19,6 +19,7 @@ pub mod config_file;
 pub mod conn;
 pub mod error;
 pub mod identity;
+pub mod insights;
 pub mod limits;
 pub mod observe;
 pub mod proxy;
@@ -62,7 +63,12 @@ impl Runtime {
         let costs = config
             .providers
             .iter()
-            .map(|p| (p.id.clone(), observe::provider_cost(p, config.auto_cost_basis)))
+            .map(|p| {
+                (
+                    p.id.clone(),
+                    observe::provider_cost(p, config.auto_cost_basis),
+                )
+            })
             .collect();
         Runtime {
             routes: RouteTable::new(&config),
@@ -317,4 +323,46 @@ pub async fn serve_local_admin(
     }
     let _ = std::fs::remove_file(path);
     Ok(())
+}
+
+/// Apply `database.retention` until `stop`: every `every`, delete captures (and, with
+/// `purge: ["tools"]`, tool names) older than the retention; usage records are kept. Returns
+/// after `stop` is cancelled.
+pub async fn retention_loop(
+    gateway: Arc<Gateway>,
+    every: Duration,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        purge_once(&gateway).await;
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+    }
+}
+
+/// One retention pass; returns the number of captures deleted.
+pub async fn purge_once(gateway: &Gateway) -> u64 {
+    let rt = gateway.runtime();
+    let db = &rt.config.database;
+    let Ok(retention) = iris_capture::Retention::parse(&db.retention_duration) else {
+        return 0;
+    };
+    let Some(cutoff) = retention.cutoff(iris_store::now_ms()) else {
+        return 0;
+    };
+    let tools = db.purge.iter().any(|p| p == "tools");
+    match gateway.store.purge(cutoff, tools).await {
+        Ok(n) => {
+            if n > 0 {
+                tracing::info!(captures = n, "retention: purged captures");
+            }
+            n
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "retention purge failed; will retry");
+            0
+        }
+    }
 }

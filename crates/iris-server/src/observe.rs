@@ -11,7 +11,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use iris_capture::{Accounting, CaptureLimits, CostBasis, ModelCostRule, RawExchange, Redactor, TokenUsage};
+use iris_capture::{
+    Accounting, CaptureLimits, CostBasis, ModelCostRule, RawExchange, Redactor, TokenUsage,
+};
 use iris_store::{CaptureRow, Store, UsageRecord, UsageSink};
 use tokio::sync::mpsc;
 
@@ -54,7 +56,12 @@ impl Exchange {
 
 pub fn header_pairs(h: &http::HeaderMap) -> Vec<(String, String)> {
     h.iter()
-        .map(|(n, v)| (n.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .map(|(n, v)| {
+            (
+                n.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
         .collect()
 }
 
@@ -114,7 +121,11 @@ impl ObserverHandle {
     }
 }
 
-pub fn spawn_observer(store: Arc<dyn Store>, sink: UsageSink, capacity: usize) -> (Observer, ObserverHandle) {
+pub fn spawn_observer(
+    store: Arc<dyn Store>,
+    sink: UsageSink,
+    capacity: usize,
+) -> (Observer, ObserverHandle) {
     let (tx, rx) = mpsc::channel(capacity.max(1));
     let closed = Arc::new(AtomicBool::new(false));
     let stop = tokio_util::sync::CancellationToken::new();
@@ -130,7 +141,12 @@ pub fn spawn_observer(store: Arc<dyn Store>, sink: UsageSink, capacity: usize) -
     )
 }
 
-async fn worker(mut rx: mpsc::Receiver<Item>, store: Arc<dyn Store>, sink: UsageSink, stop: tokio_util::sync::CancellationToken) {
+async fn worker(
+    mut rx: mpsc::Receiver<Item>,
+    store: Arc<dyn Store>,
+    sink: UsageSink,
+    stop: tokio_util::sync::CancellationToken,
+) {
     let mut captures: Vec<CaptureRow> = Vec::new();
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     loop {
@@ -175,26 +191,44 @@ async fn flush(store: &Arc<dyn Store>, captures: &mut Vec<CaptureRow>) {
 }
 
 fn identity_of(r: &UsageRecord) -> String {
-    r.login
-        .clone()
-        .unwrap_or_else(|| if r.tags.is_empty() { r.identity_source.clone() } else { r.tags.join(",") })
+    r.login.clone().unwrap_or_else(|| {
+        if r.tags.is_empty() {
+            r.identity_source.clone()
+        } else {
+            r.tags.join(",")
+        }
+    })
 }
 
 /// Session, cost, tool calls and the capture of one finished request. Pure but for the clock-free
 /// work it does on its inputs.
 fn enrich(item: Item) -> (UsageRecord, Option<CaptureRow>) {
-    let Item { mut record, exchange } = item;
+    let Item {
+        mut record,
+        exchange,
+    } = item;
     let Some(ex) = exchange else {
         record.session_kind = Some("single".into());
         record.session_id = Some(format!("rq_{}", record.id));
         return (record, None);
     };
-    let body_json: serde_json::Value = serde_json::from_slice(&ex.request_body).unwrap_or(serde_json::Value::Null);
-    let key = iris_capture::session_key(&record.api_family, &ex.request_headers, &body_json, &identity_of(&record), &record.id);
+    let body_json: serde_json::Value =
+        serde_json::from_slice(&ex.request_body).unwrap_or(serde_json::Value::Null);
+    let key = iris_capture::session_key(
+        &record.api_family,
+        &ex.request_headers,
+        &body_json,
+        &identity_of(&record),
+        &record.id,
+    );
     record.session_id = Some(key.id);
     record.session_kind = Some(key.kind.as_str().to_owned());
     if let (Some(cost), true) = (&ex.cost, record.usage_known) {
-        let model = record.upstream_model.clone().or_else(|| record.requested_model.clone()).unwrap_or_default();
+        let model = record
+            .upstream_model
+            .clone()
+            .or_else(|| record.requested_model.clone())
+            .unwrap_or_default();
         let usage = TokenUsage {
             input_tokens: record.input_tokens,
             output_tokens: record.output_tokens,
@@ -202,13 +236,23 @@ fn enrich(item: Item) -> (UsageRecord, Option<CaptureRow>) {
             cache_write_tokens: record.cache_write_tokens,
             reasoning_tokens: record.reasoning_tokens,
         };
-        let est = iris_capture::cost::estimate(cost.basis, &model, &usage, Accounting::for_family(&record.api_family), &cost.rules);
+        let est = iris_capture::cost::estimate(
+            cost.basis,
+            &model,
+            &usage,
+            Accounting::for_family(&record.api_family),
+            &cost.rules,
+        );
         record.cost_usd = est.usd;
         record.priced_as = est.priced_as;
     }
     let mut capture_row = None;
     if let Some((limits, redactor)) = &ex.capture {
-        let response: Vec<u8> = ex.response_chunks.iter().flat_map(|c| c.iter().copied()).collect();
+        let response: Vec<u8> = ex
+            .response_chunks
+            .iter()
+            .flat_map(|c| c.iter().copied())
+            .collect();
         let raw = RawExchange {
             method: &record.method,
             path: &record.path,
@@ -222,7 +266,11 @@ fn enrich(item: Item) -> (UsageRecord, Option<CaptureRow>) {
             response_is_sse: ex.response_is_sse,
         };
         let capture = iris_capture::build_capture(&raw, limits, redactor);
-        record.tool_names = capture.tool_calls().iter().map(|t| t.name.clone()).collect();
+        record.tool_names = capture
+            .tool_calls()
+            .iter()
+            .map(|t| t.name.clone())
+            .collect();
         let mut doc = serde_json::to_value(&capture).unwrap_or(serde_json::Value::Null);
         if let Some(o) = doc.as_object_mut() {
             o.insert("request_id".into(), serde_json::json!(record.id));
@@ -259,7 +307,13 @@ pub fn provider_cost(p: &iris_config::Provider, auto: bool) -> ProviderCost {
         .cost_basis
         .as_deref()
         .and_then(|b| b.parse::<CostBasis>().ok())
-        .unwrap_or_else(|| if auto { CostBasis::infer(flags) } else { CostBasis::OpenAi });
+        .unwrap_or_else(|| {
+            if auto {
+                CostBasis::infer(flags)
+            } else {
+                CostBasis::OpenAi
+            }
+        });
     let rules = p
         .model_cost_map
         .iter()

@@ -32,6 +32,7 @@ enum Endpoint {
     Llm(ApiFamily),
     Models,
     Admin,
+    Ui,
     Health,
     Unknown,
 }
@@ -43,6 +44,8 @@ fn endpoint(path: &str) -> Endpoint {
     match path {
         "/v1/models" | "/models" => Endpoint::Models,
         "/healthz" => Endpoint::Health,
+        "/ui" => Endpoint::Ui,
+        p if p.starts_with("/ui/") => Endpoint::Ui,
         p if p.starts_with("/api/") || p == "/aperture/config:validate" => Endpoint::Admin,
         _ => Endpoint::Unknown,
     }
@@ -142,6 +145,7 @@ pub async fn handle(
             let caller = caller(&gw, &rt, &ctx, req.headers()).await;
             crate::admin::serve(gw.clone(), caller, req).await
         }
+        Endpoint::Ui => ui(&req),
         Endpoint::Health => {
             let mut r = Response::new(full(Bytes::from_static(b"{\"status\":\"ok\"}")));
             r.headers_mut().insert(
@@ -638,4 +642,93 @@ async fn caller(
         decision,
         local_admin,
     })
+}
+
+/// A record for a request iris makes on someone's behalf (the model test button).
+pub(crate) fn bare_record(id: &str, api_family: &str, path: &str, p: &Principal) -> UsageRecord {
+    let mut r = UsageRecord {
+        id: id.to_owned(),
+        ts_ms: iris_store::now_ms(),
+        request_id: id.to_owned(),
+        login: None,
+        display_name: None,
+        tags: Vec::new(),
+        node: None,
+        node_id: None,
+        identity_source: "none".into(),
+        key_id: None,
+        api_family: api_family.to_owned(),
+        method: "POST".into(),
+        path: path.to_owned(),
+        requested_model: None,
+        provider: None,
+        upstream_model: None,
+        streaming: false,
+        status: 0,
+        error_class: None,
+        input_tokens: 0,
+        output_tokens: 0,
+        cache_read_tokens: 0,
+        cache_write_tokens: 0,
+        reasoning_tokens: 0,
+        usage_known: false,
+        ttfb_ms: None,
+        duration_ms: 0,
+        bytes_in: 0,
+        bytes_out: 0,
+        user_agent: None,
+        session_id: None,
+        session_kind: None,
+        cost_usd: None,
+        priced_as: None,
+        tool_names: Vec::new(),
+    };
+    apply_principal(&mut r, p);
+    r
+}
+
+/// The dashboard's embedded assets. They hold no data (every number comes from `/api` under the
+/// caller's identity), so they are served to anyone, with strict security headers.
+fn ui(req: &Request<Incoming>) -> Response<RespBody> {
+    let path = req.uri().path();
+    if path == "/ui" {
+        let mut r = Response::new(full(Bytes::new()));
+        *r.status_mut() = StatusCode::PERMANENT_REDIRECT;
+        r.headers_mut()
+            .insert(header::LOCATION, HeaderValue::from_static("/ui/"));
+        return r;
+    }
+    let rel = path.strip_prefix("/ui/").unwrap_or("");
+    let Some(asset) = iris_ui::asset(rel) else {
+        let mut r = Response::new(full(Bytes::from_static(b"not found")));
+        *r.status_mut() = StatusCode::NOT_FOUND;
+        return r;
+    };
+    let not_modified = req
+        .headers()
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == asset.etag));
+    let mut r = if not_modified {
+        let mut r = Response::new(full(Bytes::new()));
+        *r.status_mut() = StatusCode::NOT_MODIFIED;
+        r
+    } else {
+        Response::new(full(Bytes::from_static(asset.bytes)))
+    };
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(asset.content_type),
+    );
+    h.insert(header::ETAG, HeaderValue::from_static(asset.etag));
+    for (name, value) in iris_ui::SECURITY_HEADERS {
+        if let (Ok(n), Ok(v)) = (
+            http::HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            h.insert(n, v);
+        }
+    }
+    r
 }

@@ -160,6 +160,10 @@ pub struct UsageQuery {
     pub provider: Option<String>,
     /// Only this HTTP status.
     pub status: Option<u16>,
+    /// Only this request.
+    pub request_id: Option<String>,
+    /// Only records whose response called a tool.
+    pub with_tools: bool,
 }
 
 impl UsageQuery {
@@ -182,6 +186,8 @@ impl Default for UsageQuery {
             identity_source: None,
             provider: None,
             status: None,
+            request_id: None,
+            with_tools: false,
         }
     }
 }
@@ -197,14 +203,25 @@ pub enum GroupBy {
     Provider,
     /// The UTC day, `YYYY-MM-DD`.
     Day,
+    /// The UTC week, as the date of its Monday.
+    Week,
 }
 
 /// Totals for one group of usage records.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct UsageGroup {
     pub key: String,
     pub requests: u64,
     pub errors: u64,
+    /// Distinct callers in the group.
+    #[serde(default)]
+    pub users: u64,
+    /// Sum over priced requests; `None` when none was priced.
+    #[serde(default)]
+    pub cost_usd: Option<f64>,
+    /// Requests with usage but no known price.
+    #[serde(default)]
+    pub unpriced_requests: u64,
     pub input_tokens: u64,
     pub output_tokens: u64,
     pub cache_read_tokens: u64,

@@ -332,18 +332,21 @@ impl Store for SqliteStore {
             GroupBy::Model => "COALESCE(requested_model, '-')",
             GroupBy::Provider => "COALESCE(provider, '-')",
             GroupBy::Day => "strftime('%Y-%m-%d', ts_ms / 1000, 'unixepoch')",
+            GroupBy::Week => "date(ts_ms / 1000, 'unixepoch', '-6 days', 'weekday 1')",
         };
         let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new(format!(
             "SELECT {key} AS k, COUNT(*) AS requests, \
              SUM(CASE WHEN status >= 400 OR error_class IS NOT NULL THEN 1 ELSE 0 END) AS errors, \
              SUM(input_tokens), SUM(output_tokens), SUM(cache_read_tokens), \
-             SUM(cache_write_tokens), SUM(reasoning_tokens) \
+             SUM(cache_write_tokens), SUM(reasoning_tokens), \
+             COUNT(DISTINCT COALESCE(login, NULLIF(tags, ''), identity_source)), SUM(cost_usd), \
+             SUM(CASE WHEN cost_usd IS NULL AND usage_known THEN 1 ELSE 0 END) \
              FROM usage_records WHERE 1 = 1"
         ));
         push_filters(&mut qb, q)?;
         qb.push(" GROUP BY k");
         qb.push(match by {
-            GroupBy::Day => " ORDER BY k ASC",
+            GroupBy::Day | GroupBy::Week => " ORDER BY k ASC",
             _ => " ORDER BY requests DESC, k ASC",
         });
         let rows = qb.build().fetch_all(&self.reader).await?;
@@ -362,6 +365,9 @@ impl Store for SqliteStore {
                     cache_read_tokens: int(5)?,
                     cache_write_tokens: int(6)?,
                     reasoning_tokens: int(7)?,
+                    users: int(8)?,
+                    cost_usd: r.try_get(9)?,
+                    unpriced_requests: int(10)?,
                 })
             })
             .collect()
@@ -701,6 +707,12 @@ fn push_filters(qb: &mut QueryBuilder<'_, Sqlite>, q: &UsageQuery) -> Result<(),
     }
     if let Some(p) = &q.provider {
         qb.push(" AND provider = ").push_bind(p.clone());
+    }
+    if let Some(id) = &q.request_id {
+        qb.push(" AND id = ").push_bind(id.clone());
+    }
+    if q.with_tools {
+        qb.push(" AND tool_names <> '[]'");
     }
     if let Some(st) = q.status {
         qb.push(" AND status = ").push_bind(i64::from(st));

@@ -349,6 +349,11 @@ async fn serve(args: ServeArgs) -> Result<ExitCode> {
         Duration::from_secs(1),
         stop.clone(),
     ));
+    let retention = tokio::spawn(iris_server::retention_loop(
+        gateway.clone(),
+        Duration::from_secs(600),
+        stop.clone(),
+    ));
     let admin = {
         let (gw, stop, path) = (gateway.clone(), stop.clone(), admin_socket.clone());
         tokio::spawn(async move {
@@ -370,6 +375,7 @@ async fn serve(args: ServeArgs) -> Result<ExitCode> {
     stop.cancel();
     let _ = watcher.await;
     let _ = admin.await;
+    let _ = retention.await;
     gateway.finish().await;
     drop(gateway);
     let stats = writer.shutdown().await;

@@ -147,14 +147,26 @@ pub(crate) fn messages(ctx: &Ctx<'_>) -> Answer {
         })
     };
 
+    // A request that offers tools gets its first tool called after the text, like a model that
+    // decides to use it: `{"q": "mock"}` as input.
+    let tool = ctx.body["tools"][0]["name"].as_str().map(str::to_owned);
+    let stop_reason = if tool.is_some() {
+        "tool_use"
+    } else {
+        "end_turn"
+    };
     if !ctx.wants_stream() {
+        let mut content = vec![json!({"type": "text", "text": pieces.concat()})];
+        if let Some(name) = &tool {
+            content.push(json!({"type": "tool_use", "id": format!("toolu_mock{}", ctx.seq), "name": name, "input": {"q": "mock"}}));
+        }
         let body = json!({
             "id": id,
             "type": "message",
             "role": "assistant",
             "model": model,
-            "content": [{"type": "text", "text": pieces.concat()}],
-            "stop_reason": "end_turn",
+            "content": content,
+            "stop_reason": stop_reason,
             "stop_sequence": null,
             "usage": full_usage(usage.output_tokens)
         });
@@ -198,12 +210,32 @@ pub(crate) fn messages(ctx: &Ctx<'_>) -> Answer {
         Some("content_block_stop"),
         &json!({"type": "content_block_stop", "index": 0}),
     );
+    if let Some(name) = &tool {
+        sse.push_json(
+            false,
+            Some("content_block_start"),
+            &json!({"type": "content_block_start", "index": 1,
+                    "content_block": {"type": "tool_use", "id": format!("toolu_mock{}", ctx.seq), "name": name, "input": {}}}),
+        );
+        for part in [r#"{"q": "#, r#""mock"}"#] {
+            sse.push_json(
+                false,
+                Some("content_block_delta"),
+                &json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": part}}),
+            );
+        }
+        sse.push_json(
+            false,
+            Some("content_block_stop"),
+            &json!({"type": "content_block_stop", "index": 1}),
+        );
+    }
     sse.push_json(
         false,
         Some("message_delta"),
         &json!({
             "type": "message_delta",
-            "delta": {"stop_reason": "end_turn", "stop_sequence": null},
+            "delta": {"stop_reason": stop_reason, "stop_sequence": null},
             "usage": {"output_tokens": usage.output_tokens}
         }),
     );
