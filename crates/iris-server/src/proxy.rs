@@ -56,43 +56,12 @@ fn header_str<'a>(req: &'a Request<Incoming>, name: &str) -> Option<&'a str> {
 }
 
 fn new_record(req: &Request<Incoming>, id: &str, api_family: &str) -> UsageRecord {
-    UsageRecord {
-        id: id.to_owned(),
-        ts_ms: iris_store::now_ms(),
-        request_id: id.to_owned(),
-        login: None,
-        display_name: None,
-        tags: Vec::new(),
-        node: None,
-        node_id: None,
-        identity_source: "none".into(),
-        key_id: None,
-        api_family: api_family.to_owned(),
-        method: req.method().as_str().to_owned(),
-        path: req.uri().path().to_owned(),
-        requested_model: None,
-        provider: None,
-        upstream_model: None,
-        streaming: false,
-        status: 0,
-        error_class: None,
-        input_tokens: 0,
-        output_tokens: 0,
-        cache_read_tokens: 0,
-        cache_write_tokens: 0,
-        reasoning_tokens: 0,
-        usage_known: false,
-        ttfb_ms: None,
-        duration_ms: 0,
-        bytes_in: 0,
-        bytes_out: 0,
-        user_agent: header_str(req, "user-agent").map(|s| s.chars().take(256).collect()),
-        session_id: None,
-        session_kind: None,
-        cost_usd: None,
-        priced_as: None,
-        tool_names: Vec::new(),
-    }
+    let mut r = bare_record(id, api_family, req.uri().path(), &Principal::loopback());
+    // Nothing is known of the caller yet.
+    r.identity_source = "none".into();
+    r.method = req.method().as_str().to_owned();
+    r.user_agent = header_str(req, "user-agent").map(|s| s.chars().take(256).collect());
+    r
 }
 
 fn apply_principal(rec: &mut UsageRecord, p: &Principal) {
