@@ -86,3 +86,22 @@ def test_cli_against_a_running_gateway(gateway: h.Gateway, tmp_path: Path) -> No
     # Remote logs through the API.
     logs = gateway.cli("usage", "--gateway", gateway.url, "--json")
     assert logs.returncode == 0
+
+
+def test_keys_through_the_gateway_api(gateway: h.Gateway) -> None:
+    made = gateway.cli("keys", "create", "--for", "carol@example.com", "--expires", "1h", "--gateway", gateway.url)
+    token = made.stdout.strip()
+    assert token.startswith("iris_sk_") and "\n" not in token
+    listed = gateway.cli("keys", "list", "--json", "--gateway", gateway.url).stdout
+    assert "carol@example.com" in listed and token not in listed
+    client = c.openai_client(gateway, h.LOOPBACK, api_key=token)
+    r = client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "k"}])
+    assert r.choices[0].message.content == h.mock_reply_text("gpt-4o-mini")
+    key_id = [ln for ln in listed.splitlines() if "carol" in ln][0].split('"id":"')[1].split('"')[0]
+    gateway.cli("keys", "revoke", key_id, "--gateway", gateway.url)
+    import openai
+    try:
+        client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "k"}])
+        raise AssertionError("a revoked key was accepted")
+    except openai.AuthenticationError:
+        pass

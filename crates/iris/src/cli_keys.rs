@@ -21,6 +21,11 @@ pub enum KeysCommand {
         note: Option<String>,
         #[arg(long, env = "IRIS_DATA_DIR")]
         data_dir: Option<PathBuf>,
+        /// Issue the key through a running gateway's API instead of the local store.
+        #[arg(long)]
+        gateway: Option<String>,
+        #[arg(long, env = "IRIS_KEY", hide_env_values = true)]
+        key: Option<String>,
     },
     /// List keys (never the tokens).
     List {
@@ -28,12 +33,20 @@ pub enum KeysCommand {
         json: bool,
         #[arg(long, env = "IRIS_DATA_DIR")]
         data_dir: Option<PathBuf>,
+        #[arg(long)]
+        gateway: Option<String>,
+        #[arg(long, env = "IRIS_KEY", hide_env_values = true)]
+        key: Option<String>,
     },
     /// Revoke a key by id; it is refused from the next request on.
     Revoke {
         id: String,
         #[arg(long, env = "IRIS_DATA_DIR")]
         data_dir: Option<PathBuf>,
+        #[arg(long)]
+        gateway: Option<String>,
+        #[arg(long, env = "IRIS_KEY", hide_env_values = true)]
+        key: Option<String>,
     },
 }
 
@@ -65,6 +78,19 @@ async fn open(data_dir: Option<PathBuf>) -> Result<SqliteStore> {
         .with_context(|| format!("cannot open the store at {}", db.display()))
 }
 
+fn remote(
+    gateway: String,
+    key: Option<String>,
+    data_dir: Option<PathBuf>,
+) -> crate::cli_remote::Remote {
+    crate::cli_remote::Remote {
+        gateway: Some(gateway),
+        local: false,
+        key,
+        data_dir,
+    }
+}
+
 pub async fn run(cmd: KeysCommand) -> Result<ExitCode> {
     match cmd {
         KeysCommand::Create {
@@ -72,6 +98,64 @@ pub async fn run(cmd: KeysCommand) -> Result<ExitCode> {
             expires,
             note,
             data_dir,
+            gateway: Some(gw),
+            key,
+        } => {
+            let client = remote(gw, key, data_dir).client()?;
+            let k = client
+                .keys_create(&subject, expires.as_deref(), note.as_deref())
+                .await?;
+            println!("{}", k.token);
+            eprintln!(
+                "created key {} for {subject}. The token above is shown only once.",
+                k.id
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        KeysCommand::List {
+            json,
+            data_dir,
+            gateway: Some(gw),
+            key,
+        } => {
+            let keys = remote(gw, key, data_dir).client()?.keys_list().await?;
+            for k in &keys {
+                if json {
+                    println!("{}", serde_json::to_string(k)?);
+                } else {
+                    let who = k.login.clone().unwrap_or_else(|| k.tags.join(","));
+                    let state = if k.revoked_ms.is_some() {
+                        "revoked"
+                    } else {
+                        "active"
+                    };
+                    println!(
+                        "{}  {:<30} {:<8} {}",
+                        k.id,
+                        who,
+                        state,
+                        k.note.as_deref().unwrap_or("")
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        KeysCommand::Revoke {
+            id,
+            data_dir,
+            gateway: Some(gw),
+            key,
+        } => {
+            remote(gw, key, data_dir).client()?.keys_revoke(&id).await?;
+            eprintln!("revoked {id}");
+            Ok(ExitCode::SUCCESS)
+        }
+        KeysCommand::Create {
+            subject,
+            expires,
+            note,
+            data_dir,
+            ..
         } => {
             let (login, tags) =
                 iris_identity::keys::parse_subject(&subject).map_err(anyhow::Error::msg)?;
@@ -108,7 +192,7 @@ pub async fn run(cmd: KeysCommand) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        KeysCommand::List { json, data_dir } => {
+        KeysCommand::List { json, data_dir, .. } => {
             let store = open(data_dir).await?;
             let keys = store.list_keys().await?;
             for k in &keys {
@@ -141,7 +225,7 @@ pub async fn run(cmd: KeysCommand) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        KeysCommand::Revoke { id, data_dir } => {
+        KeysCommand::Revoke { id, data_dir, .. } => {
             let store = open(data_dir).await?;
             if store.revoke_key(&id, iris_store::now_ms()).await? {
                 eprintln!("revoked {id}");
