@@ -944,17 +944,8 @@ fn csrf_check(method: &Method, headers: &HeaderMap) -> Result<(), ApiError> {
         return Ok(());
     }
     let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
-    if h("sec-fetch-site").is_some_and(|s| s != "same-origin" && s != "none") {
+    if cross_site(headers) {
         return Err(ApiError::forbidden("cross-site request refused"));
-    }
-    if let (Some(origin), Some(host)) = (h("origin"), h("host")) {
-        let o = origin
-            .split_once("://")
-            .map(|(_, rest)| rest)
-            .unwrap_or(origin);
-        if !o.eq_ignore_ascii_case(host) {
-            return Err(ApiError::forbidden("cross-origin request refused"));
-        }
     }
     if *method != Method::DELETE {
         let json = h("content-type").is_some_and(|c| {
@@ -1010,4 +1001,21 @@ pub async fn serve(
         })
     }
     to_resp(resp)
+}
+
+/// Whether a browser says this request comes from another site or origin (`Sec-Fetch-Site`, or an
+/// `Origin` that is not this host). Non-browser clients send neither header.
+pub fn cross_site(headers: &HeaderMap) -> bool {
+    let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
+    if h("sec-fetch-site").is_some_and(|s| s != "same-origin" && s != "none") {
+        return true;
+    }
+    if let Some(origin) = h("origin") {
+        let o = origin
+            .split_once("://")
+            .map(|(_, rest)| rest)
+            .unwrap_or(origin);
+        return h("host").is_none_or(|host| !o.eq_ignore_ascii_case(host));
+    }
+    false
 }

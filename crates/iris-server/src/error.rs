@@ -36,6 +36,10 @@ pub enum GatewayError {
     RequestTimeout(f64),
     #[error("too many failed iris key attempts from this address; wait a minute")]
     TooManyKeyFailures,
+    #[error(
+        "cross-site browser requests are refused: call iris from a program, not from a web page on another site"
+    )]
+    CrossSite,
     #[error("method {0} is not allowed on this path")]
     MethodNotAllowed(String),
     #[error("no such endpoint: {0}")]
@@ -64,6 +68,7 @@ impl GatewayError {
             GatewayError::TooLarge(_) => ErrorKind::PayloadTooLarge,
             GatewayError::RequestTimeout(_) => ErrorKind::RequestTimeout,
             GatewayError::TooManyKeyFailures => ErrorKind::RateLimited,
+            GatewayError::CrossSite => ErrorKind::PermissionDenied,
             GatewayError::MethodNotAllowed(_) => ErrorKind::MethodNotAllowed,
             GatewayError::NotFound(_) => ErrorKind::NotFound,
             GatewayError::UpstreamUnreachable { .. } => ErrorKind::UpstreamUnavailable,
@@ -87,6 +92,7 @@ impl GatewayError {
             GatewayError::TooLarge(_) => "too_large",
             GatewayError::RequestTimeout(_) => "client_timeout",
             GatewayError::TooManyKeyFailures => "key_failures",
+            GatewayError::CrossSite => "cross_site",
             GatewayError::MethodNotAllowed(_) => "method_not_allowed",
             GatewayError::NotFound(_) => "not_found",
             GatewayError::UpstreamUnreachable { .. } => "upstream_unreachable",

@@ -159,6 +159,11 @@ async fn llm(
         let m = req.method().to_string();
         return fail(pending, GatewayError::MethodNotAllowed(m), dialect, id);
     }
+    // Identity is ambient (WhoIs), so a web page on another site must not be able to spend a
+    // tailnet user's models through their browser.
+    if crate::admin::cross_site(req.headers()) {
+        return fail(pending, GatewayError::CrossSite, dialect, id);
+    }
 
     // Identity, then the role: a caller without one learns nothing about models.
     let who = match identity::resolve(gw, rt, ctx, req.headers()).await {

@@ -504,3 +504,34 @@ async fn slow_request_bodies_time_out_and_connections_are_limited() {
             .any(|r| r.error_class.as_deref() == Some("client_timeout") && r.status == 408)
     );
 }
+
+#[tokio::test]
+async fn cross_site_browser_requests_cannot_spend_models() {
+    let h = Harness::start().await;
+    let c = h.client();
+    for hdr in [
+        ("origin", "https://evil.example"),
+        ("sec-fetch-site", "cross-site"),
+    ] {
+        let r = c
+            .post(
+                "/v1/chat/completions",
+                &[hdr, ("content-type", "text/plain")],
+                &chat("gpt-4o-mini", false),
+            )
+            .await;
+        assert_eq!(r.status, 403, "{}", r.body);
+    }
+    assert!(h.mock.requests().is_empty());
+    // Same-origin (the dashboard's model test goes through /api) and non-browser clients work.
+    let host = h.addr.to_string();
+    let origin = format!("http://{host}");
+    let r = c
+        .post(
+            "/v1/chat/completions",
+            &[("origin", &origin)],
+            &chat("gpt-4o-mini", false),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+}
