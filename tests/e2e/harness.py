@@ -24,7 +24,11 @@ from typing import Any, Callable, Iterable
 import httpx
 
 ROOT = Path(__file__).resolve().parents[2]
-BIN_DIR = Path(os.environ.get("IRIS_BIN_DIR", ROOT / "target" / "release"))
+# The release binaries scripts/test builds (honouring CARGO_TARGET_DIR), or IRIS_BIN_DIR.
+BIN_DIR = Path(
+    os.environ.get("IRIS_BIN_DIR")
+    or Path(os.environ.get("CARGO_TARGET_DIR") or ROOT / "target").resolve() / "release"
+)
 IRIS = BIN_DIR / "iris"
 MOCK = BIN_DIR / "iris-mock-provider"
 FAKE_TAILSCALED = BIN_DIR / "iris-fake-tailscaled"
