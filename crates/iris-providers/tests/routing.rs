@@ -29,6 +29,8 @@ fn provider(id: &str, models: &[&str], c: Compatibility, preference: i64) -> Pro
         disabled: false,
         add_headers: Vec::new(),
         preference,
+        cost_basis: None,
+        model_cost_map: Vec::new(),
     }
 }
 
@@ -37,6 +39,8 @@ fn config(providers: Vec<Provider>) -> Config {
         providers,
         grants: Vec::new(),
         iris: IrisSettings::default(),
+        database: Default::default(),
+        auto_cost_basis: true,
     }
 }
 
