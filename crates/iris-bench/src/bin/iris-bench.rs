@@ -1,0 +1,414 @@
+//! `iris-bench`: starts every target on loopback, runs the scenarios of the performance issue
+//! (interleaved, repeated), optionally profiles iris with callgrind, and writes
+//! `docs/benchmarks.md`. `scripts/bench` builds the release binaries and runs this.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::Context as _;
+use clap::Parser;
+use iris_bench::report::{self, Results, RunInfo};
+use iris_bench::scenarios::{self, Plan, Scenario};
+use iris_bench::stack::{Stack, StackOptions};
+use iris_bench::{micro, profile, store};
+
+#[derive(Debug, Parser)]
+#[command(about = "iris load harness: measures iris against a passthrough baseline and nginx")]
+struct Args {
+    /// A try-out: a few seconds per scenario, 2 repetitions, 1,000 streams.
+    #[arg(long)]
+    quick: bool,
+    /// Repetitions per scenario (default 5, quick 2).
+    #[arg(long)]
+    reps: Option<usize>,
+    /// Scenarios to run (comma-separated); default all.
+    #[arg(long, value_delimiter = ',', value_enum)]
+    scenarios: Vec<Scenario>,
+    /// Concurrent streams of the memory scenario (default 5,000, quick 1,000).
+    #[arg(long)]
+    streams: Option<usize>,
+    /// Rounds of the streams scenario (default 3: one warm-up, two compared).
+    #[arg(long)]
+    rounds: Option<usize>,
+    /// Only these targets (comma-separated names: direct, baseline, nginx, iris, iris-key,
+    /// iris-whois); default all.
+    #[arg(long, value_delimiter = ',')]
+    targets: Vec<String>,
+    /// Extra environment for iris and the baseline proxy, KEY=VALUE (repeatable), e.g.
+    /// LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2 to compare allocators.
+    #[arg(long = "server-env", value_parser = parse_env)]
+    server_env: Vec<(String, String)>,
+    /// Also profile iris and the baseline with valgrind's callgrind.
+    #[arg(long)]
+    profile: bool,
+    /// Do not use nginx even when it is installed.
+    #[arg(long)]
+    no_nginx: bool,
+    /// Directory of the release binaries.
+    #[arg(long, default_value = "target/release")]
+    bin_dir: PathBuf,
+    /// Repository root.
+    #[arg(long, default_value = ".")]
+    repo_root: PathBuf,
+    /// Where the report goes (default: REPO_ROOT/docs/benchmarks.md).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Also write every measurement as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Worker threads of the load generator's runtime.
+    #[arg(long, default_value_t = 2)]
+    loadgen_threads: usize,
+    /// Read criterion results from this directory (e.g. target/criterion) into the report.
+    #[arg(long)]
+    criterion_dir: Option<PathBuf>,
+    /// Only criterion results written at or after this time (unix seconds).
+    #[arg(long, default_value_t = 0)]
+    micro_since: u64,
+    /// The command line to record in the report (scripts/bench passes its own).
+    #[arg(long)]
+    command_line: Option<String>,
+    /// Exit with status 1 when a target is missed.
+    #[arg(long)]
+    fail_on_miss: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let nofile = iris_bench::raise_nofile_limit();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.loadgen_threads.max(1))
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("iris-bench: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args, nofile)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("iris-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args, nofile: u64) -> anyhow::Result<ExitCode> {
+    let started = Instant::now();
+    let load_before = loadavg();
+    let mut plan = if args.quick {
+        Plan::quick()
+    } else {
+        Plan::full()
+    };
+    if let Some(r) = args.reps {
+        plan.reps = r.max(1);
+    }
+    if let Some(s) = args.streams {
+        plan.streams = s.max(1);
+    }
+    if let Some(r) = args.rounds {
+        plan.streams_rounds = r.max(2);
+    }
+    let scenarios: Vec<Scenario> = if args.scenarios.is_empty() {
+        Scenario::ALL.to_vec()
+    } else {
+        args.scenarios.clone()
+    };
+    // Each stream needs a socket here, two in a proxy and one in the mock.
+    let needed = plan.streams as u64 * 2 + 256;
+    if scenarios.contains(&Scenario::Streams) && nofile < needed {
+        eprintln!(
+            "iris-bench: open-file limit {nofile} is below {needed}: the streams scenario may fail (raise `ulimit -n`)"
+        );
+    }
+
+    let repo_root = args
+        .repo_root
+        .canonicalize()
+        .unwrap_or(args.repo_root.clone());
+    let bin_dir = if args.bin_dir.is_absolute() {
+        args.bin_dir.clone()
+    } else {
+        repo_root.join(&args.bin_dir)
+    };
+    let opts = StackOptions {
+        bin_dir,
+        repo_root: repo_root.clone(),
+        nginx: !args.no_nginx,
+        server_env: args.server_env.clone(),
+    };
+    eprintln!("iris-bench: starting mock, fake tailscaled, baseline, nginx and iris");
+    let mut stack = Stack::start(&opts)?;
+    eprintln!(
+        "iris-bench: mock {}, baseline {}, {}, iris {}",
+        stack.mock.listening,
+        stack.baseline.listening,
+        stack
+            .nginx
+            .as_ref()
+            .map_or(stack.nginx_note.clone(), |n| format!(
+                "nginx {}",
+                n.listening
+            )),
+        stack.iris.listening
+    );
+
+    let mut results = Results::default();
+    let mock = stack.mock.procs.clone();
+    for sc in &scenarios {
+        let outcome: anyhow::Result<()> = match sc {
+            Scenario::Chat => {
+                let targets = select(stack.targets(true)?, &args.targets);
+                results.chat = scenarios::chat(&plan, &targets, &mock).await;
+                Ok(())
+            }
+            Scenario::Rate => {
+                let mut targets = select(stack.targets(true)?, &args.targets);
+                // The WhoIs identity is resolved once per connection: at a fixed rate over
+                // keep-alive connections it costs what the loopback one does.
+                targets.retain(|t| t.name != "iris-whois");
+                results.rate = scenarios::rate(&plan, &targets, &mock).await;
+                Ok(())
+            }
+            Scenario::Sse => {
+                let targets = select(stack.targets(false)?, &args.targets);
+                scenarios::sse(&plan, &targets, &mock)
+                    .await
+                    .map(|r| results.sse = r)
+            }
+            Scenario::Streams => {
+                let targets = select(stack.targets(false)?, &args.targets);
+                scenarios::streams(&plan, &targets)
+                    .await
+                    .map(|r| results.streams = r)
+            }
+            Scenario::Store => run_store(&plan, stack.work.path(), &mut results).await,
+        };
+        if let Err(e) = outcome {
+            eprintln!("iris-bench: scenario {sc:?} failed: {e:#}");
+            results.notes.push(format!("scenario {sc:?} failed: {e:#}"));
+        }
+        for s in stack.servers_mut() {
+            if !s.running() {
+                let log = std::fs::read_to_string(&s.stderr_log).unwrap_or_default();
+                results.notes.push(format!(
+                    "{} exited during the {sc:?} scenario; its last stderr: {}",
+                    s.name,
+                    iris_bench::procs::tail(&log, 500).replace('\n', " ")
+                ));
+            }
+        }
+    }
+
+    if args.profile {
+        if profile::available() {
+            eprintln!("iris-bench: profiling iris and the baseline under callgrind");
+            let keep = repo_root.join("target/iris-bench/callgrind");
+            match profile::run(&stack, profile::ProfilePlan::new(plan.quick), Some(&keep)).await {
+                Ok(p) => results.profile = Some(p),
+                Err(e) => {
+                    eprintln!("iris-bench: profile failed: {e:#}");
+                    results.profile_note = Some(format!("failed: {e:#}"));
+                }
+            }
+        } else {
+            results.profile_note = Some("valgrind is not installed".into());
+        }
+    } else {
+        results.profile_note = Some("`--profile` not given".into());
+    }
+
+    if let Some(dir) = &args.criterion_dir {
+        let dir = if dir.is_absolute() {
+            dir.clone()
+        } else {
+            repo_root.join(dir)
+        };
+        let since = SystemTime::UNIX_EPOCH + Duration::from_secs(args.micro_since);
+        results.micro = micro::read(&dir, since);
+        if results.micro.is_empty() {
+            results.micro_note = Some(format!("no fresh results in {}", dir.display()));
+        }
+    } else {
+        results.micro_note = Some("not run by this command".into());
+    }
+
+    let mut info = run_info(&args, &repo_root, &stack, started.elapsed());
+    info.load_before = load_before;
+    info.load_after = loadavg();
+    info.server_env = args
+        .server_env
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    drop(stack);
+    let doc = report::render(&info, &plan, &results);
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| repo_root.join("docs/benchmarks.md"));
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&out, &doc).with_context(|| format!("cannot write {}", out.display()))?;
+    if let Some(j) = &args.json {
+        let v = serde_json::json!({"info": info, "plan": plan, "results": results});
+        std::fs::write(j, serde_json::to_vec_pretty(&v)?)?;
+    }
+
+    println!("\nTargets ({}):", out.display());
+    let verdicts = report::verdicts(&plan, &results);
+    for v in &verdicts {
+        let word = match v.pass {
+            Some(true) => "met",
+            Some(false) => "MISSED",
+            None => "not measured",
+        };
+        println!(
+            "  [{word:>12}] {} ({}): {}",
+            v.target, v.threshold, v.measured
+        );
+    }
+    for n in &results.notes {
+        println!("  note: {n}");
+    }
+    let missed = verdicts.iter().any(|v| v.pass == Some(false));
+    Ok(if args.fail_on_miss && missed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn parse_env(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("{s:?} is not KEY=VALUE")),
+    }
+}
+
+/// The targets named in `only` (all when empty).
+fn select(
+    targets: Vec<iris_bench::stack::Target>,
+    only: &[String],
+) -> Vec<iris_bench::stack::Target> {
+    if only.is_empty() {
+        targets
+    } else {
+        targets
+            .into_iter()
+            .filter(|t| only.iter().any(|o| o == &t.name))
+            .collect()
+    }
+}
+
+async fn run_store(plan: &Plan, dir: &Path, results: &mut Results) -> anyhow::Result<()> {
+    let cfg = store::iris_default_writer();
+    let max = store::run(dir, store::Offer::Max, plan.store_duration, cfg.clone()).await?;
+    eprintln!(
+        "iris-bench: store max: {:.0} records/s ({} written, {} dropped)",
+        max.records_per_s, max.written, max.dropped
+    );
+    results.store.push(max);
+    let fixed = store::run(
+        dir,
+        store::Offer::Rate(plan.store_rate),
+        plan.store_duration,
+        cfg,
+    )
+    .await?;
+    eprintln!(
+        "iris-bench: store at {}/s: {} of {} written, {} dropped, queue peak {}",
+        plan.store_rate, fixed.written, fixed.offered, fixed.dropped, fixed.max_queued
+    );
+    results.store.push(fixed);
+    Ok(())
+}
+
+/// The three load averages of `/proc/loadavg`.
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+fn first_line(mut cmd: Command) -> Option<String> {
+    let out = cmd.output().ok()?;
+    let text = if out.stdout.is_empty() {
+        out.stderr
+    } else {
+        out.stdout
+    };
+    String::from_utf8_lossy(&text)
+        .lines()
+        .next()
+        .map(|l| l.trim().to_owned())
+}
+
+fn run_info(args: &Args, repo: &Path, stack: &Stack, wall: Duration) -> RunInfo {
+    let git = |a: &[&str]| {
+        let mut c = Command::new("git");
+        c.arg("-C").arg(repo).args(a);
+        c
+    };
+    let commit = first_line(git(&["rev-parse", "HEAD"])).unwrap_or_else(|| "unknown".into());
+    let dirty = git(&["status", "--porcelain"])
+        .output()
+        .is_ok_and(|o| !o.stdout.is_empty());
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu_model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map_or("unknown CPU".into(), |(_, m)| m.trim().to_owned());
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let mem_total = meminfo
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|k| k.parse::<f64>().ok())
+        .map_or("unknown".into(), |kib| {
+            format!("{:.1} GiB", kib / 1024.0 / 1024.0)
+        });
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default();
+    let rustc = first_line({
+        let mut c = Command::new("rustc");
+        c.arg("--version");
+        c
+    })
+    .unwrap_or_else(|| "unknown".into());
+    let command = args.command_line.clone().unwrap_or_else(|| {
+        std::env::args()
+            .map(|a| if a.contains(' ') { format!("'{a}'") } else { a })
+            .collect::<Vec<_>>()
+            .join(" ")
+    });
+    RunInfo {
+        date_utc: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
+        commit,
+        dirty,
+        command,
+        nproc: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        cpu_model,
+        mem_total,
+        kernel,
+        rustc,
+        nginx: stack
+            .nginx
+            .as_ref()
+            .map_or(stack.nginx_note.clone(), |_| stack.nginx_note.clone()),
+        loadgen_threads: args.loadgen_threads,
+        wall_s: wall.as_secs_f64(),
+        load_before: String::new(),
+        load_after: String::new(),
+        server_env: String::new(),
+    }
+}

@@ -1,0 +1,852 @@
+//! The load generator: HTTP/1.1 keep-alive connections driven by hyper's low-level client, one
+//! task per connection, every loop bounded by a deadline.
+//!
+//! Four shapes of load:
+//! - [`closed_loop`]: N connections, each sends its next request as soon as the previous answer
+//!   is complete. Measures the highest throughput at N connections.
+//! - [`open_loop`]: a fixed request rate. A pacer thread releases request *tickets* on a fixed
+//!   schedule; a worker takes the next ticket when it is free and the latency is measured from
+//!   the ticket's **scheduled** time, so a stalled server is charged for the requests it delayed
+//!   (no coordinated omission). The pacer's own lateness is reported apart ([`LoadReport::lag`]).
+//! - [`sse`]: streaming requests, closed-loop, measuring time to first byte, total time, and how
+//!   the events arrived (frames per stream, events per frame, gaps between frames).
+//! - [`hold_streams`]: many concurrent slow streams, one connection each, for the memory
+//!   scenario.
+
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU64;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Method, Request};
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpSocket;
+use tokio::sync::{Mutex, Semaphore, mpsc};
+
+use crate::stats::LatencyHist;
+
+/// Longest time one request (head and whole body) may take before it counts as an error.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest time a TCP connect plus handshake may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where the load goes.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub addr: SocketAddr,
+    /// Bind client sockets to this loopback address (to look like another tailnet peer).
+    pub source_ip: Option<IpAddr>,
+}
+
+impl Endpoint {
+    pub fn new(addr: SocketAddr) -> Endpoint {
+        Endpoint {
+            addr,
+            source_ip: None,
+        }
+    }
+}
+
+/// One request, sent again and again.
+#[derive(Debug, Clone)]
+pub struct RequestSpec {
+    pub method: Method,
+    /// Path and query.
+    pub path: String,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub body: Bytes,
+    /// For streams: bytes the last event must contain (`message_stop`), or the stream is an
+    /// error (cut short).
+    pub expect_tail: Option<&'static [u8]>,
+}
+
+impl RequestSpec {
+    /// A JSON POST.
+    pub fn post_json(path: &str, body: impl Into<Bytes>) -> RequestSpec {
+        RequestSpec {
+            method: Method::POST,
+            path: path.to_owned(),
+            headers: vec![(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            body: body.into(),
+            expect_tail: None,
+        }
+    }
+
+    /// Adds a header (names and values are the harness's own constants or checked input).
+    pub fn header(mut self, name: &'static str, value: &str) -> anyhow::Result<RequestSpec> {
+        self.headers
+            .push((HeaderName::from_static(name), HeaderValue::from_str(value)?));
+        Ok(self)
+    }
+
+    pub fn expect_tail(mut self, tail: &'static [u8]) -> RequestSpec {
+        self.expect_tail = Some(tail);
+        self
+    }
+
+    fn build(&self, host: &HeaderValue) -> Result<Request<Full<Bytes>>, http::Error> {
+        let mut b = Request::builder()
+            .method(self.method.clone())
+            .uri(self.path.as_str())
+            .header(http::header::HOST, host.clone());
+        for (n, v) in &self.headers {
+            b = b.header(n, v);
+        }
+        b.body(Full::new(self.body.clone()))
+    }
+}
+
+/// Requests that did not succeed, by kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Errors {
+    /// A non-2xx status.
+    pub status: u64,
+    /// Connect, protocol or IO failures, and request timeouts.
+    pub transport: u64,
+    /// A stream without its final event.
+    pub incomplete: u64,
+    /// Open loop: tickets never sent before the hard deadline.
+    pub unsent: u64,
+}
+
+impl Errors {
+    pub fn total(&self) -> u64 {
+        self.status + self.transport + self.incomplete + self.unsent
+    }
+
+    fn add(&mut self, o: &Errors) {
+        self.status += o.status;
+        self.transport += o.transport;
+        self.incomplete += o.incomplete;
+        self.unsent += o.unsent;
+    }
+}
+
+/// What a closed- or open-loop run measured.
+#[derive(Debug, Clone, Default)]
+pub struct LoadReport {
+    /// Successful requests.
+    pub ok: u64,
+    pub errors: Errors,
+    /// The first error seen, for the log.
+    pub first_error: Option<String>,
+    /// Wall time of the measured part.
+    pub elapsed: Duration,
+    pub latency: LatencyHist,
+    /// Open loop: how late requests were sent after their scheduled time (the generator's own
+    /// share of the latency).
+    pub lag: LatencyHist,
+    /// Response body bytes received.
+    pub bytes: u64,
+}
+
+impl LoadReport {
+    pub fn throughput(&self) -> f64 {
+        let s = self.elapsed.as_secs_f64();
+        if s > 0.0 { self.ok as f64 / s } else { 0.0 }
+    }
+
+    fn merge(&mut self, o: LoadReport) {
+        self.ok += o.ok;
+        self.errors.add(&o.errors);
+        if self.first_error.is_none() {
+            self.first_error = o.first_error;
+        }
+        self.latency.merge(&o.latency);
+        self.lag.merge(&o.lag);
+        self.bytes += o.bytes;
+    }
+
+    fn error(&mut self, kind: ErrorKind, detail: impl FnOnce() -> String) {
+        match kind {
+            ErrorKind::Status => self.errors.status += 1,
+            ErrorKind::Transport => self.errors.transport += 1,
+            ErrorKind::Incomplete => self.errors.incomplete += 1,
+        }
+        if self.first_error.is_none() {
+            self.first_error = Some(detail());
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum ErrorKind {
+    Status,
+    Transport,
+    Incomplete,
+}
+
+type Sender = SendRequest<Full<Bytes>>;
+
+/// One keep-alive HTTP/1.1 connection.
+pub struct Conn {
+    sender: Sender,
+    host: HeaderValue,
+}
+
+/// Open a connection (TCP_NODELAY, optionally from `source_ip`) and do the HTTP/1.1 handshake.
+pub async fn connect(ep: &Endpoint) -> anyhow::Result<Conn> {
+    let fut = async {
+        let sock = match ep.addr {
+            SocketAddr::V4(_) => TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => TcpSocket::new_v6()?,
+        };
+        if let Some(ip) = ep.source_ip {
+            sock.bind(SocketAddr::new(ip, 0))?;
+        }
+        let stream = sock.connect(ep.addr).await?;
+        stream.set_nodelay(true)?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(async move {
+            // Ends when the sender is dropped or the server closes the connection.
+            let _ = conn.await;
+        });
+        anyhow::Ok(sender)
+    };
+    let sender = tokio::time::timeout(CONNECT_TIMEOUT, fut)
+        .await
+        .map_err(|_| anyhow::anyhow!("connect to {} timed out", ep.addr))??;
+    Ok(Conn {
+        sender,
+        host: HeaderValue::from_str(&ep.addr.to_string())?,
+    })
+}
+
+/// How one request ended.
+struct Done {
+    /// Response head received (after the request started).
+    head: Duration,
+    /// Whole body received.
+    total: Duration,
+    bytes: u64,
+}
+
+/// Send one request and read the whole answer. `Err` carries the error kind and whether the
+/// connection is still usable.
+async fn one_request(
+    conn: &mut Conn,
+    spec: &RequestSpec,
+    mut on_frame: impl FnMut(Instant, &Bytes),
+) -> Result<Done, (ErrorKind, String, bool)> {
+    let req = spec
+        .build(&conn.host)
+        .map_err(|e| (ErrorKind::Transport, format!("bad request spec: {e}"), true))?;
+    let fut = async {
+        conn.sender.ready().await.map_err(|e| {
+            (
+                ErrorKind::Transport,
+                format!("connection not ready: {e}"),
+                false,
+            )
+        })?;
+        let start = Instant::now();
+        let resp = conn
+            .sender
+            .send_request(req)
+            .await
+            .map_err(|e| (ErrorKind::Transport, format!("request failed: {e}"), false))?;
+        let head = start.elapsed();
+        let status = resp.status();
+        let mut body = resp.into_body();
+        let mut bytes = 0u64;
+        let mut tail: Vec<u8> = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let frame =
+                frame.map_err(|e| (ErrorKind::Transport, format!("body failed: {e}"), false))?;
+            if let Ok(data) = frame.into_data() {
+                let now = Instant::now();
+                bytes += data.len() as u64;
+                on_frame(now, &data);
+                if spec.expect_tail.is_some() {
+                    tail.extend_from_slice(&data);
+                    if tail.len() > 512 {
+                        tail.drain(..tail.len() - 256);
+                    }
+                }
+            }
+        }
+        let total = start.elapsed();
+        if !status.is_success() {
+            let text = String::from_utf8_lossy(&tail).into_owned();
+            return Err((
+                ErrorKind::Status,
+                format!(
+                    "status {status} {}",
+                    text.chars().take(200).collect::<String>()
+                ),
+                true,
+            ));
+        }
+        if let Some(want) = spec.expect_tail
+            && memchr::memmem::find(&tail, want).is_none()
+        {
+            return Err((
+                ErrorKind::Incomplete,
+                format!(
+                    "stream ended without {:?}",
+                    String::from_utf8_lossy(want).into_owned()
+                ),
+                true,
+            ));
+        }
+        Ok(Done { head, total, bytes })
+    };
+    match tokio::time::timeout(REQUEST_TIMEOUT, fut).await {
+        Ok(r) => r,
+        Err(_) => Err((ErrorKind::Transport, "request timed out".into(), false)),
+    }
+}
+
+/// Closed-loop settings.
+#[derive(Debug, Clone)]
+pub struct ClosedLoop {
+    pub connections: usize,
+    pub duration: Duration,
+    /// Stop after this many requests in total (a bound for very fast targets).
+    pub max_requests: u64,
+}
+
+/// `connections` workers, each sending back to back until `duration` has passed.
+pub async fn closed_loop(ep: &Endpoint, spec: &RequestSpec, cfg: &ClosedLoop) -> LoadReport {
+    let budget = Arc::new(AtomicU64::new(cfg.max_requests));
+    let start = Instant::now();
+    let deadline = start + cfg.duration;
+    let mut tasks = Vec::with_capacity(cfg.connections);
+    for _ in 0..cfg.connections.max(1) {
+        let ep = ep.clone();
+        let spec = spec.clone();
+        let budget = budget.clone();
+        tasks.push(tokio::spawn(async move {
+            closed_worker(&ep, &spec, deadline, &budget).await
+        }));
+    }
+    let mut report = LoadReport::default();
+    for t in tasks {
+        match t.await {
+            Ok(r) => report.merge(r),
+            Err(e) => report.error(ErrorKind::Transport, || format!("worker failed: {e}")),
+        }
+    }
+    // Requests still in flight at the deadline finish and count, so the window is the real
+    // time from the first start to the last answer.
+    report.elapsed = start.elapsed();
+    report
+}
+
+fn take_ticket(budget: &AtomicU64) -> bool {
+    budget
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+        .is_ok()
+}
+
+async fn closed_worker(
+    ep: &Endpoint,
+    spec: &RequestSpec,
+    deadline: Instant,
+    budget: &AtomicU64,
+) -> LoadReport {
+    let mut r = LoadReport::default();
+    let mut conn: Option<Conn> = None;
+    while Instant::now() < deadline {
+        let c = match conn.as_mut() {
+            Some(c) => c,
+            None => match connect(ep).await {
+                Ok(c) => conn.insert(c),
+                Err(e) => {
+                    r.error(ErrorKind::Transport, || format!("connect: {e:#}"));
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+        };
+        if !take_ticket(budget) {
+            break;
+        }
+        match one_request(c, spec, |_, _| {}).await {
+            Ok(done) => {
+                r.ok += 1;
+                r.bytes += done.bytes;
+                r.latency.record(done.total);
+            }
+            Err((kind, msg, reusable)) => {
+                r.error(kind, || msg);
+                if !reusable {
+                    conn = None;
+                }
+            }
+        }
+    }
+    r
+}
+
+/// Open-loop settings.
+#[derive(Debug, Clone)]
+pub struct OpenLoop {
+    /// Requests per second.
+    pub rate: f64,
+    pub duration: Duration,
+    /// Connections (= workers). Enough that they are rarely all busy.
+    pub connections: usize,
+}
+
+/// Requests at a fixed rate; latency from each request's scheduled time.
+pub async fn open_loop(ep: &Endpoint, spec: &RequestSpec, cfg: &OpenLoop) -> LoadReport {
+    let mut report = LoadReport::default();
+    let total = (cfg.rate * cfg.duration.as_secs_f64()).round().max(1.0) as u64;
+    let interval = Duration::from_secs_f64(1.0 / cfg.rate.max(0.001));
+
+    // Connect every worker first, so connection setup is not measured.
+    let mut conns = Vec::with_capacity(cfg.connections);
+    for _ in 0..cfg.connections.max(1) {
+        match connect(ep).await {
+            Ok(c) => conns.push(c),
+            Err(e) => report.error(ErrorKind::Transport, || format!("connect: {e:#}")),
+        }
+    }
+    if conns.is_empty() {
+        report.errors.unsent = total;
+        report.elapsed = cfg.duration;
+        return report;
+    }
+
+    let (tx, rx) = mpsc::unbounded_channel::<Instant>();
+    let rx = Arc::new(Mutex::new(rx));
+    let t0 = Instant::now() + Duration::from_millis(20);
+    // Nothing may run past this, however slow the target.
+    let hard_deadline = t0 + cfg.duration + Duration::from_secs(15);
+    let pacer = std::thread::Builder::new()
+        .name("iris-bench-pacer".into())
+        .spawn(move || pace(tx, t0, interval, total, hard_deadline));
+    let pacer = match pacer {
+        Ok(p) => p,
+        Err(e) => {
+            report.error(ErrorKind::Transport, || {
+                format!("cannot start the pacer: {e}")
+            });
+            report.errors.unsent = total;
+            return report;
+        }
+    };
+
+    let sent = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::with_capacity(conns.len());
+    for conn in conns {
+        let spec = spec.clone();
+        let rx = rx.clone();
+        let ep = ep.clone();
+        let sent = sent.clone();
+        tasks.push(tokio::spawn(async move {
+            open_worker(conn, &ep, &spec, &rx, hard_deadline, &sent).await
+        }));
+    }
+    for t in tasks {
+        match t.await {
+            Ok(r) => report.merge(r),
+            Err(e) => report.error(ErrorKind::Transport, || format!("worker failed: {e}")),
+        }
+    }
+    let _ = tokio::task::spawn_blocking(move || pacer.join()).await;
+    report.errors.unsent = total.saturating_sub(sent.load(Ordering::Acquire));
+    report.elapsed = cfg.duration;
+    report
+}
+
+/// The pacer: releases ticket `i` at `t0 + i * interval`. A thread of its own with a 1 ns timer
+/// slack, because the runtime's timer has a 1 ms resolution and 2,000 RPS is one request every
+/// 500 us.
+fn pace(
+    tx: mpsc::UnboundedSender<Instant>,
+    t0: Instant,
+    interval: Duration,
+    total: u64,
+    hard_deadline: Instant,
+) {
+    let _ = rustix::thread::set_current_timer_slack(NonZeroU64::new(1));
+    for i in 0..total {
+        let at = t0 + interval.mul_f64(i as f64);
+        let now = Instant::now();
+        if now >= hard_deadline {
+            break;
+        }
+        if at > now {
+            std::thread::sleep(at - now);
+        }
+        if tx.send(at).is_err() {
+            break;
+        }
+    }
+}
+
+async fn open_worker(
+    mut conn: Conn,
+    ep: &Endpoint,
+    spec: &RequestSpec,
+    rx: &Mutex<mpsc::UnboundedReceiver<Instant>>,
+    hard_deadline: Instant,
+    sent: &AtomicU64,
+) -> LoadReport {
+    let mut r = LoadReport::default();
+    let mut conn_ok = true;
+    loop {
+        let scheduled = {
+            let mut guard = rx.lock().await;
+            match tokio::time::timeout_at(hard_deadline.into(), guard.recv()).await {
+                Ok(Some(at)) => at,
+                Ok(None) | Err(_) => break,
+            }
+        };
+        sent.fetch_add(1, Ordering::AcqRel);
+        if !conn_ok {
+            match connect(ep).await {
+                Ok(c) => {
+                    conn = c;
+                    conn_ok = true;
+                }
+                Err(e) => {
+                    r.error(ErrorKind::Transport, || format!("reconnect: {e:#}"));
+                    continue;
+                }
+            }
+        }
+        r.lag
+            .record(Instant::now().saturating_duration_since(scheduled));
+        match one_request(&mut conn, spec, |_, _| {}).await {
+            Ok(done) => {
+                r.ok += 1;
+                r.bytes += done.bytes;
+                r.latency
+                    .record(Instant::now().saturating_duration_since(scheduled));
+            }
+            Err((kind, msg, reusable)) => {
+                r.error(kind, || msg);
+                conn_ok = reusable;
+            }
+        }
+    }
+    r
+}
+
+/// SSE run settings (closed loop over streams).
+#[derive(Debug, Clone)]
+pub struct SseRun {
+    pub concurrency: usize,
+    pub duration: Duration,
+    pub max_streams: u64,
+}
+
+/// How the streams arrived.
+#[derive(Debug, Clone, Default)]
+pub struct SseReport {
+    pub ok: u64,
+    pub errors: Errors,
+    pub first_error: Option<String>,
+    pub elapsed: Duration,
+    /// Request start to the first body byte.
+    pub ttfb: LatencyHist,
+    /// Request start to the last body byte.
+    pub total: LatencyHist,
+    /// Gaps between consecutive body frames of a stream (after the first).
+    pub gaps: LatencyHist,
+    /// Per successful stream: body frames received.
+    pub frames: Vec<u32>,
+    /// Per successful stream: complete SSE events received.
+    pub events: Vec<u32>,
+    /// Per successful stream: the most events that arrived in one frame, not counting the
+    /// first and the last frame (which carry the events the provider sends without delay).
+    pub max_events_per_frame: Vec<u32>,
+}
+
+impl SseReport {
+    fn merge(&mut self, o: SseReport) {
+        self.ok += o.ok;
+        self.errors.add(&o.errors);
+        if self.first_error.is_none() {
+            self.first_error = o.first_error;
+        }
+        self.ttfb.merge(&o.ttfb);
+        self.total.merge(&o.total);
+        self.gaps.merge(&o.gaps);
+        self.frames.extend(o.frames);
+        self.events.extend(o.events);
+        self.max_events_per_frame.extend(o.max_events_per_frame);
+    }
+
+    fn error(&mut self, kind: ErrorKind, detail: impl FnOnce() -> String) {
+        match kind {
+            ErrorKind::Status => self.errors.status += 1,
+            ErrorKind::Transport => self.errors.transport += 1,
+            ErrorKind::Incomplete => self.errors.incomplete += 1,
+        }
+        if self.first_error.is_none() {
+            self.first_error = Some(detail());
+        }
+    }
+}
+
+/// Counts complete SSE events (`\n\n` terminators) across arbitrary frame splits.
+#[derive(Debug, Default)]
+pub struct EventCounter {
+    last_was_newline: bool,
+}
+
+impl EventCounter {
+    /// Events completed by `data`.
+    pub fn feed(&mut self, data: &[u8]) -> u32 {
+        let mut n = 0;
+        for &b in data {
+            if b == b'\n' {
+                if self.last_was_newline {
+                    n += 1;
+                    self.last_was_newline = false;
+                } else {
+                    self.last_was_newline = true;
+                }
+            } else if b != b'\r' {
+                self.last_was_newline = false;
+            }
+        }
+        n
+    }
+}
+
+/// Streams, `concurrency` at a time, back to back, until `duration` has passed.
+pub async fn sse(ep: &Endpoint, spec: &RequestSpec, cfg: &SseRun) -> SseReport {
+    let budget = Arc::new(AtomicU64::new(cfg.max_streams));
+    let start = Instant::now();
+    let deadline = start + cfg.duration;
+    let mut tasks = Vec::new();
+    for _ in 0..cfg.concurrency.max(1) {
+        let ep = ep.clone();
+        let spec = spec.clone();
+        let budget = budget.clone();
+        tasks.push(tokio::spawn(async move {
+            sse_worker(&ep, &spec, deadline, &budget).await
+        }));
+    }
+    let mut report = SseReport::default();
+    for t in tasks {
+        match t.await {
+            Ok(r) => report.merge(r),
+            Err(e) => report.error(ErrorKind::Transport, || format!("worker failed: {e}")),
+        }
+    }
+    report.elapsed = start.elapsed();
+    report
+}
+
+async fn sse_worker(
+    ep: &Endpoint,
+    spec: &RequestSpec,
+    deadline: Instant,
+    budget: &AtomicU64,
+) -> SseReport {
+    let mut r = SseReport::default();
+    let mut conn: Option<Conn> = None;
+    while Instant::now() < deadline {
+        let c = match conn.as_mut() {
+            Some(c) => c,
+            None => match connect(ep).await {
+                Ok(c) => conn.insert(c),
+                Err(e) => {
+                    r.error(ErrorKind::Transport, || format!("connect: {e:#}"));
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+        };
+        if !take_ticket(budget) {
+            break;
+        }
+        let start = Instant::now();
+        let mut counter = EventCounter::default();
+        let mut arrivals: Vec<(Instant, u32)> = Vec::with_capacity(256);
+        let result = one_request(c, spec, |at, data| {
+            arrivals.push((at, counter.feed(data)));
+        })
+        .await;
+        match result {
+            Ok(done) => {
+                r.ok += 1;
+                r.total.record(done.total);
+                if let Some((first, _)) = arrivals.first() {
+                    r.ttfb.record(first.saturating_duration_since(start));
+                } else {
+                    r.ttfb.record(done.head);
+                }
+                for w in arrivals.windows(2) {
+                    r.gaps.record(w[1].0.saturating_duration_since(w[0].0));
+                }
+                r.frames.push(arrivals.len() as u32);
+                r.events.push(arrivals.iter().map(|(_, n)| n).sum());
+                let inner = if arrivals.len() > 2 {
+                    &arrivals[1..arrivals.len() - 1]
+                } else {
+                    &arrivals[..0]
+                };
+                r.max_events_per_frame
+                    .push(inner.iter().map(|(_, n)| *n).max().unwrap_or(0));
+            }
+            Err((kind, msg, reusable)) => {
+                r.error(kind, || msg);
+                if !reusable {
+                    conn = None;
+                }
+            }
+        }
+    }
+    r
+}
+
+/// Settings of the many-slow-streams run.
+#[derive(Debug, Clone)]
+pub struct HoldRun {
+    pub streams: usize,
+    /// Connections being opened at once.
+    pub connect_parallelism: usize,
+    /// Bound on the whole run.
+    pub timeout: Duration,
+}
+
+/// What the many-slow-streams run saw.
+#[derive(Debug, Clone, Default)]
+pub struct HoldReport {
+    pub ok: u64,
+    pub errors: Errors,
+    pub first_error: Option<String>,
+    /// Most streams open (head received, body not finished) at one time.
+    pub peak_open: usize,
+    /// Start until every stream had its response head (or failed).
+    pub ramp: Duration,
+    pub elapsed: Duration,
+}
+
+/// Open `streams` connections, one streaming request each, and read them all to the end.
+pub async fn hold_streams(ep: &Endpoint, spec: &RequestSpec, cfg: &HoldRun) -> HoldReport {
+    let start = Instant::now();
+    let deadline = start + cfg.timeout;
+    let gate = Arc::new(Semaphore::new(cfg.connect_parallelism.max(1)));
+    let open = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let heads = Arc::new(AtomicUsize::new(0));
+    let ramp_done = Arc::new(std::sync::Mutex::new(None::<Duration>));
+    let mut tasks = Vec::with_capacity(cfg.streams);
+    for _ in 0..cfg.streams {
+        let ep = ep.clone();
+        let spec = spec.clone();
+        let gate = gate.clone();
+        let open = open.clone();
+        let peak = peak.clone();
+        let heads = heads.clone();
+        let ramp_done = ramp_done.clone();
+        let n = cfg.streams;
+        tasks.push(tokio::spawn(async move {
+            let note_head = || {
+                if heads.fetch_add(1, Ordering::AcqRel) + 1 == n
+                    && let Ok(mut g) = ramp_done.lock()
+                {
+                    *g = Some(start.elapsed());
+                }
+            };
+            let run = async {
+                let permit = gate.acquire().await;
+                let mut conn = connect(&ep).await?;
+                let req = spec.build(&conn.host)?;
+                conn.sender.ready().await?;
+                let resp = conn.sender.send_request(req).await?;
+                drop(permit);
+                note_head();
+                let status = resp.status();
+                let now_open = open.fetch_add(1, Ordering::AcqRel) + 1;
+                peak.fetch_max(now_open, Ordering::AcqRel);
+                let mut body = resp.into_body();
+                let mut tail = Vec::new();
+                let read = async {
+                    while let Some(frame) = body.frame().await {
+                        if let Ok(d) = frame?.into_data() {
+                            tail.extend_from_slice(&d);
+                            if tail.len() > 512 {
+                                tail.drain(..tail.len() - 256);
+                            }
+                        }
+                    }
+                    anyhow::Ok(())
+                };
+                let res = read.await;
+                open.fetch_sub(1, Ordering::AcqRel);
+                res?;
+                anyhow::ensure!(status.is_success(), "status {status}");
+                if let Some(want) = spec.expect_tail {
+                    anyhow::ensure!(
+                        memchr::memmem::find(&tail, want).is_some(),
+                        "stream ended early"
+                    );
+                }
+                anyhow::Ok(())
+            };
+            match tokio::time::timeout_at(deadline.into(), run).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(format!("{e:#}")),
+                Err(_) => Err("stream did not finish before the run's deadline".to_owned()),
+            }
+        }));
+    }
+    let mut report = HoldReport::default();
+    for t in tasks {
+        match t.await {
+            Ok(Ok(())) => report.ok += 1,
+            Ok(Err(e)) => {
+                report.errors.transport += 1;
+                report.first_error.get_or_insert(e);
+            }
+            Err(e) => {
+                report.errors.transport += 1;
+                report
+                    .first_error
+                    .get_or_insert(format!("task failed: {e}"));
+            }
+        }
+    }
+    report.elapsed = start.elapsed();
+    report.peak_open = peak.load(Ordering::Acquire);
+    report.ramp = ramp_done
+        .lock()
+        .ok()
+        .and_then(|g| *g)
+        .unwrap_or(report.elapsed);
+    report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_events_across_splits() {
+        let stream = b"event: a\ndata: {}\n\nevent: b\ndata: {}\n\ndata: x\r\n\r\n";
+        for split in 0..stream.len() {
+            let mut c = EventCounter::default();
+            let n = c.feed(&stream[..split]) + c.feed(&stream[split..]);
+            assert_eq!(n, 3, "split at {split}");
+        }
+        let mut c = EventCounter::default();
+        assert_eq!(c.feed(b"data: 1\n"), 0);
+        assert_eq!(c.feed(b"\n"), 1);
+        assert_eq!(c.feed(b"data: 2\r\n\r\ndata: 3\n\n"), 2);
+    }
+
+    #[test]
+    fn tickets_run_out() {
+        let b = AtomicU64::new(2);
+        assert!(take_ticket(&b));
+        assert!(take_ticket(&b));
+        assert!(!take_ticket(&b));
+        assert!(!take_ticket(&b));
+    }
+}

@@ -1,0 +1,542 @@
+//! The scenarios of the issue, each run against every target of the stack in the same run,
+//! interleaved (the target order rotates from one repetition to the next), repeated, and
+//! recorded per repetition so the report can take medians of paired comparisons.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::load::{
+    self, ClosedLoop, Errors, HoldRun, LoadReport, OpenLoop, RequestSpec, SseReport, SseRun,
+};
+use crate::procfs::{ProcSet, SetSample, cpu_between};
+use crate::stack::Target;
+use crate::stats::{Summary, median};
+
+/// Which scenarios to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, clap::ValueEnum)]
+pub enum Scenario {
+    /// Small non-streaming chat, closed loop at N connections (throughput).
+    Chat,
+    /// Small non-streaming chat at a fixed rate (latency).
+    Rate,
+    /// Anthropic SSE with many chunks (first byte, total, chunk delivery).
+    Sse,
+    /// Thousands of concurrent slow streams (memory), two equal rounds.
+    Streams,
+    /// The usage store's sustained insert rate, request path idle.
+    Store,
+}
+
+impl Scenario {
+    pub const ALL: [Scenario; 5] = [
+        Scenario::Chat,
+        Scenario::Rate,
+        Scenario::Sse,
+        Scenario::Streams,
+        Scenario::Store,
+    ];
+}
+
+/// Sizes and durations of one run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub quick: bool,
+    pub reps: usize,
+    pub warmup: Duration,
+    pub chat_connections: usize,
+    pub chat_duration: Duration,
+    pub rate_rps: f64,
+    pub rate_connections: usize,
+    pub rate_duration: Duration,
+    pub sse_chunks: u32,
+    pub sse_chunk_delay_ms: u64,
+    pub sse_concurrency: usize,
+    pub sse_duration: Duration,
+    pub streams: usize,
+    pub streams_chunks: u32,
+    pub streams_chunk_delay_ms: u64,
+    /// Rounds of the many-streams scenario; the first warms the allocators up, the last two
+    /// are compared for growth.
+    pub streams_rounds: usize,
+    pub store_duration: Duration,
+    pub store_rate: u64,
+}
+
+impl Plan {
+    /// The full run: about 8 minutes on 2 cores.
+    pub fn full() -> Plan {
+        Plan {
+            quick: false,
+            reps: 5,
+            warmup: Duration::from_millis(500),
+            chat_connections: 64,
+            chat_duration: Duration::from_secs(2),
+            rate_rps: 2000.0,
+            rate_connections: 32,
+            rate_duration: Duration::from_millis(2500),
+            sse_chunks: 200,
+            sse_chunk_delay_ms: 1,
+            sse_concurrency: 8,
+            sse_duration: Duration::from_millis(2500),
+            streams: 5000,
+            streams_chunks: 5,
+            streams_chunk_delay_ms: 1000,
+            streams_rounds: 3,
+            store_duration: Duration::from_secs(5),
+            store_rate: 20_000,
+        }
+    }
+
+    /// A try-out: a few seconds per scenario, smaller stream count.
+    pub fn quick() -> Plan {
+        Plan {
+            quick: true,
+            reps: 2,
+            warmup: Duration::from_millis(300),
+            chat_duration: Duration::from_secs(1),
+            rate_duration: Duration::from_secs(1),
+            sse_duration: Duration::from_secs(1),
+            streams: 1000,
+            streams_chunks: 3,
+            streams_chunk_delay_ms: 1000,
+            store_duration: Duration::from_secs(2),
+            ..Plan::full()
+        }
+    }
+}
+
+/// The request of the chat scenarios: a small OpenAI chat completion.
+pub fn chat_spec() -> RequestSpec {
+    RequestSpec::post_json(
+        "/v1/chat/completions",
+        r#"{"model":"gpt-4o-mini","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"Say hello in one short sentence."}],"max_tokens":64}"#,
+    )
+}
+
+/// An Anthropic streaming request with `chunks` content chunks `delay_ms` apart.
+pub fn anthropic_stream_spec(chunks: u32, delay_ms: u64) -> anyhow::Result<RequestSpec> {
+    Ok(RequestSpec::post_json(
+        "/v1/messages",
+        r#"{"model":"claude-sonnet-4-5","max_tokens":4096,"stream":true,"messages":[{"role":"user","content":"Write a long poem about gateways."}]}"#,
+    )
+    .header("anthropic-version", "2023-06-01")?
+    .header("x-mock-chunks", &chunks.to_string())?
+    .header("x-mock-chunk-delay-ms", &delay_ms.to_string())?
+    .expect_tail(b"message_stop"))
+}
+
+fn with_target(spec: &RequestSpec, t: &Target) -> RequestSpec {
+    let mut s = spec.clone();
+    s.headers.extend(t.extra_headers.iter().cloned());
+    s
+}
+
+/// CPU and memory of the target (and the mock) over one measured window.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Window {
+    /// CPU seconds of the target's processes.
+    pub cpu_s: f64,
+    /// CPU seconds of the mock provider (the same as `cpu_s` for the direct target).
+    pub mock_cpu_s: f64,
+    /// Peak RSS of the target's processes in the window (KiB).
+    pub peak_rss_kib: u64,
+    /// Whether the peak was reset at the start (else it is the lifetime peak).
+    pub peak_reset: bool,
+}
+
+struct Meter<'a> {
+    target: &'a ProcSet,
+    mock: &'a ProcSet,
+    t0: SetSample,
+    m0: SetSample,
+    reset: bool,
+}
+
+impl<'a> Meter<'a> {
+    fn start(target: &'a ProcSet, mock: &'a ProcSet) -> Meter<'a> {
+        let reset = target.reset_peak();
+        Meter {
+            target,
+            mock,
+            t0: target.sample(),
+            m0: mock.sample(),
+            reset,
+        }
+    }
+
+    fn stop(self) -> Window {
+        let t1 = self.target.sample();
+        let m1 = self.mock.sample();
+        Window {
+            cpu_s: cpu_between(&self.t0, &t1).as_secs_f64(),
+            mock_cpu_s: cpu_between(&self.m0, &m1).as_secs_f64(),
+            peak_rss_kib: t1.hwm_kib,
+            peak_reset: self.reset,
+        }
+    }
+}
+
+/// One target in one repetition of a request/response scenario.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunRecord {
+    pub target: String,
+    pub rep: usize,
+    pub ok: u64,
+    pub errors: Errors,
+    pub first_error: Option<String>,
+    pub elapsed_s: f64,
+    pub throughput: f64,
+    pub latency: Summary,
+    /// Open loop only: the generator's lateness.
+    pub lag: Summary,
+    pub window: Window,
+}
+
+impl RunRecord {
+    fn new(target: &str, rep: usize, r: &LoadReport, window: Window) -> RunRecord {
+        RunRecord {
+            target: target.to_owned(),
+            rep,
+            ok: r.ok,
+            errors: r.errors,
+            first_error: r.first_error.clone(),
+            elapsed_s: r.elapsed.as_secs_f64(),
+            throughput: r.throughput(),
+            latency: r.latency.summary(),
+            lag: r.lag.summary(),
+            window,
+        }
+    }
+
+    /// CPU seconds of the target per 1,000 successful requests.
+    pub fn cpu_per_1k(&self) -> f64 {
+        per_1k(self.window.cpu_s, self.ok)
+    }
+
+    pub fn mock_cpu_per_1k(&self) -> f64 {
+        per_1k(self.window.mock_cpu_s, self.ok)
+    }
+}
+
+pub fn per_1k(cpu_s: f64, n: u64) -> f64 {
+    if n == 0 {
+        f64::NAN
+    } else {
+        cpu_s * 1000.0 / n as f64
+    }
+}
+
+/// The order of the targets in repetition `rep`: rotated, so none is always first or last.
+pub fn rotation<T: Clone>(items: &[T], rep: usize) -> Vec<T> {
+    if items.is_empty() {
+        return Vec::new();
+    }
+    let k = rep % items.len();
+    items[k..].iter().chain(&items[..k]).cloned().collect()
+}
+
+/// Progress lines go to stderr.
+fn progress(line: &str) {
+    eprintln!("iris-bench: {line}");
+}
+
+/// Small chat, closed loop at `chat_connections`.
+pub async fn chat(plan: &Plan, targets: &[Target], mock: &ProcSet) -> Vec<RunRecord> {
+    let spec = chat_spec();
+    let warm = ClosedLoop {
+        connections: plan.chat_connections,
+        duration: plan.warmup,
+        max_requests: u64::MAX,
+    };
+    for t in targets {
+        let _ = load::closed_loop(&t.endpoint, &with_target(&spec, t), &warm).await;
+    }
+    let cfg = ClosedLoop {
+        connections: plan.chat_connections,
+        duration: plan.chat_duration,
+        max_requests: 50_000_000,
+    };
+    let mut out = Vec::new();
+    for rep in 0..plan.reps {
+        for t in rotation(targets, rep) {
+            let spec = with_target(&spec, &t);
+            let meter = Meter::start(&t.procs, mock);
+            let r = load::closed_loop(&t.endpoint, &spec, &cfg).await;
+            let rec = RunRecord::new(&t.name, rep, &r, meter.stop());
+            progress(&format!(
+                "chat rep {rep} {:<10} {:>8.0} req/s  p50 {:>7.0} us  p99 {:>7.0} us  errors {}",
+                t.name,
+                rec.throughput,
+                rec.latency.p50_us,
+                rec.latency.p99_us,
+                rec.errors.total()
+            ));
+            out.push(rec);
+        }
+    }
+    out
+}
+
+/// Small chat at a fixed rate, latency from the scheduled send times.
+pub async fn rate(plan: &Plan, targets: &[Target], mock: &ProcSet) -> Vec<RunRecord> {
+    let spec = chat_spec();
+    let warm = OpenLoop {
+        rate: plan.rate_rps,
+        duration: plan.warmup,
+        connections: plan.rate_connections,
+    };
+    for t in targets {
+        let _ = load::open_loop(&t.endpoint, &with_target(&spec, t), &warm).await;
+    }
+    let cfg = OpenLoop {
+        rate: plan.rate_rps,
+        duration: plan.rate_duration,
+        connections: plan.rate_connections,
+    };
+    let mut out = Vec::new();
+    for rep in 0..plan.reps {
+        for t in rotation(targets, rep) {
+            let spec = with_target(&spec, &t);
+            let meter = Meter::start(&t.procs, mock);
+            let r = load::open_loop(&t.endpoint, &spec, &cfg).await;
+            let rec = RunRecord::new(&t.name, rep, &r, meter.stop());
+            progress(&format!(
+                "rate rep {rep} {:<10} {:>6.0} req/s  p50 {:>6.0} us  p99 {:>7.0} us  max {:>7.0} us  lag p99 {:>5.0} us  errors {}",
+                t.name,
+                rec.throughput,
+                rec.latency.p50_us,
+                rec.latency.p99_us,
+                rec.latency.max_us,
+                rec.lag.p99_us,
+                rec.errors.total()
+            ));
+            out.push(rec);
+        }
+    }
+    out
+}
+
+/// One target in one repetition of the SSE scenario.
+#[derive(Debug, Clone, Serialize)]
+pub struct SseRecord {
+    pub target: String,
+    pub rep: usize,
+    pub ok: u64,
+    pub errors: Errors,
+    pub first_error: Option<String>,
+    pub streams_per_s: f64,
+    pub ttfb: Summary,
+    pub total: Summary,
+    pub gaps: Summary,
+    /// Median over streams.
+    pub frames: f64,
+    pub events: f64,
+    /// The largest "events in one frame" over all streams (inner frames only).
+    pub max_events_per_frame: u32,
+    /// Median over streams of their largest inner frame.
+    pub median_max_events_per_frame: f64,
+    pub window: Window,
+}
+
+impl SseRecord {
+    fn new(target: &str, rep: usize, r: &SseReport, window: Window) -> SseRecord {
+        let f = |v: &[u32]| median(&v.iter().map(|&x| f64::from(x)).collect::<Vec<_>>());
+        SseRecord {
+            target: target.to_owned(),
+            rep,
+            ok: r.ok,
+            errors: r.errors,
+            first_error: r.first_error.clone(),
+            streams_per_s: if r.elapsed.is_zero() {
+                0.0
+            } else {
+                r.ok as f64 / r.elapsed.as_secs_f64()
+            },
+            ttfb: r.ttfb.summary(),
+            total: r.total.summary(),
+            gaps: r.gaps.summary(),
+            frames: f(&r.frames),
+            events: f(&r.events),
+            max_events_per_frame: r.max_events_per_frame.iter().copied().max().unwrap_or(0),
+            median_max_events_per_frame: f(&r.max_events_per_frame),
+            window,
+        }
+    }
+
+    pub fn cpu_per_1k(&self) -> f64 {
+        per_1k(self.window.cpu_s, self.ok)
+    }
+}
+
+/// Anthropic SSE streams with many chunks, closed loop at `sse_concurrency`.
+pub async fn sse(
+    plan: &Plan,
+    targets: &[Target],
+    mock: &ProcSet,
+) -> anyhow::Result<Vec<SseRecord>> {
+    let spec = anthropic_stream_spec(plan.sse_chunks, plan.sse_chunk_delay_ms)?;
+    let warm = SseRun {
+        concurrency: plan.sse_concurrency,
+        duration: plan.warmup,
+        max_streams: u64::MAX,
+    };
+    for t in targets {
+        let _ = load::sse(&t.endpoint, &with_target(&spec, t), &warm).await;
+    }
+    let cfg = SseRun {
+        concurrency: plan.sse_concurrency,
+        duration: plan.sse_duration,
+        max_streams: 10_000_000,
+    };
+    let mut out = Vec::new();
+    for rep in 0..plan.reps {
+        for t in rotation(targets, rep) {
+            let spec = with_target(&spec, &t);
+            let meter = Meter::start(&t.procs, mock);
+            let r = load::sse(&t.endpoint, &spec, &cfg).await;
+            let rec = SseRecord::new(&t.name, rep, &r, meter.stop());
+            progress(&format!(
+                "sse rep {rep} {:<10} {:>5.0} streams/s  ttfb p50 {:>6.0} us  total p50 {:>7.1} ms  frames {:>5.0}  max ev/frame {}  errors {}",
+                t.name,
+                rec.streams_per_s,
+                rec.ttfb.p50_us,
+                rec.total.p50_us / 1000.0,
+                rec.frames,
+                rec.max_events_per_frame,
+                rec.errors.total()
+            ));
+            out.push(rec);
+        }
+    }
+    Ok(out)
+}
+
+/// One target in one round of the many-streams scenario.
+#[derive(Debug, Clone, Serialize)]
+pub struct HoldRecord {
+    pub target: String,
+    pub round: usize,
+    pub streams: usize,
+    pub ok: u64,
+    pub errors: Errors,
+    pub first_error: Option<String>,
+    pub peak_open: usize,
+    pub ramp_s: f64,
+    pub elapsed_s: f64,
+    /// Highest RSS sampled during the round (KiB).
+    pub peak_rss_kib: u64,
+    /// VmHWM at the end of the round (reset at its start when possible).
+    pub hwm_kib: u64,
+    /// RSS one second after the round ended.
+    pub rss_after_kib: u64,
+    pub cpu_s: f64,
+}
+
+/// `streams` concurrent slow streams per target, `streams_rounds` equal rounds each (targets
+/// interleaved round by round), while the target's RSS is sampled every 100 ms.
+pub async fn streams(plan: &Plan, targets: &[Target]) -> anyhow::Result<Vec<HoldRecord>> {
+    let rounds = plan.streams_rounds.max(2);
+    let spec = anthropic_stream_spec(plan.streams_chunks, plan.streams_chunk_delay_ms)?;
+    let stream_time = Duration::from_millis(plan.streams_chunk_delay_ms) * plan.streams_chunks;
+    let cfg = HoldRun {
+        streams: plan.streams,
+        connect_parallelism: 256,
+        timeout: stream_time + Duration::from_secs(90),
+    };
+    let mut out = Vec::new();
+    for round in 0..rounds {
+        for t in rotation(targets, 0) {
+            let spec = with_target(&spec, &t);
+            let procs = t.procs.clone();
+            let reset = procs.reset_peak();
+            let before = procs.sample();
+            let stop = Arc::new(AtomicBool::new(false));
+            let peak = Arc::new(AtomicU64::new(before.rss_kib));
+            let sampler = {
+                let stop = stop.clone();
+                let peak = peak.clone();
+                let procs = procs.clone();
+                let bound = Instant::now() + cfg.timeout + Duration::from_secs(5);
+                tokio::spawn(async move {
+                    while !stop.load(Ordering::Acquire) && Instant::now() < bound {
+                        let s = procs.sample();
+                        peak.fetch_max(s.rss_kib, Ordering::AcqRel);
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                })
+            };
+            let r = load::hold_streams(&t.endpoint, &spec, &cfg).await;
+            stop.store(true, Ordering::Release);
+            let _ = sampler.await;
+            let end = procs.sample();
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let after = procs.sample();
+            let rec = HoldRecord {
+                target: t.name.clone(),
+                round,
+                streams: plan.streams,
+                ok: r.ok,
+                errors: r.errors,
+                first_error: r.first_error.clone(),
+                peak_open: r.peak_open,
+                ramp_s: r.ramp.as_secs_f64(),
+                elapsed_s: r.elapsed.as_secs_f64(),
+                peak_rss_kib: peak
+                    .load(Ordering::Acquire)
+                    .max(if reset { end.hwm_kib } else { 0 }),
+                hwm_kib: end.hwm_kib,
+                rss_after_kib: after.rss_kib,
+                cpu_s: cpu_between(&before, &end).as_secs_f64(),
+            };
+            progress(&format!(
+                "streams round {round} {:<10} {} ok, peak open {}, ramp {:.1} s, peak RSS {:.1} MB, after {:.1} MB, errors {}{}",
+                t.name,
+                rec.ok,
+                rec.peak_open,
+                rec.ramp_s,
+                rec.peak_rss_kib as f64 * 1024.0 / 1e6,
+                rec.rss_after_kib as f64 * 1024.0 / 1e6,
+                rec.errors.total(),
+                rec.first_error
+                    .as_deref()
+                    .map(|e| format!(" (first: {e})"))
+                    .unwrap_or_default()
+            ));
+            out.push(rec);
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotations() {
+        let v = [1, 2, 3];
+        assert_eq!(rotation(&v, 0), vec![1, 2, 3]);
+        assert_eq!(rotation(&v, 1), vec![2, 3, 1]);
+        assert_eq!(rotation(&v, 5), vec![3, 1, 2]);
+        assert!(rotation::<u8>(&[], 3).is_empty());
+    }
+
+    #[test]
+    fn cpu_per_thousand() {
+        assert_eq!(per_1k(2.0, 4000), 0.5);
+        assert!(per_1k(1.0, 0).is_nan());
+    }
+
+    #[test]
+    fn plans_are_bounded() {
+        for p in [Plan::full(), Plan::quick()] {
+            assert!(p.reps >= 1);
+            assert!(p.sse_chunks >= 1 && p.streams >= 1);
+            assert!(p.chat_duration <= Duration::from_secs(10));
+        }
+        assert!(Plan::quick().streams < Plan::full().streams);
+    }
+}
