@@ -92,6 +92,7 @@ pub struct Gateway {
     whois_down_logged: AtomicBool,
     pub config_file: Arc<config_file::ConfigFile>,
     pub(crate) key_failures: limits::FailureCounter,
+    pub(crate) capture_budget: Arc<observe::CaptureBudget>,
 }
 
 impl Gateway {
@@ -118,6 +119,7 @@ impl Gateway {
             whois_down_logged: AtomicBool::new(false),
             config_file: Arc::new(config_file::ConfigFile::in_memory()),
             key_failures: limits::FailureCounter::default(),
+            capture_budget: Arc::new(observe::CaptureBudget::default()),
         }
     }
 

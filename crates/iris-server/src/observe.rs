@@ -24,8 +24,46 @@ pub struct ProviderCost {
     pub rules: Vec<ModelCostRule>,
 }
 
+/// Bytes of response bodies all requests in flight may hold for their captures together. A stream
+/// whose capture would go beyond it is captured truncated, so memory stays bounded however many
+/// streams are open (5,000 slow streams must not each hold megabytes).
+pub const IN_FLIGHT_CAPTURE_BYTES: usize = 256 << 20;
+
+/// The shared budget for [`IN_FLIGHT_CAPTURE_BYTES`].
+#[derive(Debug)]
+pub struct CaptureBudget {
+    left: AtomicU64,
+}
+
+impl Default for CaptureBudget {
+    fn default() -> Self {
+        CaptureBudget {
+            left: AtomicU64::new(IN_FLIGHT_CAPTURE_BYTES as u64),
+        }
+    }
+}
+
+impl CaptureBudget {
+    fn take(&self, n: usize) -> bool {
+        let n = n as u64;
+        self.left
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |l| l.checked_sub(n))
+            .is_ok()
+    }
+
+    fn give(&self, n: usize) {
+        self.left.fetch_add(n as u64, Ordering::AcqRel);
+    }
+
+    pub fn left(&self) -> u64 {
+        self.left.load(Ordering::Acquire)
+    }
+}
+
 /// The raw parts of one exchange, kept by the request path (cheap: `Bytes` are shared).
 pub struct Exchange {
+    /// Where the kept response bytes are accounted; given back when the exchange is dropped.
+    pub budget: Option<Arc<CaptureBudget>>,
     pub request_headers: Vec<(String, String)>,
     pub request_body: Bytes,
     pub response_headers: Vec<(String, String)>,
@@ -39,17 +77,31 @@ pub struct Exchange {
 }
 
 impl Exchange {
-    /// Keep a response chunk, up to `cap` bytes in all.
+    /// Keep a response chunk, up to `cap` bytes in all and within the shared budget.
     pub fn keep(&mut self, chunk: &Bytes, cap: usize) {
         if self.response_bytes >= cap {
             self.response_complete = false;
             return;
         }
         let take = chunk.len().min(cap - self.response_bytes);
+        if let Some(b) = &self.budget
+            && !b.take(take)
+        {
+            self.response_complete = false;
+            return;
+        }
         self.response_chunks.push(chunk.slice(..take));
         self.response_bytes += take;
         if take < chunk.len() {
             self.response_complete = false;
+        }
+    }
+}
+
+impl Drop for Exchange {
+    fn drop(&mut self) {
+        if let Some(b) = &self.budget {
+            b.give(self.response_bytes);
         }
     }
 }
@@ -324,4 +376,58 @@ pub fn provider_cost(p: &iris_config::Provider, auto: bool) -> ProviderCost {
         })
         .collect();
     ProviderCost { basis, rules }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exchange(budget: &Arc<CaptureBudget>) -> Exchange {
+        Exchange {
+            budget: Some(budget.clone()),
+            request_headers: Vec::new(),
+            request_body: Bytes::new(),
+            response_headers: Vec::new(),
+            response_chunks: Vec::new(),
+            response_bytes: 0,
+            response_complete: true,
+            response_is_sse: true,
+            cost: None,
+            capture: None,
+        }
+    }
+
+    #[test]
+    fn in_flight_capture_bytes_are_bounded_and_given_back() {
+        let budget = Arc::new(CaptureBudget::default());
+        let chunk = Bytes::from(vec![b'x'; 1 << 20]);
+        let mut held = Vec::new();
+        // Many streams each wanting 4 MiB: together they never exceed the budget.
+        for _ in 0..200 {
+            let mut ex = exchange(&budget);
+            for _ in 0..4 {
+                ex.keep(&chunk, 4 << 20);
+            }
+            held.push(ex);
+        }
+        let kept: usize = held.iter().map(|e| e.response_bytes).sum();
+        assert!(kept <= IN_FLIGHT_CAPTURE_BYTES, "{kept}");
+        assert!(
+            held.iter().any(|e| !e.response_complete),
+            "later streams are captured truncated"
+        );
+        drop(held);
+        assert_eq!(budget.left(), IN_FLIGHT_CAPTURE_BYTES as u64);
+    }
+
+    #[test]
+    fn a_single_capture_stops_at_its_cap() {
+        let budget = Arc::new(CaptureBudget::default());
+        let mut ex = exchange(&budget);
+        ex.keep(&Bytes::from_static(b"0123456789"), 4);
+        assert_eq!(ex.response_bytes, 4);
+        assert!(!ex.response_complete);
+        drop(ex);
+        assert_eq!(budget.left(), IN_FLIGHT_CAPTURE_BYTES as u64);
+    }
 }

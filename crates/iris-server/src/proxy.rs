@@ -232,6 +232,7 @@ async fn llm(
         0
     };
     pending.exchange = Some(Box::new(crate::observe::Exchange {
+        budget: Some(gw.capture_budget.clone()),
         request_headers: crate::observe::header_pairs(&parts.headers),
         request_body: body.clone(),
         response_headers: Vec::new(),
