@@ -32,7 +32,6 @@ pub mod reassemble;
 pub mod redact;
 pub mod retention;
 pub mod session;
-mod sse;
 
 pub use capture::{Capture, CaptureLimits, NON_UTF8_MARKER, RawExchange, build_capture};
 pub use cost::{

@@ -29,7 +29,7 @@ pub mod errors;
 pub mod models_list;
 pub mod peek;
 pub mod routing;
-mod sse;
+pub mod sse;
 pub mod stream_filter;
 pub mod usage;
 

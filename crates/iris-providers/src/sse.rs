@@ -11,7 +11,7 @@
 use memchr::memchr2;
 
 /// Receives parsed events.
-pub(crate) trait SseSink {
+pub trait SseSink {
     /// Whether the data of an event named `name` (empty when no `event:` line came before the
     /// data) is worth keeping. Returning false saves the copy.
     fn wants_data(&self, name: &[u8]) -> bool;
@@ -25,7 +25,7 @@ const MAX_EVENT_NAME: usize = 128;
 const KEEP_CAPACITY: usize = 64 * 1024;
 
 #[derive(Debug, Clone)]
-pub(crate) struct SseParser {
+pub struct SseParser {
     max_event: usize,
     /// The current line when it spans chunks.
     line: Vec<u8>,
@@ -40,10 +40,12 @@ pub(crate) struct SseParser {
     has_data: bool,
     /// The current event is being ignored (too large, or not wanted).
     skip_event: bool,
+    /// Events dropped for being larger than `max_event`.
+    dropped: usize,
 }
 
 impl SseParser {
-    pub(crate) fn new(max_event: usize) -> Self {
+    pub fn new(max_event: usize) -> Self {
         SseParser {
             max_event,
             line: Vec::new(),
@@ -54,10 +56,22 @@ impl SseParser {
             data: Vec::new(),
             has_data: false,
             skip_event: false,
+            dropped: 0,
         }
     }
 
-    pub(crate) fn feed(&mut self, chunk: &[u8], sink: &mut impl SseSink) {
+    /// Events dropped so far for being larger than `max_event`.
+    pub fn dropped(&self) -> usize {
+        self.dropped
+    }
+
+    /// The current event is too large: drop it and count it.
+    fn overflow(&mut self) {
+        self.dropped += 1;
+        self.drop_event();
+    }
+
+    pub fn feed(&mut self, chunk: &[u8], sink: &mut impl SseSink) {
         let mut rest = chunk;
         if self.after_cr && !rest.is_empty() {
             self.after_cr = false;
@@ -76,7 +90,7 @@ impl SseParser {
                 if self.line_overflow {
                     self.line_overflow = false;
                     // The oversized line was part of this event: the event is incomplete.
-                    self.drop_event();
+                    self.overflow();
                 } else {
                     self.process_line(&line, sink);
                 }
@@ -101,10 +115,10 @@ impl SseParser {
     /// End of input: a last line without its line ending, and a last event without its blank
     /// line, still count (better to record usage than lose it; a truncated JSON body will simply
     /// not parse).
-    pub(crate) fn finish(&mut self, sink: &mut impl SseSink) {
+    pub fn finish(&mut self, sink: &mut impl SseSink) {
         if self.line_overflow {
             self.line_overflow = false;
-            self.drop_event();
+            self.overflow();
         } else if !self.line.is_empty() {
             let line = std::mem::take(&mut self.line);
             self.process_line(&line, sink);
@@ -179,7 +193,7 @@ impl SseParser {
                     return;
                 }
                 if self.data.len() + value.len() + 1 > self.max_event {
-                    self.drop_event();
+                    self.overflow();
                     return;
                 }
                 if self.has_data {
@@ -283,6 +297,23 @@ mod tests {
             let got = parse_split(input.as_bytes(), step, 1000, &[]).events;
             assert_eq!(got, vec![("".to_owned(), "ok".to_owned())], "step {step}");
         }
+        // Dropped events are counted (captures mark themselves truncated by it); unwanted ones
+        // are not.
+        let mut p = SseParser::new(1000);
+        let mut sink = Collect::default();
+        p.feed(
+            format!(
+                "data: {big}
+
+data: ok
+
+"
+            )
+            .as_bytes(),
+            &mut sink,
+        );
+        p.finish(&mut sink);
+        assert_eq!(p.dropped(), 1);
     }
 
     #[test]

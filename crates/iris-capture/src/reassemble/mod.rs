@@ -28,7 +28,29 @@ mod openai_responses;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::sse::{Event, SseParser};
+use iris_providers::sse::{SseParser, SseSink};
+
+/// A complete SSE event, as the dialect reassemblers read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Event {
+    pub name: String,
+    pub data: Vec<u8>,
+}
+
+/// Hands every event (all are wanted here) to a closure.
+struct Each<F: FnMut(Event)>(F);
+
+impl<F: FnMut(Event)> SseSink for Each<F> {
+    fn wants_data(&self, _name: &[u8]) -> bool {
+        true
+    }
+    fn on_event(&mut self, name: &[u8], data: &[u8]) {
+        (self.0)(Event {
+            name: String::from_utf8_lossy(name).into_owned(),
+            data: data.to_vec(),
+        })
+    }
+}
 
 /// The most tool calls (or content blocks / output items) kept for one response.
 pub const MAX_TOOL_CALLS: usize = 1024;
@@ -158,14 +180,16 @@ impl StreamReassembler {
 
     pub fn feed(&mut self, chunk: &[u8]) {
         let (state, budget, events) = (&mut self.state, &mut self.budget, &mut self.events);
-        self.parser
-            .feed(chunk, &mut |e: Event| on_event(state, budget, events, &e));
+        self.parser.feed(
+            chunk,
+            &mut Each(|e: Event| on_event(state, budget, events, &e)),
+        );
     }
 
     pub fn finish(mut self) -> StreamOutcome {
         let (state, budget, events) = (&mut self.state, &mut self.budget, &mut self.events);
         self.parser
-            .finish(&mut |e: Event| on_event(state, budget, events, &e));
+            .finish(&mut Each(|e: Event| on_event(state, budget, events, &e)));
         let message = match self.state {
             State::Anthropic(s) => s.finish(&mut self.budget),
             State::Chat(s) => s.finish(),
@@ -173,7 +197,7 @@ impl StreamReassembler {
         };
         StreamOutcome {
             message,
-            truncated: self.budget.truncated || self.parser.dropped > 0,
+            truncated: self.budget.truncated || self.parser.dropped() > 0,
             events: self.events,
         }
     }
