@@ -93,8 +93,9 @@ pub async fn resolve(
     // 1. WhoIs on the peer, once per connection.
     let mut whois_failed: Option<String> = None;
     if settings.whois {
-        let peer = ctx.peer.to_string();
-        match ctx.whois.get_or_try_init(|| whois(gw, &peer)).await {
+        // The address is formatted only when the connection's first request asks.
+        let ask = || async { whois(gw, &ctx.peer.to_string()).await };
+        match ctx.whois.get_or_try_init(ask).await {
             Ok(Some(t)) => {
                 return Ok(Resolved {
                     principal: t.principal.clone(),
