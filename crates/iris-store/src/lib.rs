@@ -16,19 +16,31 @@
 //!
 //! # Back-pressure of the usage writer
 //! Recording usage must never slow down or block a request, and must never grow memory
-//! without bound when the store is slow or down. So [`UsageSink::record`] never awaits: it
-//! `try_send`s into a bounded queue, and when the queue is full the record is **dropped**
-//! and counted ([`UsageSink::dropped`]), with a rate-limited `warn!` line
-//! ("usage queue full: N records dropped"). We chose losing accounting rows under overload
-//! over adding latency to user traffic; the drop counter makes the loss visible.
+//! without bound when the store is slow or down. So [`UsageSink::record`] never awaits:
+//! it reserves one of `queue_capacity` slots and `try_send`s into the queue. A slot is
+//! held until the record is written (or dropped), so `queue_capacity` bounds everything
+//! in memory together: the queue, the batch being written, and the records held while
+//! the store fails. When no slot is free the record is **dropped** and counted
+//! ([`UsageSink::dropped`]), with a rate-limited `warn!` line naming the count
+//! ("usage queue full: N records dropped", or "usage store failing and buffer full: …");
+//! drops the rate limit holds back are logged by the writer within the interval, and all
+//! of them at once when the store recovers, so the log always adds up to the counter. We
+//! chose losing accounting rows under overload over adding latency to user traffic; the
+//! counter and the log make the loss visible, never silent.
 //!
-//! When the store fails, the writer keeps the failed batch and retries it with exponential
-//! backoff. While it retries it keeps taking records off the queue until its retry buffer
-//! holds `queue_capacity` records; then it stops taking, the queue fills up, and further
-//! records are dropped (and counted) at the sink. Memory is therefore bounded by about
-//! twice `queue_capacity` records. A batch that fails for a *permanent* reason (see
-//! [`StoreError::is_permanent`]) is not retried as a whole: its records are tried one by
-//! one and only the ones the store rejects are dropped.
+//! When the store fails (disk full, database locked, read-only file system), the writer
+//! keeps the failed batch, keeps taking records off the queue into its buffer, and
+//! retries with exponential backoff (100 ms doubling to 5 s); [`UsageSink::store_failing`]
+//! and [`UsageSink::last_store_error`] say so meanwhile. The first successful write after
+//! the fault clears writes the buffer out, oldest first (a retried batch never
+//! duplicates rows: inserting an existing id is a no-op). A batch that fails for a
+//! *permanent* reason (see [`StoreError::is_permanent`]) is not retried as a whole: its
+//! records are tried one by one and only the ones the store rejects are dropped.
+//!
+//! A partial batch is written `flush_interval` after its first record reached the writer,
+//! so a crash (`kill -9`) loses at most the records finished in about the last
+//! `flush_interval` (plus the time of one write); committed batches survive it (SQLite
+//! WAL, `synchronous = NORMAL`: durable across process crashes, not power loss).
 //!
 //! [`UsageWriterHandle::shutdown`] closes the intake (records sent afterwards are counted
 //! as dropped), drains everything already queued, writes it, and returns [`WriterStats`].
@@ -48,7 +60,7 @@ pub use writer::{
 /// Counters are `u64` in Rust; the SQL backends store signed 64-bit integers, so values
 /// above `i64::MAX` are saturated to `i64::MAX` on write (no real token or byte count
 /// gets near that).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct UsageRecord {
     /// UUIDv7 string (time-ordered), from [`new_record_id`].
     pub id: String,
@@ -361,6 +373,12 @@ pub trait Store: Send + Sync + 'static {
     /// Mark a key revoked. Returns false if there is no such key. Revoking twice keeps
     /// the first revocation time.
     async fn revoke_key(&self, id: &str, at_ms: i64) -> Result<bool, StoreError>;
+    /// A counter that changes whenever a key is revoked through this store object, so that a
+    /// cache of key lookups in the same process can drop what it holds at once. (Revocations by
+    /// other processes do not move it: such caches also expire entries.) Default: never changes.
+    fn key_revocations(&self) -> u64 {
+        0
+    }
     /// Record that a key was used. Never moves `last_used_ms` backwards; unknown ids are
     /// ignored.
     async fn touch_key(&self, id: &str, at_ms: i64) -> Result<(), StoreError>;

@@ -15,6 +15,7 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
+use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
@@ -59,6 +60,10 @@ const KEY_COLUMNS: &str = "id, token_hash, login, tags, note, created_ms, expire
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
+    /// Bumped by every revocation made through this store (see [`Store::key_revocations`]).
+    revocations: std::sync::atomic::AtomicU64,
+    /// False for the in-memory store, whose one connection must never be closed.
+    file_backed: bool,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -83,7 +88,12 @@ impl SqliteStore {
             .create_if_missing(true)
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true)
-            .synchronous(SqliteSynchronous::Normal);
+            // FULL: the WAL is fsynced at every commit, so a batch the writer counts as
+            // written is on disk. NORMAL (fsync only at checkpoints) survives `kill -9` too,
+            // but leaves commits in the page cache, where a failure the kernel only reports
+            // at writeback (a full or failing disk) drops them silently: the e2e store-fault
+            // tests lost every record that way. With batching this costs one fsync per batch.
+            .synchronous(SqliteSynchronous::Full);
         // WAL is a property of the file: the writer sets it once, readers inherit it.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
@@ -95,7 +105,12 @@ impl SqliteStore {
             .connect_with(options)
             .await?;
         tracing::debug!(path = %path.display(), "sqlite store opened");
-        Ok(SqliteStore { writer, reader })
+        Ok(SqliteStore {
+            writer,
+            reader,
+            revocations: Default::default(),
+            file_backed: true,
+        })
     }
 
     /// A fresh, private in-memory database (for tests and throwaway runs). Its contents
@@ -117,6 +132,8 @@ impl SqliteStore {
         Ok(SqliteStore {
             writer: pool.clone(),
             reader: pool,
+            revocations: Default::default(),
+            file_backed: false,
         })
     }
 
@@ -125,6 +142,46 @@ impl SqliteStore {
     pub async fn close(&self) {
         self.reader.close().await;
         self.writer.close().await;
+    }
+
+    /// Take the writer connection and open a write transaction on it.
+    ///
+    /// Multi-statement writes use plain `BEGIN IMMEDIATE` / `COMMIT` and [`Self::abandon`]
+    /// rather than sqlx's `Transaction`: when a `COMMIT` fails (disk full, I/O error),
+    /// SQLite may or may not have rolled the transaction back, sqlx's own bookkeeping of
+    /// the nesting depth then goes wrong, and its next "transaction" becomes a savepoint
+    /// inside a transaction that never ends: every later commit reports success and
+    /// writes nothing. (Found by the e2e disk-full test: every usage record was lost.)
+    async fn begin_write(&self) -> Result<PoolConnection<Sqlite>, StoreError> {
+        let mut conn = self.writer.acquire().await?;
+        if let Err(e) = sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await {
+            self.abandon(conn).await;
+            return Err(e.into());
+        }
+        Ok(conn)
+    }
+
+    async fn commit_write(&self, mut conn: PoolConnection<Sqlite>) -> Result<(), StoreError> {
+        match sqlx::query("COMMIT").execute(&mut *conn).await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                self.abandon(conn).await;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// After a failed write: make sure no transaction stays open on the connection. The
+    /// rollback is best effort (SQLite may already have rolled back); a file database's
+    /// connection is then closed as well, so the next write starts on a fresh one whatever
+    /// state the failure left behind. The in-memory store's only connection is kept.
+    async fn abandon(&self, mut conn: PoolConnection<Sqlite>) {
+        let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+        if self.file_backed
+            && let Err(e) = conn.close().await
+        {
+            tracing::debug!(error = %e, "closing the store's writer connection failed");
+        }
     }
 }
 
@@ -165,7 +222,7 @@ impl Store for SqliteStore {
             .iter()
             .map(|r| join_tags(&r.tags))
             .collect::<Result<_, _>>()?;
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin_write().await?;
         for (chunk, chunk_tags) in batch
             .chunks(USAGE_ROWS_PER_INSERT)
             .zip(tags.chunks(USAGE_ROWS_PER_INSERT))
@@ -212,10 +269,12 @@ impl Store for SqliteStore {
                     );
             });
             qb.push(" ON CONFLICT (id) DO NOTHING");
-            qb.build().execute(&mut *tx).await?;
+            if let Err(e) = qb.build().execute(&mut *tx).await {
+                self.abandon(tx).await;
+                return Err(e.into());
+            }
         }
-        tx.commit().await?;
-        Ok(())
+        self.commit_write(tx).await
     }
 
     async fn recent_usage(&self, q: &UsageQuery) -> Result<Vec<UsageRecord>, StoreError> {
@@ -304,7 +363,13 @@ impl Store for SqliteStore {
                 .bind(id)
                 .execute(&self.writer)
                 .await?;
+        self.revocations
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         Ok(done.rows_affected() > 0)
+    }
+
+    fn key_revocations(&self) -> u64 {
+        self.revocations.load(std::sync::atomic::Ordering::Acquire)
     }
 
     async fn touch_key(&self, id: &str, at_ms: i64) -> Result<(), StoreError> {
@@ -377,7 +442,7 @@ impl Store for SqliteStore {
         if batch.is_empty() {
             return Ok(());
         }
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin_write().await?;
         for chunk in batch.chunks(300) {
             let mut qb: QueryBuilder<'_, Sqlite> =
                 QueryBuilder::new("INSERT INTO captures (request_id, ts_ms, body) ");
@@ -387,10 +452,12 @@ impl Store for SqliteStore {
                     .push_bind(c.body.as_str());
             });
             qb.push(" ON CONFLICT (request_id) DO NOTHING");
-            qb.build().execute(&mut *tx).await?;
+            if let Err(e) = qb.build().execute(&mut *tx).await {
+                self.abandon(tx).await;
+                return Err(e.into());
+            }
         }
-        tx.commit().await?;
-        Ok(())
+        self.commit_write(tx).await
     }
 
     async fn capture(&self, request_id: &str) -> Result<Option<CaptureRow>, StoreError> {

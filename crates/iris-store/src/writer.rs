@@ -1,9 +1,9 @@
 //! The batched usage writer: request handlers hand records to a [`UsageSink`] without
 //! waiting; one background task batches them into [`Store::insert_usage`] calls.
-//! The back-pressure policy is described in the crate docs.
+//! The back-pressure and failure policy is described in the crate docs.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::mpsc::{self, error::TrySendError};
@@ -15,14 +15,16 @@ use crate::{Store, UsageRecord};
 
 /// First retry delay after a failed write; doubles on each further failure.
 const RETRY_INITIAL: Duration = Duration::from_millis(100);
-/// Longest delay between retries while running.
-const RETRY_MAX: Duration = Duration::from_secs(10);
+/// Longest delay between retries while running: once a fault clears, the buffered
+/// records are written at most this long afterwards.
+const RETRY_MAX: Duration = Duration::from_secs(5);
 /// Longest delay between retries during shutdown, where we must finish.
 const SHUTDOWN_RETRY_MAX: Duration = Duration::from_secs(1);
 /// Failed writes tolerated during shutdown before the rest is given up (and counted).
 const SHUTDOWN_RETRIES: u32 = 5;
-/// At most one "records dropped" log line per this interval (per reason).
-const DROP_WARN_INTERVAL_MS: u64 = 10_000;
+/// At most one "records dropped" log line per this interval (per reason); drops held
+/// back by the limit are reported by the writer when the interval is over.
+const DROP_WARN_INTERVAL: Duration = Duration::from_secs(10);
 /// Upper bound on `flush_interval` (keeps deadline arithmetic far from overflow).
 const MAX_FLUSH_INTERVAL: Duration = Duration::from_secs(24 * 60 * 60);
 /// Upper bound on `queue_capacity` (the channel's own limit is far above any sane value).
@@ -31,12 +33,14 @@ const MAX_QUEUE_CAPACITY: usize = 1 << 24;
 /// Sizing of the usage writer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UsageWriterConfig {
-    /// Records the queue holds before [`UsageSink::record`] starts dropping. Also the
-    /// size of the retry buffer while the store is failing. At least 1.
+    /// Records held in memory at most: queued, in the batch being written, and waiting
+    /// for a failing store to recover, together. Beyond it [`UsageSink::record`] drops
+    /// (and counts). At least 1.
     pub queue_capacity: usize,
     /// Records per `insert_usage` call. Between 1 and `queue_capacity`.
     pub batch_size: usize,
-    /// A partial batch is written this long after its first record arrived (at most a day).
+    /// A partial batch is written this long after its first record reached the writer
+    /// (at most a day). It bounds what a crash (`kill -9`) can lose.
     pub flush_interval: Duration,
 }
 
@@ -66,7 +70,7 @@ impl UsageWriterConfig {
 pub struct WriterStats {
     /// Records the store accepted.
     pub written: u64,
-    /// Records lost: queue full, sent after shutdown began, rejected by the store as
+    /// Records lost: buffer full, sent after shutdown began, rejected by the store as
     /// invalid, or still unwritten when shutdown gave up on a failing store.
     pub dropped: u64,
     /// `insert_usage` calls that returned an error.
@@ -76,12 +80,21 @@ pub struct WriterStats {
 /// State shared by the sinks, the writer task and the handle.
 struct Shared {
     closed: AtomicBool,
+    /// `queue_capacity`: the most records `buffered` may reach.
+    capacity: usize,
+    /// Records a sink accepted that are neither written nor dropped yet: those in the
+    /// channel plus the writer's batch and retry buffer. A sink reserves a slot here
+    /// before sending, so this is the one bound on memory.
+    buffered: AtomicUsize,
     written: AtomicU64,
     dropped: AtomicU64,
     failed_batches: AtomicU64,
-    queue_full: DropLog,
+    /// From a failed write until the next successful one.
+    failing: AtomicBool,
+    last_error: Mutex<Option<String>>,
+    buffer_full: DropLog,
     after_close: DropLog,
-    epoch: std::time::Instant,
+    epoch: Instant,
 }
 
 impl Shared {
@@ -97,38 +110,114 @@ impl Shared {
         }
     }
 
-    fn drop_queue_full(&self) {
+    /// Take one slot of the buffer; false when it is full.
+    fn reserve(&self) -> bool {
+        self.buffered
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.capacity).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// `n` buffered records left memory: `written` of them were stored, the rest dropped.
+    fn settle(&self, n: usize, written: usize) {
+        let dropped = n.saturating_sub(written);
+        self.written.fetch_add(as_u64(written), Ordering::AcqRel);
+        self.dropped.fetch_add(as_u64(dropped), Ordering::AcqRel);
+        self.buffered.fetch_sub(n, Ordering::AcqRel);
+    }
+
+    fn drop_buffer_full(&self) {
         self.dropped.fetch_add(1, Ordering::AcqRel);
-        if let Some(n) = self.queue_full.hit(self.now_ms()) {
-            tracing::warn!(dropped = n, "usage queue full: {n} records dropped");
+        if let Some(n) = self.buffer_full.hit(self.now_ms()) {
+            self.log_buffer_full(n);
         }
     }
 
     fn drop_after_close(&self) {
         self.dropped.fetch_add(1, Ordering::AcqRel);
         if let Some(n) = self.after_close.hit(self.now_ms()) {
-            tracing::warn!(dropped = n, "usage writer shut down: {n} records dropped");
+            log_after_close(n);
         }
     }
 
-    /// Report drops that the rate limit held back, so every drop is logged eventually.
-    fn log_held_back_drops(&self) {
-        let n = self.queue_full.take_pending();
-        if n > 0 {
-            tracing::warn!(dropped = n, "usage queue full: {n} records dropped");
+    fn log_buffer_full(&self, n: u64) {
+        let total = self.dropped.load(Ordering::Acquire);
+        if self.failing.load(Ordering::Acquire) {
+            tracing::warn!(
+                dropped = n,
+                total,
+                capacity = self.capacity,
+                "usage store failing and buffer full: {n} records dropped"
+            );
+        } else {
+            tracing::warn!(
+                dropped = n,
+                total,
+                capacity = self.capacity,
+                "usage queue full: {n} records dropped"
+            );
         }
-        let n = self.after_close.take_pending();
+    }
+
+    /// Log the drops the rate limit held back, if their line is due (or `now`).
+    fn report_held_back_drops(&self, now: bool) {
+        let now_ms = self.now_ms();
+        let take = |log: &DropLog| {
+            if now {
+                log.take_pending()
+            } else {
+                log.due(now_ms).unwrap_or(0)
+            }
+        };
+        let n = take(&self.buffer_full);
         if n > 0 {
-            tracing::warn!(dropped = n, "usage writer shut down: {n} records dropped");
+            self.log_buffer_full(n);
+        }
+        let n = take(&self.after_close);
+        if n > 0 {
+            log_after_close(n);
+        }
+    }
+
+    /// When the next held-back drop line is due, if any drop is held back.
+    fn next_drop_report(&self) -> Option<Instant> {
+        [&self.buffer_full, &self.after_close]
+            .into_iter()
+            .filter_map(|log| log.next_due_ms())
+            .min()
+            .map(|ms| self.epoch + Duration::from_millis(ms))
+    }
+
+    fn set_failing(&self, e: &crate::StoreError) {
+        if let Ok(mut last) = self.last_error.lock() {
+            *last = Some(e.to_string());
+        }
+        self.failing.store(true, Ordering::Release);
+    }
+
+    fn set_recovered(&self) {
+        self.failing.store(false, Ordering::Release);
+        if let Ok(mut last) = self.last_error.lock() {
+            *last = None;
         }
     }
 }
 
+fn log_after_close(n: u64) {
+    tracing::warn!(dropped = n, "usage writer shut down: {n} records dropped");
+}
+
+fn as_u64(n: usize) -> u64 {
+    u64::try_from(n).unwrap_or(u64::MAX)
+}
+
 /// Rate limit for a "N records dropped" log line: the first drop is reported at once,
 /// later ones at most once per interval, each line carrying the count since the last.
+/// Times are milliseconds since the writer started.
 struct DropLog {
     interval_ms: u64,
-    /// Time of the last line in ms since the writer started; `u64::MAX` = none yet.
+    /// Time of the last line; `NEVER` = none yet.
     last_ms: AtomicU64,
     pending: AtomicU64,
 }
@@ -136,9 +225,9 @@ struct DropLog {
 impl DropLog {
     const NEVER: u64 = u64::MAX;
 
-    fn new(interval_ms: u64) -> Self {
+    fn new(interval: Duration) -> Self {
         DropLog {
-            interval_ms,
+            interval_ms: u64::try_from(interval.as_millis()).unwrap_or(u64::MAX),
             last_ms: AtomicU64::new(Self::NEVER),
             pending: AtomicU64::new(0),
         }
@@ -147,6 +236,14 @@ impl DropLog {
     /// Count one drop at `now_ms`; returns the count to log if a line is due now.
     fn hit(&self, now_ms: u64) -> Option<u64> {
         self.pending.fetch_add(1, Ordering::AcqRel);
+        self.due(now_ms)
+    }
+
+    /// The count to log if drops are held back and a line is due at `now_ms`.
+    fn due(&self, now_ms: u64) -> Option<u64> {
+        if self.pending.load(Ordering::Acquire) == 0 {
+            return None;
+        }
         let last = self.last_ms.load(Ordering::Acquire);
         if last != Self::NEVER && now_ms.saturating_sub(last) < self.interval_ms {
             return None;
@@ -158,13 +255,24 @@ impl DropLog {
         Some(self.pending.swap(0, Ordering::AcqRel))
     }
 
+    /// When the held-back drops are due to be logged; `None` when nothing is held back.
+    fn next_due_ms(&self) -> Option<u64> {
+        if self.pending.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        match self.last_ms.load(Ordering::Acquire) {
+            Self::NEVER => Some(0),
+            last => Some(last.saturating_add(self.interval_ms)),
+        }
+    }
+
     fn take_pending(&self) -> u64 {
         self.pending.swap(0, Ordering::AcqRel)
     }
 }
 
 /// The producer side: cheap to clone, never blocks. See the crate docs for what happens
-/// when the queue is full.
+/// when the buffer is full.
 #[derive(Clone)]
 pub struct UsageSink {
     tx: mpsc::Sender<UsageRecord>,
@@ -176,22 +284,35 @@ impl std::fmt::Debug for UsageSink {
         f.debug_struct("UsageSink")
             .field("queued", &self.queued())
             .field("dropped", &self.dropped())
+            .field("store_failing", &self.store_failing())
             .finish()
     }
 }
 
 impl UsageSink {
     /// Queue a record for writing. Never waits (safe from `Drop` impls and sync code):
-    /// when the queue is full, or shutdown has begun, the record is dropped and counted.
+    /// when `queue_capacity` records are already held, or shutdown has begun, the record
+    /// is dropped and counted.
     pub fn record(&self, rec: UsageRecord) {
         if self.shared.closed.load(Ordering::Acquire) {
             self.shared.drop_after_close();
             return;
         }
+        if !self.shared.reserve() {
+            self.shared.drop_buffer_full();
+            return;
+        }
         match self.tx.try_send(rec) {
             Ok(()) => {}
-            Err(TrySendError::Full(_)) => self.shared.drop_queue_full(),
-            Err(TrySendError::Closed(_)) => self.shared.drop_after_close(),
+            // Cannot happen (the reservation bounds the channel too); counted if it does.
+            Err(TrySendError::Full(_)) => {
+                self.shared.buffered.fetch_sub(1, Ordering::AcqRel);
+                self.shared.drop_buffer_full();
+            }
+            Err(TrySendError::Closed(_)) => {
+                self.shared.buffered.fetch_sub(1, Ordering::AcqRel);
+                self.shared.drop_after_close();
+            }
         }
     }
 
@@ -200,9 +321,20 @@ impl UsageSink {
         self.shared.dropped.load(Ordering::Acquire)
     }
 
-    /// Records waiting in the queue (not counting a batch the writer is working on).
+    /// Records accepted and not yet written: queued, in the batch being written, or held
+    /// while the store fails. Never more than `queue_capacity`.
     pub fn queued(&self) -> usize {
-        self.tx.max_capacity() - self.tx.capacity()
+        self.shared.buffered.load(Ordering::Acquire)
+    }
+
+    /// True from a failed usage write until the next successful one.
+    pub fn store_failing(&self) -> bool {
+        self.shared.failing.load(Ordering::Acquire)
+    }
+
+    /// The error of the last failed write while [`store_failing`](Self::store_failing).
+    pub fn last_store_error(&self) -> Option<String> {
+        self.shared.last_error.lock().ok().and_then(|e| e.clone())
     }
 }
 
@@ -234,7 +366,7 @@ impl UsageWriterHandle {
         {
             tracing::error!(error = %e, "usage writer task failed; queued records are lost");
         }
-        self.shared.log_held_back_drops();
+        self.shared.report_held_back_drops(true);
         let stats = self.shared.stats();
         tracing::debug!(?stats, "usage writer stopped");
         stats
@@ -261,12 +393,16 @@ pub fn spawn_usage_writer(
     let (tx, rx) = mpsc::channel(cfg.queue_capacity);
     let shared = Arc::new(Shared {
         closed: AtomicBool::new(false),
+        capacity: cfg.queue_capacity,
+        buffered: AtomicUsize::new(0),
         written: AtomicU64::new(0),
         dropped: AtomicU64::new(0),
         failed_batches: AtomicU64::new(0),
-        queue_full: DropLog::new(DROP_WARN_INTERVAL_MS),
-        after_close: DropLog::new(DROP_WARN_INTERVAL_MS),
-        epoch: std::time::Instant::now(),
+        failing: AtomicBool::new(false),
+        last_error: Mutex::new(None),
+        buffer_full: DropLog::new(DROP_WARN_INTERVAL),
+        after_close: DropLog::new(DROP_WARN_INTERVAL),
+        epoch: Instant::now(),
     });
     let cancel = CancellationToken::new();
     let writer = Writer {
@@ -278,7 +414,6 @@ pub fn spawn_usage_writer(
         cancel: cancel.clone(),
         deadline: None,
         retry: None,
-        intake_paused: false,
     };
     let join = tokio::spawn(writer.run());
     let sink = UsageSink {
@@ -298,6 +433,10 @@ pub fn spawn_usage_writer(
 struct Retry {
     at: Instant,
     delay: Duration,
+    /// When the first write of this outage failed.
+    since: Instant,
+    /// Failed writes in this outage.
+    failures: u32,
 }
 
 /// Outcome of one write attempt.
@@ -314,31 +453,28 @@ struct Writer {
     cfg: UsageWriterConfig,
     shared: Arc<Shared>,
     cancel: CancellationToken,
-    /// Received, not yet written, oldest first. At most `queue_capacity` while running.
+    /// Received, not yet written, oldest first. At most `queue_capacity` (the sinks'
+    /// reservation counts these too).
     pending: Vec<UsageRecord>,
     /// When the oldest pending record must be written even if the batch is not full.
     deadline: Option<Instant>,
     retry: Option<Retry>,
-    /// Set while the retry buffer is full and we leave records in the queue.
-    intake_paused: bool,
 }
 
 impl Writer {
     async fn run(mut self) {
         loop {
+            self.shared.report_held_back_drops(false);
             if self.flush_due(Instant::now()) {
                 self.flush_one().await;
                 continue;
             }
             let room = self.intake_room();
-            if room == 0 && !self.intake_paused {
-                self.intake_paused = true;
-                tracing::warn!(
-                    buffered = self.pending.len(),
-                    "usage store failing and retry buffer full; new usage records will be dropped until it recovers"
-                );
-            }
-            let wake_at = self.retry.map(|r| r.at).or(self.deadline);
+            let flush_at = self.retry.map(|r| r.at).or(self.deadline);
+            let wake_at = match (flush_at, self.shared.next_drop_report()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             let sleep_until = wake_at.unwrap_or_else(Instant::now);
             tokio::select! {
                 biased;
@@ -361,7 +497,8 @@ impl Writer {
     /// How many records to take off the queue now.
     fn intake_room(&self) -> usize {
         let limit = if self.retry.is_some() {
-            // Failing store: buffer up to queue_capacity while we wait to retry.
+            // Failing store: hold everything while we wait to retry. The sinks'
+            // reservation keeps queue + buffer within queue_capacity.
             self.cfg.queue_capacity
         } else {
             // Healthy: take at most one batch, so a full batch is written at once.
@@ -388,18 +525,19 @@ impl Writer {
         if n == 0 {
             return Flush::Done;
         }
+        let started = Instant::now();
         match self.store.insert_usage(&self.pending[..n]).await {
             Ok(()) => {
                 self.pending.drain(..n);
-                self.count_written(n);
-                self.batch_settled();
+                self.shared.settle(n, n);
+                self.batch_settled(started);
                 Flush::Done
             }
             Err(e) => {
                 self.shared.failed_batches.fetch_add(1, Ordering::AcqRel);
                 if e.is_permanent() {
                     tracing::warn!(error = %e, records = n, "usage batch refused by the store; writing its records one by one");
-                    self.write_one_by_one(n).await
+                    self.write_one_by_one(n, started).await
                 } else {
                     self.schedule_retry(n, &e);
                     Flush::Failed
@@ -410,14 +548,14 @@ impl Writer {
 
     /// After a permanent failure: write the first `n` pending records singly so only
     /// the records the store refuses are lost.
-    async fn write_one_by_one(&mut self, n: usize) -> Flush {
+    async fn write_one_by_one(&mut self, n: usize, started: Instant) -> Flush {
         let batch: Vec<UsageRecord> = self.pending.drain(..n).collect();
         let mut rest = batch.into_iter();
         while let Some(rec) = rest.next() {
             match self.store.insert_usage(std::slice::from_ref(&rec)).await {
-                Ok(()) => self.count_written(1),
+                Ok(()) => self.shared.settle(1, 1),
                 Err(e) if e.is_permanent() => {
-                    self.shared.dropped.fetch_add(1, Ordering::AcqRel);
+                    self.shared.settle(1, 0);
                     tracing::error!(error = %e, id = %rec.id, "usage record refused by the store; dropped");
                 }
                 Err(e) => {
@@ -430,24 +568,30 @@ impl Writer {
                 }
             }
         }
-        self.batch_settled();
+        self.batch_settled(started);
         Flush::Done
     }
 
-    fn count_written(&self, n: usize) {
-        self.shared
-            .written
-            .fetch_add(u64::try_from(n).unwrap_or(u64::MAX), Ordering::AcqRel);
-    }
-
-    /// A batch left `pending` (written or refused): leave retry mode and re-arm the timer.
-    fn batch_settled(&mut self) {
-        if self.retry.take().is_some() {
-            tracing::info!("usage store writes recovered");
+    /// A batch left `pending` (written or refused; its write began at `started`): leave
+    /// retry mode and re-arm the timer.
+    fn batch_settled(&mut self, started: Instant) {
+        if let Some(r) = self.retry.take() {
+            // Report every drop of the outage now, so the log adds up to the counter.
+            self.shared.report_held_back_drops(true);
+            self.shared.set_recovered();
+            tracing::info!(
+                failed_writes = r.failures,
+                outage_ms = u64::try_from(r.since.elapsed().as_millis()).unwrap_or(u64::MAX),
+                buffered = self.shared.buffered.load(Ordering::Acquire),
+                dropped_total = self.shared.dropped.load(Ordering::Acquire),
+                "usage store writes recovered; writing the buffered records"
+            );
         }
-        self.intake_paused = false;
         if self.pending.is_empty() {
-            self.deadline = None;
+            // Records that came in while the batch was being written have waited since it
+            // began (at the latest): their interval counts from then, so a slow write does not
+            // stretch what a crash can lose.
+            self.deadline = (!self.rx.is_empty()).then(|| started + self.cfg.flush_interval);
         } else if self.deadline.is_none() {
             // Leftovers were received long ago; write them without further delay.
             self.deadline = Some(Instant::now());
@@ -455,20 +599,25 @@ impl Writer {
     }
 
     fn schedule_retry(&mut self, records: usize, e: &crate::StoreError) {
-        let delay = match self.retry {
-            Some(r) => (r.delay * 2).min(RETRY_MAX),
-            None => RETRY_INITIAL,
+        let now = Instant::now();
+        let (delay, since, failures) = match self.retry {
+            Some(r) => ((r.delay * 2).min(RETRY_MAX), r.since, r.failures + 1),
+            None => (RETRY_INITIAL, now, 1),
         };
+        self.shared.set_failing(e);
         tracing::warn!(
             error = %e,
             records,
-            buffered = self.pending.len(),
+            buffered = self.shared.buffered.load(Ordering::Acquire),
+            capacity = self.cfg.queue_capacity,
             retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
-            "usage store write failed; will retry"
+            "usage store write failed; records stay buffered and the write is retried"
         );
         self.retry = Some(Retry {
-            at: Instant::now() + delay,
+            at: now + delay,
             delay,
+            since,
+            failures,
         });
     }
 
@@ -485,10 +634,8 @@ impl Writer {
                 Flush::Done => {}
                 Flush::Failed if failures_left == 0 => {
                     let lost = self.pending.len();
-                    self.shared
-                        .dropped
-                        .fetch_add(u64::try_from(lost).unwrap_or(u64::MAX), Ordering::AcqRel);
                     self.pending.clear();
+                    self.shared.settle(lost, 0);
                     tracing::error!(
                         dropped = lost,
                         "usage store still failing at shutdown: {lost} records dropped"
@@ -513,14 +660,24 @@ mod tests {
 
     #[test]
     fn drop_log_reports_first_drop_then_at_most_once_per_interval() {
-        let log = DropLog::new(1000);
+        let log = DropLog::new(Duration::from_millis(1000));
+        assert_eq!(log.next_due_ms(), None);
         assert_eq!(log.hit(5), Some(1));
+        assert_eq!(log.next_due_ms(), None, "nothing held back");
         assert_eq!(log.hit(6), None);
+        assert_eq!(log.next_due_ms(), Some(1005));
         assert_eq!(log.hit(900), None);
         assert_eq!(log.hit(1004), None);
+        assert_eq!(log.due(1004), None);
         // 1005 is a full interval after the line at 5; it carries the 3 held back + itself.
         assert_eq!(log.hit(1005), Some(4));
         assert_eq!(log.hit(1500), None);
+        // The writer's timer reports held-back drops without a new drop.
+        assert_eq!(log.due(2004), None);
+        assert_eq!(log.due(2005), Some(1));
+        assert_eq!(log.due(9000), None, "nothing left to report");
+        assert_eq!(log.hit(9001), Some(1));
+        assert_eq!(log.hit(9002), None);
         assert_eq!(log.take_pending(), 1);
         assert_eq!(log.take_pending(), 0);
     }
@@ -555,5 +712,10 @@ mod tests {
         }
         .normalized();
         assert_eq!(cfg.flush_interval, MAX_FLUSH_INTERVAL);
+    }
+
+    #[test]
+    fn the_default_flush_interval_bounds_crash_loss_to_a_second() {
+        assert!(UsageWriterConfig::default().flush_interval <= Duration::from_secs(1));
     }
 }

@@ -228,19 +228,21 @@ async fn a_full_queue_drops_and_counts_instead_of_growing() {
     // The writer takes the first record and blocks inside the store.
     sink.record(sample_record(0));
     store.entered.notified().await;
-    // The queue takes 4 more; the remaining 15 are dropped, without waiting.
+    // The record being written still counts against the bound: 3 more fit, the
+    // remaining 16 are dropped, without waiting.
     for i in 1..20 {
         sink.record(sample_record(i));
     }
     assert_eq!(sink.queued(), 4);
-    assert_eq!(sink.dropped(), 15);
+    assert_eq!(sink.dropped(), 16);
 
-    // Unblock the store: what was queued is written, nothing else.
+    // Unblock the store: what was held is written, nothing else.
     store.gate.as_ref().unwrap().add_permits(100);
     let stats = handle.shutdown().await;
-    assert_eq!(stats.written, 5);
-    assert_eq!(stats.dropped, 15);
-    assert_eq!(store.len(), 5);
+    assert_eq!(stats.written, 4);
+    assert_eq!(stats.dropped, 16);
+    assert_eq!(store.len(), 4);
+    assert_eq!(sink.queued(), 0);
 }
 
 #[tokio::test]
@@ -287,23 +289,30 @@ async fn while_the_store_is_down_memory_stays_bounded() {
     let store = Arc::new(TestStore::failing(u32::MAX));
     let (sink, handle) = spawn_usage_writer(store.clone(), cfg(8, 2, 10));
 
-    for i in 0..8 {
+    for i in 0..6 {
         sink.record(sample_record(i));
     }
-    // Let the writer fail once and pull everything it may into its retry buffer.
+    // Let the writer fail once and pull everything into its retry buffer.
     tokio::time::sleep(Duration::from_millis(50)).await;
-    assert_eq!(sink.queued(), 0, "retry buffer took the queue's records");
-    for i in 8..21 {
+    assert!(sink.store_failing());
+    assert_eq!(sink.queued(), 6, "records in the retry buffer still count");
+    for i in 6..21 {
         sink.record(sample_record(i));
     }
-    assert_eq!(sink.queued(), 8, "retry buffer full: records stay queued");
-    assert_eq!(sink.dropped(), 5, "and beyond the queue they are dropped");
+    assert_eq!(
+        sink.queued(),
+        8,
+        "queue and retry buffer together hold queue_capacity"
+    );
+    assert_eq!(sink.dropped(), 13, "and beyond that records are dropped");
 
     // Recovery: everything that was held is written.
     store.fail_next.store(0, Ordering::SeqCst);
-    assert!(wait_until(Duration::from_secs(60), || store.len() == 16).await);
+    assert!(wait_until(Duration::from_secs(60), || store.len() == 8).await);
+    assert!(!sink.store_failing());
+    assert_eq!(sink.queued(), 0);
     let stats = handle.shutdown().await;
-    assert_eq!((stats.written, stats.dropped), (16, 5));
+    assert_eq!((stats.written, stats.dropped), (8, 13));
     assert!(stats.failed_batches >= 1);
 }
 
@@ -396,6 +405,29 @@ async fn a_partial_batch_is_written_when_the_flush_interval_elapses() {
 
     let stats = handle.shutdown().await;
     assert_eq!(stats.written, 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn records_arriving_during_a_slow_write_wait_no_longer_than_the_interval() {
+    let store = Arc::new(TestStore::gated());
+    let (sink, handle) = spawn_usage_writer(store.clone(), cfg(100, 50, 500));
+    let ms = |n| Duration::from_millis(n);
+
+    sink.record(sample_record(0));
+    store.entered.notified().await; // t = 500: the write of record 0 begins, and hangs
+    tokio::time::sleep(ms(100)).await;
+    sink.record(sample_record(1)); // t = 600
+    tokio::time::sleep(ms(300)).await;
+    store.gate.as_ref().unwrap().add_permits(10); // t = 900: the write took 400 ms
+    tokio::time::sleep(ms(10)).await;
+    assert_eq!(store.len(), 1);
+    // Record 1 came in during the write that began at 500: it is due at 1000, not at
+    // 900 + 500.
+    tokio::time::sleep(ms(80)).await; // t = 990
+    assert_eq!(store.len(), 1, "not before the interval");
+    tokio::time::sleep(ms(20)).await; // t = 1010
+    assert_eq!(store.len(), 2, "within the interval of the write's start");
+    handle.shutdown().await;
 }
 
 #[tokio::test]

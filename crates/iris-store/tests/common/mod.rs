@@ -1,5 +1,7 @@
 //! Record builders shared by the integration tests.
 
+pub mod faulty;
+
 use iris_store::UsageRecord;
 
 /// A plausible record with index `i` baked into its id-independent fields.
