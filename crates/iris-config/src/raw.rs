@@ -60,6 +60,15 @@ impl Raw {
 /// Parses HuJSON (JSON plus `//` and `/* */` comments and trailing commas). Syntax errors are
 /// reported as one error with a line and column; duplicate keys as warnings.
 pub(crate) fn parse(text: &str, d: &mut Diags) -> Option<Raw> {
+    if nests_deeper_than(text, MAX_CONFIG_DEPTH) {
+        d.error(
+            &Path::root(),
+            format!(
+                "the config nests arrays and objects deeper than {MAX_CONFIG_DEPTH} levels; it is not read"
+            ),
+        );
+        return None;
+    }
     let options = ParseOptions {
         allow_comments: true,
         // HuJSON keeps JSON's quoted keys; a bare word key is a mistake Aperture would reject.
@@ -89,6 +98,50 @@ pub(crate) fn parse(text: &str, d: &mut Diags) -> Option<Raw> {
             }
         },
     }
+}
+
+/// Configs nest a handful of levels; the HuJSON parser recurses once per level, so a text nested
+/// thousands deep would overflow the stack and abort the gateway. Such texts are refused before
+/// they are parsed.
+pub(crate) const MAX_CONFIG_DEPTH: usize = 64;
+
+/// Whether a HuJSON text nests arrays and objects deeper than `max` (strings and comments are
+/// skipped; the scan is linear and needs no parse).
+pub(crate) fn nests_deeper_than(text: &str, max: usize) -> bool {
+    let b = text.as_bytes();
+    let (mut i, mut depth) = (0, 0usize);
+    while i < b.len() {
+        match b[i] {
+            b'"' => {
+                i += 1;
+                while i < b.len() && b[i] != b'"' {
+                    i += if b[i] == b'\\' { 2 } else { 1 };
+                }
+            }
+            b'/' if b.get(i + 1) == Some(&b'/') => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                i += 2;
+                while i < b.len() && !(b[i] == b'*' && b.get(i + 1) == Some(&b'/')) {
+                    i += 1;
+                }
+                i += 1;
+            }
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        i += 1;
+    }
+    false
 }
 
 /// jsonc-parser accepts `{"a": 1 "b": 2}` and `[1 2]`; HuJSON (like JSON) requires the comma.
@@ -194,6 +247,35 @@ fn from_ast(value: &ast::Value<'_>, path: &Path, d: &mut Diags) -> Raw {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_text_nested_thousands_deep_is_refused_before_parsing() {
+        // Parsing it would overflow the stack and abort the process (file reload, CLI, API).
+        let env = std::collections::HashMap::<String, String>::new();
+        for text in [
+            "[".repeat(200_000),
+            format!("{{\"a\": {}", "{\"b\": ".repeat(100_000)),
+        ] {
+            let d = crate::check(&text, &env);
+            assert_eq!(d.len(), 1, "{d:?}");
+            assert!(d[0].message.contains("deeper than 64 levels"), "{d:?}");
+        }
+    }
+
+    #[test]
+    fn nesting_depth_skips_strings_and_comments() {
+        assert!(!nests_deeper_than(r#"{"a": [1, {"b": "[[[["}]}"#, 3));
+        assert!(nests_deeper_than(r#"{"a": [1, {"b": [2]}]}"#, 3));
+        assert!(!nests_deeper_than(
+            "// [[[[\n{/* {{{{ */ \"x\\\"[[\": 1}",
+            1
+        ));
+        assert!(nests_deeper_than(&"[".repeat(100_000), MAX_CONFIG_DEPTH));
+        assert!(!nests_deeper_than(
+            crate::default_config_text(),
+            MAX_CONFIG_DEPTH
+        ));
+    }
 
     fn parse_ok(text: &str) -> (Raw, Vec<String>) {
         let mut d = Diags::default();

@@ -282,6 +282,10 @@ pub struct IrisSettings {
     pub timeouts: Timeouts,
     pub usage: UsageSettings,
     pub captures: CaptureSettings,
+    /// `iris.browser_hosts`: more host names (besides IP literals, `localhost`, single-label
+    /// names and `*.ts.net`) under which browsers may use the dashboard and the API, e.g. a
+    /// reverse proxy's `ai.example.com`. Lowercase, without port. Default none.
+    pub browser_hosts: Vec<String>,
 }
 
 /// `iris.captures`: what is stored of each request and response.
@@ -293,6 +297,10 @@ pub struct CaptureSettings {
     pub max_body_bytes: usize,
     /// Raw SSE events kept beside the reassembled answer. Default 4 MiB.
     pub max_raw_events_bytes: usize,
+    /// Response bytes that all requests in flight together may hold for their captures until
+    /// their exchange is processed; beyond it, captures are stored truncated. Bounds memory
+    /// however many streams are open. Default 64 MiB.
+    pub max_in_flight_bytes: usize,
     /// More header names whose values are redacted (beyond the built-in credential headers).
     pub redact_headers: Vec<String>,
 }
@@ -303,6 +311,7 @@ impl Default for CaptureSettings {
             enabled: true,
             max_body_bytes: 1 << 20,
             max_raw_events_bytes: 4 << 20,
+            max_in_flight_bytes: 64 << 20,
             redact_headers: Vec::new(),
         }
     }
@@ -320,6 +329,7 @@ impl Default for IrisSettings {
             timeouts: Timeouts::default(),
             usage: UsageSettings::default(),
             captures: CaptureSettings::default(),
+            browser_hosts: Vec::new(),
         }
     }
 }

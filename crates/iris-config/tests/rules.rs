@@ -349,6 +349,17 @@ fn compatibility_and_other_provider_fields() {
             ],
         ),
         case(
+            "add_headers values the request path could not send",
+            p(
+                r#""add_headers": ["X-A: \u0001", "X-B: del\u007f", "X-C: caf\u00e9", "X-D: tab\tok"]"#,
+            ),
+            &[
+                "error: providers.p.add_headers[0]: value of header \"X-A\" contains a control or non-ASCII character; header values must be visible ASCII",
+                "error: providers.p.add_headers[1]: value of header \"X-B\" contains a control or non-ASCII character; header values must be visible ASCII",
+                "error: providers.p.add_headers[2]: value of header \"X-C\" contains a control or non-ASCII character; header values must be visible ASCII",
+            ],
+        ),
+        case(
             "add_headers not an array",
             p(r#""add_headers": "X-A: b""#),
             &["error: providers.p.add_headers: expected an array, found a string"],
@@ -436,7 +447,9 @@ fn grants_rules() {
             with_grants(
                 r#"{"src": [], "app": {"tailscale.com/cap/aperture": [{"role": "admin"}, {"models": "**"}]}}"#,
             ),
-            &["error: grants[0].src: src must list at least one source"],
+            &[
+                "warning: grants[0].src: src is empty: this grant matches no one and has no effect (list sources such as \"*\", \"alice@example.com\" or \"tag:ci\")",
+            ],
         ),
         case(
             "src a string",
@@ -714,6 +727,19 @@ fn iris_section() {
                 "error: iris.usage.flush_interval: invalid duration \"1x\": write numbers with units ms, s, m or h, like \"250ms\", \"10s\", \"5m\", \"1h30m\"",
                 "error: iris.usage.queue_capacity: must be at least 1",
                 "error: iris.usage.batch_size: expected a non-negative integer, found -1",
+            ],
+        ),
+        case(
+            "browser hosts",
+            with_iris(
+                r#""browser_hosts": ["ai.example.com", "AI.Example.org.", "https://x.example", "a.example:443", "", 5, "a..b"]"#,
+            ),
+            &[
+                "error: iris.browser_hosts[2]: expected a DNS host name without scheme, port or path, like \"ai.example.com\"",
+                "error: iris.browser_hosts[3]: expected a DNS host name without scheme, port or path, like \"ai.example.com\"",
+                "error: iris.browser_hosts[4]: expected a DNS host name without scheme, port or path, like \"ai.example.com\"",
+                "error: iris.browser_hosts[5]: expected a string, found a number",
+                "error: iris.browser_hosts[6]: expected a DNS host name without scheme, port or path, like \"ai.example.com\"",
             ],
         ),
         case(

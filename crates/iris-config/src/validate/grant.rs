@@ -140,12 +140,16 @@ fn role(raw: &Raw, path: &Path, d: &mut Diags) -> Option<Role> {
     }
 }
 
-/// `src`: a non-empty array of non-empty strings.
+/// `src`: an array of non-empty strings. An empty array loads (Aperture's own default config has
+/// an empty-src hook grant) but is warned about: it matches no one, so the grant does nothing.
 fn src(raw: &Raw, path: &Path, d: &mut Diags) -> Option<Vec<String>> {
     let items = array(raw, path, d)?;
     if items.is_empty() {
-        d.error(path, "src must list at least one source");
-        return None;
+        d.warn(
+            path,
+            "src is empty: this grant matches no one and has no effect (list sources such as \"*\", \"alice@example.com\" or \"tag:ci\")",
+        );
+        return Some(Vec::new());
     }
     let mut out = Vec::with_capacity(items.len());
     let mut ok = true;

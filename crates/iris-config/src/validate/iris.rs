@@ -69,6 +69,32 @@ pub(super) fn iris(raw: &Raw, path: &Path, d: &mut Diags) -> IrisSettings {
     if let Some((raw, path)) = f.get("usage") {
         s.usage = usage(raw, &path, d);
     }
+    if let Some((raw, path)) = f.get("browser_hosts")
+        && let Some(items) = array(raw, &path, d)
+    {
+        for (i, it) in items.iter().enumerate() {
+            let p = path.index(i);
+            let Some(h) = string(it, &p, d) else { continue };
+            let h = h.trim().trim_end_matches('.').to_ascii_lowercase();
+            let ok = !h.is_empty()
+                && h.len() <= 253
+                && h.split('.').all(|label| {
+                    !label.is_empty()
+                        && label.len() <= 63
+                        && label
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                });
+            if ok {
+                s.browser_hosts.push(h);
+            } else {
+                d.error(
+                    &p,
+                    "expected a DNS host name without scheme, port or path, like \"ai.example.com\"",
+                );
+            }
+        }
+    }
     if let Some((raw, path)) = f.get("captures")
         && let Some(entries) = object(raw, &path, d)
     {
@@ -84,6 +110,12 @@ pub(super) fn iris(raw: &Raw, path: &Path, d: &mut Diags) -> IrisSettings {
             &mut c,
             "max_raw_events_bytes",
             s.captures.max_raw_events_bytes,
+            d,
+        );
+        s.captures.max_in_flight_bytes = count(
+            &mut c,
+            "max_in_flight_bytes",
+            s.captures.max_in_flight_bytes,
             d,
         );
         if let Some((raw, path)) = c.get("redact_headers")

@@ -490,6 +490,21 @@ fn add_headers(raw: &Raw, path: &Path, d: &mut Diags) -> Vec<(String, String)> {
             );
             continue;
         }
+        // What the request path can send: visible ASCII and tabs (anything else would fail on
+        // every request to this provider instead of here).
+        if !value
+            .bytes()
+            .all(|b| b == b'\t' || (0x20..0x7f).contains(&b))
+        {
+            d.error(
+                &item_path,
+                format!(
+                    "value of header {} contains a control or non-ASCII character; header values must be visible ASCII",
+                    quote(name)
+                ),
+            );
+            continue;
+        }
         out.push((name.to_owned(), value.to_owned()));
     }
     out
