@@ -10,6 +10,13 @@
 //! the SSE events (at most `max_raw_events_bytes` of decoded stream) or from the JSON answer.
 //! For a stream, `response_body` keeps the raw event text (scrubbed, capped like any body) and
 //! `raw_events_truncated` says the reassembly saw only part of the stream.
+//!
+//! [`build_capture_deferred`] leaves the reassembly for when the capture is read
+//! ([`finish_stored`]) whenever the stored response text holds the whole answer and the answer
+//! calls no tool: reassembling every stream as it ends costs more than the rest of the gateway's
+//! work on it, and most captures are never opened. Tool calls are still worked out at once (the
+//! usage record lists their names), which is why a response that mentions one is reassembled
+//! eagerly.
 
 use serde::{Deserialize, Serialize};
 
@@ -72,6 +79,16 @@ pub struct Capture {
     pub response_truncated: bool,
     pub reassembled: Option<Reassembled>,
     pub raw_events_truncated: bool,
+    /// Set when the reassembly was left for [`finish_stored`] (never in an API answer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deferred: Option<DeferredReassembly>,
+}
+
+/// What [`finish_stored`] needs to reassemble a stored response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeferredReassembly {
+    pub api_family: String,
+    pub sse: bool,
 }
 
 impl Capture {
@@ -97,6 +114,64 @@ pub fn build_capture(
     limits: &CaptureLimits,
     redactor: &Redactor,
 ) -> Capture {
+    build(raw, limits, redactor, false)
+}
+
+/// [`build_capture`], leaving the reassembly of a complete, tool-free answer for
+/// [`finish_stored`] (see the module docs). Tool calls are the same as `build_capture`'s.
+pub fn build_capture_deferred(
+    raw: &RawExchange<'_>,
+    limits: &CaptureLimits,
+    redactor: &Redactor,
+) -> Capture {
+    build(raw, limits, redactor, true)
+}
+
+/// Whether an answer may call a tool: every tool call iris reassembles has a type or field
+/// ending in `_use` (Anthropic) or containing `_call` (OpenAI chat and Responses). Looser than
+/// the reassemblers, never stricter.
+fn mentions_tools(bytes: &[u8]) -> bool {
+    memchr::memmem::find(bytes, b"_call").is_some()
+        || memchr::memmem::find(bytes, b"_use\"").is_some()
+}
+
+/// Complete a stored capture for the API: when its reassembly was deferred, reassemble the
+/// stored response text (scrubbed again with `redactor`: a secret split across stream events
+/// joins up in the reassembled text). `None` when there is nothing to add (serve it as stored).
+pub fn finish_stored(stored: &str, redactor: &Redactor) -> Option<String> {
+    if !stored.contains("\"deferred\"") {
+        return None;
+    }
+    let mut doc: serde_json::Value = serde_json::from_str(stored).ok()?;
+    let obj = doc.as_object_mut()?;
+    let deferred: DeferredReassembly = serde_json::from_value(obj.remove("deferred")?).ok()?;
+    let body = obj
+        .get("response_body")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or("")
+        .as_bytes();
+    let reassembled = if deferred.sse {
+        crate::reassemble::reassemble_stream(&deferred.api_family, body)
+    } else {
+        reassemble_json(&deferred.api_family, body)
+    }
+    .map(|mut m| {
+        scrub_message(redactor, &mut m);
+        m
+    });
+    obj.insert(
+        "reassembled".into(),
+        serde_json::to_value(reassembled).unwrap_or(serde_json::Value::Null),
+    );
+    Some(doc.to_string())
+}
+
+fn build(
+    raw: &RawExchange<'_>,
+    limits: &CaptureLimits,
+    redactor: &Redactor,
+    defer: bool,
+) -> Capture {
     let slack = redactor.max_secret_len();
     let req = stored_body(
         header(raw.request_headers, "content-encoding"),
@@ -121,6 +196,7 @@ pub fn build_capture(
         raw.response_body_complete,
         want,
     );
+    let mut deferred = None;
     let (response_body, response_truncated, reassembled, raw_events_truncated) = match &decoded {
         Err(e) => (
             Some(undecodable_note(e)),
@@ -137,6 +213,33 @@ pub fn build_capture(
                 limits.max_body_bytes,
                 d.truncated,
             );
+            let whole_in_text = !d.truncated
+                && !truncated
+                && d.bytes.len() <= limits.max_raw_events_bytes
+                && !body.starts_with(NON_UTF8_MARKER);
+            if defer
+                && whole_in_text
+                && crate::reassemble::WireDialect::from_family(raw.api_family).is_some()
+                && !mentions_tools(&d.bytes)
+            {
+                deferred = Some(DeferredReassembly {
+                    api_family: raw.api_family.to_owned(),
+                    sse: raw.response_is_sse,
+                });
+                return Capture {
+                    method: raw.method.to_owned(),
+                    path: redactor.redact_path(raw.path),
+                    request_headers: redactor.redact_headers(raw.request_headers),
+                    response_headers: redactor.redact_headers(raw.response_headers),
+                    request_body: req.0,
+                    response_body: Some(body),
+                    request_truncated: req.1,
+                    response_truncated: false,
+                    reassembled: None,
+                    raw_events_truncated: false,
+                    deferred,
+                };
+            }
             let (reassembled, events_cut) = if raw.response_is_sse {
                 let events = &d.bytes[..d.bytes.len().min(limits.max_raw_events_bytes)];
                 let events_cut = d.truncated || d.bytes.len() > limits.max_raw_events_bytes;
@@ -172,6 +275,7 @@ pub fn build_capture(
         response_truncated,
         reassembled,
         raw_events_truncated,
+        deferred,
     }
 }
 

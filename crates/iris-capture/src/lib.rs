@@ -33,7 +33,10 @@ pub mod redact;
 pub mod retention;
 pub mod session;
 
-pub use capture::{Capture, CaptureLimits, NON_UTF8_MARKER, RawExchange, build_capture};
+pub use capture::{
+    Capture, CaptureLimits, DeferredReassembly, NON_UTF8_MARKER, RawExchange, build_capture,
+    build_capture_deferred, finish_stored,
+};
 pub use cost::{
     Accounting, CostBasis, CostEstimate, ModelCostRule, ModelPrice, PriceTable, PriceTableError,
     PriceTier, ResolvedPrice, RuleError, TokenUsage, UnknownCostBasis, estimate,
@@ -46,4 +49,4 @@ pub use reassemble::{
 };
 pub use redact::{REDACTED, Redactor, SENSITIVE_HEADERS};
 pub use retention::{Retention, RetentionError};
-pub use session::{SessionKey, SessionKind, session_key};
+pub use session::{SessionKey, SessionKind, is_session_header, session_key, session_key_from_body};

@@ -123,6 +123,85 @@ pub fn session_key(
     SessionKey::new(SessionKind::Single, request_id)
 }
 
+/// Whether [`session_key`] reads this request header (lowercase name). The request path keeps
+/// only these when captures are off.
+pub fn is_session_header(name: &str) -> bool {
+    matches!(
+        name,
+        "x-claude-code-session-id"
+            | "session-id"
+            | "x-codex-turn-metadata"
+            | "originator"
+            | "user-agent"
+    ) || name.starts_with("x-codex-")
+}
+
+/// [`session_key`] from the raw request body, parsing only what session detection reads: the
+/// `metadata` and `prompt_cache_key` fields and, for OpenAI chat, the messages up to the first
+/// user message. Agent requests carry hundreds of kilobytes of tools and history; building a
+/// whole `serde_json::Value` of them per request would cost more than everything else the
+/// gateway does. A body that is not a JSON object gives the same answer as `Value::Null`.
+pub fn session_key_from_body(
+    api_family: &str,
+    request_headers: &[(String, String)],
+    request_body: &[u8],
+    caller_identity: &str,
+    request_id: &str,
+) -> SessionKey {
+    let body = session_fields(api_family, request_body).unwrap_or(Value::Null);
+    session_key(
+        api_family,
+        request_headers,
+        &body,
+        caller_identity,
+        request_id,
+    )
+}
+
+#[derive(Deserialize)]
+struct SessionFields<'a> {
+    #[serde(borrow, default)]
+    metadata: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow, default)]
+    prompt_cache_key: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow, default)]
+    messages: Option<&'a serde_json::value::RawValue>,
+}
+
+fn session_fields(api_family: &str, body: &[u8]) -> Option<Value> {
+    let f: SessionFields<'_> = serde_json::from_slice(body).ok()?;
+    let mut out = serde_json::Map::new();
+    if let Some(m) = f.metadata
+        && let Ok(v) = serde_json::from_str::<Value>(m.get())
+    {
+        out.insert("metadata".into(), v);
+    }
+    if let Some(k) = f.prompt_cache_key
+        && let Ok(v) = serde_json::from_str::<Value>(k.get())
+    {
+        out.insert("prompt_cache_key".into(), v);
+    }
+    if api_family == "openai_chat"
+        && let Some(messages) = f.messages
+        && let Ok(messages) =
+            serde_json::from_str::<Vec<&serde_json::value::RawValue>>(messages.get())
+    {
+        let mut kept = Vec::new();
+        for raw in messages {
+            let Ok(v) = serde_json::from_str::<Value>(raw.get()) else {
+                continue;
+            };
+            let is_user = v.get("role").and_then(Value::as_str) == Some("user");
+            kept.push(v);
+            if is_user {
+                break;
+            }
+        }
+        out.insert("messages".into(), Value::Array(kept));
+    }
+    Some(Value::Object(out))
+}
+
 fn claude_code_session(headers: &[(String, String)], body: &Value) -> Option<String> {
     let from_body = body
         .get("metadata")
@@ -310,6 +389,42 @@ mod tests {
         assert_eq!(k.kind, SessionKind::Single);
         assert!(k.id.starts_with("rq_h"));
         assert!(k.id[3..].bytes().all(|b| b.is_ascii_alphanumeric()));
+    }
+
+    #[test]
+    fn from_body_bytes_matches_the_whole_value() {
+        let headers = [("originator".to_owned(), "codex_cli_rs".to_owned())];
+        let bodies = [
+            json!({"metadata": {"user_id": "{\"session_id\":\"s-1\"}"}, "tools": [{"name": "x"}]}),
+            json!({"prompt_cache_key": "pk-7", "input": "hi"}),
+            json!({"model": "m", "messages": [
+                {"role": "system", "content": "be brief"},
+                {"role": "user", "content": [{"type": "text", "text": "hello   there"}]},
+                {"role": "assistant", "content": "hi"},
+                {"role": "user", "content": "more"}
+            ]}),
+            json!({"messages": [{"role": "assistant", "content": "no user"}]}),
+            json!([1, 2]),
+            json!("text"),
+            json!({"metadata": {"user_id": "u_session_abc"}, "messages": "not a list"}),
+        ];
+        for family in ["openai_chat", "openai_responses", "anthropic_messages"] {
+            for hdrs in [&[][..], &headers[..]] {
+                for b in &bodies {
+                    let bytes = serde_json::to_vec(b).unwrap();
+                    assert_eq!(
+                        session_key_from_body(family, hdrs, &bytes, "alice", "r1"),
+                        session_key(family, hdrs, b, "alice", "r1"),
+                        "{family} {b}"
+                    );
+                }
+            }
+        }
+        // Not JSON at all: a one-request session, as with `Value::Null`.
+        assert_eq!(
+            session_key_from_body("openai_chat", &[], b"{nope", "alice", "r2").id,
+            "rq_r2"
+        );
     }
 
     #[test]

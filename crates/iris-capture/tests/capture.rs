@@ -272,3 +272,103 @@ fn gzip_bomb_is_capped() {
     );
     assert_eq!(c.reassembled, None);
 }
+
+/// A capture whose reassembly was deferred reads back exactly as one built eagerly, for every
+/// dialect, streamed or not, with and without tool calls (which are never deferred), and with a
+/// secret planted in the answer.
+#[test]
+fn deferred_reassembly_reads_back_as_the_eager_capture() {
+    let secret = "sk-live-deferred-0123456789abcdefghij";
+    let redactor = iris_capture::Redactor::new([secret]);
+    let limits = CaptureLimits::default();
+    let text_only_sse = |family: &str| -> Vec<u8> {
+        match family {
+            "anthropic_messages" => format!(
+                "event: message_start\ndata: {{\"type\":\"message_start\",\"message\":{{\"id\":\"m1\",\"model\":\"claude\",\"usage\":{{\"input_tokens\":3}}}}}}\n\n\
+                 event: content_block_start\ndata: {{\"type\":\"content_block_start\",\"index\":0,\"content_block\":{{\"type\":\"text\",\"text\":\"\"}}}}\n\n\
+                 event: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{{\"type\":\"text_delta\",\"text\":\"key {}\"}}}}\n\n\
+                 event: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{{\"type\":\"text_delta\",\"text\":\" done\"}}}}\n\n\
+                 event: message_delta\ndata: {{\"type\":\"message_delta\",\"delta\":{{\"stop_reason\":\"end_turn\"}},\"usage\":{{\"output_tokens\":4}}}}\n\n\
+                 event: message_stop\ndata: {{\"type\":\"message_stop\"}}\n\n",
+                &secret[..20]
+            )
+            .into_bytes(),
+            _ => format!(
+                "data: {{\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"choices\":[{{\"index\":0,\"delta\":{{\"role\":\"assistant\",\"content\":\"key {}\"}}}}]}}\n\n\
+                 data: {{\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{}\"}},\"finish_reason\":\"stop\"}}]}}\n\n\
+                 data: [DONE]\n\n",
+                &secret[..20],
+                &secret[20..]
+            )
+            .into_bytes(),
+        }
+    };
+    let cases: Vec<(&str, bool, Vec<u8>)> = vec![
+        ("openai_chat", false, fixture("openai_chat_text.json")),
+        ("openai_chat", false, fixture("openai_chat_tools.json")),
+        ("openai_chat", true, fixture("openai_chat_stream_tools.sse")),
+        ("openai_chat", true, text_only_sse("openai_chat")),
+        (
+            "anthropic_messages",
+            false,
+            fixture("anthropic_message_tools.json"),
+        ),
+        (
+            "anthropic_messages",
+            true,
+            fixture("anthropic_stream_tools.sse"),
+        ),
+        (
+            "anthropic_messages",
+            true,
+            text_only_sse("anthropic_messages"),
+        ),
+        (
+            "openai_responses",
+            false,
+            fixture("openai_responses_tools.json"),
+        ),
+        (
+            "openai_responses",
+            true,
+            fixture("openai_responses_stream_tools.sse"),
+        ),
+    ];
+    let mut deferred_seen = 0;
+    for (family, sse, body) in &cases {
+        let raw = RawExchange {
+            method: "POST",
+            path: "/v1/x",
+            api_family: family,
+            request_headers: &[],
+            request_body: b"{}",
+            request_body_complete: true,
+            response_headers: &[],
+            response_body: body,
+            response_body_complete: true,
+            response_is_sse: *sse,
+        };
+        let eager = iris_capture::build_capture(&raw, &limits, &redactor);
+        let lazy = iris_capture::build_capture_deferred(&raw, &limits, &redactor);
+        assert_eq!(lazy.tool_calls(), eager.tool_calls(), "{family} {sse}");
+        let stored = serde_json::to_string(&lazy).unwrap();
+        let read = match iris_capture::finish_stored(&stored, &redactor) {
+            Some(text) => {
+                deferred_seen += 1;
+                text
+            }
+            None => stored,
+        };
+        let read: Value = serde_json::from_str(&read).unwrap();
+        assert_eq!(
+            read,
+            serde_json::to_value(&eager).unwrap(),
+            "{family} sse={sse}"
+        );
+        assert!(!read.to_string().contains(secret), "{family} {sse}");
+    }
+    assert!(
+        deferred_seen >= 3,
+        "tool-free answers are deferred: {deferred_seen}"
+    );
+}
