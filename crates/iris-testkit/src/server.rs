@@ -1,8 +1,8 @@
-//! Accept loops shared by the mock provider and the fake tailscaled.
+//! The fake tailscaled's accept loop and the HTTP helpers both servers share. (The mock
+//! provider has its own accept loop, `mock::conn`, because its fault modes reach below HTTP.)
 //!
-//! Each loop runs until the returned [`ShutdownGuard`] is dropped; dropping it also drops every
-//! open connection (including requests that were told to hang), so an in-process server never
-//! outlives its owner.
+//! The loop runs until the returned [`ShutdownGuard`] is dropped; dropping it also drops every
+//! open connection, so an in-process server never outlives its owner.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -12,8 +12,8 @@ use bytes::Bytes;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::{TcpListener, UnixListener};
+use hyper_util::rt::TokioIo;
+use tokio::net::UnixListener;
 use tokio::sync::watch;
 
 /// Response body type of both servers: a full buffer or a (possibly delayed) stream of frames.
@@ -23,53 +23,6 @@ pub(crate) type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, Infalli
 #[derive(Debug)]
 pub(crate) struct ShutdownGuard {
     _tx: watch::Sender<()>,
-}
-
-/// Serves HTTP/1.1 and h2c on `listener`, with `TCP_NODELAY` on every accepted socket.
-pub(crate) fn spawn_tcp<F, Fut>(listener: TcpListener, handler: F) -> ShutdownGuard
-where
-    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Response<Body>> + Send + 'static,
-{
-    let (tx, rx) = watch::channel(());
-    tokio::spawn(async move {
-        let mut stop = rx.clone();
-        loop {
-            let accepted = tokio::select! {
-                r = listener.accept() => r,
-                _ = stop.changed() => return,
-            };
-            let stream = match accepted {
-                Ok((stream, _peer)) => stream,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            };
-            if let Err(e) = stream.set_nodelay(true) {
-                tracing::debug!(error = %e, "set_nodelay failed");
-            }
-            let handler = handler.clone();
-            let mut conn_stop = rx.clone();
-            tokio::spawn(async move {
-                let svc = service_fn(move |req| {
-                    let handler = handler.clone();
-                    async move { Ok::<_, Infallible>(handler(req).await) }
-                });
-                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                let conn = builder.serve_connection(TokioIo::new(stream), svc);
-                tokio::select! {
-                    r = conn => if let Err(e) = r {
-                        tracing::debug!(error = %e, "connection ended with an error");
-                    },
-                    _ = conn_stop.changed() => {}
-                }
-            });
-        }
-    });
-    ShutdownGuard { _tx: tx }
 }
 
 /// Serves HTTP/1.1 on a unix socket (what tailscaled's LocalAPI speaks).

@@ -11,18 +11,30 @@
 //! - `x-mock-chunk-delay-ms: D`: sleep `D` ms before each content chunk of a stream;
 //! - `x-mock-latency-ms: L`: sleep `L` ms before sending the response head;
 //! - `x-mock-status: S`: answer status `S` with the provider's own error body shape;
-//! - `x-mock-hang: 1`: accept the request and never answer.
+//! - `x-mock-hang: 1`: accept the request and never answer;
+//! - `x-mock-fault: MODE` (with `x-mock-fault-after`, `x-mock-fault-ms`, `x-mock-fault-bytes`):
+//!   misbehave on purpose: close or reset the connection, stall, send malformed JSON or SSE, an
+//!   oversized answer, or everything a byte at a time. See [`FaultMode`] for each mode's bytes.
+//!
+//! [`MockProvider::open_connections`] counts the connections open to the mock, so a test can
+//! see that a client (the gateway) really closed its upstream connection.
 //!
 //! Control endpoints: `GET /__mock/requests` (the recorded requests as a JSON array, oldest first)
 //! and `POST /__mock/reset`.
 
 mod anthropic;
+mod conn;
+mod faults;
 mod openai;
 mod sse;
 
+pub use faults::{
+    DEFAULT_FAULT_AFTER, DEFAULT_OVERSIZED_BYTES, DEFAULT_SLOW_LORIS_MS, Fault, FaultMode, SSE_JUNK,
+};
+
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -34,7 +46,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::net::TcpListener;
 
-use crate::server::{self, Body, ShutdownGuard};
+use crate::server::{self, Body};
+use conn::ConnFaults;
 
 /// How many recorded requests are kept (the oldest are dropped first).
 pub const RECORD_LIMIT: usize = 10_000;
@@ -114,7 +127,8 @@ pub struct RecordedRequest {
     pub headers: Vec<(String, String)>,
     /// The body, lossily decoded as UTF-8.
     pub body: String,
-    /// Status the mock answered (or will answer, for a hanging request).
+    /// Status the mock answered (or will answer, for a hanging request); 0 when a fault closes
+    /// the connection before any answer.
     pub status: u16,
     /// Whether the answer is an SSE stream.
     pub streaming: bool,
@@ -188,7 +202,7 @@ pub fn embedding_for(input: &str, dimensions: usize) -> Vec<f32> {
 pub struct MockProvider {
     addr: SocketAddr,
     state: Arc<State>,
-    _guard: ShutdownGuard,
+    _guard: conn::Stop,
 }
 
 impl MockProvider {
@@ -214,7 +228,9 @@ impl MockProvider {
         let addr = listener.local_addr()?;
         let state = Arc::new(State::new(options));
         let handler_state = state.clone();
-        let guard = server::spawn_tcp(listener, move |req| handle(handler_state.clone(), req));
+        let guard = conn::spawn(listener, state.open.clone(), move |req| {
+            handle(handler_state.clone(), req)
+        });
         Ok(Self {
             addr,
             state,
@@ -241,6 +257,11 @@ impl MockProvider {
     pub fn reset(&self) {
         self.state.clear();
     }
+
+    /// Connections open to the mock right now.
+    pub fn open_connections(&self) -> usize {
+        self.state.open.load(Ordering::Acquire)
+    }
 }
 
 #[derive(Debug)]
@@ -248,6 +269,7 @@ struct State {
     options: MockOptions,
     seq: AtomicU64,
     log: Mutex<VecDeque<RecordedRequest>>,
+    open: Arc<AtomicUsize>,
 }
 
 impl State {
@@ -256,6 +278,7 @@ impl State {
             options,
             seq: AtomicU64::new(0),
             log: Mutex::new(VecDeque::new()),
+            open: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -425,10 +448,25 @@ impl Answer {
         matches!(self.reply, Reply::Sse(_))
     }
 
-    fn into_response(self, seq: u64, dialect: Dialect, chunk_delay: Duration) -> Response<Body> {
-        let mut resp = match self.reply {
-            Reply::Json { body, headers } => {
+    fn into_response(
+        self,
+        seq: u64,
+        dialect: Dialect,
+        chunk_delay: Duration,
+        fault: Option<(&Fault, &Arc<ConnFaults>)>,
+    ) -> Response<Body> {
+        let mut resp = match (self.reply, fault) {
+            (Reply::Json { body, headers }, fault) => {
                 let mut resp = server::json_response(self.status, &body);
+                if let Some((fault, conn)) = fault {
+                    let whole = serde_json::to_vec(&body).unwrap_or_default();
+                    let (faulty, declared) = faults::json_body(fault, Bytes::from(whole), conn);
+                    *resp.body_mut() = faulty;
+                    if let Some(len) = declared {
+                        resp.headers_mut()
+                            .insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(len));
+                    }
+                }
                 for (name, value) in headers {
                     if let Ok(v) = http::HeaderValue::from_str(&value) {
                         resp.headers_mut().insert(name, v);
@@ -436,7 +474,11 @@ impl Answer {
                 }
                 resp
             }
-            Reply::Sse(events) => events.into_response(chunk_delay),
+            (Reply::Sse(events), None) => events.into_response(chunk_delay),
+            (Reply::Sse(events), Some((fault, conn))) => {
+                let steps = faults::sse_steps(fault, events.into_events(), chunk_delay);
+                sse::with_sse_headers(Response::new(faults::script(steps, Some(conn.clone()))))
+            }
         };
         let id_header = match dialect {
             Dialect::OpenAi => "x-request-id",
@@ -508,15 +550,40 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
                 // The client went away mid-body; nobody reads this answer.
                 Answer::error(dialect, 400, "could not read the request body")
             };
-            return answer.into_response(seq, dialect, Duration::ZERO);
+            return answer.into_response(seq, dialect, Duration::ZERO, None);
         }
     };
+
+    let fault = match Fault::from_headers(&parts.headers) {
+        Ok(f) => f,
+        Err(value) => {
+            let known: Vec<&str> = FaultMode::ALL.iter().map(|m| m.name()).collect();
+            let message = format!(
+                "unknown x-mock-fault {value:?}; known: {}",
+                known.join(", ")
+            );
+            return Answer::error(dialect, 400, &message).into_response(
+                seq,
+                dialect,
+                Duration::ZERO,
+                None,
+            );
+        }
+    };
+    // Every connection the mock accepts carries its controls; a default one keeps the types
+    // simple should a request ever arrive without.
+    let conn = parts
+        .extensions
+        .get::<Arc<ConnFaults>>()
+        .cloned()
+        .unwrap_or_default();
 
     let answer = if let Some(status) = knobs.status {
         Answer::error(dialect, status, "")
     } else {
         answer_for(endpoint, seq, &parts.headers, &raw, knobs)
     };
+    let closes_first = fault.is_some_and(|f| f.mode == FaultMode::CloseBeforeHeaders);
 
     if state.options.record {
         state.record(RecordedRequest {
@@ -535,7 +602,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
                 })
                 .collect(),
             body: String::from_utf8_lossy(&raw).into_owned(),
-            status: answer.status,
+            status: if closes_first { 0 } else { answer.status },
             streaming: answer.streaming(),
             usage: answer.usage,
         });
@@ -547,7 +614,35 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
     if knobs.hang {
         std::future::pending::<()>().await;
     }
-    answer.into_response(seq, dialect, Duration::from_millis(knobs.chunk_delay_ms))
+    match fault.map(|f| f.mode) {
+        Some(FaultMode::CloseBeforeHeaders) => {
+            conn.close(false);
+            // The connection task drops this future with the connection.
+            std::future::pending::<()>().await;
+        }
+        Some(FaultMode::StallBeforeFirstByte) => match fault.and_then(|f| f.ms) {
+            Some(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
+            None => std::future::pending::<()>().await,
+        },
+        Some(FaultMode::SlowLoris) => {
+            conn.trickle(fault.and_then(|f| f.ms).unwrap_or(DEFAULT_SLOW_LORIS_MS));
+        }
+        _ => {}
+    }
+    let mut resp = answer.into_response(
+        seq,
+        dialect,
+        Duration::from_millis(knobs.chunk_delay_ms),
+        fault.as_ref().map(|f| (f, &conn)),
+    );
+    if fault.is_some_and(|f| f.mode == FaultMode::SlowLoris) {
+        // Never reuse a connection that trickles.
+        resp.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+    }
+    resp
 }
 
 fn answer_for(

@@ -57,16 +57,25 @@ impl Sse {
                 });
             StreamBody::new(stream).boxed_unsync()
         };
-        let mut resp = Response::new(body);
-        let headers = resp.headers_mut();
-        headers.insert(
-            http::header::CONTENT_TYPE,
-            http::HeaderValue::from_static("text/event-stream; charset=utf-8"),
-        );
-        headers.insert(
-            http::header::CACHE_CONTROL,
-            http::HeaderValue::from_static("no-cache"),
-        );
-        resp
+        with_sse_headers(Response::new(body))
     }
+
+    /// The events, each with whether it waits the chunk delay (a content chunk).
+    pub fn into_events(self) -> Vec<(bool, Bytes)> {
+        self.events
+    }
+}
+
+/// `resp` with the headers of an event stream.
+pub(crate) fn with_sse_headers(mut resp: Response<Body>) -> Response<Body> {
+    let headers = resp.headers_mut();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/event-stream; charset=utf-8"),
+    );
+    headers.insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-cache"),
+    );
+    resp
 }
