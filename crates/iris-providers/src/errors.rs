@@ -23,6 +23,8 @@ pub enum ErrorKind {
     Unauthenticated,
     PermissionDenied,
     NotFound,
+    /// A path no API has (OpenAI answers these with `code: null`, not `model_not_found`).
+    NoSuchEndpoint,
     PayloadTooLarge,
     RateLimited,
     UpstreamUnavailable,
@@ -36,11 +38,12 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind, for tables and tests.
-    pub const ALL: [ErrorKind; 12] = [
+    pub const ALL: [ErrorKind; 13] = [
         ErrorKind::BadRequest,
         ErrorKind::Unauthenticated,
         ErrorKind::PermissionDenied,
         ErrorKind::NotFound,
+        ErrorKind::NoSuchEndpoint,
         ErrorKind::PayloadTooLarge,
         ErrorKind::RateLimited,
         ErrorKind::UpstreamUnavailable,
@@ -59,7 +62,7 @@ pub fn status(kind: ErrorKind) -> u16 {
         ErrorKind::BadRequest => 400,
         ErrorKind::Unauthenticated => 401,
         ErrorKind::PermissionDenied => 403,
-        ErrorKind::NotFound => 404,
+        ErrorKind::NotFound | ErrorKind::NoSuchEndpoint => 404,
         ErrorKind::MethodNotAllowed => 405,
         ErrorKind::RequestTimeout => 408,
         ErrorKind::PayloadTooLarge => 413,
@@ -78,6 +81,7 @@ pub fn openai_type(kind: ErrorKind) -> &'static str {
         | ErrorKind::Unauthenticated
         | ErrorKind::PermissionDenied
         | ErrorKind::NotFound
+        | ErrorKind::NoSuchEndpoint
         | ErrorKind::PayloadTooLarge
         | ErrorKind::MethodNotAllowed
         | ErrorKind::RequestTimeout => "invalid_request_error",
@@ -101,6 +105,7 @@ pub fn openai_code(kind: ErrorKind) -> Option<&'static str> {
         ErrorKind::UpstreamTimeout => Some("timeout"),
         ErrorKind::RequestTimeout => Some("request_timeout"),
         ErrorKind::BadRequest
+        | ErrorKind::NoSuchEndpoint
         | ErrorKind::PayloadTooLarge
         | ErrorKind::MethodNotAllowed
         | ErrorKind::UpstreamUnavailable
@@ -118,7 +123,7 @@ pub fn anthropic_type(kind: ErrorKind) -> &'static str {
         }
         ErrorKind::Unauthenticated => "authentication_error",
         ErrorKind::PermissionDenied => "permission_error",
-        ErrorKind::NotFound => "not_found_error",
+        ErrorKind::NotFound | ErrorKind::NoSuchEndpoint => "not_found_error",
         ErrorKind::PayloadTooLarge => "request_too_large",
         ErrorKind::RateLimited => "rate_limit_error",
         ErrorKind::Internal | ErrorKind::UpstreamUnavailable => "api_error",
@@ -202,13 +207,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn statuses_are_distinct_and_in_range() {
+    fn statuses_are_in_range_and_kinds_tell_apart() {
         let mut seen = std::collections::HashSet::new();
         for k in ErrorKind::ALL {
             let s = status(k);
             assert!((400..600).contains(&s));
-            assert!(seen.insert(s), "duplicate status {s}");
+            // Kinds sharing a status differ in what a client reads (OpenAI's `code`).
+            assert!(
+                seen.insert((s, openai_code(k))),
+                "{k:?} duplicates status {s}"
+            );
         }
+        assert_eq!(openai_code(ErrorKind::NotFound), Some("model_not_found"));
+        assert_eq!(openai_code(ErrorKind::NoSuchEndpoint), None);
     }
 
     #[test]

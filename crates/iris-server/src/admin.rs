@@ -97,6 +97,13 @@ impl IntoResponse for ApiError {
 
 impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> ApiError {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            return ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                "the request body is too large",
+            );
+        }
         ApiError::bad(format!("invalid JSON body: {}", r.body_text()))
     }
 }
@@ -160,7 +167,9 @@ fn problems(d: &[Diagnostic]) -> Value {
     responses((status = 200, description = "Gateway health; details for admins", body = Object)))]
 async fn health(gw: Gw, who: Option<Who>) -> Json<Value> {
     let snap = gw.config_file.snapshot();
-    let store_ok = gw.store.count_usage().await.is_ok();
+    // Reads keep working while writes fail (disk full, locked, read-only): ask the writer too.
+    let sink = gw.observer.sink();
+    let store_ok = !sink.store_failing() && gw.store.count_usage().await.is_ok();
     let degraded = !store_ok || !snap.pending_problems.is_empty();
     let mut body = json!({
         "status": if degraded { "degraded" } else { "ok" },
@@ -179,10 +188,13 @@ async fn health(gw: Gw, who: Option<Who>) -> Json<Value> {
                 "problems": problems(&snap.pending_problems),
             }),
         );
-        o.insert("store".into(), json!({"ok": store_ok}));
+        o.insert(
+            "store".into(),
+            json!({"ok": store_ok, "error": sink.last_store_error().filter(|_| !store_ok)}),
+        );
         o.insert(
             "usage".into(),
-            json!({"queued": gw.observer.sink().queued(), "dropped": gw.observer.sink().dropped(), "unenriched": gw.observer.unenriched()}),
+            json!({"queued": sink.queued(), "dropped": sink.dropped(), "unenriched": gw.observer.unenriched(), "captures_dropped": gw.observer.captures_dropped()}),
         );
         o.insert(
             "tailscaled".into(),
@@ -812,14 +824,81 @@ async fn revoke_key(gw: Gw, Extension(c): Who, Path(id): Path<String>) -> ApiRes
         .revoke_key(&id, iris_store::now_ms())
         .await
         .map_err(ApiError::store)?;
+    gw.key_cache.clear();
     tracing::info!(id = %id, by = %c.label(), "key revoked");
     Ok(Json(json!({"revoked": true, "id": id})))
 }
 
 // ---- OpenAPI ---------------------------------------------------------------------------------
 
+/// The statuses every `/api` operation can answer besides its own (identity, role, cross-site and
+/// rate-limit refusals, bad input, an unavailable store), added to each operation of the document.
+struct CommonResponses;
+
+impl utoipa::Modify for CommonResponses {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let error = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
+                .build()
+        };
+        for (path, item) in doc.paths.paths.iter_mut() {
+            let public = public(path);
+            for op in [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+            ] {
+                let Some(op) = op.as_mut() else { continue };
+                let has_params = op.parameters.as_ref().is_some_and(|p| !p.is_empty());
+                let has_body = op.request_body.is_some();
+                let mut add = |code: &str, description: &str| {
+                    op.responses
+                        .responses
+                        .entry(code.to_owned())
+                        .or_insert_with(|| error(description).into());
+                };
+                add(
+                    "403",
+                    "Refused: no role or not an admin, or a cross-site or DNS-rebinding browser request",
+                );
+                if !public {
+                    add(
+                        "401",
+                        "No identity: not a tailnet peer iris can identify, and no valid iris key",
+                    );
+                    add(
+                        "429",
+                        "Too many failed iris-key attempts from this address (see Retry-After)",
+                    );
+                    add("503", "The store or tailscaled is unavailable; try again");
+                }
+                if has_params || has_body {
+                    add("400", "Invalid query, path or body");
+                }
+                if has_body {
+                    add("413", "The body is larger than the admin API accepts");
+                    add(
+                        "415",
+                        "The body was not sent as Content-Type: application/json",
+                    );
+                }
+            }
+        }
+    }
+}
+
 #[derive(OpenApi)]
 #[openapi(
+    modifiers(&CommonResponses),
     info(
         title = "iris admin API",
         description = "Config, identity, usage and keys of an iris gateway."
@@ -939,12 +1018,19 @@ fn public(path: &str) -> bool {
 }
 
 /// Refuse cross-site and non-JSON mutating requests (identity is ambient, like a cookie).
-fn csrf_check(method: &Method, headers: &HeaderMap) -> Result<(), ApiError> {
+fn csrf_check(method: &Method, headers: &HeaderMap, hosts: &[String]) -> Result<(), ApiError> {
+    // Reads too: a rebinding page would otherwise read logs and captures with the browser's
+    // identity.
+    if rebinding(headers, hosts) {
+        return Err(ApiError::forbidden(
+            "refused: a browser request for a host iris cannot vouch for (DNS rebinding); open the dashboard by IP address, localhost or the MagicDNS name",
+        ));
+    }
     if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
         return Ok(());
     }
     let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
-    if cross_site(headers) {
+    if cross_site(headers, hosts) {
         return Err(ApiError::forbidden("cross-site request refused"));
     }
     if *method != Method::DELETE {
@@ -973,7 +1059,8 @@ pub async fn serve(
     use http_body_util::BodyExt;
     use tower::ServiceExt;
     let path = req.uri().path().to_owned();
-    let resp = if let Err(e) = csrf_check(req.method(), req.headers()) {
+    let hosts = gw.runtime().config.iris.browser_hosts.clone();
+    let resp = if let Err(e) = csrf_check(req.method(), req.headers(), &hosts) {
         e.into_response()
     } else {
         let mut req = req.map(axum::body::Body::new);
@@ -984,7 +1071,13 @@ pub async fn serve(
             Err(e) if !public(&path) => {
                 let status = e.status();
                 let code = e.class();
-                return to_resp(ApiError::new(status, code, e.to_string()).into_response());
+                let mut r = ApiError::new(status, code, e.to_string()).into_response();
+                if status == StatusCode::TOO_MANY_REQUESTS {
+                    // As on the model endpoints: when guessing may go on.
+                    r.headers_mut()
+                        .insert(header::RETRY_AFTER, http::HeaderValue::from_static("60"));
+                }
+                return to_resp(r);
             }
             Err(_) => {}
         }
@@ -994,7 +1087,15 @@ pub async fn serve(
             Err(never) => match never {},
         }
     };
-    fn to_resp(r: Response) -> http::Response<crate::body::RespBody> {
+    fn to_resp(mut r: Response) -> http::Response<crate::body::RespBody> {
+        // Answers hold logs, captures (prompts) and keys: never cached, never sniffed as script.
+        let h = r.headers_mut();
+        h.entry(header::CACHE_CONTROL)
+            .or_insert(http::HeaderValue::from_static("no-store"));
+        h.insert(
+            header::X_CONTENT_TYPE_OPTIONS,
+            http::HeaderValue::from_static("nosniff"),
+        );
         r.map(|b| {
             b.map_err(|e| -> crate::body::BoxError { Box::new(e) })
                 .boxed_unsync()
@@ -1004,9 +1105,13 @@ pub async fn serve(
 }
 
 /// Whether a browser says this request comes from another site or origin (`Sec-Fetch-Site`, or an
-/// `Origin` that is not this host). Non-browser clients send neither header.
-pub fn cross_site(headers: &HeaderMap) -> bool {
+/// `Origin` that is not this host), or a browser asks for a host iris cannot vouch for (DNS
+/// rebinding, see [`rebinding`]). Non-browser clients send none of these headers.
+pub fn cross_site(headers: &HeaderMap, hosts: &[String]) -> bool {
     let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
+    if rebinding(headers, hosts) {
+        return true;
+    }
     if h("sec-fetch-site").is_some_and(|s| s != "same-origin" && s != "none") {
         return true;
     }
@@ -1018,4 +1123,114 @@ pub fn cross_site(headers: &HeaderMap) -> bool {
         return h("host").is_none_or(|host| !o.eq_ignore_ascii_case(host));
     }
     false
+}
+
+/// Whether a browser (it sends `Origin` or `Sec-Fetch-Site`) asks for a `Host` iris cannot vouch
+/// for. A page on `evil.example` whose DNS name is re-pointed at the gateway (DNS rebinding) is
+/// "same-origin" with it by every header the browser sends, yet it must not borrow the ambient
+/// identity of the browser's machine — `(loopback)`, an admin by default. Such a page can only
+/// name a domain its author controls, so browsers are served only for hosts no attacker can
+/// re-point: IP literals, `localhost`, single-label names (MagicDNS short names such as `ai`) and
+/// names under `.ts.net`, plus the names an admin lists in `iris.browser_hosts` (`hosts`).
+pub fn rebinding(headers: &HeaderMap, hosts: &[String]) -> bool {
+    let browser = headers.contains_key("sec-fetch-site") || headers.contains_key(header::ORIGIN);
+    browser
+        && !headers
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|h| vouched_host(h) || listed_host(h, hosts))
+}
+
+/// Whether a `Host` value (with or without a port) names one of `hosts` (lowercase names).
+fn listed_host(host: &str, hosts: &[String]) -> bool {
+    let host = host.trim();
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => name,
+        Some(_) => return false,
+        None => host,
+    };
+    let name = name.strip_suffix('.').unwrap_or(name);
+    hosts.iter().any(|h| h.eq_ignore_ascii_case(name))
+}
+
+/// Whether a `Host` value (with or without a port) is one no outside party can point at iris: see
+/// [`rebinding`].
+pub fn vouched_host(host: &str) -> bool {
+    let host = host.trim();
+    let digits = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split_once(']').is_some_and(|(ip, port)| {
+            ip.parse::<std::net::Ipv6Addr>().is_ok()
+                && (port.is_empty() || port.strip_prefix(':').is_some_and(digits))
+        });
+    }
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if digits(port) => name,
+        Some(_) => return false,
+        None => host,
+    };
+    let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
+    if name.is_empty() {
+        return false;
+    }
+    name.parse::<std::net::Ipv4Addr>().is_ok()
+        || name == "localhost"
+        || name.ends_with(".localhost")
+        || !name.contains('.')
+        || name.ends_with(".ts.net")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listed_browser_hosts_are_served_to_browsers() {
+        let hosts = vec!["ai.example.com".to_owned()];
+        let mut h = HeaderMap::new();
+        h.insert(header::ORIGIN, "https://ai.example.com".parse().unwrap());
+        h.insert(header::HOST, "ai.example.com".parse().unwrap());
+        assert!(rebinding(&h, &[]));
+        assert!(!rebinding(&h, &hosts));
+        assert!(!cross_site(&h, &hosts));
+        h.insert(header::HOST, "AI.example.com.:443".parse().unwrap());
+        assert!(!rebinding(&h, &hosts));
+        h.insert(header::HOST, "ai.example.com.evil.example".parse().unwrap());
+        assert!(rebinding(&h, &hosts));
+        h.insert(header::HOST, "ai.example.com:x".parse().unwrap());
+        assert!(rebinding(&h, &hosts));
+    }
+
+    #[test]
+    fn vouched_hosts() {
+        for h in [
+            "127.0.0.1:4747",
+            "127.0.0.1",
+            "[::1]:4747",
+            "[fd7a:115c:a1e0::1]",
+            "localhost:4747",
+            "app.localhost",
+            "ai",
+            "AI:80",
+            "ai.tail1234.ts.net",
+            "ai.tail1234.ts.net.:443",
+            "100.101.102.103",
+        ] {
+            assert!(vouched_host(h), "{h}");
+        }
+        for h in [
+            "evil.example",
+            "evil.example:4747",
+            "127.0.0.1.nip.io",
+            "ts.net.evil.example",
+            "evil.example.",
+            "",
+            ":4747",
+            "[::1",
+            "[::1]x",
+            "ai:http",
+        ] {
+            assert!(!vouched_host(h), "{h}");
+        }
+    }
 }

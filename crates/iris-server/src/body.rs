@@ -71,7 +71,32 @@ impl Pending {
         if let Some(e) = error {
             rec.error_class = Some(e.to_owned());
         }
-        self.sink.record(self.record, self.exchange);
+        let record = std::mem::replace(&mut self.record, spent());
+        self.sink.record(record, self.exchange.take());
+    }
+}
+
+/// What a `Pending` holds once its record was handed on (its empty id tells `drop`). Allocates
+/// nothing.
+fn spent() -> UsageRecord {
+    UsageRecord::default()
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if self.record.id.is_empty() {
+            return;
+        }
+        // Dropped unfinished: the client went away before its answer began (the server drops
+        // the request's future, and with it the upstream request, e.g. while iris waited for
+        // the provider). The request still leaves its record: 499, as nginx logs it.
+        let mut record = std::mem::replace(&mut self.record, spent());
+        record.duration_ms = self.start.elapsed().as_millis() as u64;
+        if record.status == 0 {
+            record.status = 499;
+        }
+        record.error_class = Some("client_closed".to_owned());
+        self.sink.record(record, self.exchange.take());
     }
 }
 
@@ -81,7 +106,11 @@ pub struct MeteredBody {
     extractor: Option<UsageExtractor>,
     filter: Option<IncludeUsageFilter>,
     idle_after: Duration,
+    /// Fires at the idle deadline as it was when it was last armed. Frames only move
+    /// `last_frame`; the timer is re-armed lazily when it fires early (resetting a timer on every
+    /// frame of a 200-chunk stream costs more than the rest of the metering).
     idle: Pin<Box<Sleep>>,
+    last_frame: tokio::time::Instant,
     /// SSE answers get an in-band error event when the upstream dies mid-stream.
     sse_dialect: Option<Dialect>,
     bytes_out: u64,
@@ -104,6 +133,7 @@ impl MeteredBody {
             filter,
             idle_after,
             idle: Box::pin(tokio::time::sleep(idle_after)),
+            last_frame: tokio::time::Instant::now(),
             sse_dialect,
             bytes_out: 0,
             done: false,
@@ -124,12 +154,15 @@ impl MeteredBody {
         kind: ErrorKind,
         message: &str,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let event = self
+            .sse_dialect
+            .map(|d| Bytes::from(sse_error_event(d, kind, message)));
+        // The event is part of what the client got.
+        self.bytes_out += event.as_ref().map_or(0, |e| e.len() as u64);
         self.finalize(Some(class));
         self.done = true;
-        match self.sse_dialect {
-            Some(d) => Poll::Ready(Some(Ok(Frame::data(Bytes::from(sse_error_event(
-                d, kind, message,
-            )))))),
+        match event {
+            Some(e) => Poll::Ready(Some(Ok(Frame::data(e)))),
             None => Poll::Ready(Some(Err(message.to_owned().into()))),
         }
     }
@@ -150,8 +183,7 @@ impl Body for MeteredBody {
         loop {
             match Pin::new(&mut this.inner).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
-                    let deadline = tokio::time::Instant::now() + this.idle_after;
-                    this.idle.as_mut().reset(deadline);
+                    this.last_frame = tokio::time::Instant::now();
                     let frame = match frame.into_data() {
                         Ok(data) => {
                             if let Some(p) = this.pending.as_mut()
@@ -224,7 +256,14 @@ impl Body for MeteredBody {
                     return Poll::Ready(Some(Ok(Frame::data(Bytes::from(tail)))));
                 }
                 Poll::Pending => {
-                    ready!(this.idle.as_mut().poll(cx));
+                    loop {
+                        ready!(this.idle.as_mut().poll(cx));
+                        let deadline = this.last_frame + this.idle_after;
+                        if deadline <= tokio::time::Instant::now() {
+                            break;
+                        }
+                        this.idle.as_mut().reset(deadline);
+                    }
                     return this.fail(
                         "upstream_idle_timeout",
                         ErrorKind::UpstreamTimeout,

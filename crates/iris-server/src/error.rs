@@ -70,7 +70,7 @@ impl GatewayError {
             GatewayError::TooManyKeyFailures => ErrorKind::RateLimited,
             GatewayError::CrossSite => ErrorKind::PermissionDenied,
             GatewayError::MethodNotAllowed(_) => ErrorKind::MethodNotAllowed,
-            GatewayError::NotFound(_) => ErrorKind::NotFound,
+            GatewayError::NotFound(_) => ErrorKind::NoSuchEndpoint,
             GatewayError::UpstreamUnreachable { .. } => ErrorKind::UpstreamUnavailable,
             GatewayError::UpstreamTimeout { .. } => ErrorKind::UpstreamTimeout,
             GatewayError::StoreUnavailable(_) => ErrorKind::Overloaded,

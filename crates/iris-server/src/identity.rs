@@ -177,13 +177,22 @@ async fn resolve_key(gw: &Gateway, token: &str) -> Result<Principal, GatewayErro
         return Err(GatewayError::Unauthenticated("malformed iris key".into()));
     }
     let hash = keys::hash_token(token);
-    let rec = gw
-        .store
-        .key_by_hash(&hash)
-        .await
-        .map_err(|e| GatewayError::StoreUnavailable(e.to_string()))?
-        .filter(|r| keys::hashes_equal(&r.token_hash, &hash))
-        .ok_or_else(|| GatewayError::Unauthenticated("unknown iris key".into()))?;
+    let revocations = gw.store.key_revocations();
+    let rec = match gw.key_cache.get(&hash, revocations) {
+        Some(rec) => rec,
+        None => {
+            let rec = gw
+                .store
+                .key_by_hash(&hash)
+                .await
+                .map_err(|e| GatewayError::StoreUnavailable(e.to_string()))?
+                .filter(|r| keys::hashes_equal(&r.token_hash, &hash))
+                .ok_or_else(|| GatewayError::Unauthenticated("unknown iris key".into()))?;
+            let rec = Arc::new(rec);
+            gw.key_cache.put(hash, revocations, rec.clone());
+            rec
+        }
+    };
     let now = iris_store::now_ms();
     if rec.revoked_ms.is_some() {
         return Err(GatewayError::Unauthenticated(format!(
@@ -199,6 +208,62 @@ async fn resolve_key(gw: &Gateway, token: &str) -> Result<Principal, GatewayErro
     }
     touch_key(gw, &rec.id, now);
     Ok(Principal::for_key(&rec.id, rec.login.as_deref(), &rec.tags))
+}
+
+/// Known keys, by token hash, for [`KEY_CACHE_TTL`]: a key's store lookup is otherwise the
+/// costliest step of a request made with one. Revocations through this gateway's API empty the
+/// cache at once (the store counts its revocations); one made by another process (another
+/// replica, `iris keys revoke` on the database file) takes effect within the TTL. Unknown keys are never cached (and are rate limited per address).
+#[derive(Default)]
+pub struct KeyCache {
+    entries: std::sync::Mutex<std::collections::HashMap<String, CachedKey>>,
+}
+
+struct CachedKey {
+    at: std::time::Instant,
+    /// The store's [`iris_store::Store::key_revocations`] when the key was looked up.
+    revocations: u64,
+    record: Arc<iris_store::KeyRecord>,
+}
+
+/// How long a looked-up key is trusted without asking the store again.
+pub const KEY_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+/// Entries kept at most; beyond it the cache starts over (a bound, not an eviction policy).
+const KEY_CACHE_MAX: usize = 10_000;
+
+impl KeyCache {
+    fn get(&self, hash: &str, revocations: u64) -> Option<Arc<iris_store::KeyRecord>> {
+        let m = self.entries.lock().ok()?;
+        let c = m.get(hash)?;
+        (c.revocations == revocations && c.at.elapsed() < KEY_CACHE_TTL).then(|| c.record.clone())
+    }
+
+    fn put(&self, hash: String, revocations: u64, record: Arc<iris_store::KeyRecord>) {
+        if let Ok(mut m) = self.entries.lock() {
+            if m.len() >= KEY_CACHE_MAX {
+                m.retain(|_, c| c.at.elapsed() < KEY_CACHE_TTL);
+                if m.len() >= KEY_CACHE_MAX {
+                    m.clear();
+                }
+            }
+            let at = std::time::Instant::now();
+            m.insert(
+                hash,
+                CachedKey {
+                    at,
+                    revocations,
+                    record,
+                },
+            );
+        }
+    }
+
+    /// Forget every cached key (after a revocation).
+    pub fn clear(&self) {
+        if let Ok(mut m) = self.entries.lock() {
+            m.clear();
+        }
+    }
 }
 
 /// Record a key's last use, at most once a minute per key, off the request path.

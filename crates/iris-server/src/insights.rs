@@ -154,7 +154,9 @@ pub async fn capture(
         .ok_or_else(|| {
             not_found("no capture for this request (never captured, or purged by retention)")
         })?;
-    Ok(([(header::CONTENT_TYPE, "application/json")], row.body).into_response())
+    // Answers whose reassembly was deferred are reassembled now (see iris_capture::capture).
+    let body = iris_capture::finish_stored(&row.body, &gw.runtime().redactor).unwrap_or(row.body);
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 #[derive(Deserialize, IntoParams, Default)]

@@ -89,6 +89,7 @@ pub struct Gateway {
     pub(crate) whois: Option<WhoisClient>,
     pub(crate) client: upstream::UpstreamClient,
     pub(crate) key_touch: std::sync::Mutex<std::collections::HashMap<String, i64>>,
+    pub(crate) key_cache: identity::KeyCache,
     whois_down_logged: AtomicBool,
     pub config_file: Arc<config_file::ConfigFile>,
     pub(crate) key_failures: limits::FailureCounter,
@@ -116,6 +117,7 @@ impl Gateway {
             whois,
             client,
             key_touch: std::sync::Mutex::new(std::collections::HashMap::new()),
+            key_cache: identity::KeyCache::default(),
             whois_down_logged: AtomicBool::new(false),
             config_file: Arc::new(config_file::ConfigFile::in_memory()),
             key_failures: limits::FailureCounter::default(),
@@ -141,6 +143,13 @@ impl Gateway {
     /// Whether tailscaled answered the last time iris asked.
     pub fn tailscaled_reachable(&self) -> bool {
         self.whois.is_some() && !self.whois_down_logged.load(Ordering::Relaxed)
+    }
+
+    /// Response bytes held for captures by the requests in flight (bounded by
+    /// `iris.captures.max_in_flight_bytes`): back to 0 whenever no response is being captured (a
+    /// gauge for leak checks).
+    pub fn capture_bytes_held(&self) -> u64 {
+        self.capture_budget.used()
     }
 
     /// The current config snapshot.
@@ -228,7 +237,11 @@ pub async fn serve(
         let local = stream.local_addr().unwrap_or(peer);
         let ctx = Arc::new(conn::ConnCtx::new(peer, local));
         let gw = gateway.clone();
+        // Set by the connection's first request (see the header deadline below).
+        let started = Arc::new(AtomicBool::new(false));
+        let first = started.clone();
         let service = hyper::service::service_fn(move |req| {
+            first.store(true, Ordering::Relaxed);
             let gw = gw.clone();
             let ctx = ctx.clone();
             async move { Ok::<_, std::convert::Infallible>(proxy::handle(gw, ctx, req).await) }
@@ -237,9 +250,29 @@ pub async fn serve(
             .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), service)
             .into_owned();
         let watched = graceful.watch(conn);
+        let header_deadline = settings.timeouts.client_header;
         tokio::spawn(async move {
-            if let Err(e) = watched.await {
-                tracing::debug!(error = %e, peer = %peer, "connection ended with an error");
+            tokio::pin!(watched);
+            // hyper's header timeout starts only once the protocol is known, so a client that
+            // sends nothing (or a prefix of the HTTP/2 preface) would hold its slot forever: the
+            // first request must have started within the header timeout of the connection.
+            let ended = tokio::select! {
+                r = &mut watched => Some(r),
+                _ = tokio::time::sleep(header_deadline) => None,
+            };
+            let ended = match ended {
+                Some(r) => Some(r),
+                None if started.load(Ordering::Relaxed) => Some(watched.await),
+                None => None,
+            };
+            match ended {
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, peer = %peer, "connection ended with an error");
+                }
+                Some(Ok(())) => {}
+                None => {
+                    tracing::debug!(peer = %peer, "closed a connection that sent no request in time");
+                }
             }
             drop(permit);
         });

@@ -24,39 +24,33 @@ pub struct ProviderCost {
     pub rules: Vec<ModelCostRule>,
 }
 
-/// Bytes of response bodies all requests in flight may hold for their captures together. A stream
-/// whose capture would go beyond it is captured truncated, so memory stays bounded however many
-/// streams are open (5,000 slow streams must not each hold megabytes).
-pub const IN_FLIGHT_CAPTURE_BYTES: usize = 256 << 20;
-
-/// The shared budget for [`IN_FLIGHT_CAPTURE_BYTES`].
-#[derive(Debug)]
+/// The bytes of response bodies all requests in flight hold for their captures together
+/// (`iris.captures.max_in_flight_bytes`). A stream whose capture would go beyond the limit is
+/// captured truncated, so memory stays bounded however many streams are open (5,000 slow streams
+/// must not each hold megabytes). The limit is the one of each request's config, so a reload
+/// applies to the next chunk.
+#[derive(Debug, Default)]
 pub struct CaptureBudget {
-    left: AtomicU64,
-}
-
-impl Default for CaptureBudget {
-    fn default() -> Self {
-        CaptureBudget {
-            left: AtomicU64::new(IN_FLIGHT_CAPTURE_BYTES as u64),
-        }
-    }
+    used: AtomicU64,
 }
 
 impl CaptureBudget {
-    fn take(&self, n: usize) -> bool {
-        let n = n as u64;
-        self.left
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |l| l.checked_sub(n))
+    fn take(&self, n: usize, limit: usize) -> bool {
+        let (n, limit) = (n as u64, limit as u64);
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                u.checked_add(n).filter(|&t| t <= limit)
+            })
             .is_ok()
     }
 
     fn give(&self, n: usize) {
-        self.left.fetch_add(n as u64, Ordering::AcqRel);
+        self.used.fetch_sub(n as u64, Ordering::AcqRel);
     }
 
-    pub fn left(&self) -> u64 {
-        self.left.load(Ordering::Acquire)
+    /// Bytes held now.
+    pub fn used(&self) -> u64 {
+        self.used.load(Ordering::Acquire)
     }
 }
 
@@ -64,6 +58,8 @@ impl CaptureBudget {
 pub struct Exchange {
     /// Where the kept response bytes are accounted; given back when the exchange is dropped.
     pub budget: Option<Arc<CaptureBudget>>,
+    /// The budget's limit for this request.
+    pub budget_limit: usize,
     pub request_headers: Vec<(String, String)>,
     pub request_body: Bytes,
     pub response_headers: Vec<(String, String)>,
@@ -85,7 +81,7 @@ impl Exchange {
         }
         let take = chunk.len().min(cap - self.response_bytes);
         if let Some(b) = &self.budget
-            && !b.take(take)
+            && !b.take(take, self.budget_limit)
         {
             self.response_complete = false;
             return;
@@ -106,8 +102,10 @@ impl Drop for Exchange {
     }
 }
 
-pub fn header_pairs(h: &http::HeaderMap) -> Vec<(String, String)> {
+/// Copies of the headers (all of them, or those `keep` says), for the worker.
+pub fn header_pairs(h: &http::HeaderMap, keep: impl Fn(&str) -> bool) -> Vec<(String, String)> {
     h.iter()
+        .filter(|(n, _)| keep(n.as_str()))
         .map(|(n, v)| {
             (
                 n.as_str().to_owned(),
@@ -129,6 +127,7 @@ pub struct Observer {
     sink: UsageSink,
     closed: Arc<AtomicBool>,
     unenriched: Arc<AtomicU64>,
+    captures_dropped: Arc<AtomicU64>,
 }
 
 impl Observer {
@@ -154,10 +153,19 @@ impl Observer {
     pub fn unenriched(&self) -> u64 {
         self.unenriched.load(Ordering::Relaxed)
     }
+
+    /// Captures not stored because the store could not keep up (see [`MAX_HELD_CAPTURE_BYTES`]).
+    pub fn captures_dropped(&self) -> u64 {
+        self.captures_dropped.load(Ordering::Relaxed)
+    }
 }
 
+/// Capture text the worker holds while the store is slow or failing; beyond it the oldest held
+/// captures are dropped (counted, logged). Usage records never wait for captures.
+pub const MAX_HELD_CAPTURE_BYTES: usize = 64 << 20;
+
 pub struct ObserverHandle {
-    task: tokio::task::JoinHandle<()>,
+    done: tokio::sync::oneshot::Receiver<()>,
     stop: tokio_util::sync::CancellationToken,
     closed: Arc<AtomicBool>,
 }
@@ -166,13 +174,18 @@ impl ObserverHandle {
     /// Stop taking new work, finish what is queued, write the last captures.
     pub async fn shutdown(self) {
         self.stop.cancel();
-        if self.task.await.is_err() {
+        if self.done.await.is_err() {
             tracing::error!("the capture worker ended abnormally");
         }
         self.closed.store(true, Ordering::Release);
     }
 }
 
+/// Start the worker. It runs on a thread of its own (with a small runtime of its own), so the
+/// CPU work of enrichment — parsing bodies, reassembling streams, redacting captures — never
+/// holds one of the request path's runtime workers: a request or a stream's next chunk does not
+/// wait behind it. Store writes are spawned on the caller's runtime (where the store's pool
+/// lives). Must be called from within a tokio runtime.
 pub fn spawn_observer(
     store: Arc<dyn Store>,
     sink: UsageSink,
@@ -181,25 +194,56 @@ pub fn spawn_observer(
     let (tx, rx) = mpsc::channel(capacity.max(1));
     let closed = Arc::new(AtomicBool::new(false));
     let stop = tokio_util::sync::CancellationToken::new();
-    let task = tokio::spawn(worker(rx, store, sink.clone(), stop.clone()));
+    let (done_tx, done) = tokio::sync::oneshot::channel();
+    let main = tokio::runtime::Handle::current();
+    let worker_sink = sink.clone();
+    let worker_stop = stop.clone();
+    let captures_dropped = Arc::new(AtomicU64::new(0));
+    let writes = CaptureWrites {
+        store,
+        main,
+        held: std::collections::VecDeque::new(),
+        held_bytes: 0,
+        in_flight: None,
+        dropped: captures_dropped.clone(),
+    };
+    let spawned = std::thread::Builder::new()
+        .name("iris-observer".into())
+        .spawn(move || {
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+            {
+                Ok(rt) => rt.block_on(worker(rx, writes, worker_sink, worker_stop)),
+                Err(e) => {
+                    tracing::error!(error = %e, "could not start the capture worker's runtime");
+                }
+            }
+            let _ = done_tx.send(());
+        });
+    if let Err(e) = spawned {
+        // Without the worker every record goes straight to the usage writer (see `record`).
+        tracing::error!(error = %e, "could not start the capture worker: records are not enriched");
+        closed.store(true, Ordering::Release);
+    }
     (
         Observer {
             tx,
             sink,
             closed: closed.clone(),
             unenriched: Arc::new(AtomicU64::new(0)),
+            captures_dropped,
         },
-        ObserverHandle { task, stop, closed },
+        ObserverHandle { done, stop, closed },
     )
 }
 
 async fn worker(
     mut rx: mpsc::Receiver<Item>,
-    store: Arc<dyn Store>,
+    mut writes: CaptureWrites,
     sink: UsageSink,
     stop: tokio_util::sync::CancellationToken,
 ) {
-    let mut captures: Vec<CaptureRow> = Vec::new();
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     loop {
         tokio::select! {
@@ -207,39 +251,108 @@ async fn worker(
             item = rx.recv() => match item {
                 Some(item) => {
                     let (record, capture) = enrich(item);
-                    if let Some(c) = capture {
-                        captures.push(c);
-                    }
+                    // The record first: usage never waits for a capture.
                     sink.record(record);
-                    if captures.len() >= 64 {
-                        flush(&store, &mut captures).await;
+                    if let Some(c) = capture {
+                        writes.hold(c);
+                    }
+                    if writes.held.len() >= 64 {
+                        writes.start_write().await;
                     }
                 }
                 None => break,
             },
-            _ = tick.tick() => flush(&store, &mut captures).await,
+            _ = tick.tick() => writes.start_write().await,
             _ = stop.cancelled() => {
                 rx.close();
                 while let Some(item) = rx.recv().await {
                     let (record, capture) = enrich(item);
-                    captures.extend(capture);
                     sink.record(record);
+                    if let Some(c) = capture {
+                        writes.hold(c);
+                    }
                 }
                 break;
             }
         }
     }
-    flush(&store, &mut captures).await;
+    writes.finish().await;
 }
 
-async fn flush(store: &Arc<dyn Store>, captures: &mut Vec<CaptureRow>) {
-    if captures.is_empty() {
-        return;
+/// The captures waiting for the store, and the one write in flight. The worker never waits for
+/// the store while it still has requests to process: a locked or failing database (SQLite waits
+/// out a lock for seconds) must not hold up the records behind it.
+struct CaptureWrites {
+    store: Arc<dyn Store>,
+    main: tokio::runtime::Handle,
+    held: std::collections::VecDeque<CaptureRow>,
+    held_bytes: usize,
+    in_flight: Option<tokio::task::JoinHandle<(usize, Result<(), iris_store::StoreError>)>>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl CaptureWrites {
+    fn hold(&mut self, c: CaptureRow) {
+        self.held_bytes += c.body.len();
+        self.held.push_back(c);
+        let mut dropped = 0;
+        while self.held_bytes > MAX_HELD_CAPTURE_BYTES && !self.held.is_empty() {
+            if let Some(old) = self.held.pop_front() {
+                self.held_bytes -= old.body.len();
+            }
+            dropped += 1;
+        }
+        if dropped > 0 {
+            self.dropped.fetch_add(dropped, Ordering::Relaxed);
+            tracing::warn!(
+                dropped,
+                "the store is not keeping up: {dropped} captures dropped (usage records are kept)"
+            );
+        }
     }
-    if let Err(e) = store.insert_captures(captures).await {
-        tracing::warn!(error = %e, dropped = captures.len(), "could not store captures");
+
+    /// Start writing what is held, unless a write is still running (then later).
+    async fn start_write(&mut self) {
+        if let Some(h) = &self.in_flight {
+            if !h.is_finished() {
+                return;
+            }
+            self.settle().await;
+        }
+        if self.held.is_empty() {
+            return;
+        }
+        let batch = Vec::from(std::mem::take(&mut self.held));
+        self.held_bytes = 0;
+        let store = self.store.clone();
+        self.in_flight = Some(self.main.spawn(async move {
+            let r = store.insert_captures(&batch).await;
+            (batch.len(), r)
+        }));
     }
-    captures.clear();
+
+    /// Wait for the write in flight and report how it went.
+    async fn settle(&mut self) {
+        let Some(h) = self.in_flight.take() else {
+            return;
+        };
+        let failed = match h.await {
+            Ok((_, Ok(()))) => None,
+            Ok((n, Err(e))) => Some((n, e.to_string())),
+            Err(e) => Some((0, e.to_string())),
+        };
+        if let Some((n, e)) = failed {
+            self.dropped.fetch_add(n as u64, Ordering::Relaxed);
+            tracing::warn!(error = %e, dropped = n, "could not store captures");
+        }
+    }
+
+    /// At shutdown: the write in flight, then everything still held.
+    async fn finish(&mut self) {
+        self.settle().await;
+        self.start_write().await;
+        self.settle().await;
+    }
 }
 
 fn identity_of(r: &UsageRecord) -> String {
@@ -264,12 +377,10 @@ fn enrich(item: Item) -> (UsageRecord, Option<CaptureRow>) {
         record.session_id = Some(format!("rq_{}", record.id));
         return (record, None);
     };
-    let body_json: serde_json::Value =
-        serde_json::from_slice(&ex.request_body).unwrap_or(serde_json::Value::Null);
-    let key = iris_capture::session_key(
+    let key = iris_capture::session_key_from_body(
         &record.api_family,
         &ex.request_headers,
-        &body_json,
+        &ex.request_body,
         &identity_of(&record),
         &record.id,
     );
@@ -300,11 +411,10 @@ fn enrich(item: Item) -> (UsageRecord, Option<CaptureRow>) {
     }
     let mut capture_row = None;
     if let Some((limits, redactor)) = &ex.capture {
-        let response: Vec<u8> = ex
-            .response_chunks
-            .iter()
-            .flat_map(|c| c.iter().copied())
-            .collect();
+        let mut response = Vec::with_capacity(ex.response_bytes);
+        for c in &ex.response_chunks {
+            response.extend_from_slice(c);
+        }
         let raw = RawExchange {
             method: &record.method,
             path: &record.path,
@@ -317,24 +427,42 @@ fn enrich(item: Item) -> (UsageRecord, Option<CaptureRow>) {
             response_body_complete: ex.response_complete,
             response_is_sse: ex.response_is_sse,
         };
-        let capture = iris_capture::build_capture(&raw, limits, redactor);
+        // Reassembly of a tool-free answer waits until someone opens the capture.
+        let capture = iris_capture::build_capture_deferred(&raw, limits, redactor);
         record.tool_names = capture
             .tool_calls()
             .iter()
             .map(|t| t.name.clone())
             .collect();
-        let mut doc = serde_json::to_value(&capture).unwrap_or(serde_json::Value::Null);
-        if let Some(o) = doc.as_object_mut() {
-            o.insert("request_id".into(), serde_json::json!(record.id));
-            o.insert("status".into(), serde_json::json!(record.status));
-        }
-        capture_row = Some(CaptureRow {
+        capture_row = stored_capture(&capture, &record.id, record.status).map(|body| CaptureRow {
             request_id: record.id.clone(),
             ts_ms: record.ts_ms,
-            body: doc.to_string(),
+            body,
         });
     }
     (record, capture_row)
+}
+
+/// The capture as the API serves it: its own fields plus `request_id` and `status`, serialized
+/// once, straight to text.
+fn stored_capture(
+    capture: &iris_capture::Capture,
+    request_id: &str,
+    status: u16,
+) -> Option<String> {
+    let doc = serde_json::to_string(capture).ok()?;
+    let rest = doc.strip_prefix('{')?;
+    let id = serde_json::to_string(request_id).ok()?;
+    let mut out = String::with_capacity(doc.len() + id.len() + 32);
+    out.push_str("{\"request_id\":");
+    out.push_str(&id);
+    out.push_str(",\"status\":");
+    out.push_str(&status.to_string());
+    if rest != "}" {
+        out.push(',');
+    }
+    out.push_str(rest);
+    Some(out)
 }
 
 /// The cost settings of a provider: its `cost_basis`, else (with `auto_cost_basis`) inferred from
@@ -385,6 +513,7 @@ mod tests {
     fn exchange(budget: &Arc<CaptureBudget>) -> Exchange {
         Exchange {
             budget: Some(budget.clone()),
+            budget_limit: LIMIT,
             request_headers: Vec::new(),
             request_body: Bytes::new(),
             response_headers: Vec::new(),
@@ -396,6 +525,8 @@ mod tests {
             capture: None,
         }
     }
+
+    const LIMIT: usize = 64 << 20;
 
     #[test]
     fn in_flight_capture_bytes_are_bounded_and_given_back() {
@@ -411,13 +542,40 @@ mod tests {
             held.push(ex);
         }
         let kept: usize = held.iter().map(|e| e.response_bytes).sum();
-        assert!(kept <= IN_FLIGHT_CAPTURE_BYTES, "{kept}");
+        assert!(kept <= LIMIT, "{kept}");
+        assert_eq!(budget.used(), kept as u64);
         assert!(
             held.iter().any(|e| !e.response_complete),
             "later streams are captured truncated"
         );
         drop(held);
-        assert_eq!(budget.left(), IN_FLIGHT_CAPTURE_BYTES as u64);
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn stored_captures_carry_the_request_id_and_status() {
+        let capture = iris_capture::build_capture(
+            &RawExchange {
+                method: "POST",
+                path: "/v1/messages",
+                api_family: "anthropic_messages",
+                request_headers: &[],
+                request_body: b"{\"model\":\"m\"}",
+                request_body_complete: true,
+                response_headers: &[],
+                response_body: b"",
+                response_body_complete: true,
+                response_is_sse: false,
+            },
+            &CaptureLimits::default(),
+            &Redactor::default(),
+        );
+        let text = stored_capture(&capture, "r\"1", 201).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["request_id"], "r\"1");
+        assert_eq!(v["status"], 201);
+        assert_eq!(v["method"], "POST");
+        assert_eq!(v["request_body"], "{\"model\":\"m\"}");
     }
 
     #[test]
@@ -428,6 +586,6 @@ mod tests {
         assert_eq!(ex.response_bytes, 4);
         assert!(!ex.response_complete);
         drop(ex);
-        assert_eq!(budget.left(), IN_FLIGHT_CAPTURE_BYTES as u64);
+        assert_eq!(budget.used(), 0);
     }
 }

@@ -161,7 +161,7 @@ async fn llm(
     }
     // Identity is ambient (WhoIs), so a web page on another site must not be able to spend a
     // tailnet user's models through their browser.
-    if crate::admin::cross_site(req.headers()) {
+    if crate::admin::cross_site(req.headers(), &rt.config.iris.browser_hosts) {
         return fail(pending, GatewayError::CrossSite, dialect, id);
     }
 
@@ -233,7 +233,11 @@ async fn llm(
     };
     pending.exchange = Some(Box::new(crate::observe::Exchange {
         budget: Some(gw.capture_budget.clone()),
-        request_headers: crate::observe::header_pairs(&parts.headers),
+        budget_limit: captures.max_in_flight_bytes,
+        // Sessions need a few request headers; captures need them all.
+        request_headers: crate::observe::header_pairs(&parts.headers, |n| {
+            captures.enabled || iris_capture::is_session_header(n)
+        }),
         request_body: body.clone(),
         response_headers: Vec::new(),
         response_chunks: Vec::new(),
@@ -402,7 +406,9 @@ async fn llm(
     }
     let filter = (inject_usage && is_sse && status.is_success()).then(IncludeUsageFilter::new);
     if let Some(x) = pending.exchange.as_mut() {
-        x.response_headers = crate::observe::header_pairs(&up_parts.headers);
+        if x.capture.is_some() {
+            x.response_headers = crate::observe::header_pairs(&up_parts.headers, |_| true);
+        }
         x.response_is_sse = is_sse;
     }
     let mut out = Response::builder().status(status);

@@ -260,6 +260,11 @@ async fn errors_in_the_callers_dialect() {
         404
     );
     assert_eq!(c.send("POST", "/v1//messages", &[], "{}").await.status, 404);
+    // An unknown endpoint is not an unknown model.
+    let r = c.send("POST", "/v1/no-such-api", &[], "{}").await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json()["error"]["type"], "invalid_request_error");
+    assert!(r.json()["error"]["code"].is_null(), "{}", r.body);
     // Upstream error bodies pass through unchanged.
     let r = c
         .post(

@@ -110,6 +110,10 @@ pub fn db_path(data_dir: &Path) -> PathBuf {
     data_dir.join("iris.db")
 }
 
+#[cfg(all(target_os = "linux", not(target_env = "musl")))]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
