@@ -63,7 +63,10 @@ pub struct Exchange {
     pub request_headers: Vec<(String, String)>,
     pub request_body: Bytes,
     pub response_headers: Vec<(String, String)>,
-    pub response_chunks: Vec<Bytes>,
+    /// The response bytes kept, copied: holding the frames themselves would pin the whole read
+    /// buffers they are slices of (kilobytes per 100-byte SSE chunk, for as long as the stream).
+    pub response: Vec<u8>,
+    /// Bytes of the budget this exchange holds (the capacity of `response`).
     pub response_bytes: usize,
     pub response_complete: bool,
     pub response_is_sse: bool,
@@ -75,19 +78,33 @@ pub struct Exchange {
 impl Exchange {
     /// Keep a response chunk, up to `cap` bytes in all and within the shared budget.
     pub fn keep(&mut self, chunk: &Bytes, cap: usize) {
-        if self.response_bytes >= cap {
+        // Once a chunk was left out, later ones are too: a capture is a prefix, never has gaps.
+        if !self.response_complete {
+            return;
+        }
+        if self.response.len() >= cap {
             self.response_complete = false;
             return;
         }
-        let take = chunk.len().min(cap - self.response_bytes);
-        if let Some(b) = &self.budget
-            && !b.take(take, self.budget_limit)
-        {
-            self.response_complete = false;
-            return;
+        let take = chunk.len().min(cap - self.response.len());
+        let needed = self.response.len() + take;
+        if needed > self.response.capacity() {
+            // Grow by doubling (bounded by the cap), accounting for the whole allocation.
+            let new_cap = needed
+                .max(self.response.capacity() * 2)
+                .min(cap)
+                .max(needed);
+            let extra = new_cap - self.response.capacity();
+            if let Some(b) = &self.budget
+                && !b.take(extra, self.budget_limit)
+            {
+                self.response_complete = false;
+                return;
+            }
+            self.response.reserve_exact(new_cap - self.response.len());
+            self.response_bytes += extra;
         }
-        self.response_chunks.push(chunk.slice(..take));
-        self.response_bytes += take;
+        self.response.extend_from_slice(&chunk[..take]);
         if take < chunk.len() {
             self.response_complete = false;
         }
@@ -411,10 +428,6 @@ fn enrich(item: Item) -> (UsageRecord, Option<CaptureRow>) {
     }
     let mut capture_row = None;
     if let Some((limits, redactor)) = &ex.capture {
-        let mut response = Vec::with_capacity(ex.response_bytes);
-        for c in &ex.response_chunks {
-            response.extend_from_slice(c);
-        }
         let raw = RawExchange {
             method: &record.method,
             path: &record.path,
@@ -423,7 +436,7 @@ fn enrich(item: Item) -> (UsageRecord, Option<CaptureRow>) {
             request_body: &ex.request_body,
             request_body_complete: true,
             response_headers: &ex.response_headers,
-            response_body: &response,
+            response_body: &ex.response,
             response_body_complete: ex.response_complete,
             response_is_sse: ex.response_is_sse,
         };
@@ -517,7 +530,7 @@ mod tests {
             request_headers: Vec::new(),
             request_body: Bytes::new(),
             response_headers: Vec::new(),
-            response_chunks: Vec::new(),
+            response: Vec::new(),
             response_bytes: 0,
             response_complete: true,
             response_is_sse: true,
@@ -542,6 +555,10 @@ mod tests {
             held.push(ex);
         }
         let kept: usize = held.iter().map(|e| e.response_bytes).sum();
+        assert!(
+            held.iter()
+                .all(|e| e.response.capacity() <= e.response_bytes)
+        );
         assert!(kept <= LIMIT, "{kept}");
         assert_eq!(budget.used(), kept as u64);
         assert!(
@@ -583,7 +600,8 @@ mod tests {
         let budget = Arc::new(CaptureBudget::default());
         let mut ex = exchange(&budget);
         ex.keep(&Bytes::from_static(b"0123456789"), 4);
-        assert_eq!(ex.response_bytes, 4);
+        assert_eq!(ex.response, b"0123");
+        assert!(ex.response_bytes >= 4);
         assert!(!ex.response_complete);
         drop(ex);
         assert_eq!(budget.used(), 0);

@@ -238,9 +238,16 @@ async fn llm(
         request_headers: crate::observe::header_pairs(&parts.headers, |n| {
             captures.enabled || iris_capture::is_session_header(n)
         }),
-        request_body: body.clone(),
+        // A small body is copied: shared, it would pin the whole connection read buffer it is a
+        // slice of for as long as the request lasts (hours, for a long stream). A large one was
+        // collected from many frames into a buffer of its own.
+        request_body: if body.len() <= 64 << 10 {
+            Bytes::copy_from_slice(&body)
+        } else {
+            body.clone()
+        },
         response_headers: Vec::new(),
-        response_chunks: Vec::new(),
+        response: Vec::new(),
         response_bytes: 0,
         response_complete: true,
         response_is_sse: false,
