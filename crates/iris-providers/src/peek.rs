@@ -47,7 +47,13 @@ pub enum PeekError {
 /// Peek at a request body. See [`RequestPeek`].
 pub fn peek_request(body: &[u8]) -> Result<RequestPeek, PeekError> {
     check_object(body)?;
-    let raw: PeekRaw<'_> = serde_json::from_slice(body).map_err(classify)?;
+    // JSON text is UTF-8 (RFC 8259 §8.1). serde_json checks UTF-8 only in the strings it hands
+    // out, not in those it skips, so without this a body with invalid UTF-8 in an unread field
+    // passed the peek, then failed the rewrites (400 only when a rewrite was needed) or reached
+    // the provider as invalid JSON. Found by fuzzing (fuzz/fuzz_targets/peek_model.rs).
+    let text = std::str::from_utf8(body)
+        .map_err(|e| PeekError::NotJson(format!("invalid UTF-8 at byte {}", e.valid_up_to())))?;
+    let raw: PeekRaw<'_> = serde_json::from_str(text).map_err(classify)?;
     let model = match raw.model {
         Scalar::Absent => None,
         Scalar::Str(s) => Some(s.into_owned()),
