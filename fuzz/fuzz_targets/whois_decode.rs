@@ -19,7 +19,7 @@ fuzz_target!(|data: &[u8]| {
     };
     assert_eq!(p.source, IdentitySource::Whois);
     assert!(
-        p.login.is_some() != !p.tags.is_empty(),
+        p.login.is_some() == p.tags.is_empty(),
         "login xor tags: {p:?}"
     );
     if let Some(login) = &p.login {
