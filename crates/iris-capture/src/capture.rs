@@ -226,41 +226,11 @@ fn build(
                     api_family: raw.api_family.to_owned(),
                     sse: raw.response_is_sse,
                 });
-                return Capture {
-                    method: raw.method.to_owned(),
-                    path: redactor.redact_path(raw.path),
-                    request_headers: redactor.redact_headers(raw.request_headers),
-                    response_headers: redactor.redact_headers(raw.response_headers),
-                    request_body: req.0,
-                    response_body: Some(body),
-                    request_truncated: req.1,
-                    response_truncated: false,
-                    reassembled: None,
-                    raw_events_truncated: false,
-                    deferred,
-                };
-            }
-            let (reassembled, events_cut) = if raw.response_is_sse {
-                let events = &d.bytes[..d.bytes.len().min(limits.max_raw_events_bytes)];
-                let events_cut = d.truncated || d.bytes.len() > limits.max_raw_events_bytes;
-                match StreamReassembler::new(raw.api_family, limits.max_raw_events_bytes) {
-                    Some(mut r) => {
-                        r.feed(events);
-                        let out = r.finish();
-                        (Some(out.message), events_cut || out.truncated)
-                    }
-                    None => (None, events_cut),
-                }
-            } else if d.truncated {
-                (None, false)
+                (Some(body), false, None, false)
             } else {
-                (reassemble_json(raw.api_family, &d.bytes), false)
-            };
-            let reassembled = reassembled.map(|mut m| {
-                scrub_message(redactor, &mut m);
-                m
-            });
-            (Some(body), truncated, reassembled, events_cut)
+                let (reassembled, events_cut) = reassemble_now(raw, limits, redactor, d);
+                (Some(body), truncated, reassembled, events_cut)
+            }
         }
     };
 
@@ -277,6 +247,36 @@ fn build(
         raw_events_truncated,
         deferred,
     }
+}
+
+/// Reassemble the answer from the decoded response now: (message, raw events cut short).
+fn reassemble_now(
+    raw: &RawExchange<'_>,
+    limits: &CaptureLimits,
+    redactor: &Redactor,
+    d: &crate::decode::Decoded,
+) -> (Option<Reassembled>, bool) {
+    let (reassembled, events_cut) = if raw.response_is_sse {
+        let events = &d.bytes[..d.bytes.len().min(limits.max_raw_events_bytes)];
+        let events_cut = d.truncated || d.bytes.len() > limits.max_raw_events_bytes;
+        match StreamReassembler::new(raw.api_family, limits.max_raw_events_bytes) {
+            Some(mut r) => {
+                r.feed(events);
+                let out = r.finish();
+                (Some(out.message), events_cut || out.truncated)
+            }
+            None => (None, events_cut),
+        }
+    } else if d.truncated {
+        (None, false)
+    } else {
+        (reassemble_json(raw.api_family, &d.bytes), false)
+    };
+    let reassembled = reassembled.map(|mut m| {
+        scrub_message(redactor, &mut m);
+        m
+    });
+    (reassembled, events_cut)
 }
 
 /// Decode, scrub and cap one body: (text, truncated).

@@ -824,7 +824,6 @@ async fn revoke_key(gw: Gw, Extension(c): Who, Path(id): Path<String>) -> ApiRes
         .revoke_key(&id, iris_store::now_ms())
         .await
         .map_err(ApiError::store)?;
-    gw.key_cache.clear();
     tracing::info!(id = %id, by = %c.label(), "key revoked");
     Ok(Json(json!({"revoked": true, "id": id})))
 }
@@ -1022,15 +1021,13 @@ fn csrf_check(method: &Method, headers: &HeaderMap, hosts: &[String]) -> Result<
     // Reads too: a rebinding page would otherwise read logs and captures with the browser's
     // identity.
     if rebinding(headers, hosts) {
-        return Err(ApiError::forbidden(
-            "refused: a browser request for a host iris cannot vouch for (DNS rebinding); open the dashboard by IP address, localhost or the MagicDNS name",
-        ));
+        return Err(ApiError::forbidden(REBINDING_REFUSED));
     }
     if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
         return Ok(());
     }
     let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
-    if cross_site(headers, hosts) {
+    if cross_origin(headers) {
         return Err(ApiError::forbidden("cross-site request refused"));
     }
     if *method != Method::DELETE {
@@ -1059,34 +1056,35 @@ pub async fn serve(
     use http_body_util::BodyExt;
     use tower::ServiceExt;
     let path = req.uri().path().to_owned();
-    let hosts = gw.runtime().config.iris.browser_hosts.clone();
-    let resp = if let Err(e) = csrf_check(req.method(), req.headers(), &hosts) {
-        e.into_response()
-    } else {
-        let mut req = req.map(axum::body::Body::new);
-        match caller {
-            Ok(c) => {
-                req.extensions_mut().insert(c);
-            }
-            Err(e) if !public(&path) => {
-                let status = e.status();
-                let code = e.class();
-                let mut r = ApiError::new(status, code, e.to_string()).into_response();
-                if status == StatusCode::TOO_MANY_REQUESTS {
-                    // As on the model endpoints: when guessing may go on.
-                    r.headers_mut()
-                        .insert(header::RETRY_AFTER, http::HeaderValue::from_static("60"));
+    let rt = gw.runtime();
+    let resp =
+        if let Err(e) = csrf_check(req.method(), req.headers(), &rt.config.iris.browser_hosts) {
+            e.into_response()
+        } else {
+            let mut req = req.map(axum::body::Body::new);
+            match caller {
+                Ok(c) => {
+                    req.extensions_mut().insert(c);
                 }
-                return to_resp(r);
+                Err(e) if !public(&path) => {
+                    let status = e.status();
+                    let code = e.class();
+                    let mut r = ApiError::new(status, code, e.to_string()).into_response();
+                    if status == StatusCode::TOO_MANY_REQUESTS {
+                        // As on the model endpoints: when guessing may go on.
+                        r.headers_mut()
+                            .insert(header::RETRY_AFTER, http::HeaderValue::from_static("60"));
+                    }
+                    return to_resp(r);
+                }
+                Err(_) => {}
             }
-            Err(_) => {}
-        }
-        req.extensions_mut().insert(gw);
-        match ROUTER.clone().oneshot(req).await {
-            Ok(r) => r,
-            Err(never) => match never {},
-        }
-    };
+            req.extensions_mut().insert(gw);
+            match ROUTER.clone().oneshot(req).await {
+                Ok(r) => r,
+                Err(never) => match never {},
+            }
+        };
     fn to_resp(mut r: Response) -> http::Response<crate::body::RespBody> {
         // Answers hold logs, captures (prompts) and keys: never cached, never sniffed as script.
         let h = r.headers_mut();
@@ -1104,14 +1102,13 @@ pub async fn serve(
     to_resp(resp)
 }
 
+/// What a refused DNS-rebinding request is told (model endpoints and `/api` alike).
+pub const REBINDING_REFUSED: &str = "refused: a browser request for a host name iris cannot vouch for (DNS rebinding); open iris by IP address, localhost or its MagicDNS name, or list this host name in iris.browser_hosts";
+
 /// Whether a browser says this request comes from another site or origin (`Sec-Fetch-Site`, or an
-/// `Origin` that is not this host), or a browser asks for a host iris cannot vouch for (DNS
-/// rebinding, see [`rebinding`]). Non-browser clients send none of these headers.
-pub fn cross_site(headers: &HeaderMap, hosts: &[String]) -> bool {
+/// `Origin` that is not this host). Non-browser clients send neither header.
+pub fn cross_origin(headers: &HeaderMap) -> bool {
     let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
-    if rebinding(headers, hosts) {
-        return true;
-    }
     if h("sec-fetch-site").is_some_and(|s| s != "same-origin" && s != "none") {
         return true;
     }
@@ -1138,46 +1135,46 @@ pub fn rebinding(headers: &HeaderMap, hosts: &[String]) -> bool {
         && !headers
             .get(header::HOST)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|h| vouched_host(h) || listed_host(h, hosts))
+            .and_then(host_name)
+            .is_some_and(|(name, bracketed)| {
+                vouched_name(&name, bracketed) || hosts.contains(&name)
+            })
 }
 
-/// Whether a `Host` value (with or without a port) names one of `hosts` (lowercase names).
-fn listed_host(host: &str, hosts: &[String]) -> bool {
-    let host = host.trim();
-    let name = match host.rsplit_once(':') {
-        Some((name, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => name,
-        Some(_) => return false,
-        None => host,
-    };
-    let name = name.strip_suffix('.').unwrap_or(name);
-    hosts.iter().any(|h| h.eq_ignore_ascii_case(name))
-}
-
-/// Whether a `Host` value (with or without a port) is one no outside party can point at iris: see
-/// [`rebinding`].
-pub fn vouched_host(host: &str) -> bool {
+/// The name of a `Host` value: without its port and trailing dot, lowercase, and whether it was
+/// a bracketed IPv6 literal. `None` when the value is malformed.
+fn host_name(host: &str) -> Option<(String, bool)> {
     let host = host.trim();
     let digits = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
     if let Some(rest) = host.strip_prefix('[') {
-        return rest.split_once(']').is_some_and(|(ip, port)| {
-            ip.parse::<std::net::Ipv6Addr>().is_ok()
-                && (port.is_empty() || port.strip_prefix(':').is_some_and(digits))
-        });
+        let (ip, port) = rest.split_once(']')?;
+        let port_ok = port.is_empty() || port.strip_prefix(':').is_some_and(digits);
+        return port_ok.then(|| (ip.to_ascii_lowercase(), true));
     }
     let name = match host.rsplit_once(':') {
         Some((name, port)) if digits(port) => name,
-        Some(_) => return false,
+        Some(_) => return None,
         None => host,
     };
     let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
-    if name.is_empty() {
-        return false;
+    (!name.is_empty()).then_some((name, false))
+}
+
+/// Whether a host name is one no outside party can point at iris: see [`rebinding`].
+fn vouched_name(name: &str, bracketed: bool) -> bool {
+    if bracketed {
+        return name.parse::<std::net::Ipv6Addr>().is_ok();
     }
     name.parse::<std::net::Ipv4Addr>().is_ok()
         || name == "localhost"
         || name.ends_with(".localhost")
         || !name.contains('.')
         || name.ends_with(".ts.net")
+}
+
+/// Whether a `Host` value (with or without a port) is vouched for without any configuration.
+pub fn vouched_host(host: &str) -> bool {
+    host_name(host).is_some_and(|(name, bracketed)| vouched_name(&name, bracketed))
 }
 
 #[cfg(test)]
@@ -1192,13 +1189,18 @@ mod tests {
         h.insert(header::HOST, "ai.example.com".parse().unwrap());
         assert!(rebinding(&h, &[]));
         assert!(!rebinding(&h, &hosts));
-        assert!(!cross_site(&h, &hosts));
+        assert!(!cross_origin(&h));
         h.insert(header::HOST, "AI.example.com.:443".parse().unwrap());
         assert!(!rebinding(&h, &hosts));
         h.insert(header::HOST, "ai.example.com.evil.example".parse().unwrap());
         assert!(rebinding(&h, &hosts));
         h.insert(header::HOST, "ai.example.com:x".parse().unwrap());
         assert!(rebinding(&h, &hosts));
+        // The refusal says how to allow a host name of one's own, on every path.
+        let on_models = crate::error::GatewayError::CrossSite { rebinding: true }.to_string();
+        assert!(on_models.contains("iris.browser_hosts"), "{on_models}");
+        let other = crate::error::GatewayError::CrossSite { rebinding: false }.to_string();
+        assert!(other.contains("another site"), "{other}");
     }
 
     #[test]

@@ -71,15 +71,10 @@ impl Pending {
         if let Some(e) = error {
             rec.error_class = Some(e.to_owned());
         }
-        let record = std::mem::replace(&mut self.record, spent());
+        // What is left behind has an empty id, which tells `drop` the record was handed on.
+        let record = std::mem::take(&mut self.record);
         self.sink.record(record, self.exchange.take());
     }
-}
-
-/// What a `Pending` holds once its record was handed on (its empty id tells `drop`). Allocates
-/// nothing.
-fn spent() -> UsageRecord {
-    UsageRecord::default()
 }
 
 impl Drop for Pending {
@@ -90,7 +85,7 @@ impl Drop for Pending {
         // Dropped unfinished: the client went away before its answer began (the server drops
         // the request's future, and with it the upstream request, e.g. while iris waited for
         // the provider). The request still leaves its record: 499, as nginx logs it.
-        let mut record = std::mem::replace(&mut self.record, spent());
+        let mut record = std::mem::take(&mut self.record);
         record.duration_ms = self.start.elapsed().as_millis() as u64;
         if record.status == 0 {
             record.status = 499;

@@ -36,10 +36,11 @@ pub enum GatewayError {
     RequestTimeout(f64),
     #[error("too many failed iris key attempts from this address; wait a minute")]
     TooManyKeyFailures,
-    #[error(
+    /// A browser request from another site, or for a host name iris cannot vouch for.
+    #[error("{}", if *rebinding { crate::admin::REBINDING_REFUSED } else {
         "cross-site browser requests are refused: call iris from a program, not from a web page on another site"
-    )]
-    CrossSite,
+    })]
+    CrossSite { rebinding: bool },
     #[error("method {0} is not allowed on this path")]
     MethodNotAllowed(String),
     #[error("no such endpoint: {0}")]
@@ -68,7 +69,7 @@ impl GatewayError {
             GatewayError::TooLarge(_) => ErrorKind::PayloadTooLarge,
             GatewayError::RequestTimeout(_) => ErrorKind::RequestTimeout,
             GatewayError::TooManyKeyFailures => ErrorKind::RateLimited,
-            GatewayError::CrossSite => ErrorKind::PermissionDenied,
+            GatewayError::CrossSite { .. } => ErrorKind::PermissionDenied,
             GatewayError::MethodNotAllowed(_) => ErrorKind::MethodNotAllowed,
             GatewayError::NotFound(_) => ErrorKind::NoSuchEndpoint,
             GatewayError::UpstreamUnreachable { .. } => ErrorKind::UpstreamUnavailable,
@@ -92,7 +93,7 @@ impl GatewayError {
             GatewayError::TooLarge(_) => "too_large",
             GatewayError::RequestTimeout(_) => "client_timeout",
             GatewayError::TooManyKeyFailures => "key_failures",
-            GatewayError::CrossSite => "cross_site",
+            GatewayError::CrossSite { .. } => "cross_site",
             GatewayError::MethodNotAllowed(_) => "method_not_allowed",
             GatewayError::NotFound(_) => "not_found",
             GatewayError::UpstreamUnreachable { .. } => "upstream_unreachable",

@@ -211,9 +211,11 @@ async fn resolve_key(gw: &Gateway, token: &str) -> Result<Principal, GatewayErro
 }
 
 /// Known keys, by token hash, for [`KEY_CACHE_TTL`]: a key's store lookup is otherwise the
-/// costliest step of a request made with one. Revocations through this gateway's API empty the
-/// cache at once (the store counts its revocations); one made by another process (another
-/// replica, `iris keys revoke` on the database file) takes effect within the TTL. Unknown keys are never cached (and are rate limited per address).
+/// costliest step of a request made with one. A revocation through this process's store (API,
+/// dashboard, break-glass socket) invalidates every entry at once: entries remember the store's
+/// revocation counter. One made by another process (another replica, a direct write to the
+/// database file) takes effect within the TTL. Unknown keys are never cached (and are rate
+/// limited per address).
 #[derive(Default)]
 pub struct KeyCache {
     entries: std::sync::Mutex<std::collections::HashMap<String, CachedKey>>,
@@ -246,22 +248,14 @@ impl KeyCache {
                     m.clear();
                 }
             }
-            let at = std::time::Instant::now();
             m.insert(
                 hash,
                 CachedKey {
-                    at,
+                    at: std::time::Instant::now(),
                     revocations,
                     record,
                 },
             );
-        }
-    }
-
-    /// Forget every cached key (after a revocation).
-    pub fn clear(&self) {
-        if let Ok(mut m) = self.entries.lock() {
-            m.clear();
         }
     }
 }

@@ -54,7 +54,7 @@ impl CaptureBudget {
     }
 }
 
-/// The raw parts of one exchange, kept by the request path (cheap: `Bytes` are shared).
+/// The raw parts of one exchange, kept by the request path for the worker.
 pub struct Exchange {
     /// Where the kept response bytes are accounted; given back when the exchange is dropped.
     pub budget: Option<Arc<CaptureBudget>>,
@@ -67,7 +67,7 @@ pub struct Exchange {
     /// buffers they are slices of (kilobytes per 100-byte SSE chunk, for as long as the stream).
     pub response: Vec<u8>,
     /// Bytes of the budget this exchange holds (the capacity of `response`).
-    pub response_bytes: usize,
+    pub budget_held: usize,
     pub response_complete: bool,
     pub response_is_sse: bool,
     pub cost: Option<ProviderCost>,
@@ -90,10 +90,7 @@ impl Exchange {
         let needed = self.response.len() + take;
         if needed > self.response.capacity() {
             // Grow by doubling (bounded by the cap), accounting for the whole allocation.
-            let new_cap = needed
-                .max(self.response.capacity() * 2)
-                .min(cap)
-                .max(needed);
+            let new_cap = needed.max(self.response.capacity() * 2).min(cap);
             let extra = new_cap - self.response.capacity();
             if let Some(b) = &self.budget
                 && !b.take(extra, self.budget_limit)
@@ -102,7 +99,7 @@ impl Exchange {
                 return;
             }
             self.response.reserve_exact(new_cap - self.response.len());
-            self.response_bytes += extra;
+            self.budget_held += extra;
         }
         self.response.extend_from_slice(&chunk[..take]);
         if take < chunk.len() {
@@ -114,7 +111,7 @@ impl Exchange {
 impl Drop for Exchange {
     fn drop(&mut self) {
         if let Some(b) = &self.budget {
-            b.give(self.response_bytes);
+            b.give(self.budget_held);
         }
     }
 }
@@ -313,10 +310,11 @@ impl CaptureWrites {
         self.held_bytes += c.body.len();
         self.held.push_back(c);
         let mut dropped = 0;
-        while self.held_bytes > MAX_HELD_CAPTURE_BYTES && !self.held.is_empty() {
-            if let Some(old) = self.held.pop_front() {
-                self.held_bytes -= old.body.len();
-            }
+        while self.held_bytes > MAX_HELD_CAPTURE_BYTES {
+            let Some(old) = self.held.pop_front() else {
+                break;
+            };
+            self.held_bytes -= old.body.len();
             dropped += 1;
         }
         if dropped > 0 {
@@ -531,7 +529,7 @@ mod tests {
             request_body: Bytes::new(),
             response_headers: Vec::new(),
             response: Vec::new(),
-            response_bytes: 0,
+            budget_held: 0,
             response_complete: true,
             response_is_sse: true,
             cost: None,
@@ -554,11 +552,8 @@ mod tests {
             }
             held.push(ex);
         }
-        let kept: usize = held.iter().map(|e| e.response_bytes).sum();
-        assert!(
-            held.iter()
-                .all(|e| e.response.capacity() <= e.response_bytes)
-        );
+        let kept: usize = held.iter().map(|e| e.budget_held).sum();
+        assert!(held.iter().all(|e| e.response.capacity() <= e.budget_held));
         assert!(kept <= LIMIT, "{kept}");
         assert_eq!(budget.used(), kept as u64);
         assert!(
@@ -601,7 +596,7 @@ mod tests {
         let mut ex = exchange(&budget);
         ex.keep(&Bytes::from_static(b"0123456789"), 4);
         assert_eq!(ex.response, b"0123");
-        assert!(ex.response_bytes >= 4);
+        assert!(ex.budget_held >= 4);
         assert!(!ex.response_complete);
         drop(ex);
         assert_eq!(budget.used(), 0);

@@ -56,10 +56,7 @@ fn header_str<'a>(req: &'a Request<Incoming>, name: &str) -> Option<&'a str> {
 }
 
 fn new_record(req: &Request<Incoming>, id: &str, api_family: &str) -> UsageRecord {
-    let mut r = bare_record(id, api_family, req.uri().path(), &Principal::loopback());
-    // Nothing is known of the caller yet.
-    r.identity_source = "none".into();
-    r.method = req.method().as_str().to_owned();
+    let mut r = base_record(id, api_family, req.method().as_str(), req.uri().path());
     r.user_agent = header_str(req, "user-agent").map(|s| s.chars().take(256).collect());
     r
 }
@@ -161,8 +158,9 @@ async fn llm(
     }
     // Identity is ambient (WhoIs), so a web page on another site must not be able to spend a
     // tailnet user's models through their browser.
-    if crate::admin::cross_site(req.headers(), &rt.config.iris.browser_hosts) {
-        return fail(pending, GatewayError::CrossSite, dialect, id);
+    let rebinding = crate::admin::rebinding(req.headers(), &rt.config.iris.browser_hosts);
+    if rebinding || crate::admin::cross_origin(req.headers()) {
+        return fail(pending, GatewayError::CrossSite { rebinding }, dialect, id);
     }
 
     // Identity, then the role: a caller without one learns nothing about models.
@@ -248,7 +246,7 @@ async fn llm(
         },
         response_headers: Vec::new(),
         response: Vec::new(),
-        response_bytes: 0,
+        budget_held: 0,
         response_complete: true,
         response_is_sse: false,
         cost: None,
@@ -634,45 +632,24 @@ async fn caller(
 
 /// A record for a request iris makes on someone's behalf (the model test button).
 pub(crate) fn bare_record(id: &str, api_family: &str, path: &str, p: &Principal) -> UsageRecord {
-    let mut r = UsageRecord {
+    let mut r = base_record(id, api_family, "POST", path);
+    apply_principal(&mut r, p);
+    r
+}
+
+/// A request's record before anything is known of it: no caller (`identity_source` "none"), no
+/// model, no answer.
+fn base_record(id: &str, api_family: &str, method: &str, path: &str) -> UsageRecord {
+    UsageRecord {
         id: id.to_owned(),
         ts_ms: iris_store::now_ms(),
         request_id: id.to_owned(),
-        login: None,
-        display_name: None,
-        tags: Vec::new(),
-        node: None,
-        node_id: None,
         identity_source: "none".into(),
-        key_id: None,
         api_family: api_family.to_owned(),
-        method: "POST".into(),
+        method: method.to_owned(),
         path: path.to_owned(),
-        requested_model: None,
-        provider: None,
-        upstream_model: None,
-        streaming: false,
-        status: 0,
-        error_class: None,
-        input_tokens: 0,
-        output_tokens: 0,
-        cache_read_tokens: 0,
-        cache_write_tokens: 0,
-        reasoning_tokens: 0,
-        usage_known: false,
-        ttfb_ms: None,
-        duration_ms: 0,
-        bytes_in: 0,
-        bytes_out: 0,
-        user_agent: None,
-        session_id: None,
-        session_kind: None,
-        cost_usd: None,
-        priced_as: None,
-        tool_names: Vec::new(),
-    };
-    apply_principal(&mut r, p);
-    r
+        ..UsageRecord::default()
+    }
 }
 
 /// The dashboard's embedded assets. They hold no data (every number comes from `/api` under the

@@ -2033,33 +2033,29 @@ async fn key_guessing_is_slow_and_learns_nothing() {
         format!("{s:?} then {}", r.status),
     );
 
-    let (c, s) = blocked_after(
-        h.client_from([127, 0, 0, 33]),
-        "/v1/messages",
-        "x-api-key",
-        random_key(),
-    )
-    .await;
-    let r = guess(&c, "/v1/messages", "x-api-key", &random_key()).await;
-    ck.check(
-        "guesses in x-api-key are limited",
-        s.iter().all(|&x| x == 401) && r.status == 429,
-        format!("{s:?} then {}", r.status),
-    );
-
-    let (c, s) = blocked_after(
-        h.client_from([127, 0, 0, 34]),
-        "/v1/chat/completions",
-        "x-goog-api-key",
-        random_key(),
-    )
-    .await;
-    let r = guess(&c, "/v1/chat/completions", "x-goog-api-key", &random_key()).await;
-    ck.check(
-        "guesses in x-goog-api-key are limited",
-        s.iter().all(|&x| x == 401) && r.status == 429,
-        format!("{s:?} then {}", r.status),
-    );
+    for (name, last, path, header) in [
+        (
+            "guesses in x-api-key are limited",
+            33,
+            "/v1/messages",
+            "x-api-key",
+        ),
+        (
+            "guesses in x-goog-api-key are limited",
+            34,
+            "/v1/chat/completions",
+            "x-goog-api-key",
+        ),
+    ] {
+        let (c, s) =
+            blocked_after(h.client_from([127, 0, 0, last]), path, header, random_key()).await;
+        let r = guess(&c, path, header, &random_key()).await;
+        ck.check(
+            name,
+            s.iter().all(|&x| x == 401) && r.status == 429,
+            format!("{s:?} then {}", r.status),
+        );
+    }
 
     let (c, s) = blocked_after(
         h.client_from([127, 0, 0, 35]),

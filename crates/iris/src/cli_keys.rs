@@ -5,7 +5,6 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
-use iris_client::{Endpoint, GatewayClient};
 use iris_store::{KeyRecord, SqliteStore, Store};
 
 #[derive(Subcommand)]
@@ -229,21 +228,20 @@ pub async fn run(cmd: KeysCommand) -> Result<ExitCode> {
         KeysCommand::Revoke { id, data_dir, .. } => {
             // A gateway running on this data directory caches key lookups for a second:
             // revoking through its break-glass socket takes effect on its very next request.
-            let socket = data_dir
-                .clone()
-                .unwrap_or_else(crate::default_data_dir)
-                .join(crate::ADMIN_SOCKET);
-            if socket.exists() {
-                match GatewayClient::new(Endpoint::Unix(socket), None) {
-                    Ok(client) => match client.keys_revoke(&id).await {
-                        Ok(()) => {
-                            eprintln!("revoked {id} (through the running gateway)");
-                            return Ok(ExitCode::SUCCESS);
-                        }
-                        // A socket left behind by a gateway that is gone: write the store.
-                        Err(iris_client::gateway::ClientError::NoSocket { .. }) => {}
-                        Err(e) => return Err(e.into()),
-                    },
+            let local = crate::cli_remote::Remote {
+                gateway: None,
+                local: true,
+                key: None,
+                data_dir: data_dir.clone(),
+            };
+            if local.socket().exists() {
+                match local.client()?.keys_revoke(&id).await {
+                    Ok(()) => {
+                        eprintln!("revoked {id} (through the running gateway)");
+                        return Ok(ExitCode::SUCCESS);
+                    }
+                    // A socket left behind by a gateway that is gone: write the store.
+                    Err(iris_client::gateway::ClientError::NoSocket { .. }) => {}
                     Err(e) => return Err(e.into()),
                 }
             }
