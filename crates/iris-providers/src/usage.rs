@@ -68,6 +68,11 @@ pub struct Extracted {
     pub response_model: Option<String>,
     /// For streams: the type (or code) of an error event the provider sent mid-stream.
     pub stream_error: Option<String>,
+    /// A whole (non-streaming) body that does not parse as its API's answer: cut short, not
+    /// JSON, or JSON of the wrong kind. Bodies past the whole-body cap are not judged (only
+    /// their tail is kept), nor are streams.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub malformed_body: bool,
 }
 
 /// Incremental usage extraction for one response. See the module docs.
@@ -104,6 +109,7 @@ impl UsageExtractor {
                 usage: None,
                 model: None,
                 stream_error: None,
+                malformed_body: false,
                 tried_model: false,
             },
             mode,
@@ -148,6 +154,7 @@ impl UsageExtractor {
             usage: state.usage,
             response_model: state.model,
             stream_error: state.stream_error,
+            malformed_body: state.malformed_body,
         }
     }
 }
@@ -166,6 +173,7 @@ struct State {
     usage: Option<TokenUsage>,
     model: Option<String>,
     stream_error: Option<String>,
+    malformed_body: bool,
     /// OpenAI chat: the first chunk was parsed for its model already.
     tried_model: bool,
 }
@@ -315,35 +323,36 @@ impl State {
     }
 
     fn parse_body(&mut self, body: &[u8]) {
-        match self.family {
+        let parsed = match self.family {
             ApiFamily::AnthropicMessages => {
-                if let Ok(msg) = serde_json::from_slice::<AnthropicMessage<'_>>(body) {
+                serde_json::from_slice::<AnthropicMessage<'_>>(body).map(|msg| {
                     self.set_model(msg.model);
                     if let Some(u) = msg.usage.0 {
                         let mut total = TokenUsage::default();
                         u.apply_to(&mut total);
                         self.usage = Some(total);
                     }
-                }
+                })
             }
             ApiFamily::OpenAiResponses => {
-                if let Ok(resp) = serde_json::from_slice::<ResponsesObject<'_>>(body) {
+                serde_json::from_slice::<ResponsesObject<'_>>(body).map(|resp| {
                     self.set_model(resp.model);
                     if let Some(u) = resp.usage.0 {
                         self.usage = Some(u.to_usage());
                     }
-                }
+                })
             }
             ApiFamily::OpenAiChat | ApiFamily::OpenAiCompletions | ApiFamily::OpenAiEmbeddings => {
-                if let Ok(b) = serde_json::from_slice::<OpenAiBody<'_>>(body) {
+                serde_json::from_slice::<OpenAiBody<'_>>(body).map(|b| {
                     self.set_model(b.model);
                     if let Some(u) = b.usage.0 {
                         self.usage = Some(u.to_usage());
                     }
-                }
+                })
             }
-            ApiFamily::AnthropicCountTokens => {}
-        }
+            ApiFamily::AnthropicCountTokens => Ok(()),
+        };
+        self.malformed_body = parsed.is_err();
     }
 
     /// The end of a body too large to keep: read the last `"usage": {...}` and `"model": "..."`.
@@ -821,12 +830,20 @@ mod tests {
     }
 
     #[test]
-    fn non_json_body_gives_nothing() {
+    fn non_json_body_gives_nothing_and_is_called_malformed() {
         for family in ApiFamily::ALL {
-            assert_eq!(
-                run(family, false, b"<html>502 Bad Gateway</html>", 5),
-                Extracted::default()
-            );
+            for body in [&b"<html>502 Bad Gateway</html>"[..], b"", b"{\"id\":\"cut"] {
+                assert_eq!(
+                    run(family, false, body, 5),
+                    Extracted {
+                        malformed_body: family.is_billable(),
+                        ..Extracted::default()
+                    },
+                    "{family:?} {body:?}"
+                );
+            }
+            // A stream is never judged as a body.
+            assert!(!run(family, true, b"<html>", 5).malformed_body);
         }
     }
 }

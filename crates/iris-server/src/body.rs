@@ -62,10 +62,14 @@ impl Pending {
             if let Some(m) = got.response_model {
                 rec.upstream_model = Some(m);
             }
-            if rec.error_class.is_none()
-                && let Some(e) = got.stream_error
-            {
-                rec.error_class = Some(format!("upstream_stream_error:{e}"));
+            if rec.error_class.is_none() {
+                if let Some(e) = got.stream_error {
+                    rec.error_class = Some(format!("upstream_stream_error:{e}"));
+                } else if got.malformed_body && (200..300).contains(&rec.status) {
+                    // Passed on as it came (iris does not repair answers), but a "success" that
+                    // no client can read is an upstream fault, and the log should say so.
+                    rec.error_class = Some("upstream_malformed_body".to_owned());
+                }
             }
         }
         if let Some(e) = error {

@@ -822,9 +822,14 @@ async fn malformed_upstream_json_and_sse_pass_through_without_breaking_accountin
             );
             assert!(r.error_class.is_none(), "{case}: {r:?}");
         } else {
-            // Half a JSON body carries no usage iris could trust.
+            // Half a JSON body carries no usage iris could trust, and the record says why.
             assert!(!r.usage_known, "{case}: {r:?}");
             assert_eq!((r.input_tokens, r.output_tokens), (0, 0));
+            assert_eq!(
+                r.error_class.as_deref(),
+                Some("upstream_malformed_body"),
+                "{case}"
+            );
         }
     }
 }

@@ -52,6 +52,75 @@ const USAGE_ROWS_PER_INSERT: usize = MAX_BIND_PARAMS / USAGE_COLUMN_COUNT;
 const _: () = assert!(
     USAGE_ROWS_PER_INSERT >= 1 && USAGE_ROWS_PER_INSERT * USAGE_COLUMN_COUNT <= MAX_BIND_PARAMS
 );
+/// Rows per capture INSERT at most (3 parameters a row).
+const CAPTURE_ROWS_PER_INSERT: usize = 256;
+const _: () = assert!(CAPTURE_ROWS_PER_INSERT * 3 <= MAX_BIND_PARAMS);
+
+/// Multi-row INSERT statements come in a few fixed row counts: the largest allowed and the powers
+/// of two below it. A batch is written as chunks of those sizes, largest first, so each
+/// statement's text is built once per process and prepared once per connection (sqlx caches
+/// prepared statements by their text); building the text for the exact batch size made a new
+/// statement, and a new prepare, for nearly every flush.
+struct InsertLadder {
+    /// `(rows, sql)`, largest first.
+    steps: Vec<(usize, String)>,
+}
+
+impl InsertLadder {
+    /// `head` is `INSERT INTO t (cols) VALUES`, `tail` what follows the rows.
+    fn new(head: &str, columns: usize, max_rows: usize, tail: &str) -> InsertLadder {
+        let row = format!("({})", vec!["?"; columns].join(", "));
+        let mut counts = vec![max_rows];
+        let mut p = max_rows.next_power_of_two() / 2;
+        while p >= 1 {
+            if p < max_rows {
+                counts.push(p);
+            }
+            p /= 2;
+        }
+        let steps = counts
+            .into_iter()
+            .map(|n| (n, format!("{head} {}{tail}", vec![row.as_str(); n].join(", "))))
+            .collect();
+        InsertLadder { steps }
+    }
+
+    /// Cuts `len` rows into `(start, end, sql)` chunks of the ladder's sizes.
+    fn chunks(&self, len: usize) -> impl Iterator<Item = (usize, usize, &str)> {
+        let mut at = 0;
+        std::iter::from_fn(move || {
+            let left = len - at;
+            let (n, sql) = self.steps.iter().find(|(n, _)| *n <= left)?;
+            let start = at;
+            at += n;
+            Some((start, at, sql.as_str()))
+        })
+    }
+}
+
+fn usage_insert() -> &'static InsertLadder {
+    static LADDER: std::sync::OnceLock<InsertLadder> = std::sync::OnceLock::new();
+    LADDER.get_or_init(|| {
+        InsertLadder::new(
+            &format!("INSERT INTO usage_records ({USAGE_COLUMNS}) VALUES"),
+            USAGE_COLUMN_COUNT,
+            USAGE_ROWS_PER_INSERT,
+            " ON CONFLICT (id) DO NOTHING",
+        )
+    })
+}
+
+fn capture_insert() -> &'static InsertLadder {
+    static LADDER: std::sync::OnceLock<InsertLadder> = std::sync::OnceLock::new();
+    LADDER.get_or_init(|| {
+        InsertLadder::new(
+            "INSERT INTO captures (request_id, ts_ms, body) VALUES",
+            3,
+            CAPTURE_ROWS_PER_INSERT,
+            " ON CONFLICT (request_id) DO NOTHING",
+        )
+    })
+}
 
 const KEY_COLUMNS: &str = "id, token_hash, login, tags, note, created_ms, expires_ms, \
      revoked_ms, last_used_ms, created_by";
@@ -223,53 +292,47 @@ impl Store for SqliteStore {
             .map(|r| join_tags(&r.tags))
             .collect::<Result<_, _>>()?;
         let mut tx = self.begin_write().await?;
-        for (chunk, chunk_tags) in batch
-            .chunks(USAGE_ROWS_PER_INSERT)
-            .zip(tags.chunks(USAGE_ROWS_PER_INSERT))
-        {
-            let mut qb: QueryBuilder<'_, Sqlite> =
-                QueryBuilder::new(format!("INSERT INTO usage_records ({USAGE_COLUMNS}) "));
-            qb.push_values(chunk.iter().zip(chunk_tags), |mut row, (r, tags)| {
-                row.push_bind(r.id.as_str())
-                    .push_bind(r.ts_ms)
-                    .push_bind(r.request_id.as_str())
-                    .push_bind(r.login.as_deref())
-                    .push_bind(r.display_name.as_deref())
-                    .push_bind(tags.as_str())
-                    .push_bind(r.node.as_deref())
-                    .push_bind(r.node_id.as_deref())
-                    .push_bind(r.identity_source.as_str())
-                    .push_bind(r.key_id.as_deref())
-                    .push_bind(r.api_family.as_str())
-                    .push_bind(r.method.as_str())
-                    .push_bind(r.path.as_str())
-                    .push_bind(r.requested_model.as_deref())
-                    .push_bind(r.provider.as_deref())
-                    .push_bind(r.upstream_model.as_deref())
-                    .push_bind(r.streaming)
-                    .push_bind(i64::from(r.status))
-                    .push_bind(r.error_class.as_deref())
-                    .push_bind(to_sql_int(r.input_tokens))
-                    .push_bind(to_sql_int(r.output_tokens))
-                    .push_bind(to_sql_int(r.cache_read_tokens))
-                    .push_bind(to_sql_int(r.cache_write_tokens))
-                    .push_bind(to_sql_int(r.reasoning_tokens))
-                    .push_bind(r.usage_known)
-                    .push_bind(r.ttfb_ms.map(to_sql_int))
-                    .push_bind(to_sql_int(r.duration_ms))
-                    .push_bind(to_sql_int(r.bytes_in))
-                    .push_bind(to_sql_int(r.bytes_out))
-                    .push_bind(r.user_agent.as_deref())
-                    .push_bind(r.session_id.as_deref())
-                    .push_bind(r.session_kind.as_deref())
-                    .push_bind(r.cost_usd.filter(|c| c.is_finite()))
-                    .push_bind(r.priced_as.as_deref())
-                    .push_bind(
-                        serde_json::to_string(&r.tool_names).unwrap_or_else(|_| "[]".into()),
-                    );
-            });
-            qb.push(" ON CONFLICT (id) DO NOTHING");
-            if let Err(e) = qb.build().execute(&mut *tx).await {
+        for (start, end, sql) in usage_insert().chunks(batch.len()) {
+            let mut q = sqlx::query(sql);
+            for (r, tags) in batch[start..end].iter().zip(&tags[start..end]) {
+                q = q
+                    .bind(r.id.as_str())
+                    .bind(r.ts_ms)
+                    .bind(r.request_id.as_str())
+                    .bind(r.login.as_deref())
+                    .bind(r.display_name.as_deref())
+                    .bind(tags.as_str())
+                    .bind(r.node.as_deref())
+                    .bind(r.node_id.as_deref())
+                    .bind(r.identity_source.as_str())
+                    .bind(r.key_id.as_deref())
+                    .bind(r.api_family.as_str())
+                    .bind(r.method.as_str())
+                    .bind(r.path.as_str())
+                    .bind(r.requested_model.as_deref())
+                    .bind(r.provider.as_deref())
+                    .bind(r.upstream_model.as_deref())
+                    .bind(r.streaming)
+                    .bind(i64::from(r.status))
+                    .bind(r.error_class.as_deref())
+                    .bind(to_sql_int(r.input_tokens))
+                    .bind(to_sql_int(r.output_tokens))
+                    .bind(to_sql_int(r.cache_read_tokens))
+                    .bind(to_sql_int(r.cache_write_tokens))
+                    .bind(to_sql_int(r.reasoning_tokens))
+                    .bind(r.usage_known)
+                    .bind(r.ttfb_ms.map(to_sql_int))
+                    .bind(to_sql_int(r.duration_ms))
+                    .bind(to_sql_int(r.bytes_in))
+                    .bind(to_sql_int(r.bytes_out))
+                    .bind(r.user_agent.as_deref())
+                    .bind(r.session_id.as_deref())
+                    .bind(r.session_kind.as_deref())
+                    .bind(r.cost_usd.filter(|c| c.is_finite()))
+                    .bind(r.priced_as.as_deref())
+                    .bind(serde_json::to_string(&r.tool_names).unwrap_or_else(|_| "[]".into()));
+            }
+            if let Err(e) = q.execute(&mut *tx).await {
                 self.abandon(tx).await;
                 return Err(e.into());
             }
@@ -443,16 +506,15 @@ impl Store for SqliteStore {
             return Ok(());
         }
         let mut tx = self.begin_write().await?;
-        for chunk in batch.chunks(300) {
-            let mut qb: QueryBuilder<'_, Sqlite> =
-                QueryBuilder::new("INSERT INTO captures (request_id, ts_ms, body) ");
-            qb.push_values(chunk, |mut row, c| {
-                row.push_bind(c.request_id.as_str())
-                    .push_bind(c.ts_ms)
-                    .push_bind(c.body.as_str());
-            });
-            qb.push(" ON CONFLICT (request_id) DO NOTHING");
-            if let Err(e) = qb.build().execute(&mut *tx).await {
+        for (start, end, sql) in capture_insert().chunks(batch.len()) {
+            let mut q = sqlx::query(sql);
+            for c in &batch[start..end] {
+                q = q
+                    .bind(c.request_id.as_str())
+                    .bind(c.ts_ms)
+                    .bind(c.body.as_str());
+            }
+            if let Err(e) = q.execute(&mut *tx).await {
                 self.abandon(tx).await;
                 return Err(e.into());
             }
@@ -796,6 +858,32 @@ fn push_filters(qb: &mut QueryBuilder<'_, Sqlite>, q: &UsageQuery) -> Result<(),
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn insert_ladders_cover_every_batch_with_few_statements() {
+        for (ladder, columns, max) in [
+            (usage_insert(), USAGE_COLUMN_COUNT, USAGE_ROWS_PER_INSERT),
+            (capture_insert(), 3, CAPTURE_ROWS_PER_INSERT),
+        ] {
+            assert!(ladder.steps.len() <= 10);
+            for (n, sql) in &ladder.steps {
+                assert_eq!(sql.matches('?').count(), n * columns, "{sql}");
+                assert!(n * columns <= MAX_BIND_PARAMS);
+            }
+            let mut texts = std::collections::HashSet::new();
+            for len in 0..=3 * max + 5 {
+                let mut next = 0;
+                for (start, end, sql) in ladder.chunks(len) {
+                    assert_eq!(start, next);
+                    assert_eq!(sql.matches('?').count(), (end - start) * columns);
+                    texts.insert(sql);
+                    next = end;
+                }
+                assert_eq!(next, len);
+            }
+            assert_eq!(texts.len(), ladder.steps.len());
+        }
+    }
 
     #[test]
     fn tag_lists_round_trip_through_text() {
