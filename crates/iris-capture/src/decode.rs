@@ -6,7 +6,12 @@
 //! first, so it is undone last. At most [`MAX_CODINGS`] codings are accepted.
 //!
 //! Memory is bounded: decoding stops at `max_output` bytes and marks the result truncated (a
-//! decompression bomb costs at most the cap), zstd frames may not ask for a window above 8 MiB
+//! decompression bomb costs at most the cap). So is work: with stacked codings, each inner layer
+//! may produce at most `max_output` + [`INTERMEDIATE_SLACK`] bytes for the next one (a legitimate
+//! inner layer is a compressed form of the output, so smaller than it); past that the result is
+//! cut there and marked truncated. Without that bound a layer that expands without end, read by
+//! an outer one that turns it into no output (empty gzip members, brotli metadata blocks), cost
+//! CPU time without limit while the output stayed empty (found by the `capture_decode` fuzzer). zstd frames may not ask for a window above 8 MiB
 //! (the limit RFC 9659 sets for HTTP), and brotli's window is at most 16 MiB by its format.
 //! Errors are values: unknown codings and corrupt data are reported, never panicked on. When the
 //! caller says the input itself was cut short, what could be decoded before the cut is returned
@@ -21,6 +26,8 @@ pub const MAX_CODINGS: usize = 4;
 /// zstd window limit (log2), 8 MiB.
 const ZSTD_WINDOW_LOG_MAX: u32 = 23;
 const CHUNK: usize = 32 * 1024;
+/// What an inner layer of stacked codings may produce beyond the output cap.
+pub const INTERMEDIATE_SLACK: usize = 1 << 20;
 
 /// One content coding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,10 +122,23 @@ pub fn decode_body(
             truncated: !input_complete || body.len() > max_output,
         });
     }
-    // Undo the last-applied coding first: it is the outermost layer.
+    // Undo the last-applied coding first: it is the outermost layer. Every layer but the last
+    // reads through a bound on what the layer before it produced.
+    let cut = std::rc::Rc::new(std::cell::Cell::new(false));
     let mut reader: Box<dyn Read + '_> = Box::new(body);
-    for c in codings.iter().rev() {
-        reader = wrap(*c, reader).map_err(|e| corrupt(*c, &e))?;
+    for (i, c) in codings.iter().rev().enumerate() {
+        if i > 0 {
+            reader = Box::new(Bounded {
+                inner: reader,
+                left: max_output.saturating_add(INTERMEDIATE_SLACK),
+                cut: cut.clone(),
+            });
+        }
+        reader = match wrap(*c, reader) {
+            Ok(r) => r,
+            Err(_) if cut.get() => return Ok(cut_short(Vec::new(), max_output)),
+            Err(e) => return Err(corrupt(*c, &e)),
+        };
     }
     let outermost = codings.first().copied().unwrap_or(Coding::Gzip);
     let mut out = Vec::new();
@@ -133,16 +153,15 @@ pub fn decode_body(
             Ok(n) => out.extend_from_slice(&buf[..n]),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => {
-                if input_complete {
+                if input_complete && !cut.get() {
                     return Err(corrupt(outermost, &e));
                 }
-                out.truncate(max_output);
-                return Ok(Decoded {
-                    bytes: out,
-                    truncated: true,
-                });
+                return Ok(cut_short(out, max_output));
             }
         }
+    }
+    if cut.get() {
+        return Ok(cut_short(out, max_output));
     }
     let over = out.len() > max_output;
     out.truncate(max_output);
@@ -150,6 +169,43 @@ pub fn decode_body(
         bytes: out,
         truncated: over || !input_complete,
     })
+}
+
+/// What was decoded before the input (or an inner layer's bound) ended it.
+fn cut_short(mut out: Vec<u8>, max_output: usize) -> Decoded {
+    out.truncate(max_output);
+    Decoded {
+        bytes: out,
+        truncated: true,
+    }
+}
+
+/// An inner layer's output, ended (as if at its end) after `left` more bytes; `cut` records that
+/// it was.
+struct Bounded<'a> {
+    inner: Box<dyn Read + 'a>,
+    left: usize,
+    cut: std::rc::Rc<std::cell::Cell<bool>>,
+}
+
+impl Read for Bounded<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.cut.get() {
+            return Ok(0);
+        }
+        if self.left == 0 {
+            // Only a layer with more to give is cut; one that ends exactly at the bound is not.
+            let mut probe = [0u8; 1];
+            if self.inner.read(&mut probe)? > 0 {
+                self.cut.set(true);
+            }
+            return Ok(0);
+        }
+        let want = buf.len().min(self.left);
+        let n = self.inner.read(&mut buf[..want])?;
+        self.left -= n;
+        Ok(n)
+    }
 }
 
 fn corrupt(c: Coding, e: &io::Error) -> DecodeError {
@@ -250,6 +306,31 @@ mod tests {
         }
         let got = decode_body(None, TEXT, true, 1 << 20).unwrap();
         assert_eq!(got.bytes, TEXT);
+    }
+
+    #[test]
+    fn an_inner_layer_that_expands_into_no_output_is_cut_at_its_bound() {
+        // "gzip, gzip": the inner gzip stream (what the outer layer decodes to) is 400,000 empty
+        // gzip members, 8 MiB of them from a body of a few KiB. The inner decoder turns them all
+        // into no output; only the bound on the intermediate bytes ends the work early. (With
+        // brotli's metadata blocks or a bigger body, the same shape costs minutes.)
+        let empty = gzip(b"");
+        let members = empty.repeat((8 << 20) / empty.len());
+        let body = gzip(&members);
+        assert!(body.len() < 64 << 10, "{}", body.len());
+        let got = decode_body(Some("gzip, gzip"), &body, true, 1000).unwrap();
+        assert_eq!(got.bytes, b"");
+        assert!(got.truncated, "the intermediate layer was read to its end");
+        // Under a cap that leaves room for the whole inner layer, it is read to its end.
+        let got = decode_body(Some("gzip, gzip"), &body, true, 16 << 20).unwrap();
+        assert_eq!(got.bytes, b"");
+        assert!(!got.truncated);
+        // A legitimate stack whose inner layer is larger than the output cap is only capped.
+        let text = TEXT.repeat(100);
+        let stacked = br(&gzip(&text));
+        let got = decode_body(Some("gzip, br"), &stacked, true, 10).unwrap();
+        assert_eq!(got.bytes, &text[..10]);
+        assert!(got.truncated);
     }
 
     #[test]

@@ -324,16 +324,15 @@ impl State {
 
     fn parse_body(&mut self, body: &[u8]) {
         let parsed = match self.family {
-            ApiFamily::AnthropicMessages => {
-                serde_json::from_slice::<AnthropicMessage<'_>>(body).map(|msg| {
+            ApiFamily::AnthropicMessages => serde_json::from_slice::<AnthropicMessage<'_>>(body)
+                .map(|msg| {
                     self.set_model(msg.model);
                     if let Some(u) = msg.usage.0 {
                         let mut total = TokenUsage::default();
                         u.apply_to(&mut total);
                         self.usage = Some(total);
                     }
-                })
-            }
+                }),
             ApiFamily::OpenAiResponses => {
                 serde_json::from_slice::<ResponsesObject<'_>>(body).map(|resp| {
                     self.set_model(resp.model);

@@ -80,7 +80,12 @@ impl InsertLadder {
         }
         let steps = counts
             .into_iter()
-            .map(|n| (n, format!("{head} {}{tail}", vec![row.as_str(); n].join(", "))))
+            .map(|n| {
+                (
+                    n,
+                    format!("{head} {}{tail}", vec![row.as_str(); n].join(", ")),
+                )
+            })
             .collect();
         InsertLadder { steps }
     }
