@@ -7,8 +7,9 @@
 //!
 //! Memory is bounded: decoding stops at `max_output` bytes and marks the result truncated (a
 //! decompression bomb costs at most the cap). So is work: with stacked codings, each inner layer
-//! may produce at most `max_output` + [`INTERMEDIATE_SLACK`] bytes for the next one (a legitimate
-//! inner layer is a compressed form of the output, so smaller than it); past that the result is
+//! may produce at most [`intermediate_bound`] bytes for the next one, the output cap plus an
+//! eighth plus 64 KiB (a legitimate inner layer is a compressed form of the output, so hardly
+//! larger than the part of it that fits under the cap); past that the result is
 //! cut there and marked truncated. Without that bound a layer that expands without end, read by
 //! an outer one that turns it into no output (empty gzip members, brotli metadata blocks), cost
 //! CPU time without limit while the output stayed empty (found by the `capture_decode` fuzzer). zstd frames may not ask for a window above 8 MiB
@@ -26,8 +27,12 @@ pub const MAX_CODINGS: usize = 4;
 /// zstd window limit (log2), 8 MiB.
 const ZSTD_WINDOW_LOG_MAX: u32 = 23;
 const CHUNK: usize = 32 * 1024;
-/// What an inner layer of stacked codings may produce beyond the output cap.
-pub const INTERMEDIATE_SLACK: usize = 1 << 20;
+/// What an inner layer of stacked codings may produce for the next one, given the output cap.
+pub fn intermediate_bound(max_output: usize) -> usize {
+    max_output
+        .saturating_add(max_output / 8)
+        .saturating_add(64 << 10)
+}
 
 /// One content coding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,7 +135,7 @@ pub fn decode_body(
         if i > 0 {
             reader = Box::new(Bounded {
                 inner: reader,
-                left: max_output.saturating_add(INTERMEDIATE_SLACK),
+                left: intermediate_bound(max_output),
                 cut: cut.clone(),
             });
         }
@@ -324,6 +329,20 @@ mod tests {
         // Under a cap that leaves room for the whole inner layer, it is read to its end.
         let got = decode_body(Some("gzip, gzip"), &body, true, 16 << 20).unwrap();
         assert_eq!(got.bytes, b"");
+        assert!(!got.truncated);
+        // Incompressible data coded twice: the inner layer is a little larger than the output,
+        // and the whole of it decodes under a cap of exactly its size.
+        let mut x = 0x2545_f491_u32;
+        let noise: Vec<u8> = (0..256 << 10)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x as u8
+            })
+            .collect();
+        let got = decode_body(Some("gzip, br"), &br(&gzip(&noise)), true, noise.len()).unwrap();
+        assert_eq!(got.bytes, noise);
         assert!(!got.truncated);
         // A legitimate stack whose inner layer is larger than the output cap is only capped.
         let text = TEXT.repeat(100);
