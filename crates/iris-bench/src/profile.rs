@@ -17,6 +17,9 @@ use crate::procs::{Server, run_output};
 use crate::scenarios::{anthropic_stream_spec, chat_spec};
 use crate::stack::{Stack, start_iris_slow};
 
+/// Longer than the usage writer's flush interval, with room for callgrind's slowness.
+const STORE_SETTLE: Duration = Duration::from_millis(2500);
+
 /// One workload of one profiled process.
 #[derive(Debug, Clone, Serialize)]
 pub struct ProfilePart {
@@ -175,6 +178,10 @@ async fn profile_process(
         ),
     ];
     for (i, (label, w)) in workloads.into_iter().enumerate() {
+        // Usage records are written in batches at most `flush_interval` (1 s) after the request:
+        // wait for the earlier requests' writes before zeroing and for this workload's before the
+        // dump, so each workload is charged its own store writes, whole.
+        tokio::time::sleep(STORE_SETTLE).await;
         control(&["--zero"], pid)?;
         let (ok, errors) = match &w {
             Workload::Chat(spec, n) => {
@@ -204,6 +211,7 @@ async fn profile_process(
                 (r.ok, r.errors.total())
             }
         };
+        tokio::time::sleep(STORE_SETTLE).await;
         control(&["--dump=workload"], pid)?;
         let dump = dump_file(out, i + 1)?;
         let annotate = |inclusive: &str| {
