@@ -6,7 +6,7 @@ running it again after a fixture changed refreshes the seeds. The seed layouts f
 target's input format (see the target's doc comment and fuzz/src/lib.rs `Split`):
 
 - split targets: `flags, 0` (no cuts) then the fixture;
-- capture_decode: `flags, selectors..., cap (u16 LE, bytes)` then the encoded fixture.
+- capture_decode: `flags, selectors..., cap (u16 LE, >> 4)` then the encoded fixture.
 
 Usage: python3 fuzz/make_corpus.py   (from anywhere; needs only Python 3, and the `zstd` tool for
 the zstd seeds, which are skipped without it)
@@ -99,7 +99,7 @@ def main() -> None:
 
     # Encoded bodies: flags = complete | n << 1; selectors index CODINGS in capture_decode.rs.
     plain = (CAPTURE / "openai_chat_stream_tools.sse").read_bytes()
-    cap = struct.pack("<H", 0xFFFF)  # 64 KiB - 1
+    cap = struct.pack("<H", 0xFFFF)  # >> 4: 4 KiB - 1
 
     def coded(name: str, selectors: list, body: bytes, complete: int = 1) -> None:
         write("capture_decode", name, bytes([complete | len(selectors) << 1, *selectors]) + cap + body)

@@ -8,7 +8,7 @@
 //! Memory is bounded: decoding stops at `max_output` bytes and marks the result truncated (a
 //! decompression bomb costs at most the cap). So is work: with stacked codings, each inner layer
 //! may produce at most [`intermediate_bound`] bytes for the next one, the output cap plus an
-//! eighth plus 64 KiB (a legitimate inner layer is a compressed form of the output, so hardly
+//! eighth plus 4 KiB (a legitimate inner layer is a compressed form of the output, so hardly
 //! larger than the part of it that fits under the cap); past that the result is
 //! cut there and marked truncated. Without that bound a layer that expands without end, read by
 //! an outer one that turns it into no output (empty gzip members, brotli metadata blocks), cost
@@ -31,7 +31,7 @@ const CHUNK: usize = 32 * 1024;
 pub fn intermediate_bound(max_output: usize) -> usize {
     max_output
         .saturating_add(max_output / 8)
-        .saturating_add(64 << 10)
+        .saturating_add(4 << 10)
 }
 
 /// One content coding.
