@@ -384,9 +384,14 @@ def test_read_only_file_system_keeps_serving_and_accounts_for_every_record(
     stored = h.stored_request_ids(gw.db_path())
     assert set(stored) <= answered
     assert len(stored) == len(set(stored))
-    assert len(stored) + logged == len(answered), (
-        f"every answered request is recorded or named in a drop line: {len(stored)} + {logged} != {len(answered)}"
+    # A batch whose COMMIT reached the WAL just as the file system went read-only reports an
+    # error (the fsync fails) and is counted as dropped, yet SQLite replays it from the WAL when the
+    # repaired store opens: such records are both stored and named. Nothing may be neither.
+    assert len(stored) + logged >= len(answered), (
+        f"every answered request is recorded or named in a drop line: {len(stored)} + {logged} < {len(answered)}"
     )
+    assert logged <= len(answered), f"more drops logged ({logged}) than requests answered ({len(answered)})"
+    both = len(stored) + logged - len(answered)
 
     # Back in service on the repaired file system: it opens cleanly and records again.
     gw2 = h.Gateway(
@@ -402,7 +407,8 @@ def test_read_only_file_system_keeps_serving_and_accounts_for_every_record(
     assert not gw2.leaked_secrets()
     report = (
         f"read-only file system: {len(answered)} answered, {len(stored)} recorded, {logged} dropped "
-        f"(queue_capacity={capacity}), all named in log lines; graceful stop took {stop_took:.1f} s; "
+        f"(queue_capacity={capacity}), all named in log lines ({both} of them written by a commit that "
+        f"reported failure); graceful stop took {stop_took:.1f} s; "
         f"the repaired store opened cleanly"
     )
     print(f"\n{report}")
