@@ -9,11 +9,12 @@
 //! decompression bomb costs at most the cap). So is work: with stacked codings, each inner layer
 //! may produce at most [`intermediate_bound`] bytes for the next one, the output cap plus an
 //! eighth plus 4 KiB (a legitimate inner layer is a compressed form of the output, so hardly
-//! larger than the part of it that fits under the cap); past that the result is
-//! cut there and marked truncated. Without that bound a layer that expands without end, read by
-//! an outer one that turns it into no output (empty gzip members, brotli metadata blocks), cost
-//! CPU time without limit while the output stayed empty (found by the `capture_decode` fuzzer). zstd frames may not ask for a window above 8 MiB
-//! (the limit RFC 9659 sets for HTTP), and brotli's window is at most 16 MiB by its format.
+//! larger than the part of it that fits under the cap); past that the result is cut there and
+//! marked truncated. Without that bound a layer that expands without end, read by an outer one
+//! that turns it into no output (empty gzip members, brotli metadata blocks), cost CPU time
+//! without limit while the output stayed empty (found by the `capture_decode` fuzzer). zstd
+//! frames may not ask for a window above 8 MiB (the limit RFC 9659 sets for HTTP), and brotli's
+//! window is at most 16 MiB by its format.
 //! Errors are values: unknown codings and corrupt data are reported, never panicked on. When the
 //! caller says the input itself was cut short, what could be decoded before the cut is returned
 //! as a truncated result instead of an error.
@@ -27,6 +28,7 @@ pub const MAX_CODINGS: usize = 4;
 /// zstd window limit (log2), 8 MiB.
 const ZSTD_WINDOW_LOG_MAX: u32 = 23;
 const CHUNK: usize = 32 * 1024;
+
 /// What an inner layer of stacked codings may produce for the next one, given the output cap.
 pub fn intermediate_bound(max_output: usize) -> usize {
     max_output
