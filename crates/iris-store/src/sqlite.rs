@@ -149,6 +149,9 @@ impl std::fmt::Debug for SqliteStore {
     }
 }
 
+/// The page size of a database iris creates.
+const PAGE_SIZE: u32 = 16 << 10;
+
 impl SqliteStore {
     /// Open (or create) the database at `path` and bring its schema up to date.
     ///
@@ -167,7 +170,12 @@ impl SqliteStore {
             // but leaves commits in the page cache, where a failure the kernel only reports
             // at writeback (a full or failing disk) drops them silently: the e2e store-fault
             // tests lost every record that way. With batching this costs one fsync per batch.
-            .synchronous(SqliteSynchronous::Full);
+            .synchronous(SqliteSynchronous::Full)
+            // For a new database (an existing one keeps its page size). Captures are kilobytes
+            // each and every WAL frame costs two `pwrite`s and every checkpointed page one more:
+            // 16 KiB pages pack captures with less slack and need a quarter of the system calls
+            // of 4 KiB ones for the same bytes.
+            .page_size(PAGE_SIZE);
         // WAL is a property of the file: the writer sets it once, readers inherit it.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)

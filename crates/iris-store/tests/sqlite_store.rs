@@ -152,6 +152,10 @@ async fn fresh_file_gets_private_dirs_schema_and_wal_and_reopens_with_its_data()
     }
     store.close().await;
     drop(store);
+    // A new database gets 16 KiB pages (the header's big-endian page size at offset 16).
+    let header = std::fs::read(&path).unwrap();
+    assert_eq!(&header[..16], b"SQLite format 3\0");
+    assert_eq!(u16::from_be_bytes([header[16], header[17]]), 16384);
 
     // Re-open: migrations already applied, data intact.
     let store = SqliteStore::open(&path).await.unwrap();
