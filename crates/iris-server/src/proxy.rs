@@ -95,7 +95,7 @@ pub async fn handle(
                 exchange: None,
                 keep_cap: 0,
             };
-            llm(&gw, &rt, &ctx, req, family, pending, &id).await
+            Box::pin(llm(&gw, &rt, &ctx, req, family, pending, &id)).await
         }
         Endpoint::Models => {
             let pending = Pending {
@@ -105,11 +105,14 @@ pub async fn handle(
                 exchange: None,
                 keep_cap: 0,
             };
-            models(&gw, &rt, &ctx, req, pending, &id).await
+            Box::pin(models(&gw, &rt, &ctx, req, pending, &id)).await
         }
         Endpoint::Admin => {
-            let caller = caller(&gw, &rt, &ctx, req.headers()).await;
-            crate::admin::serve(gw.clone(), caller, req).await
+            Box::pin(async {
+                let caller = caller(&gw, &rt, &ctx, req.headers()).await;
+                crate::admin::serve(gw.clone(), caller, req).await
+            })
+            .await
         }
         Endpoint::Ui => ui(&req),
         Endpoint::Health => {
