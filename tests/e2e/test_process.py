@@ -1,0 +1,31 @@
+"""The release binary's process: the allocator settings it is built with take effect."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import harness as h
+
+
+def _thread_names(pid: int) -> list[str]:
+    names = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            names.append((task / "comm").read_text().strip())
+        except FileNotFoundError:  # the thread ended meanwhile
+            pass
+    return names
+
+
+def test_jemalloc_purges_from_one_background_thread(gateway: h.Gateway) -> None:
+    # `_rjem_malloc_conf` in the binary: background purging (freed pages go back to the kernel
+    # within about a second, see docs/performance.md) from a single jemalloc thread. Without the
+    # exported options jemalloc starts no such thread, so this fails if the symbol is lost.
+    pid = gateway.proc.proc.pid
+    deadline = time.monotonic() + 10
+    names = _thread_names(pid)
+    while "jemalloc_bg_thd" not in names and time.monotonic() < deadline:
+        time.sleep(0.1)
+        names = _thread_names(pid)
+    assert names.count("jemalloc_bg_thd") == 1, names
