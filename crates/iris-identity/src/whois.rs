@@ -7,10 +7,12 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
+use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 
@@ -151,6 +153,30 @@ pub fn principal_from_response(resp: WhoIsResponse) -> Result<Principal, WhoisEr
 pub struct WhoisClient {
     socket: PathBuf,
     timeout: Duration,
+    idle: Arc<IdleConnections>,
+}
+
+/// LocalAPI connections kept open between questions. A new connection costs a connect, an
+/// accept in tailscaled and a task on each side: about as much as the question itself, paid by
+/// the first request of every client connection.
+#[derive(Default)]
+struct IdleConnections(Mutex<Vec<SendRequest<Empty<Bytes>>>>);
+
+impl std::fmt::Debug for IdleConnections {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.0.lock().map(|v| v.len()).unwrap_or(0);
+        f.debug_struct("IdleConnections").field("idle", &n).finish()
+    }
+}
+
+/// Idle LocalAPI connections kept at most.
+const MAX_IDLE: usize = 8;
+
+/// Why a question on a kept connection got no answer.
+enum Stale {
+    /// The connection was closed while idle (tailscaled restarted, or closed it): ask on a new one.
+    Retry,
+    Failed(WhoisError),
 }
 
 impl WhoisClient {
@@ -158,6 +184,7 @@ impl WhoisClient {
         WhoisClient {
             socket: socket.into(),
             timeout: Duration::from_secs(3),
+            idle: Arc::default(),
         }
     }
 
@@ -184,44 +211,99 @@ impl WhoisClient {
     }
 
     async fn request(&self, addr: &str) -> Result<Option<Principal>, WhoisError> {
+        let uri = format!("/localapi/v0/whois?addr={}", encode_query(addr));
+        if let Some(sender) = self.take_idle() {
+            match self.ask(sender, &uri).await {
+                Ok(answer) => return answer,
+                Err(Stale::Failed(e)) => return Err(e),
+                Err(Stale::Retry) => {}
+            }
+        }
+        let sender = self.connect().await?;
+        match self.ask(sender, &uri).await {
+            Ok(answer) => answer,
+            Err(Stale::Failed(e)) => Err(e),
+            Err(Stale::Retry) => Err(WhoisError::Protocol(
+                "tailscaled closed the connection before answering".into(),
+            )),
+        }
+    }
+
+    /// LocalAPI connections kept open for the next question (at most 8).
+    pub fn idle_connections(&self) -> usize {
+        self.idle.0.lock().map(|v| v.len()).unwrap_or(0)
+    }
+
+    fn take_idle(&self) -> Option<SendRequest<Empty<Bytes>>> {
+        let mut idle = self.idle.0.lock().ok()?;
+        while let Some(s) = idle.pop() {
+            if !s.is_closed() {
+                return Some(s);
+            }
+        }
+        None
+    }
+
+    async fn connect(&self) -> Result<SendRequest<Empty<Bytes>>, WhoisError> {
         let stream = tokio::net::UnixStream::connect(&self.socket)
             .await
             .map_err(|source| WhoisError::Unavailable {
                 path: self.socket.display().to_string(),
                 source,
             })?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| WhoisError::Protocol(e.to_string()))?;
-        let conn_task = tokio::spawn(async move {
-            // The connection ends when the response is read and the sender dropped.
+        // The connection ends when tailscaled closes it or its sender is dropped (not kept).
+        tokio::spawn(async move {
             let _ = conn.await;
         });
-        let uri = format!("/localapi/v0/whois?addr={}", encode_query(addr));
+        Ok(sender)
+    }
+
+    /// One question on `sender`; the connection is kept for the next one when it stays usable.
+    async fn ask(
+        &self,
+        mut sender: SendRequest<Empty<Bytes>>,
+        uri: &str,
+    ) -> Result<Result<Option<Principal>, WhoisError>, Stale> {
+        // Nothing was sent if this fails: the connection died while idle.
+        if sender.ready().await.is_err() {
+            return Err(Stale::Retry);
+        }
         let req = http::Request::get(uri)
             .header(http::header::HOST, LOCALAPI_HOST)
             .body(Empty::<Bytes>::new())
-            .map_err(|e| WhoisError::Protocol(e.to_string()))?;
-        let resp = sender
-            .send_request(req)
-            .await
-            .map_err(|e| WhoisError::Protocol(e.to_string()))?;
+            .map_err(|e| Stale::Failed(WhoisError::Protocol(e.to_string())))?;
+        let resp = match sender.send_request(req).await {
+            Ok(r) => r,
+            // Closed before a byte of the answer: a kept connection that tailscaled had just
+            // closed. WhoIs is a read, so asking again on a new connection is safe.
+            Err(e) if e.is_canceled() || e.is_closed() || e.is_incomplete_message() => {
+                return Err(Stale::Retry);
+            }
+            Err(e) => return Err(Stale::Failed(WhoisError::Protocol(e.to_string()))),
+        };
         let status = resp.status();
         let body = Limited::new(resp.into_body(), MAX_WHOIS_BODY)
             .collect()
             .await
-            .map_err(|e| WhoisError::Protocol(e.to_string()))?
+            .map_err(|e| Stale::Failed(WhoisError::Protocol(e.to_string())))?
             .to_bytes();
-        drop(sender);
-        conn_task.abort();
-        match status.as_u16() {
+        if !sender.is_closed()
+            && let Ok(mut idle) = self.idle.0.lock()
+            && idle.len() < MAX_IDLE
+        {
+            idle.push(sender);
+        }
+        Ok(match status.as_u16() {
             200 => decode(&body).map(Some),
             404 => Ok(None),
             s => Err(WhoisError::Status {
                 status: s,
                 body: String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
             }),
-        }
+        })
     }
 }
 
@@ -297,6 +379,81 @@ mod tests {
         assert_eq!(encode_query("127.0.0.1:5000"), "127.0.0.1:5000");
         assert_eq!(encode_query("[::1]:80"), "%5B::1%5D:80");
         assert_eq!(encode_query("a&b=c"), "a%26b%3Dc");
+    }
+
+    /// A LocalAPI stand-in that answers every request 404 (unknown peer) and counts connections;
+    /// with `close_after_answer` it closes each connection after its first answer, without
+    /// saying so (as a restarting tailscaled would).
+    async fn localapi(
+        close_after_answer: bool,
+    ) -> (
+        tempfile::TempDir,
+        PathBuf,
+        Arc<std::sync::atomic::AtomicUsize>,
+    ) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tailscaled.sock");
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 1024];
+                    loop {
+                        let Ok(n) = conn.read(&mut chunk).await else {
+                            return;
+                        };
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            buf.drain(..end + 4);
+                            let answer = b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n";
+                            if conn.write_all(answer).await.is_err() || close_after_answer {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        (dir, path, accepted)
+    }
+
+    #[tokio::test]
+    async fn questions_reuse_one_localapi_connection() {
+        let (_dir, path, accepted) = localapi(false).await;
+        let c = WhoisClient::new(&path);
+        for port in 1..=5 {
+            assert_eq!(
+                c.whois_addr(&format!("127.0.0.1:{port}")).await.unwrap(),
+                None
+            );
+        }
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_kept_connection_closed_while_idle_is_replaced() {
+        let (_dir, path, accepted) = localapi(true).await;
+        let c = WhoisClient::new(&path);
+        for port in 1..=3 {
+            // Give the close time to arrive sometimes, and sometimes not: both must work.
+            if port == 2 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            assert_eq!(
+                c.whois_addr(&format!("127.0.0.1:{port}")).await.unwrap(),
+                None
+            );
+        }
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 3);
     }
 
     #[tokio::test]
