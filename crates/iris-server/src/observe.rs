@@ -270,17 +270,24 @@ const CAPTURE_BATCH: usize = 1024;
 /// Capture text held before a write starts without waiting for the next tick.
 const CAPTURE_BATCH_BYTES: usize = 8 << 20;
 
+/// Held captures are written at least this often.
+const CAPTURE_WRITE_EVERY: Duration = Duration::from_millis(250);
+
 async fn worker(
     mut rx: mpsc::Receiver<Item>,
     mut writes: CaptureWrites,
     sink: UsageSink,
     stop: tokio_util::sync::CancellationToken,
 ) {
-    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let mut tick = tokio::time::interval(CAPTURE_WRITE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut items = Vec::with_capacity(GATHER_MAX);
     loop {
         tokio::select! {
             biased;
+            // The tick first: under steady load the queue is never empty when the worker looks,
+            // and held captures must still reach the store every `CAPTURE_WRITE_EVERY`.
+            _ = tick.tick() => writes.start_write().await,
             n = rx.recv_many(&mut items, GATHER_MAX) => {
                 if n == 0 {
                     break;
@@ -298,7 +305,6 @@ async fn worker(
                     }
                 }
             },
-            _ = tick.tick() => writes.start_write().await,
             _ = stop.cancelled() => {
                 rx.close();
                 while let Some(item) = rx.recv().await {
@@ -615,6 +621,65 @@ mod tests {
         assert_eq!(v["status"], 201);
         assert_eq!(v["method"], "POST");
         assert_eq!(v["request_body"], "{\"model\":\"m\"}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn under_steady_load_captures_reach_the_store_without_waiting_for_a_full_batch() {
+        let store: Arc<dyn Store> =
+            Arc::new(iris_store::SqliteStore::open_in_memory().await.unwrap());
+        let (sink, _writer) = iris_store::spawn_usage_writer(store.clone(), Default::default());
+        let (observer, handle) = spawn_observer(store.clone(), sink, 4096);
+        // A finished request at most every millisecond, without pause: the queue is rarely empty
+        // when the worker looks, and fewer than a full batch (1,024) arrive in the 900 ms below.
+        let feeding = Arc::new(AtomicBool::new(true));
+        let (first_ids, feeder) = {
+            let (ids_tx, ids_rx) = tokio::sync::oneshot::channel();
+            let feeding = feeding.clone();
+            let feeder = tokio::spawn(async move {
+                let mut ids = Vec::new();
+                let mut ids_tx = Some(ids_tx);
+                while feeding.load(Ordering::Relaxed) {
+                    let id = iris_store::new_record_id();
+                    let record = UsageRecord {
+                        id: id.clone(),
+                        api_family: "openai_chat".into(),
+                        method: "POST".into(),
+                        path: "/v1/chat/completions".into(),
+                        status: 200,
+                        ..Default::default()
+                    };
+                    let mut ex = exchange(&Arc::new(CaptureBudget::default()));
+                    ex.request_body = Bytes::from_static(b"{\"model\":\"m\"}");
+                    ex.response_is_sse = false;
+                    ex.capture = Some((CaptureLimits::default(), Arc::new(Redactor::default())));
+                    observer.record(record, Some(Box::new(ex)));
+                    ids.push(id);
+                    if ids.len() == 50
+                        && let Some(tx) = ids_tx.take()
+                    {
+                        let _ = tx.send(ids.clone());
+                    }
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            });
+            (ids_rx.await.unwrap(), feeder)
+        };
+        let start = std::time::Instant::now();
+        let mut stored = 0;
+        while start.elapsed() < Duration::from_millis(900) {
+            stored = 0;
+            for id in &first_ids {
+                stored += usize::from(store.capture(id).await.unwrap().is_some());
+            }
+            if stored == first_ids.len() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        feeding.store(false, Ordering::Relaxed);
+        feeder.await.unwrap();
+        assert_eq!(stored, first_ids.len(), "captures still held under load");
+        handle.shutdown().await;
     }
 
     #[test]
