@@ -4,7 +4,7 @@
 //! compares iris with the baseline exactly where wall-clock numbers are noisy, and the
 //! per-function and per-crate shares say what dominates.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -140,8 +140,8 @@ pub async fn run(
     Ok(ProfileResult {
         parts,
         command: "valgrind --tool=callgrind <binary> ...; callgrind_control --zero after a \
-                  warm-up, --dump after each workload; callgrind_annotate --inclusive=no \
-                  --threshold=100"
+                  warm-up, --dump after each workload; self costs read from the dump (a call's \
+                  cost is its callee's), inclusive ones from callgrind_annotate --inclusive=yes"
             .to_owned(),
     })
 }
@@ -220,8 +220,8 @@ async fn profile_process(
                 .arg(&dump);
             run_output(c, Duration::from_secs(120))
         };
-        let parsed = parse_annotate(&annotate("--inclusive=no")?, true);
-        let inclusive = parse_annotate(&annotate("--inclusive=yes")?, false);
+        let parsed = parse_dump(&std::fs::read_to_string(&dump)?);
+        let inclusive = parse_annotate(&annotate("--inclusive=yes")?);
         let kept = keep_dir.map(|d| {
             let slug = if label.starts_with("chat") {
                 "chat"
@@ -251,7 +251,7 @@ async fn profile_process(
                 .take(25)
                 .map(|f| (f.ir, pct(f.ir, total), f.function.clone()))
                 .collect(),
-            by_origin: by_origin(&parsed.functions, total),
+            by_origin: by_origin(&parsed.by_file, total),
             iris_inclusive: inclusive
                 .functions
                 .iter()
@@ -303,7 +303,7 @@ fn pct(part: u64, total: u64) -> f64 {
     }
 }
 
-/// One line of `callgrind_annotate --inclusive=no`.
+/// Instructions of one function (self or inclusive, by where it came from).
 #[derive(Debug, Clone, PartialEq)]
 pub struct FnCost {
     pub ir: u64,
@@ -318,11 +318,9 @@ pub struct Annotated {
     pub functions: Vec<FnCost>,
 }
 
-/// Parse `callgrind_annotate` output: the `PROGRAM TOTALS` line and the `Ir (pct) file:function
-/// [object]` lines. With `exclusive`, lines at 50 % or more are skipped: they are the runtime's
-/// outer frames that were on the stack when the counters were zeroed, to which callgrind books
-/// their callees' cost (no function of a proxy really spends half its instructions in itself).
-pub fn parse_annotate(text: &str, exclusive: bool) -> Annotated {
+/// Parse `callgrind_annotate --inclusive=yes` output: the `PROGRAM TOTALS` line and the
+/// `Ir (pct) file:function [object]` lines. (Self costs come from [`parse_dump`].)
+pub fn parse_annotate(text: &str) -> Annotated {
     let mut a = Annotated::default();
     for line in text.lines() {
         let t = line.trim_start();
@@ -336,16 +334,12 @@ pub fn parse_annotate(text: &str, exclusive: bool) -> Annotated {
         let Some(rest) = rest.strip_prefix('(') else {
             continue;
         };
-        let Some((share, rest)) = rest.split_once(')') else {
+        let Some((_share, rest)) = rest.split_once(')') else {
             continue;
         };
-        let share: f64 = share.trim().trim_end_matches('%').parse().unwrap_or(0.0);
         let rest = rest.trim();
         if rest == "PROGRAM TOTALS" {
             a.total = ir;
-            continue;
-        }
-        if exclusive && share >= 50.0 {
             continue;
         }
         let without_object = match rest.rfind(" [") {
@@ -361,6 +355,107 @@ pub fn parse_annotate(text: &str, exclusive: bool) -> Annotated {
     }
     a.functions.sort_by_key(|f| std::cmp::Reverse(f.ir));
     a
+}
+
+/// Exclusive (self) instructions per function, read from a callgrind dump itself.
+///
+/// `callgrind_annotate --inclusive=no` books to a frame that was on the stack when the counters
+/// were zeroed the whole cost of the calls it made afterwards (a worker thread's outer frames
+/// showed as 47 % "self" each, and the shares summed to over 400 %). Here a cost line right after
+/// a `calls=` line is the inclusive cost of that call and is not the caller's own, so the self
+/// costs add up to the total. `functions` is keyed by function (file: the function's own);
+/// `by_file` by the file each cost line belongs to (code inlined from a crate counts for that
+/// crate), for the origin table. Name compression (`(id) name`) and relative positions are
+/// handled; only the first event (Ir) is read.
+pub fn parse_dump(text: &str) -> DumpCosts {
+    let mut names: [HashMap<String, String>; 2] = Default::default(); // files, functions
+    let mut self_by_fn: HashMap<(String, String), u64> = HashMap::new();
+    let mut self_by_file: HashMap<(String, String), u64> = HashMap::new();
+    let (mut fl, mut cur_file, mut func) = (String::new(), String::new(), String::new());
+    let mut after_calls = false;
+    let mut total = 0u64;
+    fn resolve(table: &mut HashMap<String, String>, v: &str) -> String {
+        let v = v.trim();
+        if let Some(rest) = v.strip_prefix('(')
+            && let Some((id, name)) = rest.split_once(')')
+        {
+            let name = name.trim();
+            if name.is_empty() {
+                return table.get(id).cloned().unwrap_or_default();
+            }
+            table.insert(id.to_owned(), name.to_owned());
+            return name.to_owned();
+        }
+        v.to_owned()
+    }
+    for line in text.lines() {
+        let first = line.as_bytes().first().copied().unwrap_or(b' ');
+        if first.is_ascii_digit() || matches!(first, b'+' | b'-' | b'*') {
+            let mut cols = line.split_ascii_whitespace();
+            let ir = cols.nth(1).and_then(|c| c.parse::<u64>().ok()).unwrap_or(0);
+            if after_calls {
+                after_calls = false;
+            } else if ir > 0 {
+                *self_by_fn.entry((fl.clone(), func.clone())).or_default() += ir;
+                *self_by_file
+                    .entry((cur_file.clone(), func.clone()))
+                    .or_default() += ir;
+            }
+            continue;
+        }
+        let Some((key, value)) = line.split_once('=') else {
+            // `summary:` (what callgrind_annotate calls PROGRAM TOTALS) wins over `totals:`.
+            let summary = line.strip_prefix("summary:");
+            if let Some(t) = summary.or(line.strip_prefix("totals:").filter(|_| total == 0)) {
+                total = t
+                    .split_ascii_whitespace()
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(total);
+            }
+            continue;
+        };
+        match key {
+            "fl" => {
+                fl = resolve(&mut names[0], value);
+                cur_file = fl.clone();
+            }
+            "fi" | "fe" => cur_file = resolve(&mut names[0], value),
+            "fn" => {
+                func = resolve(&mut names[1], value);
+                cur_file = fl.clone();
+            }
+            "cfi" | "cfl" => {
+                resolve(&mut names[0], value);
+            }
+            "cfn" => {
+                resolve(&mut names[1], value);
+            }
+            "calls" => after_calls = true,
+            _ => {}
+        }
+    }
+    let collect = |m: HashMap<(String, String), u64>| {
+        let mut v: Vec<FnCost> = m
+            .into_iter()
+            .map(|((file, function), ir)| FnCost { ir, file, function })
+            .collect();
+        v.sort_by(|a, b| b.ir.cmp(&a.ir).then_with(|| a.function.cmp(&b.function)));
+        v
+    };
+    DumpCosts {
+        total,
+        functions: collect(self_by_fn),
+        by_file: collect(self_by_file),
+    }
+}
+
+/// Self costs from [`parse_dump`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DumpCosts {
+    pub total: u64,
+    pub functions: Vec<FnCost>,
+    pub by_file: Vec<FnCost>,
 }
 
 /// `file:function` where the function may contain `::`: split at the first lone `:`.
@@ -445,25 +540,81 @@ Ir                  file:function
 
     #[test]
     fn parses_callgrind_annotate() {
-        let a = parse_annotate(SAMPLE, true);
+        let a = parse_annotate(SAMPLE);
         assert_eq!(a.total, 4_780_541);
-        assert_eq!(a.functions.len(), 4, "the 100 % stack frame is skipped");
-        assert_eq!(parse_annotate(SAMPLE, false).functions.len(), 5);
-        assert_eq!(a.functions[0].ir, 642_619);
-        assert_eq!(a.functions[0].function, "_int_malloc");
+        assert_eq!(a.functions.len(), 5);
+        assert_eq!(a.functions[0].ir, 4_780_541);
+        assert_eq!(a.functions[1].function, "_int_malloc");
         assert_eq!(
-            a.functions[1].function,
+            a.functions[2].function,
             "serde_json::ser::format_escaped_str"
         );
         assert_eq!(
-            a.functions[2].function,
+            a.functions[3].function,
             "alloc::collections::btree::map::BTreeMap<K,V,A>::insert"
         );
-        let origins: Vec<String> = a.functions.iter().map(|f| origin(&f.file)).collect();
+        let origins: Vec<String> = a.functions[1..].iter().map(|f| origin(&f.file)).collect();
         assert_eq!(origins, ["libc malloc", "serde_json", "std", "iris-server"]);
-        let b = by_origin(&a.functions, a.total);
+        let b = by_origin(&a.functions[1..], a.total);
         assert_eq!(b[0].0, "libc malloc");
         assert!((b[0].2 - 13.44).abs() < 0.01);
+    }
+
+    /// A dump with name compression, an inlined file, relative positions and a call whose
+    /// inclusive cost must not count as the caller's own.
+    const DUMP: &str = "\
+version: 1
+positions: line
+events: Ir
+summary: 1000
+
+ob=(1) /x/iris
+fl=(1) /work/main/crates/iris-server/src/proxy.rs
+fn=(1) iris_server::proxy::llm
+10 100
+fi=(2) /root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/serde_json-1.0.154/src/de.rs
++2 50
+fe=(1)
+cfl=(3) ./malloc/malloc.c
+cfn=(2) malloc
+calls=3 40
+* 600
+-1 10
+
+fl=(3)
+fn=(2)
+40 240
++1 0
+
+fl=(1)
+fn=(1)
+12 0
+
+totals: 1000
+";
+
+    #[test]
+    fn self_costs_come_from_the_dump_and_add_up() {
+        let d = parse_dump(DUMP);
+        assert_eq!(d.total, 1000);
+        let own: u64 = d.functions.iter().map(|f| f.ir).sum();
+        assert_eq!(
+            own, 400,
+            "the 600 of the call is malloc's, not llm's: {d:?}"
+        );
+        assert_eq!(d.functions[0].function, "malloc");
+        assert_eq!(d.functions[0].ir, 240);
+        assert_eq!(d.functions[1].function, "iris_server::proxy::llm");
+        assert_eq!(d.functions[1].ir, 160);
+        let origins = by_origin(&d.by_file, d.total);
+        let share = |o: &str| origins.iter().find(|x| x.0 == o).map(|x| x.1);
+        assert_eq!(share("libc malloc"), Some(240));
+        assert_eq!(share("iris-server"), Some(110));
+        assert_eq!(
+            share("serde_json"),
+            Some(50),
+            "inlined code counts for its crate"
+        );
     }
 
     #[test]
