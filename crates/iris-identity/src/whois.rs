@@ -179,6 +179,18 @@ enum Stale {
     Failed(WhoisError),
 }
 
+impl Stale {
+    /// The error to report when there is no other connection to ask on.
+    fn into_error(self) -> WhoisError {
+        match self {
+            Stale::Retry => {
+                WhoisError::Protocol("tailscaled closed the connection before answering".into())
+            }
+            Stale::Failed(e) => e,
+        }
+    }
+}
+
 impl WhoisClient {
     pub fn new(socket: impl Into<PathBuf>) -> WhoisClient {
         WhoisClient {
@@ -214,19 +226,12 @@ impl WhoisClient {
         let uri = format!("/localapi/v0/whois?addr={}", encode_query(addr));
         if let Some(sender) = self.take_idle() {
             match self.ask(sender, &uri).await {
-                Ok(answer) => return answer,
-                Err(Stale::Failed(e)) => return Err(e),
                 Err(Stale::Retry) => {}
+                answer => return answer.map_err(Stale::into_error),
             }
         }
         let sender = self.connect().await?;
-        match self.ask(sender, &uri).await {
-            Ok(answer) => answer,
-            Err(Stale::Failed(e)) => Err(e),
-            Err(Stale::Retry) => Err(WhoisError::Protocol(
-                "tailscaled closed the connection before answering".into(),
-            )),
-        }
+        self.ask(sender, &uri).await.map_err(Stale::into_error)
     }
 
     /// LocalAPI connections kept open for the next question (at most 8).
@@ -266,7 +271,7 @@ impl WhoisClient {
         &self,
         mut sender: SendRequest<Empty<Bytes>>,
         uri: &str,
-    ) -> Result<Result<Option<Principal>, WhoisError>, Stale> {
+    ) -> Result<Option<Principal>, Stale> {
         // Nothing was sent if this fails: the connection died while idle.
         if sender.ready().await.is_err() {
             return Err(Stale::Retry);
@@ -296,14 +301,15 @@ impl WhoisClient {
         {
             idle.push(sender);
         }
-        Ok(match status.as_u16() {
+        match status.as_u16() {
             200 => decode(&body).map(Some),
             404 => Ok(None),
             s => Err(WhoisError::Status {
                 status: s,
                 body: String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
             }),
-        })
+        }
+        .map_err(Stale::Failed)
     }
 }
 
@@ -426,15 +432,20 @@ mod tests {
         (dir, path, accepted)
     }
 
+    /// `127.0.0.1:port` is answered, as an unknown peer.
+    async fn assert_unknown(c: &WhoisClient, port: u16) {
+        assert_eq!(
+            c.whois_addr(&format!("127.0.0.1:{port}")).await.unwrap(),
+            None
+        );
+    }
+
     #[tokio::test]
     async fn questions_reuse_one_localapi_connection() {
         let (_dir, path, accepted) = localapi(false).await;
         let c = WhoisClient::new(&path);
         for port in 1..=5 {
-            assert_eq!(
-                c.whois_addr(&format!("127.0.0.1:{port}")).await.unwrap(),
-                None
-            );
+            assert_unknown(&c, port).await;
         }
         assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
@@ -448,10 +459,7 @@ mod tests {
             if port == 2 {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            assert_eq!(
-                c.whois_addr(&format!("127.0.0.1:{port}")).await.unwrap(),
-                None
-            );
+            assert_unknown(&c, port).await;
         }
         assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 3);
     }
