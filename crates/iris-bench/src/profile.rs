@@ -334,7 +334,7 @@ pub fn parse_annotate(text: &str) -> Annotated {
         let Some(rest) = rest.strip_prefix('(') else {
             continue;
         };
-        let Some((_share, rest)) = rest.split_once(')') else {
+        let Some((_, rest)) = rest.split_once(')') else {
             continue;
         };
         let rest = rest.trim();
