@@ -31,6 +31,14 @@ struct Args {
     /// Rounds of the streams scenario (default 3: one warm-up, two compared).
     #[arg(long)]
     rounds: Option<usize>,
+    /// Events of each stream in the SSE scenario (default 200). With `--sse-concurrency 1` and
+    /// a few chunks the scenario becomes a first-byte probe: many short streams one at a time,
+    /// so the first byte is not queued behind other streams' chunks.
+    #[arg(long)]
+    sse_chunks: Option<u32>,
+    /// Streams at a time in the SSE scenario (default 8).
+    #[arg(long)]
+    sse_concurrency: Option<usize>,
     /// Only these targets (comma-separated names: direct, baseline, nginx, iris, iris-key,
     /// iris-whois); default all.
     #[arg(long, value_delimiter = ',')]
@@ -113,6 +121,12 @@ async fn run(args: Args, nofile: u64) -> anyhow::Result<ExitCode> {
     }
     if let Some(r) = args.rounds {
         plan.streams_rounds = r.max(2);
+    }
+    if let Some(c) = args.sse_chunks {
+        plan.sse_chunks = c.max(1);
+    }
+    if let Some(c) = args.sse_concurrency {
+        plan.sse_concurrency = c.max(1);
     }
     let scenarios: Vec<Scenario> = if args.scenarios.is_empty() {
         Scenario::ALL.to_vec()
