@@ -272,6 +272,34 @@ impl Policy {
         }
     }
 
+    /// [`Policy::evaluate`]'s outcome without the explanation: the request path asks this twice a
+    /// request and needs no list of matched grants (which [`Decision`] builds from copies).
+    pub fn outcome(
+        &self,
+        principal: &Principal,
+        tailnet: &TailnetGrants,
+        model: Option<&str>,
+    ) -> Outcome {
+        let mut role = None;
+        let mut model_granted = false;
+        for g in self.grants.iter().chain(tailnet.grant.iter()) {
+            if !g.src.iter().any(|(_, m)| m.matches(principal)) {
+                continue;
+            }
+            role = merge_role(role, g.role);
+            if let Some(m) = model {
+                model_granted = model_granted || g.models.iter().any(|(_, glob)| glob.is_match(m));
+            }
+        }
+        if role.is_none() {
+            Outcome::NoRole
+        } else if model.is_some() && !model_granted {
+            Outcome::ModelNotGranted
+        } else {
+            Outcome::Allowed
+        }
+    }
+
     /// Whether `model` is granted by a decision computed without a model (for listings).
     pub fn model_in(&self, principal: &Principal, tailnet: &TailnetGrants, model: &str) -> bool {
         self.grants

@@ -74,6 +74,12 @@ fn check(p: &Principal, tailnet: &[serde_json::Value], model: Option<&str>, want
     let tg = TailnetGrants::compile(tailnet);
     let d = policy.evaluate(p, &tg, model);
     assert_eq!(d.outcome(), want, "principal {p:?} model {model:?}: {d:#?}");
+    // The request path's shortcut must agree with the explained decision in every case.
+    assert_eq!(
+        policy.outcome(p, &tg, model),
+        want,
+        "outcome() for principal {p:?} model {model:?}"
+    );
 }
 
 #[test]

@@ -48,7 +48,7 @@ pub struct Runtime {
     /// Redacts every provider key (and the configured headers) from captures.
     pub redactor: Arc<iris_capture::Redactor>,
     /// Cost settings per provider id.
-    pub costs: std::collections::HashMap<String, observe::ProviderCost>,
+    pub costs: std::collections::HashMap<String, Arc<observe::ProviderCost>>,
 }
 
 impl Runtime {
@@ -66,7 +66,7 @@ impl Runtime {
             .map(|p| {
                 (
                     p.id.clone(),
-                    observe::provider_cost(p, config.auto_cost_basis),
+                    Arc::new(observe::provider_cost(p, config.auto_cost_basis)),
                 )
             })
             .collect();

@@ -70,7 +70,7 @@ pub struct Exchange {
     pub budget_held: usize,
     pub response_complete: bool,
     pub response_is_sse: bool,
-    pub cost: Option<ProviderCost>,
+    pub cost: Option<Arc<ProviderCost>>,
     /// `Some` when captures are on: the limits and the redactor of the request's config.
     pub capture: Option<(CaptureLimits, Arc<Redactor>)>,
 }

@@ -172,10 +172,11 @@ async fn llm(
         Err(e) => return fail(pending, e, dialect, id),
     };
     apply_principal(&mut pending.record, &who.principal);
-    let base = rt
+    if rt
         .policy
-        .evaluate(&who.principal, who.tailnet_grants(), None);
-    if base.outcome() == Outcome::NoRole {
+        .outcome(&who.principal, who.tailnet_grants(), None)
+        == Outcome::NoRole
+    {
         return fail(
             pending,
             GatewayError::NoRole {
@@ -298,10 +299,10 @@ async fn llm(
             );
         }
     };
-    let decision = rt
+    match rt
         .policy
-        .evaluate(&who.principal, who.tailnet_grants(), Some(&route.qualified));
-    match decision.outcome() {
+        .outcome(&who.principal, who.tailnet_grants(), Some(&route.qualified))
+    {
         Outcome::Allowed => {}
         Outcome::NoRole => {
             return fail(
@@ -571,10 +572,11 @@ async fn models(
         Err(e) => return fail(pending, e, dialect, id),
     };
     apply_principal(&mut pending.record, &who.principal);
-    let decision = rt
+    if rt
         .policy
-        .evaluate(&who.principal, who.tailnet_grants(), None);
-    if decision.outcome() == Outcome::NoRole {
+        .outcome(&who.principal, who.tailnet_grants(), None)
+        == Outcome::NoRole
+    {
         return fail(
             pending,
             GatewayError::NoRole {
