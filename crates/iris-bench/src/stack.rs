@@ -1,6 +1,6 @@
 //! The processes one run measures, all on loopback, started once and kept for every scenario:
 //! the mock provider, the fake tailscaled, the baseline proxy, nginx (when installed) and iris
-//! (release build, identity resolution, grants and usage logging on).
+//! (`dist` build, identity resolution, grants and usage logging on).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -23,7 +23,7 @@ pub const WHOIS_PEER: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
 #[derive(Debug, Clone)]
 pub struct StackOptions {
     /// Directory with `iris`, `iris-mock-provider`, `iris-fake-tailscaled`, `iris-bench-proxy`
-    /// (normally `target/release`).
+    /// (normally `target/dist`).
     pub bin_dir: PathBuf,
     /// The repository root (for `crates/iris-testkit/fixtures/whois.json`).
     pub repo_root: PathBuf,
@@ -75,7 +75,7 @@ impl Stack {
         ] {
             if !bin(b).is_file() {
                 bail!(
-                    "{} is missing: build the release binaries first (scripts/bench does)",
+                    "{} is missing: build the binaries first (scripts/bench does: `cargo build --profile dist`)",
                     bin(b).display()
                 );
             }

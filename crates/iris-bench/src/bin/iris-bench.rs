@@ -1,6 +1,6 @@
 //! `iris-bench`: starts every target on loopback, runs the scenarios of the performance issue
 //! (interleaved, repeated), optionally profiles iris with callgrind, and writes
-//! `docs/benchmarks.md`. `scripts/bench` builds the release binaries and runs this.
+//! `docs/benchmarks.md`. `scripts/bench` builds the binaries (`dist` profile) and runs this.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -53,8 +53,8 @@ struct Args {
     /// Do not use nginx even when it is installed.
     #[arg(long)]
     no_nginx: bool,
-    /// Directory of the release binaries.
-    #[arg(long, default_value = "target/release")]
+    /// Directory of the binaries (scripts/bench builds them with the `dist` profile).
+    #[arg(long, default_value = "target/dist")]
     bin_dir: PathBuf,
     /// Repository root.
     #[arg(long, default_value = ".")]
