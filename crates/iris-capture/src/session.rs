@@ -23,8 +23,11 @@
 //! `[A-Za-z0-9._:-]`; anything else is replaced by a hash of it, so ids are always safe in a
 //! URL path.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
 /// How a session id was found.
@@ -106,14 +109,32 @@ pub fn session_key(
     caller_identity: &str,
     request_id: &str,
 ) -> SessionKey {
-    if let Some(id) = claude_code_session(request_headers, request_body) {
+    decide(
+        api_family,
+        request_headers,
+        request_body,
+        request_id,
+        || chat_fingerprint(request_body, caller_identity),
+    )
+}
+
+/// The order of the module docs; `fingerprint` is asked only for OpenAI chat, and only when
+/// neither client id is there.
+fn decide(
+    api_family: &str,
+    request_headers: &[(String, String)],
+    ids: &Value,
+    request_id: &str,
+    fingerprint: impl FnOnce() -> Option<String>,
+) -> SessionKey {
+    if let Some(id) = claude_code_session(request_headers, ids) {
         return SessionKey::new(SessionKind::ClaudeCode, &id);
     }
-    if let Some(id) = codex_session(request_headers, request_body) {
+    if let Some(id) = codex_session(request_headers, ids) {
         return SessionKey::new(SessionKind::Codex, &id);
     }
     if api_family == "openai_chat"
-        && let Some(fp) = chat_fingerprint(request_body, caller_identity)
+        && let Some(fp) = fingerprint()
     {
         return SessionKey {
             id: format!("{}{fp}", SessionKind::Fingerprint.prefix()),
@@ -148,58 +169,119 @@ pub fn session_key_from_body(
     caller_identity: &str,
     request_id: &str,
 ) -> SessionKey {
-    let body = session_fields(api_family, request_body).unwrap_or(Value::Null);
-    session_key(
-        api_family,
-        request_headers,
-        &body,
-        caller_identity,
-        request_id,
-    )
+    let fields = serde_json::from_slice::<SessionFields<'_>>(request_body).ok();
+    let ids = fields.as_ref().map_or(Value::Null, SessionFields::ids);
+    decide(api_family, request_headers, &ids, request_id, || {
+        chat_fingerprint_raw(fields.as_ref()?.messages?, caller_identity)
+    })
 }
 
 #[derive(Deserialize)]
 struct SessionFields<'a> {
     #[serde(borrow, default)]
-    metadata: Option<&'a serde_json::value::RawValue>,
+    metadata: Option<&'a RawValue>,
     #[serde(borrow, default)]
-    prompt_cache_key: Option<&'a serde_json::value::RawValue>,
+    prompt_cache_key: Option<&'a RawValue>,
     #[serde(borrow, default)]
-    messages: Option<&'a serde_json::value::RawValue>,
+    messages: Option<&'a RawValue>,
 }
 
-fn session_fields(api_family: &str, body: &[u8]) -> Option<Value> {
-    let f: SessionFields<'_> = serde_json::from_slice(body).ok()?;
-    let mut out = serde_json::Map::new();
-    if let Some(m) = f.metadata
-        && let Ok(v) = serde_json::from_str::<Value>(m.get())
-    {
-        out.insert("metadata".into(), v);
-    }
-    if let Some(k) = f.prompt_cache_key
-        && let Ok(v) = serde_json::from_str::<Value>(k.get())
-    {
-        out.insert("prompt_cache_key".into(), v);
-    }
-    if api_family == "openai_chat"
-        && let Some(messages) = f.messages
-        && let Ok(messages) =
-            serde_json::from_str::<Vec<&serde_json::value::RawValue>>(messages.get())
-    {
-        let mut kept = Vec::new();
-        for raw in messages {
-            let Ok(v) = serde_json::from_str::<Value>(raw.get()) else {
-                continue;
-            };
-            let is_user = v.get("role").and_then(Value::as_str) == Some("user");
-            kept.push(v);
-            if is_user {
-                break;
+impl SessionFields<'_> {
+    /// The fields the client ids come from, as the object [`claude_code_session`] and
+    /// [`codex_session`] read (small: most requests have neither).
+    fn ids(&self) -> Value {
+        let mut out = serde_json::Map::new();
+        for (name, raw) in [
+            ("metadata", self.metadata),
+            ("prompt_cache_key", self.prompt_cache_key),
+        ] {
+            if let Some(raw) = raw
+                && let Ok(v) = serde_json::from_str::<Value>(raw.get())
+            {
+                out.insert(name.into(), v);
             }
         }
-        out.insert("messages".into(), Value::Array(kept));
+        Value::Object(out)
     }
-    Some(Value::Object(out))
+}
+
+/// A chat message as the fingerprint reads it, borrowed from the body. One that does not fit
+/// (a role that is not a string, a repeated key) is read as a `Value` instead, so both paths
+/// give the same answer.
+#[derive(Deserialize)]
+struct RawMessage<'a> {
+    #[serde(borrow, default)]
+    role: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    content: Option<&'a RawValue>,
+}
+
+/// [`chat_fingerprint`] over the raw `messages`, building no `Value` for the usual message (a
+/// string role and a string content).
+fn chat_fingerprint_raw(messages: &RawValue, caller_identity: &str) -> Option<String> {
+    let messages = serde_json::from_str::<Vec<&RawValue>>(messages.get()).ok()?;
+    let mut system = String::new();
+    let mut any_system = false;
+    for raw in messages {
+        let message = match serde_json::from_str::<RawMessage<'_>>(raw.get()) {
+            Ok(m) => Message::Raw(m),
+            // Not an object with a string role (or a key given twice): as the `Value` path.
+            Err(_) => match serde_json::from_str::<Value>(raw.get()) {
+                Ok(v) => Message::Value(v),
+                Err(_) => continue,
+            },
+        };
+        match message.role() {
+            Some("system" | "developer") => {
+                if any_system {
+                    system.push('\n');
+                }
+                any_system = true;
+                system.push_str(&message.content());
+            }
+            Some("user") => {
+                return Some(fingerprint(caller_identity, &system, &message.content()));
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+enum Message<'a> {
+    Raw(RawMessage<'a>),
+    Value(Value),
+}
+
+impl Message<'_> {
+    fn role(&self) -> Option<&str> {
+        match self {
+            Message::Raw(m) => m.role.as_deref(),
+            Message::Value(v) => v.get("role").and_then(Value::as_str),
+        }
+    }
+
+    fn content(&self) -> String {
+        match self {
+            Message::Raw(m) => m.content.map(raw_content).unwrap_or_default(),
+            Message::Value(v) => normalised_content(v.get("content")),
+        }
+    }
+}
+
+/// A message's normalised `content` from its raw JSON: a string directly, anything else through
+/// [`normalised_content`].
+fn raw_content(raw: &RawValue) -> String {
+    let text = raw.get();
+    if text.starts_with('"')
+        && let Ok(s) = serde_json::from_str::<Cow<'_, str>>(text)
+    {
+        return collapse_whitespace(&s);
+    }
+    match serde_json::from_str::<Value>(text) {
+        Ok(v) => normalised_content(Some(&v)),
+        Err(_) => String::new(),
+    }
 }
 
 fn claude_code_session(headers: &[(String, String)], body: &Value) -> Option<String> {
@@ -300,7 +382,19 @@ fn normalised_content(content: Option<&Value>) -> String {
         }
         _ => {}
     }
-    raw.split_whitespace().collect::<Vec<_>>().join(" ")
+    collapse_whitespace(&raw)
+}
+
+/// Whitespace runs (as `char::is_whitespace` defines it) become one space; the ends are trimmed.
+fn collapse_whitespace(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for word in text.split_whitespace() {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(word);
+    }
+    out
 }
 
 fn chat_fingerprint(body: &Value, caller_identity: &str) -> Option<String> {
@@ -318,13 +412,23 @@ fn chat_fingerprint(body: &Value, caller_identity: &str) -> Option<String> {
         }
     }
     let first_user = first_user?;
+    Some(fingerprint(
+        caller_identity,
+        &system.join("\n"),
+        &first_user,
+    ))
+}
+
+/// SHA-256 over the caller and the conversation's opening (each part length-prefixed), the
+/// first 128 bits in hex.
+fn fingerprint(caller_identity: &str, system: &str, first_user: &str) -> String {
     let mut h = Sha256::new();
     h.update(b"iris-session-fingerprint-v1\0");
-    for part in [caller_identity, &system.join("\n"), &first_user] {
+    for part in [caller_identity, system, first_user] {
         h.update((part.len() as u64).to_be_bytes());
         h.update(part.as_bytes());
     }
-    Some(hex::encode(h.finalize())[..32].to_owned())
+    hex::encode(&h.finalize()[..16])
 }
 
 #[cfg(test)]
@@ -407,6 +511,29 @@ mod tests {
             json!([1, 2]),
             json!("text"),
             json!({"metadata": {"user_id": "u_session_abc"}, "messages": "not a list"}),
+            // The fingerprint's fast path and its fallbacks.
+            json!({"messages": [
+                {"role": "developer", "content": " rules\n\t here "},
+                {"role": "system", "content": null},
+                {"role": "system"},
+                {"role": 7, "content": "role is not a string"},
+                "not an object",
+                {"role": "assistant", "content": [{"type": "text", "text": "skipped"}]},
+                {"role": "user", "content": "caf\u{e9}\u{2003} \"quoted\"  \u{a0}end"}
+            ]}),
+            json!({"messages": [
+                {"role": "user", "content": [
+                    "bare string part",
+                    {"type": "input_text", "text": "a"},
+                    {"type": "image_url", "image_url": {"url": "https://x/y.png"}},
+                    {"type": "image_url", "image_url": "data:inline"},
+                    {"type": "audio"},
+                    {"text": "no type"}
+                ]}
+            ]}),
+            json!({"messages": [{"role": "user", "content": 42}]}),
+            json!({"messages": [{"role": "user"}]}),
+            json!({"messages": []}),
         ];
         for family in ["openai_chat", "openai_responses", "anthropic_messages"] {
             for hdrs in [&[][..], &headers[..]] {
@@ -420,6 +547,21 @@ mod tests {
                 }
             }
         }
+        // A key given twice (the last one counts, as in a `Value`), and JSON escapes.
+        let twice =
+            br#"{"messages":[{"role":"system","role":"user","content":"a","content":"b"}]}"#;
+        let escaped = br#"{"messages":[{"role":"us\u0065r","content":"x\u2003\ty \"z\""}]}"#;
+        for raw in [&twice[..], &escaped[..]] {
+            let v: Value = serde_json::from_slice(raw).unwrap();
+            assert_eq!(
+                session_key_from_body("openai_chat", &[], raw, "alice", "r1"),
+                session_key("openai_chat", &[], &v, "alice", "r1"),
+            );
+        }
+        assert_eq!(
+            session_key_from_body("openai_chat", &[], twice, "alice", "r1").kind,
+            SessionKind::Fingerprint
+        );
         // Not JSON at all: a one-request session, as with `Value::Null`.
         assert_eq!(
             session_key_from_body("openai_chat", &[], b"{nope", "alice", "r2").id,
