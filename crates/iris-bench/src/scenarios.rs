@@ -66,7 +66,7 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// The full run: about 8 minutes on 2 cores.
+    /// The full run: about 9 minutes on 2 cores.
     pub fn full() -> Plan {
         Plan {
             quick: false,
@@ -80,7 +80,9 @@ impl Plan {
             sse_chunks: 200,
             sse_chunk_delay_ms: 1,
             sse_concurrency: 8,
-            sse_duration: Duration::from_millis(2500),
+            // ~90 streams a repetition: with half that, one repetition's first-byte median moved
+            // by +-120 us between repetitions of the same build.
+            sse_duration: Duration::from_secs(5),
             streams: 5000,
             streams_chunks: 5,
             streams_chunk_delay_ms: 1000,
