@@ -192,17 +192,26 @@ pub enum Outcome {
 
 impl Decision {
     pub fn outcome(&self) -> Outcome {
-        if self.role.is_none() {
-            Outcome::NoRole
-        } else if self.model.is_some() && !self.model_granted {
-            Outcome::ModelNotGranted
-        } else {
-            Outcome::Allowed
-        }
+        outcome(
+            self.role.is_some(),
+            self.model.is_some(),
+            self.model_granted,
+        )
     }
 
     pub fn is_admin(&self) -> bool {
         self.role == Some("admin")
+    }
+}
+
+/// No role is a 403 whatever was asked; a role without the asked model a 404.
+fn outcome(has_role: bool, asked_model: bool, model_granted: bool) -> Outcome {
+    if !has_role {
+        Outcome::NoRole
+    } else if asked_model && !model_granted {
+        Outcome::ModelNotGranted
+    } else {
+        Outcome::Allowed
     }
 }
 
@@ -291,13 +300,7 @@ impl Policy {
                 model_granted = model_granted || g.models.iter().any(|(_, glob)| glob.is_match(m));
             }
         }
-        if role.is_none() {
-            Outcome::NoRole
-        } else if model.is_some() && !model_granted {
-            Outcome::ModelNotGranted
-        } else {
-            Outcome::Allowed
-        }
+        outcome(role.is_some(), model.is_some(), model_granted)
     }
 
     /// Whether `model` is granted by a decision computed without a model (for listings).
