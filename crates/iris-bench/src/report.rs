@@ -529,10 +529,11 @@ pub fn render(info: &RunInfo, plan: &Plan, r: &Results) -> String {
          identity, no policy, no parsing. The physical limit iris is measured against.\n\
          - **nginx**: → nginx (Debian package, `worker_processes auto`, keep-alive upstream, no \
          buffering) → mock.\n\
-         - **iris**: → `iris serve` (`dist` build: release with fat LTO; every binary of the run is built the same way) → mock, identity resolution on (WhoIs through \
-         the fake tailscaled, which does not know 127.0.0.1, so the caller is `(loopback)`), \
-         grants, usage logging to SQLite with the default writer settings, captures on (the \
-         default). The targets are judged on this one.\n\
+         - **iris**: → `iris serve` (`dist` build: release with fat LTO, like every binary of \
+         the run) → mock, identity resolution on (WhoIs through the fake tailscaled, which does \
+         not know 127.0.0.1, so the caller is `(loopback)`), grants, usage logging to SQLite with \
+         the default writer settings, captures on (the default). The targets are judged on this \
+         one.\n\
          - **iris-nocapture**: a second iris, the same but with `iris.captures.enabled: false`.\n\
          - **iris-key**: the same, with `Authorization: Bearer iris_sk_…` (an iris key looked up \
          in the store).\n\
