@@ -1,4 +1,5 @@
-"""The release binary's process: the allocator settings it is built with take effect."""
+"""The release binary's process: the allocator settings it is built with take effect, and the work
+off the request path runs on threads of its own."""
 
 from __future__ import annotations
 
@@ -29,3 +30,12 @@ def test_jemalloc_purges_from_one_background_thread(gateway: h.Gateway) -> None:
         time.sleep(0.1)
         names = _thread_names(pid)
     assert names.count("jemalloc_bg_thd") == 1, names
+
+
+def test_background_work_has_threads_of_its_own(gateway: h.Gateway) -> None:
+    # Enriching records and captures (`iris-observer`) and preparing the usage writer's batches
+    # (`iris-store`) are milliseconds of CPU at a time; on a request runtime worker they would
+    # hold up the requests queued behind it. Losing either thread would put that work back there.
+    names = _thread_names(gateway.proc.proc.pid)
+    assert names.count("iris-observer") == 1, names
+    assert names.count("iris-store") == 1, names

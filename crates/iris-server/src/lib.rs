@@ -97,7 +97,19 @@ pub struct Gateway {
 }
 
 impl Gateway {
+    /// A gateway whose store writes run on the current runtime (tests, embedding).
     pub fn new(config: Config, store: Arc<dyn Store>, usage: UsageSink) -> Gateway {
+        Gateway::with_store_runtime(config, store, usage, tokio::runtime::Handle::current())
+    }
+
+    /// A gateway whose capture writes run on `store_rt`, which must outlive the store's use (see
+    /// `observe::spawn_observer`); `iris serve` gives it a runtime thread of its own.
+    pub fn with_store_runtime(
+        config: Config,
+        store: Arc<dyn Store>,
+        usage: UsageSink,
+        store_rt: tokio::runtime::Handle,
+    ) -> Gateway {
         let id = &config.iris.identity;
         let whois = id.whois.then(|| {
             WhoisClient::new(
@@ -107,8 +119,12 @@ impl Gateway {
             )
         });
         let client = upstream::build_client(config.iris.timeouts.connect);
-        let (observer, observer_handle) =
-            observe::spawn_observer(store.clone(), usage, config.iris.usage.queue_capacity);
+        let (observer, observer_handle) = observe::spawn_observer(
+            store.clone(),
+            usage,
+            config.iris.usage.queue_capacity,
+            store_rt,
+        );
         Gateway {
             runtime: ArcSwap::from_pointee(Runtime::new(config)),
             store,

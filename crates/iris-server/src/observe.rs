@@ -198,24 +198,29 @@ impl ObserverHandle {
 /// Start the worker. It runs on a thread of its own (with a small runtime of its own), so the
 /// CPU work of enrichment — parsing bodies, reassembling streams, redacting captures — never
 /// holds one of the request path's runtime workers: a request or a stream's next chunk does not
-/// wait behind it. Store writes are spawned on the caller's runtime (where the store's pool
-/// lives). Must be called from within a tokio runtime.
+/// wait behind it. Capture writes are spawned on `store_rt`: a runtime that lives as long as the
+/// store's pool (a connection sqlx hands back is returned by a task on the runtime that used it;
+/// on the observer's own runtime, which ends first, that task would be cancelled and the
+/// connection — for an in-memory store, the whole database — lost). The server gives it a
+/// runtime thread of its own: preparing a batch's statement (sqlx copies every argument) is a
+/// millisecond of CPU for a few hundred captures, which on a request runtime worker would hold up
+/// the requests queued behind it.
 pub fn spawn_observer(
     store: Arc<dyn Store>,
     sink: UsageSink,
     capacity: usize,
+    store_rt: tokio::runtime::Handle,
 ) -> (Observer, ObserverHandle) {
     let (tx, rx) = mpsc::channel(capacity.max(1));
     let closed = Arc::new(AtomicBool::new(false));
     let stop = tokio_util::sync::CancellationToken::new();
     let (done_tx, done) = tokio::sync::oneshot::channel();
-    let main = tokio::runtime::Handle::current();
     let worker_sink = sink.clone();
     let worker_stop = stop.clone();
     let captures_dropped = Arc::new(AtomicU64::new(0));
     let writes = CaptureWrites {
         store,
-        main,
+        store_rt,
         held: std::collections::VecDeque::new(),
         held_bytes: 0,
         in_flight: None,
@@ -322,7 +327,7 @@ async fn worker(
 /// out a lock for seconds) must not hold up the records behind it.
 struct CaptureWrites {
     store: Arc<dyn Store>,
-    main: tokio::runtime::Handle,
+    store_rt: tokio::runtime::Handle,
     held: std::collections::VecDeque<CaptureRow>,
     held_bytes: usize,
     in_flight: Option<tokio::task::JoinHandle<(usize, Result<(), iris_store::StoreError>)>>,
@@ -373,7 +378,7 @@ impl CaptureWrites {
         let batch = Vec::from(std::mem::take(&mut self.held));
         self.held_bytes = 0;
         let store = self.store.clone();
-        self.in_flight = Some(self.main.spawn(async move {
+        self.in_flight = Some(self.store_rt.spawn(async move {
             let r = store.insert_captures(&batch).await;
             (batch.len(), r)
         }));
@@ -628,7 +633,8 @@ mod tests {
         let store: Arc<dyn Store> =
             Arc::new(iris_store::SqliteStore::open_in_memory().await.unwrap());
         let (sink, _writer) = iris_store::spawn_usage_writer(store.clone(), Default::default());
-        let (observer, handle) = spawn_observer(store.clone(), sink, 4096);
+        let (observer, handle) =
+            spawn_observer(store.clone(), sink, 4096, tokio::runtime::Handle::current());
         // A finished request at most every millisecond, without pause: the queue is rarely empty
         // when the worker looks, and fewer than a full batch (1,024) arrive in the 900 ms below.
         let feeding = Arc::new(AtomicBool::new(true));

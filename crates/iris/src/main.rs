@@ -327,15 +327,28 @@ async fn serve(args: ServeArgs) -> Result<ExitCode> {
             .await
             .with_context(|| format!("cannot open the store in {}", data_dir.display()))?,
     );
+    // Store writes (the usage writer's task, the capture writes) run on a runtime thread of their
+    // own: preparing a batch's statement (sqlx copies every argument of a thousand records) is
+    // milliseconds of CPU, which on one of the request path's workers would hold up the requests
+    // queued behind it (the fixed-rate p99).
+    let store_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("iris-store")
+        .enable_all()
+        .build()
+        .context("cannot start the usage writer's runtime")?;
     let u = &config.iris.usage;
-    let (sink, writer) = iris_store::spawn_usage_writer(
-        store.clone(),
-        UsageWriterConfig {
-            queue_capacity: u.queue_capacity,
-            batch_size: u.batch_size,
-            flush_interval: u.flush_interval,
-        },
-    );
+    let (sink, writer) = {
+        let _on = store_rt.enter();
+        iris_store::spawn_usage_writer(
+            store.clone(),
+            UsageWriterConfig {
+                queue_capacity: u.queue_capacity,
+                batch_size: u.batch_size,
+                flush_interval: u.flush_interval,
+            },
+        )
+    };
     let listener = tokio::net::TcpListener::bind(config.iris.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.iris.listen))?;
@@ -356,7 +369,10 @@ async fn serve(args: ServeArgs) -> Result<ExitCode> {
         Arc::new(ProcessEnv),
         overrides,
     );
-    let gateway = Arc::new(iris_server::Gateway::new(config, store, sink).with_config_file(file));
+    let gateway = Arc::new(
+        iris_server::Gateway::with_store_runtime(config, store, sink, store_rt.handle().clone())
+            .with_config_file(file),
+    );
     gateway.config_file.record_initial(&gateway).await;
     let tailscaled = gateway.probe_tailscaled().await;
 
@@ -397,6 +413,8 @@ async fn serve(args: ServeArgs) -> Result<ExitCode> {
     drop(gateway);
     let stats = writer.shutdown().await;
     tracing::info!(?stats, "usage records flushed; bye");
+    // Every write has finished; a runtime may not be dropped (blocking) inside this one.
+    store_rt.shutdown_background();
     Ok(ExitCode::SUCCESS)
 }
 
