@@ -39,3 +39,40 @@ def test_background_work_has_threads_of_its_own(gateway: h.Gateway) -> None:
     names = _thread_names(gateway.proc.proc.pid)
     assert names.count("iris-observer") == 1, names
     assert names.count("iris-store") == 1, names
+
+
+def test_a_second_gateway_on_the_same_data_dir_exits_with_an_error_not_a_panic(
+    gateway: h.Gateway,
+) -> None:
+    # Refused after the store and its write runtime exist: leaving `serve` early must shut that
+    # runtime down cleanly (dropping a runtime inside another one panics).
+    res = gateway.cli(
+        "serve",
+        "--config",
+        str(gateway.config_path),
+        "--data-dir",
+        str(gateway.data_dir),
+        "--listen",
+        "127.0.0.1:0",
+        check=False,
+    )
+    assert res.returncode == 1, (res.returncode, res.stderr)
+    assert "already serving the data directory" in res.stderr, res.stderr
+    assert "panicked" not in res.stderr, res.stderr
+
+
+def test_a_listen_address_in_use_is_an_error_not_a_panic(gateway: h.Gateway, tmp_path: Path) -> None:
+    port = gateway.url.rsplit(":", 1)[1]
+    res = gateway.cli(
+        "serve",
+        "--config",
+        str(gateway.config_path),
+        "--data-dir",
+        str(tmp_path / "other"),
+        "--listen",
+        f"127.0.0.1:{port}",
+        check=False,
+    )
+    assert res.returncode == 1, (res.returncode, res.stderr)
+    assert "cannot listen on" in res.stderr, res.stderr
+    assert "panicked" not in res.stderr, res.stderr

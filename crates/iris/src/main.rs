@@ -331,15 +331,17 @@ async fn serve(args: ServeArgs) -> Result<ExitCode> {
     // own: preparing a batch's statement (sqlx copies every argument of a thousand records) is
     // milliseconds of CPU, which on one of the request path's workers would hold up the requests
     // queued behind it (the fixed-rate p99).
-    let store_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name("iris-store")
-        .enable_all()
-        .build()
-        .context("cannot start the usage writer's runtime")?;
+    let store_rt = StoreRuntime::new(
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("iris-store")
+            .enable_all()
+            .build()
+            .context("cannot start the store writes' runtime")?,
+    );
     let u = &config.iris.usage;
     let (sink, writer) = {
-        let _on = store_rt.enter();
+        let _on = store_rt.handle().enter();
         iris_store::spawn_usage_writer(
             store.clone(),
             UsageWriterConfig {
@@ -370,7 +372,7 @@ async fn serve(args: ServeArgs) -> Result<ExitCode> {
         overrides,
     );
     let gateway = Arc::new(
-        iris_server::Gateway::with_store_runtime(config, store, sink, store_rt.handle().clone())
+        iris_server::Gateway::with_store_runtime(config, store, sink, store_rt.handle())
             .with_config_file(file),
     );
     gateway.config_file.record_initial(&gateway).await;
@@ -413,9 +415,37 @@ async fn serve(args: ServeArgs) -> Result<ExitCode> {
     drop(gateway);
     let stats = writer.shutdown().await;
     tracing::info!(?stats, "usage records flushed; bye");
-    // Every write has finished; a runtime may not be dropped (blocking) inside this one.
-    store_rt.shutdown_background();
+    drop(store_rt);
     Ok(ExitCode::SUCCESS)
+}
+
+/// The runtime the store writes run on (see `serve`). It is dropped inside the main runtime, on
+/// every path out of `serve` (an early error too), where a blocking shutdown would panic; by then
+/// every write has finished or will never be awaited, so it is shut down without waiting.
+struct StoreRuntime {
+    rt: Option<tokio::runtime::Runtime>,
+    handle: tokio::runtime::Handle,
+}
+
+impl StoreRuntime {
+    fn new(rt: tokio::runtime::Runtime) -> StoreRuntime {
+        StoreRuntime {
+            handle: rt.handle().clone(),
+            rt: Some(rt),
+        }
+    }
+
+    fn handle(&self) -> tokio::runtime::Handle {
+        self.handle.clone()
+    }
+}
+
+impl Drop for StoreRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 struct Banner {
