@@ -255,24 +255,15 @@ impl Policy {
         tailnet: &TailnetGrants,
         model: Option<&str>,
     ) -> Decision {
-        let mut role = None;
         let mut matched = Vec::new();
-        let mut model_granted = false;
-        for g in self.grants.iter().chain(tailnet.grant.iter()) {
-            let Some((src, _)) = g.src.iter().find(|(_, m)| m.matches(principal)) else {
-                continue;
-            };
-            role = merge_role(role, g.role);
-            if let Some(m) = model {
-                model_granted |= g.models.iter().any(|(_, glob)| glob.is_match(m));
-            }
+        let (role, model_granted) = self.walk(principal, tailnet, model, |g, src| {
             matched.push(Matched {
                 source: g.source.clone(),
-                src: src.clone(),
+                src: src.to_owned(),
                 role: role_name(g.role),
                 models: g.models.iter().map(|(p, _)| p.clone()).collect(),
             });
-        }
+        });
         Decision {
             role: role_name(role),
             matched,
@@ -289,18 +280,32 @@ impl Policy {
         tailnet: &TailnetGrants,
         model: Option<&str>,
     ) -> Outcome {
+        let (role, model_granted) = self.walk(principal, tailnet, model, |_, _| {});
+        outcome(role.is_some(), model.is_some(), model_granted)
+    }
+
+    /// Every grant (config, then tailnet) that matches `principal`, handed to `matched` with the
+    /// `src` entry that matched: the merged role and whether one of them grants `model`.
+    fn walk(
+        &self,
+        principal: &Principal,
+        tailnet: &TailnetGrants,
+        model: Option<&str>,
+        mut matched: impl FnMut(&CompiledGrant, &str),
+    ) -> (Option<Role>, bool) {
         let mut role = None;
         let mut model_granted = false;
         for g in self.grants.iter().chain(tailnet.grant.iter()) {
-            if !g.src.iter().any(|(_, m)| m.matches(principal)) {
+            let Some((src, _)) = g.src.iter().find(|(_, m)| m.matches(principal)) else {
                 continue;
-            }
+            };
             role = merge_role(role, g.role);
             if let Some(m) = model {
                 model_granted = model_granted || g.models.iter().any(|(_, glob)| glob.is_match(m));
             }
+            matched(g, src);
         }
-        outcome(role.is_some(), model.is_some(), model_granted)
+        (role, model_granted)
     }
 
     /// Whether `model` is granted by a decision computed without a model (for listings).
