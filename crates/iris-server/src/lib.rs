@@ -97,7 +97,7 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// A gateway whose store writes run on the current runtime (tests, embedding).
+    /// A gateway whose capture writes run on the current runtime (tests, embedding).
     pub fn new(config: Config, store: Arc<dyn Store>, usage: UsageSink) -> Gateway {
         Gateway::with_store_runtime(config, store, usage, tokio::runtime::Handle::current())
     }
