@@ -12,7 +12,7 @@
 //! `raw_events_truncated` says the reassembly saw only part of the stream.
 //!
 //! [`build_capture_deferred`] leaves the reassembly for when the capture is read
-//! ([`finish_stored`]) whenever the stored response text holds the whole answer and the answer
+//! ([`stored_document`]) whenever the stored response text holds the whole answer and the answer
 //! calls no tool: reassembling every stream as it ends costs more than the rest of the gateway's
 //! work on it, and most captures are never opened. Tool calls are still worked out at once (the
 //! usage record lists their names), which is why a response that mentions one is reassembled
@@ -79,12 +79,12 @@ pub struct Capture {
     pub response_truncated: bool,
     pub reassembled: Option<Reassembled>,
     pub raw_events_truncated: bool,
-    /// Set when the reassembly was left for [`finish_stored`] (never in an API answer).
+    /// Set when the reassembly was left for [`stored_document`] (never in an API answer).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deferred: Option<DeferredReassembly>,
 }
 
-/// What [`finish_stored`] needs to reassemble a stored response.
+/// What [`stored_document`] needs to reassemble a stored response.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeferredReassembly {
     pub api_family: String,
@@ -118,7 +118,7 @@ pub fn build_capture(
 }
 
 /// [`build_capture`], leaving the reassembly of a complete, tool-free answer for
-/// [`finish_stored`] (see the module docs). Tool calls are the same as `build_capture`'s.
+/// [`stored_document`] (see the module docs). Tool calls are the same as `build_capture`'s.
 pub fn build_capture_deferred(
     raw: &RawExchange<'_>,
     limits: &CaptureLimits,
@@ -135,35 +135,53 @@ fn mentions_tools(bytes: &[u8]) -> bool {
         || memchr::memmem::find(bytes, b"_use\"").is_some()
 }
 
-/// Complete a stored capture for the API: when its reassembly was deferred, reassemble the
-/// stored response text (scrubbed again with `redactor`: a secret split across stream events
-/// joins up in the reassembled text). `None` when there is nothing to add (serve it as stored).
-pub fn finish_stored(stored: &str, redactor: &Redactor) -> Option<String> {
-    if !stored.contains("\"deferred\"") {
-        return None;
+/// The capture document the API serves, from what the store kept: `document` (the capture as
+/// JSON) and the body texts kept beside it, which go back in as its `request_body` and
+/// `response_body` (a `None` leaves the document's own value: null, or the body of a capture
+/// stored with its bodies inside). When the reassembly was deferred, the stored response text is
+/// reassembled now (scrubbed again with `redactor`: a secret split across stream events joins up
+/// in the reassembled text). A document that is not a JSON object is served as it is.
+pub fn stored_document(
+    document: String,
+    request_body: Option<String>,
+    response_body: Option<String>,
+    redactor: &Redactor,
+) -> String {
+    if request_body.is_none() && response_body.is_none() && !document.contains("\"deferred\"") {
+        return document;
     }
-    let mut doc: serde_json::Value = serde_json::from_str(stored).ok()?;
-    let obj = doc.as_object_mut()?;
-    let deferred: DeferredReassembly = serde_json::from_value(obj.remove("deferred")?).ok()?;
-    let body = obj
-        .get("response_body")
-        .and_then(serde_json::Value::as_str)
-        .unwrap_or("")
-        .as_bytes();
-    let reassembled = if deferred.sse {
-        crate::reassemble::reassemble_stream(&deferred.api_family, body)
-    } else {
-        reassemble_json(&deferred.api_family, body)
+    let Ok(serde_json::Value::Object(mut obj)) = serde_json::from_str(&document) else {
+        return document;
+    };
+    if let Some(b) = request_body {
+        obj.insert("request_body".into(), b.into());
     }
-    .map(|mut m| {
-        scrub_message(redactor, &mut m);
-        m
-    });
-    obj.insert(
-        "reassembled".into(),
-        serde_json::to_value(reassembled).unwrap_or(serde_json::Value::Null),
-    );
-    Some(doc.to_string())
+    if let Some(b) = response_body {
+        obj.insert("response_body".into(), b.into());
+    }
+    if let Some(d) = obj.remove("deferred")
+        && let Ok(deferred) = serde_json::from_value::<DeferredReassembly>(d)
+    {
+        let body = obj
+            .get("response_body")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("")
+            .as_bytes();
+        let reassembled = if deferred.sse {
+            crate::reassemble::reassemble_stream(&deferred.api_family, body)
+        } else {
+            reassemble_json(&deferred.api_family, body)
+        }
+        .map(|mut m| {
+            scrub_message(redactor, &mut m);
+            m
+        });
+        obj.insert(
+            "reassembled".into(),
+            serde_json::to_value(reassembled).unwrap_or(serde_json::Value::Null),
+        );
+    }
+    serde_json::Value::Object(obj).to_string()
 }
 
 fn build(

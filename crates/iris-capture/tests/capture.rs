@@ -351,14 +351,12 @@ fn deferred_reassembly_reads_back_as_the_eager_capture() {
         let eager = iris_capture::build_capture(&raw, &limits, &redactor);
         let lazy = iris_capture::build_capture_deferred(&raw, &limits, &redactor);
         assert_eq!(lazy.tool_calls(), eager.tool_calls(), "{family} {sse}");
-        let stored = serde_json::to_string(&lazy).unwrap();
-        let read = match iris_capture::finish_stored(&stored, &redactor) {
-            Some(text) => {
-                deferred_seen += 1;
-                text
-            }
-            None => stored,
-        };
+        deferred_seen += usize::from(lazy.deferred.is_some());
+        // Stored as the server stores it: the bodies beside the document.
+        let mut doc = lazy.clone();
+        let (request_body, response_body) = (doc.request_body.take(), doc.response_body.take());
+        let stored = serde_json::to_string(&doc).unwrap();
+        let read = iris_capture::stored_document(stored, request_body, response_body, &redactor);
         let read: Value = serde_json::from_str(&read).unwrap();
         assert_eq!(
             read,
@@ -366,6 +364,14 @@ fn deferred_reassembly_reads_back_as_the_eager_capture() {
             "{family} sse={sse}"
         );
         assert!(!read.to_string().contains(secret), "{family} {sse}");
+        // A capture stored before the bodies had columns of their own reads the same.
+        let old = serde_json::to_string(&lazy).unwrap();
+        let old = iris_capture::stored_document(old, None, None, &redactor);
+        assert_eq!(
+            serde_json::from_str::<Value>(&old).unwrap(),
+            read,
+            "{family} {sse}"
+        );
     }
     assert!(
         deferred_seen >= 3,

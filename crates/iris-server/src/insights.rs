@@ -154,8 +154,14 @@ pub async fn capture(
         .ok_or_else(|| {
             not_found("no capture for this request (never captured, or purged by retention)")
         })?;
-    // Answers whose reassembly was deferred are reassembled now (see iris_capture::capture).
-    let body = iris_capture::finish_stored(&row.body, &gw.runtime().redactor).unwrap_or(row.body);
+    // The bodies go back into the document; answers whose reassembly was deferred are
+    // reassembled now (see iris_capture::capture).
+    let body = iris_capture::stored_document(
+        row.body,
+        row.request_body,
+        row.response_body,
+        &gw.runtime().redactor,
+    );
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 

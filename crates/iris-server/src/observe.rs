@@ -345,14 +345,14 @@ impl CaptureWrites {
     }
 
     fn hold(&mut self, c: CaptureRow) {
-        self.held_bytes += c.body.len();
+        self.held_bytes += c.text_len();
         self.held.push_back(c);
         let mut dropped = 0;
         while self.held_bytes > MAX_HELD_CAPTURE_BYTES {
             let Some(old) = self.held.pop_front() else {
                 break;
             };
-            self.held_bytes -= old.body.len();
+            self.held_bytes -= old.text_len();
             dropped += 1;
         }
         if dropped > 0 {
@@ -379,8 +379,8 @@ impl CaptureWrites {
         self.held_bytes = 0;
         let store = self.store.clone();
         self.in_flight = Some(self.store_rt.spawn(async move {
-            let r = store.insert_captures(&batch).await;
-            (batch.len(), r)
+            let n = batch.len();
+            (n, store.insert_captures(batch).await)
         }));
     }
 
@@ -483,23 +483,31 @@ fn enrich(item: Item) -> (UsageRecord, Option<CaptureRow>) {
             .iter()
             .map(|t| t.name.clone())
             .collect();
-        capture_row = stored_capture(&capture, &record.id, record.status).map(|body| CaptureRow {
-            request_id: record.id.clone(),
-            ts_ms: record.ts_ms,
-            body,
-        });
+        capture_row = stored_capture(capture, &record.id, record.status).map(
+            |(body, request_body, response_body)| CaptureRow {
+                request_id: record.id.clone(),
+                ts_ms: record.ts_ms,
+                body,
+                request_body,
+                response_body,
+            },
+        );
     }
     (record, capture_row)
 }
 
-/// The capture as the API serves it: its own fields plus `request_id` and `status`, serialized
-/// once, straight to text.
+/// The capture as the store keeps it: the document the API serves (its own fields plus
+/// `request_id` and `status`, serialized once, straight to text) with the two bodies taken out,
+/// and the bodies' texts. Escaped into the document, a JSON body would cost more to write than
+/// the rest of the capture; `iris_capture::stored_document` puts them back when it is read.
 fn stored_capture(
-    capture: &iris_capture::Capture,
+    mut capture: iris_capture::Capture,
     request_id: &str,
     status: u16,
-) -> Option<String> {
-    let doc = serde_json::to_string(capture).ok()?;
+) -> Option<(String, Option<String>, Option<String>)> {
+    let request_body = capture.request_body.take();
+    let response_body = capture.response_body.take();
+    let doc = serde_json::to_string(&capture).ok()?;
     let rest = doc.strip_prefix('{')?;
     let id = serde_json::to_string(request_id).ok()?;
     let mut out = String::with_capacity(doc.len() + id.len() + 32);
@@ -511,11 +519,9 @@ fn stored_capture(
         out.push(',');
     }
     out.push_str(rest);
-    Some(out)
+    Some((out, request_body, response_body))
 }
 
-/// The cost settings of a provider: its `cost_basis`, else (with `auto_cost_basis`) inferred from
-/// its compatibility flags, else OpenAI's; and its `model_cost_map`.
 pub fn provider_cost(p: &iris_config::Provider, auto: bool) -> ProviderCost {
     let c = &p.compatibility;
     let flags: Vec<&str> = [
@@ -620,12 +626,25 @@ mod tests {
             &CaptureLimits::default(),
             &Redactor::default(),
         );
-        let text = stored_capture(&capture, "r\"1", 201).unwrap();
+        let (text, request_body, response_body) =
+            stored_capture(capture.clone(), "r\"1", 201).unwrap();
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(v["request_id"], "r\"1");
         assert_eq!(v["status"], 201);
         assert_eq!(v["method"], "POST");
-        assert_eq!(v["request_body"], "{\"model\":\"m\"}");
+        // The bodies are kept beside the document and put back when it is read.
+        assert_eq!(v["request_body"], serde_json::Value::Null);
+        assert_eq!(request_body.as_deref(), Some("{\"model\":\"m\"}"));
+        assert_eq!(response_body, None);
+        let read =
+            iris_capture::stored_document(text, request_body, response_body, &Redactor::default());
+        let mut want = serde_json::to_value(&capture).unwrap();
+        want["request_id"] = "r\"1".into();
+        want["status"] = 201.into();
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&read).unwrap(),
+            want
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -256,12 +256,28 @@ pub struct ConfigVersion {
     pub text: String,
 }
 
-/// One stored capture: the JSON document the capture pipeline built (already redacted).
+/// One stored capture, already redacted: the JSON document the capture pipeline built, and the
+/// texts of its two bodies beside it (`iris_capture::stored_document` puts them together).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CaptureRow {
     pub request_id: String,
     pub ts_ms: i64,
+    /// The capture's JSON document. Its `request_body`/`response_body` are null when the
+    /// texts are kept in the fields below (every capture written since schema version 4).
     pub body: String,
+    /// The request body's text, when kept outside `body`.
+    pub request_body: Option<String>,
+    /// The response body's text, when kept outside `body`.
+    pub response_body: Option<String>,
+}
+
+impl CaptureRow {
+    /// Bytes of text the row holds.
+    pub fn text_len(&self) -> usize {
+        self.body.len()
+            + self.request_body.as_ref().map_or(0, String::len)
+            + self.response_body.as_ref().map_or(0, String::len)
+    }
 }
 
 /// A session: requests grouped by their session id.
@@ -395,8 +411,9 @@ pub trait Store: Send + Sync + 'static {
     async fn config_versions(&self, limit: u32) -> Result<Vec<ConfigVersion>, StoreError>;
     /// One saved version with its text.
     async fn config_version(&self, id: i64) -> Result<Option<ConfigVersion>, StoreError>;
-    /// Keep captures (an existing request id is left as it is).
-    async fn insert_captures(&self, batch: &[CaptureRow]) -> Result<(), StoreError>;
+    /// Keep captures (an existing request id is left as it is). Takes the batch by value: the
+    /// texts move into the statement instead of being copied (captures are not retried).
+    async fn insert_captures(&self, batch: Vec<CaptureRow>) -> Result<(), StoreError>;
     async fn capture(&self, request_id: &str) -> Result<Option<CaptureRow>, StoreError>;
     /// Delete captures older than `before_ms`; with `tools`, also forget the tool names of
     /// usage records older than that. Usage records themselves are kept. Returns captures deleted.

@@ -57,9 +57,11 @@ const USAGE_ROWS_PER_INSERT: usize = MAX_BIND_PARAMS / USAGE_COLUMN_COUNT;
 const _: () = assert!(
     USAGE_ROWS_PER_INSERT >= 1 && USAGE_ROWS_PER_INSERT * USAGE_COLUMN_COUNT <= MAX_BIND_PARAMS
 );
-/// Rows per capture INSERT at most (3 parameters a row).
-const CAPTURE_ROWS_PER_INSERT: usize = 256;
-const _: () = assert!(CAPTURE_ROWS_PER_INSERT * 3 <= MAX_BIND_PARAMS);
+/// Parameters of one capture row.
+const CAPTURE_COLUMN_COUNT: usize = 5;
+/// Rows per capture INSERT at most.
+const CAPTURE_ROWS_PER_INSERT: usize = 192;
+const _: () = assert!(CAPTURE_ROWS_PER_INSERT * CAPTURE_COLUMN_COUNT <= MAX_BIND_PARAMS);
 
 /// Multi-row INSERT statements come in a few fixed row counts: the largest allowed and the powers
 /// of two below it. A batch is written as chunks of those sizes, largest first, so each
@@ -124,8 +126,9 @@ fn capture_insert() -> &'static InsertLadder {
     static LADDER: std::sync::OnceLock<InsertLadder> = std::sync::OnceLock::new();
     LADDER.get_or_init(|| {
         InsertLadder::new(
-            "INSERT OR IGNORE INTO captures (request_id, ts_ms, body) VALUES",
-            3,
+            "INSERT OR IGNORE INTO captures (request_id, ts_ms, body, request_body, response_body) \
+             VALUES",
+            CAPTURE_COLUMN_COUNT,
             CAPTURE_ROWS_PER_INSERT,
             "",
         )
@@ -519,18 +522,24 @@ impl Store for SqliteStore {
             .collect()
     }
 
-    async fn insert_captures(&self, batch: &[CaptureRow]) -> Result<(), StoreError> {
+    async fn insert_captures(&self, batch: Vec<CaptureRow>) -> Result<(), StoreError> {
         if batch.is_empty() {
             return Ok(());
         }
         let mut tx = self.begin_write().await?;
-        for (start, end, sql) in capture_insert().chunks(batch.len()) {
+        let len = batch.len();
+        let mut rows = batch.into_iter();
+        for (start, end, sql) in capture_insert().chunks(len) {
             let mut q = sqlx::query(sql);
-            for c in &batch[start..end] {
+            // Owned texts move into the arguments (a borrowed one would be copied before the
+            // statement runs, and a capture is kilobytes).
+            for c in rows.by_ref().take(end - start) {
                 q = q
-                    .bind(c.request_id.as_str())
+                    .bind(c.request_id)
                     .bind(c.ts_ms)
-                    .bind(c.body.as_str());
+                    .bind(c.body)
+                    .bind(c.request_body)
+                    .bind(c.response_body);
             }
             if let Err(e) = q.execute(&mut *tx).await {
                 self.abandon(tx).await;
@@ -541,15 +550,20 @@ impl Store for SqliteStore {
     }
 
     async fn capture(&self, request_id: &str) -> Result<Option<CaptureRow>, StoreError> {
-        let row = sqlx::query("SELECT request_id, ts_ms, body FROM captures WHERE request_id = ?")
-            .bind(request_id)
-            .fetch_optional(&self.reader)
-            .await?;
+        let row = sqlx::query(
+            "SELECT request_id, ts_ms, body, request_body, response_body FROM captures \
+             WHERE request_id = ?",
+        )
+        .bind(request_id)
+        .fetch_optional(&self.reader)
+        .await?;
         row.map(|r| {
             Ok(CaptureRow {
                 request_id: r.try_get(0)?,
                 ts_ms: r.try_get(1)?,
                 body: r.try_get(2)?,
+                request_body: r.try_get(3)?,
+                response_body: r.try_get(4)?,
             })
         })
         .transpose()
@@ -881,7 +895,11 @@ mod tests {
     fn insert_ladders_cover_every_batch_with_few_statements() {
         for (ladder, columns, max) in [
             (usage_insert(), USAGE_COLUMN_COUNT, USAGE_ROWS_PER_INSERT),
-            (capture_insert(), 3, CAPTURE_ROWS_PER_INSERT),
+            (
+                capture_insert(),
+                CAPTURE_COLUMN_COUNT,
+                CAPTURE_ROWS_PER_INSERT,
+            ),
         ] {
             assert!(ladder.steps.len() <= 10);
             for (n, sql) in &ladder.steps {

@@ -518,3 +518,60 @@ async fn readers_see_committed_writes_on_a_file_store() {
     writer.await.unwrap();
     assert_eq!(store.count_usage().await.unwrap(), 1000);
 }
+
+/// A database made by an iris before schema version 4 (captures with their bodies inside the
+/// JSON document) opens, migrates, and serves those captures as they were stored.
+#[tokio::test]
+async fn captures_stored_before_version_4_read_back_unchanged() {
+    use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+    let tmp = tempfile::tempdir().unwrap();
+    let old = tmp.path().join("migrations-v3");
+    std::fs::create_dir(&old).unwrap();
+    let all = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+    let mut copied = 0;
+    for e in std::fs::read_dir(&all).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name().into_string().unwrap();
+        if name.as_str() < "0004" {
+            std::fs::copy(e.path(), old.join(&name)).unwrap();
+            copied += 1;
+        }
+    }
+    assert_eq!(copied, 3);
+    let path = tmp.path().join("iris.db");
+    let pool = SqlitePoolOptions::new()
+        .connect_with(
+            SqliteConnectOptions::new()
+                .filename(&path)
+                .create_if_missing(true),
+        )
+        .await
+        .unwrap();
+    sqlx::migrate::Migrator::new(old.as_path())
+        .await
+        .unwrap()
+        .run(&pool)
+        .await
+        .unwrap();
+    let doc = r#"{"request_id":"r1","status":200,"request_body":"{\"model\":\"m\"}","response_body":null}"#;
+    sqlx::query("INSERT INTO captures (request_id, ts_ms, body) VALUES ('r1', 5, ?)")
+        .bind(doc)
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+
+    let store = SqliteStore::open(&path).await.unwrap();
+    let row = store.capture("r1").await.unwrap().unwrap();
+    assert_eq!(
+        row,
+        iris_store::CaptureRow {
+            request_id: "r1".into(),
+            ts_ms: 5,
+            body: doc.into(),
+            request_body: None,
+            response_body: None,
+        }
+    );
+    store.close().await;
+}

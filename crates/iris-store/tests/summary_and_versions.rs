@@ -174,18 +174,25 @@ async fn sessions_captures_and_purge() {
     // Captures: kept, read back, purged by age; usage records stay.
     let caps: Vec<_> = recs
         .iter()
-        .map(|r| CaptureRow {
+        .enumerate()
+        .map(|(i, r)| CaptureRow {
             request_id: r.id.clone(),
             ts_ms: r.ts_ms,
             body: format!("{{\"id\":\"{}\"}}", r.id),
+            request_body: (i % 2 == 0).then(|| format!("{{\"n\": {i}}}\n")),
+            response_body: (i % 3 == 0).then(|| format!("data: {i}\n\n")),
         })
         .collect();
-    store.insert_captures(&caps).await.unwrap();
-    store.insert_captures(&caps[..1]).await.unwrap(); // a retried batch adds nothing
-    assert_eq!(
-        store.capture(&recs[0].id).await.unwrap().unwrap().body,
-        caps[0].body
-    );
+    store.insert_captures(caps.clone()).await.unwrap();
+    let mut again = caps[0].clone();
+    again.body = "{}".into();
+    store.insert_captures(vec![again]).await.unwrap(); // a retried capture changes nothing
+    for c in &caps {
+        assert_eq!(
+            store.capture(&c.request_id).await.unwrap().as_ref(),
+            Some(c)
+        );
+    }
     let purged = store.purge(recs[3].ts_ms, true).await.unwrap();
     assert_eq!(purged, 3);
     assert!(store.capture(&recs[0].id).await.unwrap().is_none());
