@@ -155,7 +155,7 @@ async fn profile_process(
 ) -> anyhow::Result<Vec<ProfilePart>> {
     let ep = Endpoint::new(server.addr()?);
     let pid = server.pid;
-    let chat = chat_spec();
+    let chat = chat_spec(0);
     let sse = anthropic_stream_spec(200, 1)?;
     let mut parts = Vec::new();
 

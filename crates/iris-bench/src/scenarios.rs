@@ -48,6 +48,9 @@ pub struct Plan {
     pub warmup: Duration,
     pub chat_connections: usize,
     pub chat_duration: Duration,
+    /// Bytes of prompt text in the chat scenarios' request (0: the small chat). A coding
+    /// agent's request is tens to hundreds of kilobytes of code and conversation.
+    pub chat_prompt_bytes: usize,
     pub rate_rps: f64,
     pub rate_connections: usize,
     pub rate_duration: Duration,
@@ -74,6 +77,7 @@ impl Plan {
             warmup: Duration::from_millis(500),
             chat_connections: 64,
             chat_duration: Duration::from_secs(2),
+            chat_prompt_bytes: 0,
             rate_rps: 2000.0,
             rate_connections: 32,
             rate_duration: Duration::from_millis(2500),
@@ -110,12 +114,31 @@ impl Plan {
     }
 }
 
-/// The request of the chat scenarios: a small OpenAI chat completion.
-pub fn chat_spec() -> RequestSpec {
-    RequestSpec::post_json(
-        "/v1/chat/completions",
-        r#"{"model":"gpt-4o-mini","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"Say hello in one short sentence."}],"max_tokens":64}"#,
-    )
+/// The request of the chat scenarios: an OpenAI chat completion, small unless `prompt_bytes`
+/// asks for a user message of about that many bytes of source code (quotes, backslashes and
+/// newlines included, as a coding agent sends).
+pub fn chat_spec(prompt_bytes: usize) -> RequestSpec {
+    if prompt_bytes == 0 {
+        return RequestSpec::post_json(
+            "/v1/chat/completions",
+            r#"{"model":"gpt-4o-mini","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"Say hello in one short sentence."}],"max_tokens":64}"#,
+        );
+    }
+    const CODE: &str = "fn greet(name: &str) -> String {\n    // Say \"hello\" politely.\n    \
+                        format!(\"hello, {name}\\n\")\n}\n\n";
+    let mut prompt = String::from("Review this code:\n");
+    while prompt.len() < prompt_bytes {
+        prompt.push_str(CODE);
+    }
+    let body = serde_json::json!({
+        "model": "gpt-4o-mini",
+        "messages": [
+            {"role": "system", "content": "You are a careful code reviewer."},
+            {"role": "user", "content": prompt},
+        ],
+        "max_tokens": 64,
+    });
+    RequestSpec::post_json("/v1/chat/completions", body.to_string())
 }
 
 /// An Anthropic streaming request with `chunks` content chunks `delay_ms` apart.
@@ -247,7 +270,7 @@ fn progress(line: &str) {
 
 /// Small chat, closed loop at `chat_connections`.
 pub async fn chat(plan: &Plan, targets: &[Target], mock: &ProcSet) -> Vec<RunRecord> {
-    let spec = chat_spec();
+    let spec = chat_spec(plan.chat_prompt_bytes);
     let warm = ClosedLoop {
         connections: plan.chat_connections,
         duration: plan.warmup,
@@ -284,7 +307,7 @@ pub async fn chat(plan: &Plan, targets: &[Target], mock: &ProcSet) -> Vec<RunRec
 
 /// Small chat at a fixed rate, latency from the scheduled send times.
 pub async fn rate(plan: &Plan, targets: &[Target], mock: &ProcSet) -> Vec<RunRecord> {
-    let spec = chat_spec();
+    let spec = chat_spec(plan.chat_prompt_bytes);
     let warm = OpenLoop {
         rate: plan.rate_rps,
         duration: plan.warmup,

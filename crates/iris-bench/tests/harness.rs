@@ -39,7 +39,7 @@ async fn closed_loop_counts_requests_and_latency() {
     let m = mock().await;
     let r = load::closed_loop(
         &Endpoint::new(m.addr()),
-        &chat_spec(),
+        &chat_spec(0),
         &ClosedLoop {
             connections: 4,
             duration: Duration::from_secs(5),
@@ -55,9 +55,31 @@ async fn closed_loop_counts_requests_and_latency() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_prompt_chat_is_one_valid_request_of_about_that_size() {
+    let spec = chat_spec(64 * 1024);
+    let body: serde_json::Value = serde_json::from_slice(&spec.body).unwrap();
+    let prompt = body["messages"][1]["content"].as_str().unwrap();
+    assert!((64 * 1024..66 * 1024).contains(&prompt.len()), "{}", prompt.len());
+    assert!(prompt.contains('"') && prompt.contains('\n') && prompt.contains('\\'));
+    let m = mock().await;
+    let r = load::closed_loop(
+        &Endpoint::new(m.addr()),
+        &spec,
+        &ClosedLoop {
+            connections: 2,
+            duration: Duration::from_secs(5),
+            max_requests: 20,
+        },
+    )
+    .await;
+    assert_eq!(r.errors.total(), 0, "{:?}", r.first_error);
+    assert_eq!(r.ok, 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_are_counted_by_kind() {
     let m = mock().await;
-    let spec = chat_spec().header("x-mock-status", "429").unwrap();
+    let spec = chat_spec(0).header("x-mock-status", "429").unwrap();
     let r = load::closed_loop(
         &Endpoint::new(m.addr()),
         &spec,
@@ -80,7 +102,7 @@ async fn errors_are_counted_by_kind() {
     let t0 = Instant::now();
     let r = load::closed_loop(
         &Endpoint::new(dead),
-        &chat_spec(),
+        &chat_spec(0),
         &ClosedLoop {
             connections: 2,
             duration: Duration::from_millis(300),
@@ -98,7 +120,7 @@ async fn open_loop_holds_the_rate_and_measures_from_the_schedule() {
     let m = mock().await;
     let r = load::open_loop(
         &Endpoint::new(m.addr()),
-        &chat_spec(),
+        &chat_spec(0),
         &OpenLoop {
             rate: 500.0,
             duration: Duration::from_secs(1),
@@ -112,7 +134,7 @@ async fn open_loop_holds_the_rate_and_measures_from_the_schedule() {
 
     // A server that takes 50 ms per answer, one connection, 100 requests/s: the queue grows,
     // and latency measured from the schedule shows it (a closed-loop view would say 50 ms).
-    let slow = chat_spec().header("x-mock-latency-ms", "50").unwrap();
+    let slow = chat_spec(0).header("x-mock-latency-ms", "50").unwrap();
     let r = load::open_loop(
         &Endpoint::new(m.addr()),
         &slow,
@@ -242,7 +264,7 @@ async fn the_baseline_proxy_passes_answers_and_streams_through() {
 
     let r = load::closed_loop(
         &Endpoint::new(addr),
-        &chat_spec(),
+        &chat_spec(0),
         &ClosedLoop {
             connections: 4,
             duration: Duration::from_secs(5),
@@ -253,7 +275,7 @@ async fn the_baseline_proxy_passes_answers_and_streams_through() {
     assert_eq!((r.ok, r.errors.total()), (100, 0), "{:?}", r.first_error);
     let direct = load::closed_loop(
         &Endpoint::new(m.addr()),
-        &chat_spec(),
+        &chat_spec(0),
         &ClosedLoop {
             connections: 1,
             duration: Duration::from_secs(5),
@@ -272,7 +294,7 @@ async fn the_baseline_proxy_passes_answers_and_streams_through() {
     // An upstream status passes through as it is.
     let r = load::closed_loop(
         &Endpoint::new(addr),
-        &chat_spec().header("x-mock-status", "503").unwrap(),
+        &chat_spec(0).header("x-mock-status", "503").unwrap(),
         &ClosedLoop {
             connections: 1,
             duration: Duration::from_secs(5),

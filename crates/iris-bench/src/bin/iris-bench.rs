@@ -39,6 +39,10 @@ struct Args {
     /// Streams at a time in the SSE scenario (default 8).
     #[arg(long)]
     sse_concurrency: Option<usize>,
+    /// Bytes of prompt in the chat scenarios' request (default 0: a small chat); e.g. 65536
+    /// for a coding agent's request, whose capture is mostly that prompt.
+    #[arg(long)]
+    chat_prompt_bytes: Option<usize>,
     /// Only these targets (comma-separated names: direct, baseline, nginx, iris, iris-key,
     /// iris-whois); default all.
     #[arg(long, value_delimiter = ',')]
@@ -127,6 +131,9 @@ async fn run(args: Args, nofile: u64) -> anyhow::Result<ExitCode> {
     }
     if let Some(c) = args.sse_concurrency {
         plan.sse_concurrency = c.max(1);
+    }
+    if let Some(b) = args.chat_prompt_bytes {
+        plan.chat_prompt_bytes = b;
     }
     let scenarios: Vec<Scenario> = if args.scenarios.is_empty() {
         Scenario::ALL.to_vec()
