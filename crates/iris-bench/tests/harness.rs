@@ -59,7 +59,11 @@ async fn a_large_prompt_chat_is_one_valid_request_of_about_that_size() {
     let spec = chat_spec(64 * 1024);
     let body: serde_json::Value = serde_json::from_slice(&spec.body).unwrap();
     let prompt = body["messages"][1]["content"].as_str().unwrap();
-    assert!((64 * 1024..66 * 1024).contains(&prompt.len()), "{}", prompt.len());
+    assert!(
+        (64 * 1024..66 * 1024).contains(&prompt.len()),
+        "{}",
+        prompt.len()
+    );
     assert!(prompt.contains('"') && prompt.contains('\n') && prompt.contains('\\'));
     let m = mock().await;
     let r = load::closed_loop(
