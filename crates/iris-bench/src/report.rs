@@ -36,7 +36,13 @@ pub struct RunInfo {
     pub load_after: String,
     /// Extra environment of iris and the baseline (`--server-env`), empty normally.
     pub server_env: String,
+    /// How iris and the baseline were built (`--build-note`).
+    pub build: String,
 }
+
+/// The build [`RunInfo::build`] names when nothing else is said.
+pub const DEFAULT_BUILD_NOTE: &str =
+    "`dist` build: release with fat LTO, like every binary of the run";
 
 /// Everything one run measured.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -461,6 +467,9 @@ pub fn render(info: &RunInfo, plan: &Plan, r: &Results) -> String {
         }
     );
     let _ = writeln!(w, "| command | `{}` |", info.command);
+    if !info.build.is_empty() {
+        let _ = writeln!(w, "| build of iris and the baseline | {} |", info.build);
+    }
     let _ = writeln!(
         w,
         "| machine | {} × {}, {} memory, Linux {} |",
@@ -529,8 +538,7 @@ pub fn render(info: &RunInfo, plan: &Plan, r: &Results) -> String {
          identity, no policy, no parsing. The physical limit iris is measured against.\n\
          - **nginx**: → nginx (Debian package, `worker_processes auto`, keep-alive upstream, no \
          buffering) → mock.\n\
-         - **iris**: → `iris serve` (`dist` build: release with fat LTO, like every binary of \
-         the run) → mock, identity resolution on (WhoIs through the fake tailscaled, which does \
+         - **iris**: → `iris serve` ({}) → mock, identity resolution on (WhoIs through the fake tailscaled, which does \
          not know 127.0.0.1, so the caller is `(loopback)`), grants, usage logging to SQLite with \
          the default writer settings, captures on (the default). The targets are judged on this \
          one.\n\
@@ -545,6 +553,11 @@ pub fn render(info: &RunInfo, plan: &Plan, r: &Results) -> String {
          - The machine is shared by load generator, target and mock: on {} cores a target's \
          throughput also depends on what the others cost. \"CPU s / 1k req\" and the \
          instruction counts of the profile are the cleaner cost comparison.\n",
+        if info.build.is_empty() {
+            DEFAULT_BUILD_NOTE
+        } else {
+            &info.build
+        },
         info.nproc
     );
 

@@ -81,6 +81,10 @@ struct Args {
     /// The command line to record in the report (scripts/bench passes its own).
     #[arg(long)]
     command_line: Option<String>,
+    /// How iris and the baseline were built, for the report (scripts/bench says whether the
+    /// profile-guided build was used).
+    #[arg(long, default_value = iris_bench::report::DEFAULT_BUILD_NOTE)]
+    build_note: String,
     /// Exit with status 1 when a target is missed.
     #[arg(long)]
     fail_on_miss: bool,
@@ -427,6 +431,7 @@ fn run_info(args: &Args, repo: &Path, stack: &Stack, wall: Duration) -> RunInfo 
             .as_ref()
             .map_or(stack.nginx_note.clone(), |_| stack.nginx_note.clone()),
         loadgen_threads: args.loadgen_threads,
+        build: args.build_note.clone(),
         wall_s: wall.as_secs_f64(),
         load_before: String::new(),
         load_after: String::new(),
