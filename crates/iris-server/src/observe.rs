@@ -522,6 +522,8 @@ fn stored_capture(
     Some((out, request_body, response_body))
 }
 
+/// The cost settings of a provider: its `cost_basis`, else (with `auto_cost_basis`) inferred from
+/// its compatibility flags, else OpenAI's; and its `model_cost_map`.
 pub fn provider_cost(p: &iris_config::Provider, auto: bool) -> ProviderCost {
     let c = &p.compatibility;
     let flags: Vec<&str> = [

@@ -114,8 +114,22 @@ async fn captures_are_redacted_and_sessions_costs_group() {
     for secret in [ANTHROPIC_KEY, OPENAI_KEY, "sk-ant-client-PLANTED-secret"] {
         assert!(!cap.body.contains(secret), "{secret} leaked into a capture");
     }
-    let dump = h.store.capture(rid).await.unwrap().unwrap().body;
-    assert!(!dump.contains(ANTHROPIC_KEY) && !dump.contains("PLANTED"));
+    // What the store holds: the document and the body texts beside it.
+    let row = h.store.capture(rid).await.unwrap().unwrap();
+    assert!(
+        row.request_body.is_some(),
+        "the request body is stored beside the document"
+    );
+    for dump in [
+        Some(&row.body),
+        row.request_body.as_ref(),
+        row.response_body.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        assert!(!dump.contains(ANTHROPIC_KEY) && !dump.contains("PLANTED"));
+    }
 
     // Users see only their own captures.
     let alice = h.client_from([127, 0, 0, 2]);
