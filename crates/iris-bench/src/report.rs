@@ -572,13 +572,27 @@ pub fn render(info: &RunInfo, plan: &Plan, r: &Results) -> String {
     s
 }
 
+/// The chat scenarios' request, as the report describes it.
+fn chat_request(plan: &Plan) -> String {
+    if plan.chat_prompt_bytes == 0 {
+        "about 180 bytes".into()
+    } else {
+        format!(
+            "**a user message of {} bytes of source code** (`--chat-prompt-bytes`), not the \
+             small chat",
+            plan.chat_prompt_bytes
+        )
+    }
+}
+
 fn render_chat(w: &mut String, plan: &Plan, recs: &[RunRecord]) {
     let _ = writeln!(
         w,
-        "## Small chat, closed loop at {} connections\n\n`POST /v1/chat/completions` (about 180 \
-         bytes, non-streaming; the mock answers with usage), {} s per repetition after a {} ms \
+        "## Small chat, closed loop at {} connections\n\n`POST /v1/chat/completions` ({}, \
+         non-streaming; the mock answers with usage), {} s per repetition after a {} ms \
          warm-up per target. Latency from send to the last body byte.\n",
         plan.chat_connections,
+        chat_request(plan),
         plan.chat_duration.as_secs_f64(),
         plan.warmup.as_millis()
     );
@@ -620,10 +634,11 @@ fn render_rate(w: &mut String, plan: &Plan, recs: &[RunRecord]) {
          repetition: a pacer thread schedules every request; latency runs from the **scheduled** \
          send time to the last body byte, so a stall is charged for every request it delayed \
          (no coordinated omission). \"generator lag\" is how late the generator itself sent (the \
-         floor under every target's numbers).\n",
+         floor under every target's numbers). The request: {}.\n",
         int(plan.rate_rps),
         plan.rate_connections,
-        plan.rate_duration.as_secs_f64()
+        plan.rate_duration.as_secs_f64(),
+        chat_request(plan)
     );
     if recs.is_empty() {
         let _ = writeln!(w, "Not run.\n");
