@@ -34,19 +34,25 @@ async fn proxy(upstream: SocketAddr) -> (SocketAddr, tokio::sync::oneshot::Sende
     (addr, tx)
 }
 
+/// `max_requests` requests over `connections` connections, closed loop (5 s at most).
+async fn requests(
+    ep: &Endpoint,
+    spec: &RequestSpec,
+    connections: usize,
+    max_requests: u64,
+) -> load::LoadReport {
+    let cfg = ClosedLoop {
+        connections,
+        duration: Duration::from_secs(5),
+        max_requests,
+    };
+    load::closed_loop(ep, spec, &cfg).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closed_loop_counts_requests_and_latency() {
     let m = mock().await;
-    let r = load::closed_loop(
-        &Endpoint::new(m.addr()),
-        &chat_spec(0),
-        &ClosedLoop {
-            connections: 4,
-            duration: Duration::from_secs(5),
-            max_requests: 200,
-        },
-    )
-    .await;
+    let r = requests(&Endpoint::new(m.addr()), &chat_spec(0), 4, 200).await;
     assert_eq!(r.errors.total(), 0, "{:?}", r.first_error);
     assert_eq!(r.ok, 200, "the request budget bounds the run");
     assert_eq!(r.latency.count(), 200);
@@ -66,16 +72,7 @@ async fn a_large_prompt_chat_is_one_valid_request_of_about_that_size() {
     );
     assert!(prompt.contains('"') && prompt.contains('\n') && prompt.contains('\\'));
     let m = mock().await;
-    let r = load::closed_loop(
-        &Endpoint::new(m.addr()),
-        &spec,
-        &ClosedLoop {
-            connections: 2,
-            duration: Duration::from_secs(5),
-            max_requests: 20,
-        },
-    )
-    .await;
+    let r = requests(&Endpoint::new(m.addr()), &spec, 2, 20).await;
     assert_eq!(r.errors.total(), 0, "{:?}", r.first_error);
     assert_eq!(r.ok, 20);
 }
@@ -84,16 +81,7 @@ async fn a_large_prompt_chat_is_one_valid_request_of_about_that_size() {
 async fn errors_are_counted_by_kind() {
     let m = mock().await;
     let spec = chat_spec(0).header("x-mock-status", "429").unwrap();
-    let r = load::closed_loop(
-        &Endpoint::new(m.addr()),
-        &spec,
-        &ClosedLoop {
-            connections: 2,
-            duration: Duration::from_secs(5),
-            max_requests: 10,
-        },
-    )
-    .await;
+    let r = requests(&Endpoint::new(m.addr()), &spec, 2, 10).await;
     assert_eq!(r.ok, 0);
     assert_eq!(r.errors.status, 10);
     assert!(r.first_error.unwrap().contains("429"));
@@ -266,27 +254,9 @@ async fn the_baseline_proxy_passes_answers_and_streams_through() {
     assert_eq!(direct, "ok=1 events=[16] errors=0");
     assert_eq!(proxied, direct);
 
-    let r = load::closed_loop(
-        &Endpoint::new(addr),
-        &chat_spec(0),
-        &ClosedLoop {
-            connections: 4,
-            duration: Duration::from_secs(5),
-            max_requests: 100,
-        },
-    )
-    .await;
+    let r = requests(&Endpoint::new(addr), &chat_spec(0), 4, 100).await;
     assert_eq!((r.ok, r.errors.total()), (100, 0), "{:?}", r.first_error);
-    let direct = load::closed_loop(
-        &Endpoint::new(m.addr()),
-        &chat_spec(0),
-        &ClosedLoop {
-            connections: 1,
-            duration: Duration::from_secs(5),
-            max_requests: 10,
-        },
-    )
-    .await;
+    let direct = requests(&Endpoint::new(m.addr()), &chat_spec(0), 1, 10).await;
     // Same answers, up to the request counter in their ids.
     assert!(
         (r.bytes / 100).abs_diff(direct.bytes / 10) <= 8,
@@ -296,14 +266,11 @@ async fn the_baseline_proxy_passes_answers_and_streams_through() {
     );
 
     // An upstream status passes through as it is.
-    let r = load::closed_loop(
+    let r = requests(
         &Endpoint::new(addr),
         &chat_spec(0).header("x-mock-status", "503").unwrap(),
-        &ClosedLoop {
-            connections: 1,
-            duration: Duration::from_secs(5),
-            max_requests: 3,
-        },
+        1,
+        3,
     )
     .await;
     assert_eq!(r.errors.status, 3);
