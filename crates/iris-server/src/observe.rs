@@ -199,12 +199,9 @@ impl ObserverHandle {
 /// CPU work of enrichment — parsing bodies, reassembling streams, redacting captures — never
 /// holds one of the request path's runtime workers: a request or a stream's next chunk does not
 /// wait behind it. Capture writes are spawned on `store_rt`: a runtime that lives as long as the
-/// store's pool (a connection sqlx hands back is returned by a task on the runtime that used it;
-/// on the observer's own runtime, which ends first, that task would be cancelled and the
-/// connection — for an in-memory store, the whole database — lost). The server gives it a
-/// runtime thread of its own: preparing a batch's statement (sqlx copies every argument) is a
-/// millisecond of CPU for a few hundred captures, which on a request runtime worker would hold up
-/// the requests queued behind it.
+/// store (the observer's own runtime ends first, and would cancel a write in flight with it). The
+/// server gives it a runtime of its own, whose blocking threads run the SQLite work of a batch
+/// (a millisecond for a few hundred captures) away from the request path's workers.
 pub fn spawn_observer(
     store: Arc<dyn Store>,
     sink: UsageSink,
@@ -652,7 +649,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn under_steady_load_captures_reach_the_store_without_waiting_for_a_full_batch() {
         let store: Arc<dyn Store> =
-            Arc::new(iris_store::SqliteStore::open_in_memory().await.unwrap());
+            Arc::new(iris_store::SqliteStore::open_temporary().await.unwrap());
         let (sink, _writer) = iris_store::spawn_usage_writer(store.clone(), Default::default());
         let (observer, handle) =
             spawn_observer(store.clone(), sink, 4096, tokio::runtime::Handle::current());

@@ -331,7 +331,7 @@ async fn unreachable_upstream_is_502() {
     let _ = &h;
     let cfg = iris_config::load(&text, &env).unwrap().config;
     let store: std::sync::Arc<dyn iris_store::Store> =
-        std::sync::Arc::new(iris_store::SqliteStore::open_in_memory().await.unwrap());
+        std::sync::Arc::new(iris_store::SqliteStore::open_temporary().await.unwrap());
     let (sink, _w) =
         iris_store::spawn_usage_writer(store.clone(), iris_store::UsageWriterConfig::default());
     let gw = std::sync::Arc::new(iris_server::Gateway::new(cfg, store, sink));

@@ -9,7 +9,9 @@
 //! - `lib.rs` — the data types ([`UsageRecord`], [`KeyRecord`], [`UsageQuery`]), the
 //!   [`Store`] trait and [`StoreError`].
 //! - `sqlite.rs` — [`SqliteStore`]: file setup (permissions), pragmas, embedded
-//!   migrations (`migrations/NNNN_*.sql`), and the queries.
+//!   migrations (`migrations/NNNN_*.sql`), and the queries (sqlx).
+//! - `bulk.rs` — the connection the per-request rows (usage records, captures) are written
+//!   on (rusqlite, on the blocking pool: sqlx's per-argument overhead was half the store's CPU).
 //! - `writer.rs` — the batched usage writer that keeps store writes off the request path:
 //!   [`spawn_usage_writer`] returns a cheap, cloneable [`UsageSink`] and a
 //!   [`UsageWriterHandle`] for shutdown.
@@ -40,13 +42,16 @@
 //! A partial batch is written `flush_interval` after its first record reached the writer,
 //! so a crash (`kill -9`) loses at most the records finished in about the last
 //! `flush_interval` (plus the time of one write); committed batches survive it (SQLite
-//! WAL, `synchronous = NORMAL`: durable across process crashes, not power loss).
+//! WAL, `synchronous = FULL`: every commit is on disk before it counts as written).
 //!
 //! [`UsageWriterHandle::shutdown`] closes the intake (records sent afterwards are counted
 //! as dropped), drains everything already queued, writes it, and returns [`WriterStats`].
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
+mod bulk;
 mod sqlite;
 mod writer;
 
@@ -327,6 +332,10 @@ pub enum StoreError {
     /// The database reported an error (includes connection and pool failures).
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// The database reported an error on the connection that writes usage records and
+    /// captures (see `SqliteStore`).
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     /// Applying the embedded schema migrations failed.
     #[error("database migration failed: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
@@ -364,6 +373,9 @@ impl StoreError {
                         | sqlx::error::ErrorKind::CheckViolation
                 )
             }),
+            StoreError::Sqlite(e) => {
+                e.sqlite_error_code() == Some(rusqlite::ErrorCode::ConstraintViolation)
+            }
             StoreError::Io { .. } | StoreError::Migration(_) | StoreError::Unavailable(_) => false,
         }
     }
@@ -374,8 +386,10 @@ impl StoreError {
 pub trait Store: Send + Sync + 'static {
     /// Append records in one transaction: all of them are written or none. Inserting a
     /// record whose id already exists is a no-op for that record, so a retried batch
-    /// does not duplicate rows.
-    async fn insert_usage(&self, batch: &[UsageRecord]) -> Result<(), StoreError>;
+    /// does not duplicate rows. The batch is shared, not borrowed, so a backend can write it
+    /// from another thread without copying it; the caller gets it back (`Arc::into_inner`)
+    /// once the call has returned.
+    async fn insert_usage(&self, batch: Arc<Vec<UsageRecord>>) -> Result<(), StoreError>;
     /// A page of the usage log, newest first (by `ts_ms`, then `id`).
     async fn recent_usage(&self, q: &UsageQuery) -> Result<Vec<UsageRecord>, StoreError>;
     /// Number of usage records stored.

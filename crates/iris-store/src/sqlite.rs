@@ -1,32 +1,32 @@
 //! The SQLite backend.
 //!
-//! One database file, in WAL mode. Writes go through a pool of exactly one connection
-//! (SQLite allows one writer at a time anyway, and a single writer connection never
-//! waits on itself); reads go through a separate small pool so dashboards and the CLI
-//! never queue behind a usage batch. The in-memory variant (tests, throwaway runs) uses
-//! a single connection for both, because each SQLite connection to `:memory:` would
-//! otherwise see its own empty database.
+//! One database file, in WAL mode. Usage records and captures, written once per request
+//! each, go through [`BulkWriter`]: one rusqlite connection, batches run on tokio's blocking
+//! pool (see `bulk.rs` for why not sqlx). Every other write (keys, config versions, purges)
+//! goes through a sqlx pool of exactly one connection; reads go through a separate small pool
+//! so dashboards and the CLI never queue behind a usage batch. The two write connections take
+//! SQLite's write lock in turn (each waits out the other for up to the busy timeout). The
+//! temporary variant (tests, throwaway runs) is the same on a file in a private temporary
+//! directory that is deleted with the store.
 //!
 //! The SQL here sticks to what SQLite and PostgreSQL both accept where that costs
 //! nothing (row-value comparisons, `CASE` instead of the scalar `MAX`), so a PostgreSQL
-//! backend can reuse most statements. The batch INSERTs are the exception: they are
+//! backend can reuse most statements. The bulk INSERTs are the exception: they are
 //! `INSERT OR IGNORE` (PostgreSQL: `ON CONFLICT DO NOTHING`), because a statement that
-//! cannot abort half way needs no statement journal, and keeping one for every multi-row
-//! INSERT inside the batch's transaction was a third of the store's `pwrite`s at load. The
-//! rows come from typed records, so no NOT NULL or CHECK constraint can fail for them;
-//! only a repeated id is skipped, as before.
+//! cannot abort half way needs no statement journal. The rows come from typed records, so no
+//! NOT NULL or CHECK constraint can fail for them; only a repeated id is skipped.
 
 use std::path::Path;
-use std::str::FromStr;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
-use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
 use sqlx::{QueryBuilder, Row, Sqlite};
 
+use crate::bulk::{BulkWriter, Durability};
 use crate::{
     CaptureRow, ConfigVersion, GroupBy, KeyRecord, SessionSummary, Store, StoreError, ToolCount,
     UsageGroup, UsageQuery, UsageRecord,
@@ -36,7 +36,7 @@ use crate::{
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// How long a statement waits for another connection's lock before failing.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Connections in the read pool of a file database.
 const READ_POOL_SIZE: u32 = 4;
@@ -50,90 +50,18 @@ const USAGE_COLUMNS: &str = "id, ts_ms, request_id, login, display_name, tags, n
      priced_as, tool_names";
 const USAGE_COLUMN_COUNT: usize = 35;
 
-/// Bound parameters per statement: SQLite before 3.32 allowed at most 999, and staying
-/// under that keeps the statement portable (PostgreSQL allows 65535).
-const MAX_BIND_PARAMS: usize = 999;
-const USAGE_ROWS_PER_INSERT: usize = MAX_BIND_PARAMS / USAGE_COLUMN_COUNT;
-const _: () = assert!(
-    USAGE_ROWS_PER_INSERT >= 1 && USAGE_ROWS_PER_INSERT * USAGE_COLUMN_COUNT <= MAX_BIND_PARAMS
-);
-/// Parameters of one capture row.
-const CAPTURE_COLUMN_COUNT: usize = 5;
-/// Rows per capture INSERT at most.
-const CAPTURE_ROWS_PER_INSERT: usize = 192;
-const _: () = assert!(CAPTURE_ROWS_PER_INSERT * CAPTURE_COLUMN_COUNT <= MAX_BIND_PARAMS);
+/// One usage row (the bulk writer runs it once per record, prepared once per connection).
+static USAGE_INSERT: LazyLock<String> = LazyLock::new(|| {
+    let params: Vec<String> = (1..=USAGE_COLUMN_COUNT).map(|i| format!("?{i}")).collect();
+    format!(
+        "INSERT OR IGNORE INTO usage_records ({USAGE_COLUMNS}) VALUES ({})",
+        params.join(", ")
+    )
+});
 
-/// Multi-row INSERT statements come in a few fixed row counts: the largest allowed and the powers
-/// of two below it. A batch is written as chunks of those sizes, largest first, so each
-/// statement's text is built once per process and prepared once per connection (sqlx caches
-/// prepared statements by their text); building the text for the exact batch size made a new
-/// statement, and a new prepare, for nearly every flush.
-struct InsertLadder {
-    /// `(rows, sql)`, largest first.
-    steps: Vec<(usize, String)>,
-}
-
-impl InsertLadder {
-    /// `head` is `INSERT INTO t (cols) VALUES`, `tail` what follows the rows.
-    fn new(head: &str, columns: usize, max_rows: usize, tail: &str) -> InsertLadder {
-        let row = format!("({})", vec!["?"; columns].join(", "));
-        let mut counts = vec![max_rows];
-        let mut p = max_rows.next_power_of_two() / 2;
-        while p >= 1 {
-            if p < max_rows {
-                counts.push(p);
-            }
-            p /= 2;
-        }
-        let steps = counts
-            .into_iter()
-            .map(|n| {
-                (
-                    n,
-                    format!("{head} {}{tail}", vec![row.as_str(); n].join(", ")),
-                )
-            })
-            .collect();
-        InsertLadder { steps }
-    }
-
-    /// Cuts `len` rows into `(start, end, sql)` chunks of the ladder's sizes.
-    fn chunks(&self, len: usize) -> impl Iterator<Item = (usize, usize, &str)> {
-        let mut at = 0;
-        std::iter::from_fn(move || {
-            let left = len - at;
-            let (n, sql) = self.steps.iter().find(|(n, _)| *n <= left)?;
-            let start = at;
-            at += n;
-            Some((start, at, sql.as_str()))
-        })
-    }
-}
-
-fn usage_insert() -> &'static InsertLadder {
-    static LADDER: std::sync::OnceLock<InsertLadder> = std::sync::OnceLock::new();
-    LADDER.get_or_init(|| {
-        InsertLadder::new(
-            &format!("INSERT OR IGNORE INTO usage_records ({USAGE_COLUMNS}) VALUES"),
-            USAGE_COLUMN_COUNT,
-            USAGE_ROWS_PER_INSERT,
-            "",
-        )
-    })
-}
-
-fn capture_insert() -> &'static InsertLadder {
-    static LADDER: std::sync::OnceLock<InsertLadder> = std::sync::OnceLock::new();
-    LADDER.get_or_init(|| {
-        InsertLadder::new(
-            "INSERT OR IGNORE INTO captures (request_id, ts_ms, body, request_body, response_body) \
-             VALUES",
-            CAPTURE_COLUMN_COUNT,
-            CAPTURE_ROWS_PER_INSERT,
-            "",
-        )
-    })
-}
+/// One capture row.
+const CAPTURE_INSERT: &str = "INSERT OR IGNORE INTO captures \
+     (request_id, ts_ms, body, request_body, response_body) VALUES (?1, ?2, ?3, ?4, ?5)";
 
 const KEY_COLUMNS: &str = "id, token_hash, login, tags, note, created_ms, expires_ms, \
      revoked_ms, last_used_ms, created_by";
@@ -142,10 +70,13 @@ const KEY_COLUMNS: &str = "id, token_hash, login, tags, note, created_ms, expire
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
+    /// Usage records and captures.
+    bulk: Arc<BulkWriter>,
     /// Bumped by every revocation made through this store (see [`Store::key_revocations`]).
     revocations: std::sync::atomic::AtomicU64,
-    /// False for the in-memory store, whose one connection must never be closed.
-    file_backed: bool,
+    /// The directory of a temporary store, deleted when the store is dropped (last: after
+    /// the connections above).
+    _temporary: Option<tempfile::TempDir>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -153,12 +84,16 @@ impl std::fmt::Debug for SqliteStore {
         f.debug_struct("SqliteStore")
             .field("writer_connections", &self.writer.size())
             .field("reader_connections", &self.reader.size())
+            .field("bulk", &self.bulk)
             .finish()
     }
 }
 
 /// The page size of a database iris creates.
 const PAGE_SIZE: u32 = 16 << 10;
+
+/// Name of a temporary store's database file in its directory.
+const TEMPORARY_FILE: &str = "iris.db";
 
 impl SqliteStore {
     /// Open (or create) the database at `path` and bring its schema up to date.
@@ -167,24 +102,51 @@ impl SqliteStore {
     /// with mode 0600 (on unix), since the file holds who used what. Existing files and
     /// directories keep their permissions.
     pub async fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        Self::open_file(path, Durability::Full, None).await
+    }
+
+    /// A fresh, private database for tests and throwaway runs, in a temporary directory that
+    /// is deleted (with everything in it) when the store is dropped. Commits are not synced to
+    /// disk: the data is not meant to outlive the process.
+    pub async fn open_temporary() -> Result<SqliteStore, StoreError> {
+        let dir = tempfile::Builder::new()
+            .prefix("iris-store-")
+            .tempdir()
+            .map_err(|source| StoreError::Io {
+                path: std::env::temp_dir(),
+                source,
+            })?;
+        let path = dir.path().join(TEMPORARY_FILE);
+        Self::open_file(&path, Durability::Off, Some(dir)).await
+    }
+
+    async fn open_file(
+        path: &Path,
+        durability: Durability,
+        temporary: Option<tempfile::TempDir>,
+    ) -> Result<SqliteStore, StoreError> {
         prepare_location(path).await?;
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .busy_timeout(BUSY_TIMEOUT)
-            .foreign_keys(true)
+        let synchronous = match durability {
             // FULL: the WAL is fsynced at every commit, so a batch the writer counts as
             // written is on disk. NORMAL (fsync only at checkpoints) survives `kill -9` too,
             // but leaves commits in the page cache, where a failure the kernel only reports
             // at writeback (a full or failing disk) drops them silently: the e2e store-fault
             // tests lost every record that way. With batching this costs one fsync per batch.
-            .synchronous(SqliteSynchronous::Full)
+            Durability::Full => SqliteSynchronous::Full,
+            Durability::Off => SqliteSynchronous::Off,
+        };
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true)
+            .synchronous(synchronous)
             // For a new database (an existing one keeps its page size). Captures are kilobytes
             // each and every WAL frame costs two `pwrite`s and every checkpointed page one more:
             // 16 KiB pages pack captures with less slack and need a quarter of the system calls
             // of 4 KiB ones for the same bytes.
             .page_size(PAGE_SIZE);
-        // WAL is a property of the file: the writer sets it once, readers inherit it.
+        // WAL is a property of the file: the writer sets it once, the others inherit it.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .connect_with(options.clone().journal_mode(SqliteJournalMode::Wal))
@@ -198,80 +160,18 @@ impl SqliteStore {
         Ok(SqliteStore {
             writer,
             reader,
+            bulk: BulkWriter::new(path.to_path_buf(), durability),
             revocations: Default::default(),
-            file_backed: true,
-        })
-    }
-
-    /// A fresh, private in-memory database (for tests and throwaway runs). Its contents
-    /// vanish when the store is dropped.
-    pub async fn open_in_memory() -> Result<SqliteStore, StoreError> {
-        // "sqlite::memory:" names a database unique to this options value.
-        let options = SqliteConnectOptions::from_str("sqlite::memory:")?
-            .busy_timeout(BUSY_TIMEOUT)
-            .foreign_keys(true);
-        // A single connection that is never recycled: closing it would drop the data.
-        let pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .connect_with(options)
-            .await?;
-        MIGRATOR.run(&pool).await?;
-        Ok(SqliteStore {
-            writer: pool.clone(),
-            reader: pool,
-            revocations: Default::default(),
-            file_backed: false,
+            _temporary: temporary,
         })
     }
 
     /// Close all connections, waiting for queries in flight. The last connection to
     /// close checkpoints the WAL into the main file.
     pub async fn close(&self) {
+        self.bulk.close().await;
         self.reader.close().await;
         self.writer.close().await;
-    }
-
-    /// Take the writer connection and open a write transaction on it.
-    ///
-    /// Multi-statement writes use plain `BEGIN IMMEDIATE` / `COMMIT` and [`Self::abandon`]
-    /// rather than sqlx's `Transaction`: when a `COMMIT` fails (disk full, I/O error),
-    /// SQLite may or may not have rolled the transaction back, sqlx's own bookkeeping of
-    /// the nesting depth then goes wrong, and its next "transaction" becomes a savepoint
-    /// inside a transaction that never ends: every later commit reports success and
-    /// writes nothing. (Found by the e2e disk-full test: every usage record was lost.)
-    async fn begin_write(&self) -> Result<PoolConnection<Sqlite>, StoreError> {
-        let mut conn = self.writer.acquire().await?;
-        if let Err(e) = sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await {
-            self.abandon(conn).await;
-            return Err(e.into());
-        }
-        Ok(conn)
-    }
-
-    async fn commit_write(&self, mut conn: PoolConnection<Sqlite>) -> Result<(), StoreError> {
-        match sqlx::query("COMMIT").execute(&mut *conn).await {
-            Ok(_) => Ok(()),
-            Err(e) => {
-                self.abandon(conn).await;
-                Err(e.into())
-            }
-        }
-    }
-
-    /// After a failed write: make sure no transaction stays open on the connection. The
-    /// rollback is best effort (SQLite may already have rolled back); a file database's
-    /// connection is then closed as well, so the next write starts on a fresh one whatever
-    /// state the failure left behind. The in-memory store's only connection is kept.
-    async fn abandon(&self, mut conn: PoolConnection<Sqlite>) {
-        let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-        if self.file_backed
-            && let Err(e) = conn.close().await
-        {
-            tracing::debug!(error = %e, "closing the store's writer connection failed");
-        }
     }
 }
 
@@ -304,61 +204,58 @@ async fn prepare_location(path: &Path) -> Result<(), StoreError> {
 
 #[async_trait::async_trait]
 impl Store for SqliteStore {
-    async fn insert_usage(&self, batch: &[UsageRecord]) -> Result<(), StoreError> {
+    async fn insert_usage(&self, batch: Arc<Vec<UsageRecord>>) -> Result<(), StoreError> {
         if batch.is_empty() {
             return Ok(());
         }
-        let tags: Vec<String> = batch
-            .iter()
-            .map(|r| join_tags(&r.tags))
-            .collect::<Result<_, _>>()?;
-        let mut tx = self.begin_write().await?;
-        for (start, end, sql) in usage_insert().chunks(batch.len()) {
-            let mut q = sqlx::query(sql);
-            for (r, tags) in batch[start..end].iter().zip(&tags[start..end]) {
-                q = q
-                    .bind(r.id.as_str())
-                    .bind(r.ts_ms)
-                    .bind(r.request_id.as_str())
-                    .bind(r.login.as_deref())
-                    .bind(r.display_name.as_deref())
-                    .bind(tags.as_str())
-                    .bind(r.node.as_deref())
-                    .bind(r.node_id.as_deref())
-                    .bind(r.identity_source.as_str())
-                    .bind(r.key_id.as_deref())
-                    .bind(r.api_family.as_str())
-                    .bind(r.method.as_str())
-                    .bind(r.path.as_str())
-                    .bind(r.requested_model.as_deref())
-                    .bind(r.provider.as_deref())
-                    .bind(r.upstream_model.as_deref())
-                    .bind(r.streaming)
-                    .bind(i64::from(r.status))
-                    .bind(r.error_class.as_deref())
-                    .bind(to_sql_int(r.input_tokens))
-                    .bind(to_sql_int(r.output_tokens))
-                    .bind(to_sql_int(r.cache_read_tokens))
-                    .bind(to_sql_int(r.cache_write_tokens))
-                    .bind(to_sql_int(r.reasoning_tokens))
-                    .bind(r.usage_known)
-                    .bind(r.ttfb_ms.map(to_sql_int))
-                    .bind(to_sql_int(r.duration_ms))
-                    .bind(to_sql_int(r.bytes_in))
-                    .bind(to_sql_int(r.bytes_out))
-                    .bind(r.user_agent.as_deref())
-                    .bind(r.session_id.as_deref())
-                    .bind(r.session_kind.as_deref())
-                    .bind(r.cost_usd.filter(|c| c.is_finite()))
-                    .bind(r.priced_as.as_deref())
-                    .bind(serde_json::to_string(&r.tool_names).unwrap_or_else(|_| "[]".into()));
-            }
-            if let Err(e) = q.execute(&mut *tx).await {
-                self.abandon(tx).await;
-                return Err(e.into());
-            }
-        }
-        self.commit_write(tx).await
+        self.bulk
+            .write(move |tx| {
+                let mut insert = tx.prepare_cached(&USAGE_INSERT)?;
+                for r in batch.iter() {
+                    let tags = join_tags(&r.tags)?;
+                    let tools =
+                        serde_json::to_string(&r.tool_names).unwrap_or_else(|_| "[]".into());
+                    insert.execute(rusqlite::params![
+                        r.id,
+                        r.ts_ms,
+                        r.request_id,
+                        r.login,
+                        r.display_name,
+                        tags,
+                        r.node,
+                        r.node_id,
+                        r.identity_source,
+                        r.key_id,
+                        r.api_family,
+                        r.method,
+                        r.path,
+                        r.requested_model,
+                        r.provider,
+                        r.upstream_model,
+                        r.streaming,
+                        i64::from(r.status),
+                        r.error_class,
+                        to_sql_int(r.input_tokens),
+                        to_sql_int(r.output_tokens),
+                        to_sql_int(r.cache_read_tokens),
+                        to_sql_int(r.cache_write_tokens),
+                        to_sql_int(r.reasoning_tokens),
+                        r.usage_known,
+                        r.ttfb_ms.map(to_sql_int),
+                        to_sql_int(r.duration_ms),
+                        to_sql_int(r.bytes_in),
+                        to_sql_int(r.bytes_out),
+                        r.user_agent,
+                        r.session_id,
+                        r.session_kind,
+                        r.cost_usd.filter(|c| c.is_finite()),
+                        r.priced_as,
+                        tools,
+                    ])?;
+                }
+                Ok(())
+            })
+            .await
     }
 
     async fn recent_usage(&self, q: &UsageQuery) -> Result<Vec<UsageRecord>, StoreError> {
@@ -526,27 +423,21 @@ impl Store for SqliteStore {
         if batch.is_empty() {
             return Ok(());
         }
-        let mut tx = self.begin_write().await?;
-        let len = batch.len();
-        let mut rows = batch.into_iter();
-        for (start, end, sql) in capture_insert().chunks(len) {
-            let mut q = sqlx::query(sql);
-            // Owned texts move into the arguments (a borrowed one would be copied before the
-            // statement runs, and a capture is kilobytes).
-            for c in rows.by_ref().take(end - start) {
-                q = q
-                    .bind(c.request_id)
-                    .bind(c.ts_ms)
-                    .bind(c.body)
-                    .bind(c.request_body)
-                    .bind(c.response_body);
-            }
-            if let Err(e) = q.execute(&mut *tx).await {
-                self.abandon(tx).await;
-                return Err(e.into());
-            }
-        }
-        self.commit_write(tx).await
+        self.bulk
+            .write(move |tx| {
+                let mut insert = tx.prepare_cached(CAPTURE_INSERT)?;
+                for c in &batch {
+                    insert.execute(rusqlite::params![
+                        c.request_id,
+                        c.ts_ms,
+                        c.body,
+                        c.request_body,
+                        c.response_body,
+                    ])?;
+                }
+                Ok(())
+            })
+            .await
     }
 
     async fn capture(&self, request_id: &str) -> Result<Option<CaptureRow>, StoreError> {
@@ -892,36 +783,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn insert_ladders_cover_every_batch_with_few_statements() {
-        for (ladder, columns, max) in [
-            (usage_insert(), USAGE_COLUMN_COUNT, USAGE_ROWS_PER_INSERT),
-            (
-                capture_insert(),
-                CAPTURE_COLUMN_COUNT,
-                CAPTURE_ROWS_PER_INSERT,
-            ),
-        ] {
-            assert!(ladder.steps.len() <= 10);
-            for (n, sql) in &ladder.steps {
-                assert_eq!(sql.matches('?').count(), n * columns, "{sql}");
-                assert!(n * columns <= MAX_BIND_PARAMS);
-            }
-            let mut texts = std::collections::HashSet::new();
-            for len in 0..=3 * max + 5 {
-                let mut next = 0;
-                for (start, end, sql) in ladder.chunks(len) {
-                    assert_eq!(start, next);
-                    assert_eq!(sql.matches('?').count(), (end - start) * columns);
-                    texts.insert(sql);
-                    next = end;
-                }
-                assert_eq!(next, len);
-            }
-            assert_eq!(texts.len(), ladder.steps.len());
-        }
-    }
-
-    #[test]
     fn tag_lists_round_trip_through_text() {
         for tags in [vec![], vec!["tag:a"], vec!["tag:a", "tag:b-c"]] {
             let tags: Vec<String> = tags.into_iter().map(String::from).collect();
@@ -949,5 +810,6 @@ mod tests {
     #[test]
     fn usage_column_count_matches_the_column_list() {
         assert_eq!(USAGE_COLUMNS.split(',').count(), USAGE_COLUMN_COUNT);
+        assert_eq!(USAGE_INSERT.matches('?').count(), USAGE_COLUMN_COUNT);
     }
 }

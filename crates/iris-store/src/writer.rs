@@ -428,6 +428,12 @@ pub fn spawn_usage_writer(
     (sink, handle)
 }
 
+/// The records of a batch whose write has returned: the store has let go of its share by
+/// then, so they come back without a copy (a copy only if a store kept one).
+fn take_back(batch: Arc<Vec<UsageRecord>>) -> Vec<UsageRecord> {
+    Arc::try_unwrap(batch).unwrap_or_else(|kept| kept.as_ref().clone())
+}
+
 /// A scheduled retry after a failed write.
 #[derive(Clone, Copy)]
 struct Retry {
@@ -526,19 +532,21 @@ impl Writer {
             return Flush::Done;
         }
         let started = Instant::now();
-        match self.store.insert_usage(&self.pending[..n]).await {
+        let batch = Arc::new(self.pending.drain(..n).collect::<Vec<_>>());
+        match self.store.insert_usage(Arc::clone(&batch)).await {
             Ok(()) => {
-                self.pending.drain(..n);
                 self.shared.settle(n, n);
                 self.batch_settled(started);
                 Flush::Done
             }
             Err(e) => {
                 self.shared.failed_batches.fetch_add(1, Ordering::AcqRel);
+                let batch = take_back(batch);
                 if e.is_permanent() {
                     tracing::warn!(error = %e, records = n, "usage batch refused by the store; writing its records one by one");
-                    self.write_one_by_one(n, started).await
+                    self.write_one_by_one(batch, started).await
                 } else {
+                    self.pending.splice(0..0, batch);
                     self.schedule_retry(n, &e);
                     Flush::Failed
                 }
@@ -546,21 +554,23 @@ impl Writer {
         }
     }
 
-    /// After a permanent failure: write the first `n` pending records singly so only
-    /// the records the store refuses are lost.
-    async fn write_one_by_one(&mut self, n: usize, started: Instant) -> Flush {
-        let batch: Vec<UsageRecord> = self.pending.drain(..n).collect();
+    /// After a permanent failure: write the records of `batch` (taken from the front of
+    /// `pending`) singly so only the records the store refuses are lost.
+    async fn write_one_by_one(&mut self, batch: Vec<UsageRecord>, started: Instant) -> Flush {
         let mut rest = batch.into_iter();
         while let Some(rec) = rest.next() {
-            match self.store.insert_usage(std::slice::from_ref(&rec)).await {
+            let one = Arc::new(vec![rec]);
+            match self.store.insert_usage(Arc::clone(&one)).await {
                 Ok(()) => self.shared.settle(1, 1),
                 Err(e) if e.is_permanent() => {
                     self.shared.settle(1, 0);
-                    tracing::error!(error = %e, id = %rec.id, "usage record refused by the store; dropped");
+                    let id = one.first().map_or("", |r| r.id.as_str());
+                    tracing::error!(error = %e, id = %id, "usage record refused by the store; dropped");
                 }
                 Err(e) => {
                     self.shared.failed_batches.fetch_add(1, Ordering::AcqRel);
-                    let unwritten: Vec<UsageRecord> = std::iter::once(rec).chain(rest).collect();
+                    let unwritten: Vec<UsageRecord> =
+                        take_back(one).into_iter().chain(rest).collect();
                     let count = unwritten.len();
                     self.pending.splice(0..0, unwritten);
                     self.schedule_retry(count, &e);

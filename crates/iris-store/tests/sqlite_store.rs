@@ -8,6 +8,7 @@ mod common;
 
 use std::collections::HashSet;
 use std::path::Path;
+use std::sync::Arc;
 
 use common::sample_record;
 use iris_store::{KeyRecord, SqliteStore, Store, StoreError, UsageQuery, UsageRecord};
@@ -136,7 +137,7 @@ async fn fresh_file_gets_private_dirs_schema_and_wal_and_reopens_with_its_data()
     assert_eq!(store.count_usage().await.unwrap(), 0);
     let rec = sample_record(1);
     store
-        .insert_usage(std::slice::from_ref(&rec))
+        .insert_usage(Arc::new(vec![rec.clone()]))
         .await
         .unwrap();
     store.insert_key(&key("key_a", "h1", 1)).await.unwrap();
@@ -205,12 +206,12 @@ async fn an_unusable_location_is_an_io_error_naming_the_path() {
 
 #[tokio::test]
 async fn every_field_round_trips() {
-    let store = SqliteStore::open_in_memory().await.unwrap();
+    let store = SqliteStore::open_temporary().await.unwrap();
     let full = full_record();
     let mut bare = bare_record();
     bare.ts_ms = full.ts_ms - 1;
     store
-        .insert_usage(&[full.clone(), bare.clone()])
+        .insert_usage(Arc::new(vec![full.clone(), bare.clone()]))
         .await
         .unwrap();
     assert_eq!(all_usage(&store).await, vec![full, bare]);
@@ -218,12 +219,12 @@ async fn every_field_round_trips() {
 
 #[tokio::test]
 async fn counters_beyond_i64_saturate() {
-    let store = SqliteStore::open_in_memory().await.unwrap();
+    let store = SqliteStore::open_temporary().await.unwrap();
     let mut rec = sample_record(0);
     rec.input_tokens = u64::MAX;
     rec.ttfb_ms = Some(u64::MAX);
     store
-        .insert_usage(std::slice::from_ref(&rec))
+        .insert_usage(Arc::new(vec![rec.clone()]))
         .await
         .unwrap();
     let back = &all_usage(&store).await[0];
@@ -233,12 +234,15 @@ async fn counters_beyond_i64_saturate() {
 
 #[tokio::test]
 async fn reinserting_a_record_is_a_no_op_and_batches_are_all_or_nothing() {
-    let store = SqliteStore::open_in_memory().await.unwrap();
+    let store = SqliteStore::open_temporary().await.unwrap();
     let batch: Vec<UsageRecord> = (0..1000).map(sample_record).collect();
-    store.insert_usage(&[]).await.unwrap();
-    store.insert_usage(&batch).await.unwrap();
+    store.insert_usage(Arc::new(Vec::new())).await.unwrap();
+    store.insert_usage(Arc::new(batch.clone())).await.unwrap();
     // A retried batch (e.g. after a commit whose answer was lost) adds nothing.
-    store.insert_usage(&batch[..500]).await.unwrap();
+    store
+        .insert_usage(Arc::new(batch[..500].to_vec()))
+        .await
+        .unwrap();
     assert_eq!(store.count_usage().await.unwrap(), 1000);
 
     let mut bad = batch.clone();
@@ -246,10 +250,16 @@ async fn reinserting_a_record_is_a_no_op_and_batches_are_all_or_nothing() {
         r.id = iris_store::new_record_id();
     }
     bad[999].tags = vec!["tag:a,tag:b".into()];
-    let err = store.insert_usage(&bad).await.unwrap_err();
+    let err = store.insert_usage(Arc::new(bad.clone())).await.unwrap_err();
     assert!(matches!(err, StoreError::InvalidRecord(_)), "{err:?}");
     assert!(err.is_permanent());
     assert_eq!(store.count_usage().await.unwrap(), 1000);
+    // The failed write left nothing open behind: the next one goes through.
+    store
+        .insert_usage(Arc::new(bad[..10].to_vec()))
+        .await
+        .unwrap();
+    assert_eq!(store.count_usage().await.unwrap(), 1010);
 }
 
 /// 60 records: 3 logins, 2 models, timestamps with ties (several records per ms).
@@ -294,13 +304,16 @@ fn expected(all: &[UsageRecord], q: &UsageQuery) -> Vec<String> {
 
 #[tokio::test]
 async fn recent_usage_is_newest_first_and_filters() {
-    let store = SqliteStore::open_in_memory().await.unwrap();
+    let store = SqliteStore::open_temporary().await.unwrap();
     let all = fixture();
     // Insert in scrambled order: ordering must come from the query, not insertion.
     let mut scrambled = all.clone();
     scrambled.reverse();
     scrambled.rotate_left(17);
-    store.insert_usage(&scrambled).await.unwrap();
+    store
+        .insert_usage(Arc::new(scrambled.clone()))
+        .await
+        .unwrap();
 
     let q = |f: fn(&mut UsageQuery)| {
         let mut q = UsageQuery {
@@ -362,9 +375,9 @@ async fn recent_usage_is_newest_first_and_filters() {
 
 #[tokio::test]
 async fn before_id_pages_through_everything_exactly_once() {
-    let store = SqliteStore::open_in_memory().await.unwrap();
+    let store = SqliteStore::open_temporary().await.unwrap();
     let all = fixture();
-    store.insert_usage(&all).await.unwrap();
+    store.insert_usage(Arc::new(all.clone())).await.unwrap();
 
     for login in [None, Some("alice")] {
         let mut seen = Vec::new();
@@ -402,7 +415,7 @@ async fn before_id_pages_through_everything_exactly_once() {
 
 #[tokio::test]
 async fn keys_insert_lookup_and_list() {
-    let store = SqliteStore::open_in_memory().await.unwrap();
+    let store = SqliteStore::open_temporary().await.unwrap();
     let mut tagged = key("key_bbbbbbbbbbbb", "hash-b", 20);
     tagged.login = None;
     tagged.tags = vec!["tag:ci".into(), "tag:runner".into()];
@@ -427,7 +440,7 @@ async fn keys_insert_lookup_and_list() {
 
 #[tokio::test]
 async fn key_hash_and_id_are_unique() {
-    let store = SqliteStore::open_in_memory().await.unwrap();
+    let store = SqliteStore::open_temporary().await.unwrap();
     store
         .insert_key(&key("key_1", "same-hash", 1))
         .await
@@ -447,7 +460,7 @@ async fn key_hash_and_id_are_unique() {
 
 #[tokio::test]
 async fn revoke_marks_once_and_reports_unknown_keys() {
-    let store = SqliteStore::open_in_memory().await.unwrap();
+    let store = SqliteStore::open_temporary().await.unwrap();
     store.insert_key(&key("key_1", "h1", 1)).await.unwrap();
 
     assert!(!store.revoke_key("key_nope", 5).await.unwrap());
@@ -460,7 +473,7 @@ async fn revoke_marks_once_and_reports_unknown_keys() {
 
 #[tokio::test]
 async fn touch_only_moves_last_used_forward() {
-    let store = SqliteStore::open_in_memory().await.unwrap();
+    let store = SqliteStore::open_temporary().await.unwrap();
     store.insert_key(&key("key_1", "h1", 1)).await.unwrap();
     store.insert_key(&key("key_2", "h2", 1)).await.unwrap();
     let last_used = |h: &'static str| {
@@ -481,7 +494,7 @@ async fn touch_only_moves_last_used_forward() {
 
 #[tokio::test]
 async fn key_tags_that_cannot_round_trip_are_refused() {
-    let store = SqliteStore::open_in_memory().await.unwrap();
+    let store = SqliteStore::open_temporary().await.unwrap();
     let mut k = key("key_1", "h1", 1);
     k.tags = vec!["tag:a,b".into()];
     let err = store.insert_key(&k).await.unwrap_err();
@@ -503,7 +516,7 @@ async fn readers_see_committed_writes_on_a_file_store() {
             for chunk in 0..20u64 {
                 let batch: Vec<UsageRecord> =
                     (0..50).map(|i| sample_record(chunk * 50 + i)).collect();
-                store.insert_usage(&batch).await.unwrap();
+                store.insert_usage(Arc::new(batch.clone())).await.unwrap();
             }
         })
     };

@@ -14,6 +14,7 @@
 mod common;
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::faulty::{Fault, FaultyStore, cfg, eventually, resume_just_before_next_retry, send};
@@ -225,7 +226,10 @@ async fn real_sqlite_faults_are_transient() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("iris.db");
     let store = SqliteStore::open(&path).await.unwrap();
-    store.insert_usage(&[sample_record(0)]).await.unwrap();
+    store
+        .insert_usage(Arc::new(vec![sample_record(0)]))
+        .await
+        .unwrap();
 
     // Locked: another connection holds the write lock; no busy wait on ours.
     let mut locker =

@@ -5,10 +5,11 @@ mod common;
 
 use common::sample_record;
 use iris_store::{ConfigVersion, GroupBy, SqliteStore, Store, UsageQuery};
+use std::sync::Arc;
 
 #[tokio::test]
 async fn summaries_group_and_filter() {
-    let store = SqliteStore::open_in_memory().await.unwrap();
+    let store = SqliteStore::open_temporary().await.unwrap();
     let mut recs: Vec<_> = (0..9).map(sample_record).collect();
     // users: user0/1/2 x3 each; make one tagged record and one loopback record and one error.
     recs[0].login = None;
@@ -20,7 +21,7 @@ async fn summaries_group_and_filter() {
     recs[3].requested_model = Some("gpt-5".into());
     recs[3].provider = Some("openai".into());
     recs[4].ts_ms += 86_400_000; // the next day
-    store.insert_usage(&recs).await.unwrap();
+    store.insert_usage(Arc::new(recs.clone())).await.unwrap();
 
     let all = UsageQuery::default();
     let by_user = store.usage_summary(&all, GroupBy::User).await.unwrap();
@@ -85,7 +86,7 @@ async fn summaries_group_and_filter() {
 
 #[tokio::test]
 async fn config_versions_keep_text_and_order() {
-    let store = SqliteStore::open_in_memory().await.unwrap();
+    let store = SqliteStore::open_temporary().await.unwrap();
     let mut ids = Vec::new();
     for i in 0..3 {
         let v = ConfigVersion {
@@ -115,7 +116,7 @@ async fn config_versions_keep_text_and_order() {
 #[tokio::test]
 async fn sessions_captures_and_purge() {
     use iris_store::CaptureRow;
-    let store = SqliteStore::open_in_memory().await.unwrap();
+    let store = SqliteStore::open_temporary().await.unwrap();
     let mut recs: Vec<_> = (0..6).map(sample_record).collect();
     for (i, r) in recs.iter_mut().enumerate() {
         r.session_id = Some(if i < 4 { "cc_a".into() } else { "fp_b".into() });
@@ -133,7 +134,7 @@ async fn sessions_captures_and_purge() {
         };
     }
     recs[5].ts_ms += 10_000; // session fp_b is the most recent
-    store.insert_usage(&recs).await.unwrap();
+    store.insert_usage(Arc::new(recs.clone())).await.unwrap();
     let sessions = store.sessions(&UsageQuery::default(), None).await.unwrap();
     assert_eq!(
         sessions.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(),

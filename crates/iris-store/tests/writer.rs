@@ -62,7 +62,7 @@ impl TestStore {
 
 #[async_trait::async_trait]
 impl Store for TestStore {
-    async fn insert_usage(&self, batch: &[UsageRecord]) -> Result<(), StoreError> {
+    async fn insert_usage(&self, batch: Arc<Vec<UsageRecord>>) -> Result<(), StoreError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         self.entered.notify_one();
         if let Some(gate) = &self.gate {
@@ -75,7 +75,7 @@ impl Store for TestStore {
         if failing {
             return Err(StoreError::Unavailable("test store is down".into()));
         }
-        self.rows.lock().unwrap().extend_from_slice(batch);
+        self.rows.lock().unwrap().extend_from_slice(&batch);
         Ok(())
     }
     async fn recent_usage(&self, _q: &UsageQuery) -> Result<Vec<UsageRecord>, StoreError> {
@@ -356,7 +356,7 @@ async fn shutdown_gives_up_on_a_dead_store_and_counts_the_loss() {
 
 #[tokio::test]
 async fn a_record_the_store_refuses_costs_only_itself() {
-    let store = Arc::new(SqliteStore::open_in_memory().await.unwrap());
+    let store = Arc::new(SqliteStore::open_temporary().await.unwrap());
     let (sink, handle) = spawn_usage_writer(store.clone(), cfg(100, 5, 3_600_000));
     let mut sent: Vec<UsageRecord> = (0..5).map(sample_record).collect();
     sent[2].tags = vec!["tag:a,tag:b".into()]; // cannot be stored faithfully
@@ -444,7 +444,7 @@ async fn a_full_batch_is_written_without_waiting_for_the_interval() {
 
 #[tokio::test]
 async fn a_record_reaches_sqlite_within_the_interval_without_shutdown() {
-    let store = Arc::new(SqliteStore::open_in_memory().await.unwrap());
+    let store = Arc::new(SqliteStore::open_temporary().await.unwrap());
     let (sink, handle) = spawn_usage_writer(store.clone(), cfg(1000, 500, 200));
     let started = std::time::Instant::now();
     sink.record(sample_record(0));

@@ -327,10 +327,10 @@ async fn serve(args: ServeArgs) -> Result<ExitCode> {
             .await
             .with_context(|| format!("cannot open the store in {}", data_dir.display()))?,
     );
-    // Store writes (the usage writer's task, the capture writes) run on a runtime thread of their
-    // own: preparing a batch's statement (sqlx copies every argument of a thousand records) is
-    // milliseconds of CPU, which on one of the request path's workers would hold up the requests
-    // queued behind it (the fixed-rate p99).
+    // Store writes (the usage writer's task, the capture writes) run on a runtime of their own:
+    // a batch is milliseconds of SQLite work, which runs on this runtime's blocking threads, so
+    // neither it nor the tasks around it ever hold up one of the request path's workers and the
+    // requests queued behind it (the fixed-rate p99).
     let store_rt = StoreRuntime::new(
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)

@@ -1,5 +1,5 @@
 //! The in-process harness: a real `iris_server::serve` on 127.0.0.1:0 in front of the testkit's
-//! mock provider, with the fake tailscaled and an in-memory store.
+//! mock provider, with the fake tailscaled and a temporary store.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
@@ -109,7 +109,7 @@ impl Harness {
             Ok(l) => l,
             Err(d) => panic!("test config invalid: {d:#?}"),
         };
-        let store = Arc::new(SqliteStore::open_in_memory().await.unwrap());
+        let store = Arc::new(SqliteStore::open_temporary().await.unwrap());
         let dyn_store: Arc<dyn Store> = store.clone();
         let (sink, writer) = iris_store::spawn_usage_writer(
             dyn_store.clone(),

@@ -108,7 +108,7 @@ impl FaultyStore {
 
 #[async_trait::async_trait]
 impl Store for FaultyStore {
-    async fn insert_usage(&self, batch: &[UsageRecord]) -> Result<(), StoreError> {
+    async fn insert_usage(&self, batch: Arc<Vec<UsageRecord>>) -> Result<(), StoreError> {
         let fault = *self.fault.lock().unwrap();
         self.attempts
             .lock()

@@ -1,0 +1,260 @@
+//! The connection usage records and captures are written on.
+//!
+//! Everything else in the SQLite backend goes through sqlx. These two writes do not: they
+//! happen once per proxied request each, and sqlx's way of running a statement (every bound
+//! text copied into an owned argument list, the statement handed over a channel to sqlx's
+//! worker thread, every binding cleared again afterwards) cost about as much CPU as SQLite's
+//! own work of inserting the rows. Here a plain rusqlite connection runs the batch on tokio's
+//! blocking pool: a cached prepared statement, each row's values bound straight from the
+//! records, one transaction per batch. (ARCHITECTURE.md, "Why some things are our own code".)
+//!
+//! The connection is opened on first use and dropped after any failed write, so the next
+//! write starts on a fresh connection whatever state a failure (a full disk, an I/O error in
+//! the middle of a COMMIT) left behind.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
+
+use crate::StoreError;
+use crate::sqlite::BUSY_TIMEOUT;
+
+/// How a write connection commits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Durability {
+    /// `synchronous = FULL`: a committed batch is on disk (see `SqliteStore::open`).
+    Full,
+    /// `synchronous = OFF`: for a temporary database, which does not outlive the process.
+    Off,
+}
+
+/// One write connection to a database file whose schema is already in place.
+pub(crate) struct BulkWriter {
+    path: PathBuf,
+    durability: Durability,
+    conn: Mutex<Option<Connection>>,
+}
+
+impl std::fmt::Debug for BulkWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BulkWriter")
+            .field("path", &self.path)
+            .field("durability", &self.durability)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BulkWriter {
+    pub(crate) fn new(path: PathBuf, durability: Durability) -> Arc<BulkWriter> {
+        Arc::new(BulkWriter {
+            path,
+            durability,
+            conn: Mutex::new(None),
+        })
+    }
+
+    /// Run `f` in one `BEGIN IMMEDIATE` transaction, on the blocking pool; commit when it
+    /// returns `Ok`. Nothing of a failed write stays: it is rolled back, whichever step failed.
+    pub(crate) async fn write<T, F>(self: &Arc<Self>, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        let this = Arc::clone(self);
+        tokio::task::spawn_blocking(move || this.write_now(f))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("the store's write task failed: {e}")))?
+    }
+
+    fn write_now<T>(
+        &self,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut guard = self.lock();
+        let conn = match guard.as_mut() {
+            Some(c) => c,
+            None => guard.insert(self.open()?),
+        };
+        let result = in_transaction(conn, f);
+        if result.is_err() {
+            // The transaction was rolled back when it was dropped; if the connection still
+            // has one open (a failed ROLLBACK), try once more. Then start over next time.
+            if !conn.is_autocommit() {
+                let _ = conn.execute_batch("ROLLBACK");
+            }
+            *guard = None;
+        }
+        result
+    }
+
+    /// Close the connection (the last connection to a WAL database to close checkpoints it).
+    pub(crate) async fn close(self: &Arc<Self>) {
+        let this = Arc::clone(self);
+        let closed = tokio::task::spawn_blocking(move || {
+            if let Some(conn) = this.lock().take()
+                && let Err((_, e)) = conn.close()
+            {
+                tracing::debug!(error = %e, "closing the store's bulk write connection failed");
+            }
+        })
+        .await;
+        if let Err(e) = closed {
+            tracing::debug!(error = %e, "closing the store's bulk write connection failed");
+        }
+    }
+
+    /// The connection slot. A panic while it was held (a bug) leaves it poisoned: the
+    /// connection it held is dropped (which rolls back an open transaction) and a fresh one is
+    /// opened next time.
+    fn lock(&self) -> MutexGuard<'_, Option<Connection>> {
+        match self.conn.lock() {
+            Ok(g) => g,
+            Err(poisoned) => {
+                let mut g = poisoned.into_inner();
+                *g = None;
+                self.conn.clear_poison();
+                g
+            }
+        }
+    }
+
+    fn open(&self) -> Result<Connection, StoreError> {
+        // The file exists and has its schema: `SqliteStore` opened and migrated it first.
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        let synchronous = match self.durability {
+            Durability::Full => "FULL",
+            Durability::Off => "OFF",
+        };
+        conn.pragma_update(None, "synchronous", synchronous)?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        Ok(conn)
+    }
+}
+
+fn in_transaction<T>(
+    conn: &mut Connection,
+    f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    // IMMEDIATE: the write lock is taken (waiting out the busy timeout) before any work, so a
+    // transaction never fails half way for want of it.
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let value = f(&tx)?;
+    tx.commit()?;
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; CREATE TABLE t (id TEXT PRIMARY KEY, v TEXT NOT NULL);",
+        )
+        .unwrap();
+        (dir, path)
+    }
+
+    fn insert(id: &'static str) -> impl FnOnce(&Transaction<'_>) -> Result<(), StoreError> {
+        move |tx| {
+            tx.execute("INSERT INTO t (id, v) VALUES (?1, 'x')", [id])?;
+            Ok(())
+        }
+    }
+
+    fn count(path: &std::path::Path) -> i64 {
+        Connection::open(path)
+            .unwrap()
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    /// The errors SQLite really gives this connection for a held lock, a full database and a
+    /// read-only file are transient (the usage writer retries); a constraint is permanent.
+    #[test]
+    fn real_errors_are_classified_like_the_sqlx_ones() {
+        let (_dir, path) = scratch();
+        let impatient = Connection::open(&path).unwrap();
+        impatient.busy_timeout(std::time::Duration::ZERO).unwrap();
+
+        let locker = Connection::open(&path).unwrap();
+        locker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        let locked = StoreError::from(
+            impatient
+                .execute("INSERT INTO t (id, v) VALUES ('a', 'x')", [])
+                .unwrap_err(),
+        );
+        assert!(locked.to_string().contains("locked"), "{locked}");
+        assert!(!locked.is_permanent(), "{locked}");
+        locker.execute_batch("ROLLBACK").unwrap();
+
+        let capped = Connection::open(&path).unwrap();
+        let pages: i64 = capped
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .unwrap();
+        capped.pragma_update(None, "max_page_count", pages).unwrap();
+        let big = "x".repeat(64 << 10);
+        let full = StoreError::from(
+            capped
+                .execute("INSERT INTO t (id, v) VALUES ('b', ?1)", [&big])
+                .unwrap_err(),
+        );
+        assert!(full.to_string().contains("full"), "{full}");
+        assert!(!full.is_permanent(), "{full}");
+
+        let ro = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+        let readonly = StoreError::from(
+            ro.execute("INSERT INTO t (id, v) VALUES ('c', 'x')", [])
+                .unwrap_err(),
+        );
+        assert!(readonly.to_string().contains("readonly"), "{readonly}");
+        assert!(!readonly.is_permanent(), "{readonly}");
+
+        let dup = StoreError::from(
+            impatient
+                .execute("INSERT INTO t (id, v) VALUES ('d', 'x'), ('d', 'y')", [])
+                .unwrap_err(),
+        );
+        assert!(dup.is_permanent(), "{dup}");
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_is_rolled_back_and_the_next_starts_afresh() {
+        let (_dir, path) = scratch();
+        let writer = BulkWriter::new(path.clone(), Durability::Off);
+        writer.write(insert("a")).await.unwrap();
+        // The second row fails after the first went in: neither stays.
+        let err = writer
+            .write(|tx| {
+                insert("b")(tx)?;
+                insert("a")(tx)
+            })
+            .await
+            .unwrap_err();
+        assert!(err.is_permanent(), "{err}");
+        assert_eq!(count(&path), 1);
+        writer.write(insert("b")).await.unwrap();
+        assert_eq!(count(&path), 2);
+
+        // A write that panics (a bug) fails alone; the connection is replaced.
+        let panicked = writer
+            .write(|tx| -> Result<(), StoreError> {
+                insert("c")(tx)?;
+                panic!("bug in a write")
+            })
+            .await
+            .unwrap_err();
+        assert!(!panicked.is_permanent(), "{panicked}");
+        writer.write(insert("d")).await.unwrap();
+        assert_eq!(count(&path), 3);
+        writer.close().await;
+    }
+}
