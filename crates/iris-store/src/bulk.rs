@@ -5,8 +5,8 @@
 //! text copied into an owned argument list, the statement handed over a channel to sqlx's
 //! worker thread, every binding cleared again afterwards) cost about as much CPU as SQLite's
 //! own work of inserting the rows. Here a plain rusqlite connection runs the batch on tokio's
-//! blocking pool: a cached prepared statement, each row's values bound straight from the
-//! records, one transaction per batch. (ARCHITECTURE.md, "Why some things are our own code".)
+//! blocking pool: cached multi-row INSERTs (see `InsertLadder` in `sqlite.rs`), each row's values
+//! bound straight from the records, one transaction per batch. (ARCHITECTURE.md, "Why some things are our own code".)
 //!
 //! The connection is opened on first use and dropped after any failed write, so the next
 //! write starts on a fresh connection whatever state a failure (a full disk, an I/O error in
@@ -33,7 +33,15 @@ pub(crate) enum Durability {
 pub(crate) struct BulkWriter {
     path: PathBuf,
     durability: Durability,
-    conn: Mutex<Option<Connection>>,
+    conn: Mutex<Slot>,
+}
+
+/// The connection, opened on first use; `Closed` once the store is closed, after which writes
+/// are refused instead of opening a connection nobody would close.
+enum Slot {
+    Idle,
+    Open(Connection),
+    Closed,
 }
 
 impl std::fmt::Debug for BulkWriter {
@@ -50,7 +58,7 @@ impl BulkWriter {
         Arc::new(BulkWriter {
             path,
             durability,
-            conn: Mutex::new(None),
+            conn: Mutex::new(Slot::Idle),
         })
     }
 
@@ -72,9 +80,11 @@ impl BulkWriter {
         f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let mut guard = self.lock();
-        let conn = match guard.as_mut() {
-            Some(c) => c,
-            None => guard.insert(self.open()?),
+        if matches!(*guard, Slot::Idle) {
+            *guard = Slot::Open(self.open()?);
+        }
+        let Slot::Open(conn) = &mut *guard else {
+            return Err(StoreError::Unavailable("the store is closed".into()));
         };
         let result = in_transaction(conn, f);
         if result.is_err() {
@@ -83,16 +93,18 @@ impl BulkWriter {
             if !conn.is_autocommit() {
                 let _ = conn.execute_batch("ROLLBACK");
             }
-            *guard = None;
+            *guard = Slot::Idle;
         }
         result
     }
 
     /// Close the connection (the last connection to a WAL database to close checkpoints it).
+    /// Later writes are refused.
     pub(crate) async fn close(self: &Arc<Self>) {
         let this = Arc::clone(self);
         let closed = tokio::task::spawn_blocking(move || {
-            if let Some(conn) = this.lock().take()
+            let slot = std::mem::replace(&mut *this.lock(), Slot::Closed);
+            if let Slot::Open(conn) = slot
                 && let Err((_, e)) = conn.close()
             {
                 tracing::debug!(error = %e, "closing the store's bulk write connection failed");
@@ -107,12 +119,14 @@ impl BulkWriter {
     /// The connection slot. A panic while it was held (a bug) leaves it poisoned: the
     /// connection it held is dropped (which rolls back an open transaction) and a fresh one is
     /// opened next time.
-    fn lock(&self) -> MutexGuard<'_, Option<Connection>> {
+    fn lock(&self) -> MutexGuard<'_, Slot> {
         match self.conn.lock() {
             Ok(g) => g,
             Err(poisoned) => {
                 let mut g = poisoned.into_inner();
-                *g = None;
+                if matches!(*g, Slot::Open(_)) {
+                    *g = Slot::Idle;
+                }
                 self.conn.clear_poison();
                 g
             }
@@ -132,6 +146,8 @@ impl BulkWriter {
         };
         conn.pragma_update(None, "synchronous", synchronous)?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        // Every INSERT of the ladders stays prepared (the default cache holds 16).
+        conn.set_prepared_statement_cache_capacity(crate::sqlite::bulk_statements().max(16) * 2);
         Ok(conn)
     }
 }
@@ -255,6 +271,11 @@ mod tests {
         assert!(!panicked.is_permanent(), "{panicked}");
         writer.write(insert("d")).await.unwrap();
         assert_eq!(count(&path), 3);
+
+        // Closed: writes are refused (transient for the usage writer), nothing reopens.
         writer.close().await;
+        let refused = writer.write(insert("e")).await.unwrap_err();
+        assert!(matches!(refused, StoreError::Unavailable(_)), "{refused}");
+        assert_eq!(count(&path), 3);
     }
 }

@@ -387,8 +387,8 @@ pub trait Store: Send + Sync + 'static {
     /// Append records in one transaction: all of them are written or none. Inserting a
     /// record whose id already exists is a no-op for that record, so a retried batch
     /// does not duplicate rows. The batch is shared, not borrowed, so a backend can write it
-    /// from another thread without copying it; the caller gets it back (`Arc::into_inner`)
-    /// once the call has returned.
+    /// from another thread without copying it; a backend must not keep it past the call, so
+    /// the caller gets it back uncopied (`Arc::try_unwrap`) once the call has returned.
     async fn insert_usage(&self, batch: Arc<Vec<UsageRecord>>) -> Result<(), StoreError>;
     /// A page of the usage log, newest first (by `ts_ms`, then `id`).
     async fn recent_usage(&self, q: &UsageQuery) -> Result<Vec<UsageRecord>, StoreError>;
@@ -425,8 +425,8 @@ pub trait Store: Send + Sync + 'static {
     async fn config_versions(&self, limit: u32) -> Result<Vec<ConfigVersion>, StoreError>;
     /// One saved version with its text.
     async fn config_version(&self, id: i64) -> Result<Option<ConfigVersion>, StoreError>;
-    /// Keep captures (an existing request id is left as it is). Takes the batch by value: the
-    /// texts move into the statement instead of being copied (captures are not retried).
+    /// Keep captures (an existing request id is left as it is). Takes the batch by value, so a
+    /// backend can write it from another thread without copying it (captures are not retried).
     async fn insert_captures(&self, batch: Vec<CaptureRow>) -> Result<(), StoreError>;
     async fn capture(&self, request_id: &str) -> Result<Option<CaptureRow>, StoreError>;
     /// Delete captures older than `before_ms`; with `tools`, also forget the tool names of

@@ -205,3 +205,58 @@ async fn sessions_captures_and_purge() {
         .unwrap();
     assert!(after[0].tool_names.is_empty() && !after[3].tool_names.is_empty());
 }
+
+/// More to purge than one chunk: everything old goes, nothing new, every tool list is cleared.
+#[tokio::test]
+async fn purge_works_through_more_than_one_chunk() {
+    use iris_store::{CaptureRow, UsageRecord};
+    let store = SqliteStore::open_temporary().await.unwrap();
+    let n = 4_500;
+    let recs: Vec<UsageRecord> = (0..n + 10)
+        .map(|i| {
+            let mut r = sample_record(i);
+            // Several records per millisecond, as under load.
+            r.ts_ms = 1_000 + i64::try_from(i / 4).unwrap();
+            r.tool_names = vec!["Bash".into()];
+            r
+        })
+        .collect();
+    store.insert_usage(Arc::new(recs.clone())).await.unwrap();
+    let caps: Vec<CaptureRow> = recs
+        .iter()
+        .map(|r| CaptureRow {
+            request_id: r.id.clone(),
+            ts_ms: r.ts_ms,
+            body: "{}".into(),
+            request_body: None,
+            response_body: None,
+        })
+        .collect();
+    store.insert_captures(caps).await.unwrap();
+
+    let cut = recs[n as usize].ts_ms; // the first record kept
+    let old = recs.iter().filter(|r| r.ts_ms < cut).count() as u64;
+    assert!(old > 2 * 2_000, "{old}");
+    assert_eq!(store.purge(cut, true).await.unwrap(), old);
+    for r in &recs {
+        let kept = r.ts_ms >= cut;
+        assert_eq!(
+            store.capture(&r.id).await.unwrap().is_some(),
+            kept,
+            "{}",
+            r.ts_ms
+        );
+    }
+    let back = store
+        .recent_usage(&UsageQuery {
+            limit: UsageQuery::MAX_LIMIT,
+            ..UsageQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(back.len(), recs.len());
+    let with_tools = back.iter().filter(|r| !r.tool_names.is_empty()).count();
+    let kept = recs.iter().filter(|r| r.ts_ms >= cut).count();
+    assert_eq!(with_tools, kept);
+    assert_eq!(store.purge(cut, true).await.unwrap(), 0);
+}
