@@ -200,6 +200,33 @@ pub fn tail(s: &str, n: usize) -> &str {
     &s[start..]
 }
 
+/// Copy the servers' logs (`*.stderr` in `work`, where [`Server::spawn`] writes them) to
+/// `dest`, replacing what an earlier run left there: the work directory is deleted at the end of
+/// a run, and an error in a scenario is only explained by the servers' side of it. Returns how
+/// many logs were kept.
+pub fn keep_logs(work: &Path, dest: &Path) -> anyhow::Result<usize> {
+    match std::fs::remove_dir_all(dest) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot clear {}", dest.display())),
+    }
+    std::fs::create_dir_all(dest).with_context(|| format!("cannot create {}", dest.display()))?;
+    let mut kept = 0;
+    for entry in
+        std::fs::read_dir(work).with_context(|| format!("cannot read {}", work.display()))?
+    {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "stderr")
+            && let Some(name) = path.file_name()
+        {
+            std::fs::copy(&path, dest.join(name))
+                .with_context(|| format!("cannot copy {}", path.display()))?;
+            kept += 1;
+        }
+    }
+    Ok(kept)
+}
+
 /// A free loopback port (bound and released at once; the tiny race is acceptable for a
 /// benchmark that starts its servers one after the other).
 pub fn free_port() -> anyhow::Result<SocketAddr> {
@@ -247,6 +274,29 @@ pub fn run_output(mut cmd: Command, timeout: Duration) -> anyhow::Result<String>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keeps_only_the_logs_and_replaces_an_earlier_runs() {
+        let work = tempfile::tempdir().unwrap();
+        std::fs::write(work.path().join("iris.stderr"), "iris log").unwrap();
+        std::fs::write(work.path().join("mock.stderr"), "mock log").unwrap();
+        std::fs::write(work.path().join("iris.hujson"), "{}").unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let dest = out.path().join("logs");
+        std::fs::create_dir_all(&dest).unwrap();
+        std::fs::write(dest.join("stale.stderr"), "old").unwrap();
+        assert_eq!(keep_logs(work.path(), &dest).unwrap(), 2);
+        let mut names: Vec<String> = std::fs::read_dir(&dest)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["iris.stderr", "mock.stderr"]);
+        assert_eq!(
+            std::fs::read_to_string(dest.join("iris.stderr")).unwrap(),
+            "iris log"
+        );
+    }
 
     #[test]
     fn tails_on_char_boundaries() {

@@ -284,12 +284,16 @@ pub fn start_iris(
         // The default log level a user runs with.
         .env_remove("RUST_LOG")
         .envs(env.iter().map(|(k, v)| (k, v)));
+    // Named after the config (`iris`, `iris-nocapture`): each instance's log is its own file.
+    let stem = config
+        .file_stem()
+        .map_or_else(|| "iris".into(), |s| s.to_string_lossy());
     let name = if wrapper.is_some() {
-        "iris-profiled"
+        format!("{stem}-profiled")
     } else {
-        "iris"
+        stem.into_owned()
     };
-    Server::spawn(name, cmd, logs)
+    Server::spawn(&name, cmd, logs)
 }
 
 /// [`start_iris`] under a wrapper (valgrind), with a long start-up bound.

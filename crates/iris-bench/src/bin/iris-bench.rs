@@ -272,6 +272,14 @@ async fn run(args: Args, nofile: u64) -> anyhow::Result<ExitCode> {
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join(" ");
+    let kept_logs = repo_root.join("target/iris-bench/logs");
+    match iris_bench::procs::keep_logs(stack.work.path(), &kept_logs) {
+        Ok(n) => eprintln!(
+            "iris-bench: {n} server logs kept in {}",
+            kept_logs.display()
+        ),
+        Err(e) => eprintln!("iris-bench: the server logs were not kept: {e:#}"),
+    }
     drop(stack);
     let doc = report::render(&info, &plan, &results);
     let out = args
