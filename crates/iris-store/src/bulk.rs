@@ -5,8 +5,9 @@
 //! text copied into an owned argument list, the statement handed over a channel to sqlx's
 //! worker thread, every binding cleared again afterwards) cost about as much CPU as SQLite's
 //! own work of inserting the rows. Here a plain rusqlite connection runs the batch on tokio's
-//! blocking pool: cached multi-row INSERTs (see `InsertLadder` in `sqlite.rs`), each row's values
-//! bound straight from the records, one transaction per batch. (ARCHITECTURE.md, "Why some things are our own code".)
+//! blocking pool: cached multi-row INSERTs (see `InsertLadder` in `sqlite.rs`), each row's
+//! values bound straight from the records, one transaction per batch. (ARCHITECTURE.md, "Why
+//! some things are our own code".)
 //!
 //! The connection is opened on first use and dropped after any failed write, so the next
 //! write starts on a fresh connection whatever state a failure (a full disk, an I/O error in
@@ -146,8 +147,8 @@ impl BulkWriter {
         };
         conn.pragma_update(None, "synchronous", synchronous)?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        // Every INSERT of the ladders stays prepared (the default cache holds 16).
-        conn.set_prepared_statement_cache_capacity(crate::sqlite::bulk_statements().max(16) * 2);
+        // Every INSERT of the ladders stays prepared: they are all this connection runs.
+        conn.set_prepared_statement_cache_capacity(crate::sqlite::bulk_statements());
         Ok(conn)
     }
 }

@@ -70,6 +70,8 @@ const _: () = assert!(CAPTURE_ROWS_PER_INSERT * CAPTURE_COLUMN_COUNT <= MAX_BIND
 /// table's and its indexes' cursors once, not once per row: a third less CPU per usage record
 /// than a single-row INSERT run for each.
 struct InsertLadder {
+    /// Parameters per row.
+    columns: usize,
     /// `(rows, sql)`, largest first.
     steps: Vec<(usize, String)>,
 }
@@ -90,7 +92,7 @@ impl InsertLadder {
             .into_iter()
             .map(|n| (n, format!("{head} {}", vec![row.as_str(); n].join(", "))))
             .collect();
-        InsertLadder { steps }
+        InsertLadder { columns, steps }
     }
 
     /// Cuts `len` rows into `(start, end, sql)` chunks of the ladder's sizes.
@@ -108,6 +110,24 @@ impl InsertLadder {
     /// Statements in the ladder (each is cached once prepared).
     fn len(&self) -> usize {
         self.steps.len()
+    }
+
+    /// Insert `rows` in `tx`, a chunk per statement; `bind(statement, at, row)` binds one row's
+    /// values from parameter `at + 1` on.
+    fn insert_all<T>(
+        &self,
+        tx: &rusqlite::Transaction<'_>,
+        rows: &[T],
+        bind: impl Fn(&mut rusqlite::Statement<'_>, usize, &T) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        for (start, end, sql) in self.chunks(rows.len()) {
+            let mut insert = tx.prepare_cached(sql)?;
+            for (i, row) in rows[start..end].iter().enumerate() {
+                bind(&mut insert, i * self.columns, row)?;
+            }
+            insert.raw_execute()?;
+        }
+        Ok(())
     }
 }
 
@@ -198,6 +218,20 @@ fn bind_usage(
     for (i, v) in values.into_iter().enumerate() {
         insert.raw_bind_parameter(at + i + 1, v)?;
     }
+    Ok(())
+}
+
+/// Bind one capture's values from parameter `at + 1` on.
+fn bind_capture(
+    insert: &mut rusqlite::Statement<'_>,
+    at: usize,
+    c: &CaptureRow,
+) -> Result<(), StoreError> {
+    insert.raw_bind_parameter(at + 1, &c.request_id)?;
+    insert.raw_bind_parameter(at + 2, c.ts_ms)?;
+    insert.raw_bind_parameter(at + 3, &c.body)?;
+    insert.raw_bind_parameter(at + 4, &c.request_body)?;
+    insert.raw_bind_parameter(at + 5, &c.response_body)?;
     Ok(())
 }
 
@@ -350,16 +384,7 @@ impl Store for SqliteStore {
             return Ok(());
         }
         self.bulk
-            .write(move |tx| {
-                for (start, end, sql) in USAGE_INSERT.chunks(batch.len()) {
-                    let mut insert = tx.prepare_cached(sql)?;
-                    for (i, r) in batch[start..end].iter().enumerate() {
-                        bind_usage(&mut insert, i * USAGE_COLUMN_COUNT, r)?;
-                    }
-                    insert.raw_execute()?;
-                }
-                Ok(())
-            })
+            .write(move |tx| USAGE_INSERT.insert_all(tx, &batch, bind_usage))
             .await
     }
 
@@ -529,21 +554,7 @@ impl Store for SqliteStore {
             return Ok(());
         }
         self.bulk
-            .write(move |tx| {
-                for (start, end, sql) in CAPTURE_INSERT.chunks(batch.len()) {
-                    let mut insert = tx.prepare_cached(sql)?;
-                    for (i, c) in batch[start..end].iter().enumerate() {
-                        let at = i * CAPTURE_COLUMN_COUNT;
-                        insert.raw_bind_parameter(at + 1, &c.request_id)?;
-                        insert.raw_bind_parameter(at + 2, c.ts_ms)?;
-                        insert.raw_bind_parameter(at + 3, &c.body)?;
-                        insert.raw_bind_parameter(at + 4, &c.request_body)?;
-                        insert.raw_bind_parameter(at + 5, &c.response_body)?;
-                    }
-                    insert.raw_execute()?;
-                }
-                Ok(())
-            })
+            .write(move |tx| CAPTURE_INSERT.insert_all(tx, &batch, bind_capture))
             .await
     }
 
