@@ -106,7 +106,8 @@ pub enum PriceTableError {
 #[derive(Debug, Clone, Default)]
 pub struct PriceTable {
     models: Vec<ModelPrice>,
-    index: HashMap<(String, String), usize>,
+    /// provider → model id or alias → entry (nested, so a lookup borrows its keys).
+    index: HashMap<String, HashMap<String, usize>>,
 }
 
 impl PriceTable {
@@ -121,7 +122,7 @@ impl PriceTable {
     pub fn from_json(json: &str) -> Result<PriceTable, PriceTableError> {
         let file: PriceFile =
             serde_json::from_str(json).map_err(|e| PriceTableError::Json(e.to_string()))?;
-        let mut index = HashMap::new();
+        let mut index: HashMap<String, HashMap<String, usize>> = HashMap::new();
         for (i, m) in file.models.iter().enumerate() {
             let bad = |problem: String| PriceTableError::Entry {
                 index: i,
@@ -158,7 +159,12 @@ impl PriceTable {
                         "model id {id:?} must be lower case, no spaces"
                     )));
                 }
-                if index.insert((m.provider.clone(), id.clone()), i).is_some() {
+                if index
+                    .entry(m.provider.clone())
+                    .or_default()
+                    .insert(id.clone(), i)
+                    .is_some()
+                {
                     return Err(bad(format!("{}/{id} is listed twice", m.provider)));
                 }
             }
@@ -176,11 +182,15 @@ impl PriceTable {
 
     /// The entry for a model id under one provider's table, after normalisation.
     pub fn lookup(&self, provider: &str, model: &str) -> Option<&ModelPrice> {
-        candidates(model).iter().find_map(|c| {
-            self.index
-                .get(&(provider.to_owned(), c.clone()))
-                .map(|&i| &self.models[i])
-        })
+        let table = self.index.get(provider)?;
+        // An id as the table spells it (lower case, trimmed) is the first candidate: found
+        // without working out the others (and without allocating).
+        if let Some(&i) = table.get(model) {
+            return Some(&self.models[i]);
+        }
+        candidates(model)
+            .iter()
+            .find_map(|c| table.get(c.as_str()).map(|&i| &self.models[i]))
     }
 
     /// The price used for `model` under `basis` and `rules`, with the adjustment that applies.

@@ -190,6 +190,10 @@ impl SessionFields<'_> {
     /// The fields the client ids come from, as the object [`claude_code_session`] and
     /// [`codex_session`] read (small: most requests have neither).
     fn ids(&self) -> Value {
+        if self.metadata.is_none() && self.prompt_cache_key.is_none() {
+            // What the readers see for an object without either field.
+            return Value::Null;
+        }
         let mut out = serde_json::Map::new();
         for (name, raw) in [
             ("metadata", self.metadata),

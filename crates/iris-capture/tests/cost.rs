@@ -509,3 +509,30 @@ fn shipped_prices_snapshot() {
     }
     insta::assert_snapshot!(lines.join("\n"));
 }
+
+/// A table id as spelled (the lookup's allocation-free first try) and the spellings that
+/// normalise to it (case, spaces, Bedrock and Vertex decorations, snapshots) find the same
+/// entry; an id under another provider's table is not found through this one.
+#[test]
+fn exact_ids_and_their_spellings_find_the_same_entry() {
+    let t = PriceTable::builtin();
+    for m in t.models() {
+        for id in std::iter::once(&m.model).chain(&m.aliases) {
+            let exact = t.lookup(&m.provider, id).map(|p| (&p.provider, &p.model));
+            assert_eq!(exact, Some((&m.provider, &m.model)), "{}/{id}", m.provider);
+            for spelled in [id.to_ascii_uppercase(), format!("  {id} ")] {
+                let found = t
+                    .lookup(&m.provider, &spelled)
+                    .map(|p| (&p.provider, &p.model));
+                assert_eq!(found, exact, "{spelled:?}");
+            }
+        }
+    }
+    let claude = t
+        .models()
+        .iter()
+        .find(|m| m.provider == "anthropic")
+        .unwrap();
+    assert!(t.lookup("openai", &claude.model).is_none());
+    assert!(t.lookup("no-such-provider", &claude.model).is_none());
+}
