@@ -36,15 +36,5 @@ pub mod store;
 /// thousands of sockets in this process and in the servers it starts, which inherit the
 /// limit). Returns the new soft limit.
 pub fn raise_nofile_limit() -> u64 {
-    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
-    let cur = getrlimit(Resource::Nofile);
-    let want = cur.maximum;
-    let _ = setrlimit(
-        Resource::Nofile,
-        Rlimit {
-            current: want,
-            maximum: cur.maximum,
-        },
-    );
-    getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX)
+    iris_server::net::raise_nofile_limit().unwrap_or(u64::MAX)
 }

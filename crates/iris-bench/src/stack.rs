@@ -412,7 +412,7 @@ http {{
   keepalive_timeout 120s;
   upstream mock {{ server {mock}; keepalive 256; keepalive_requests 10000000; }}
   server {{
-    listen {listen};
+    listen {listen} backlog=4096;
     location / {{
       proxy_pass http://mock;
       proxy_http_version 1.1;

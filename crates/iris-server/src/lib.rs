@@ -21,6 +21,7 @@ pub mod error;
 pub mod identity;
 pub mod insights;
 pub mod limits;
+pub mod net;
 pub mod observe;
 pub mod proxy;
 pub mod upstream;

@@ -351,8 +351,17 @@ async fn serve(args: ServeArgs) -> Result<ExitCode> {
             },
         )
     };
-    let listener = tokio::net::TcpListener::bind(config.iris.listen)
-        .await
+    match iris_server::net::raise_nofile_limit() {
+        // Two descriptors per proxied stream (client and upstream) plus the store's.
+        Some(n) if n < 4096 => tracing::warn!(
+            open_files = n,
+            "the open-file limit allows about {} concurrent streams; raise the hard limit (LimitNOFILE=) for more",
+            n / 2
+        ),
+        Some(n) => tracing::debug!(open_files = n, "open-file limit"),
+        None => {}
+    }
+    let listener = iris_server::net::bind(config.iris.listen)
         .with_context(|| format!("cannot listen on {}", config.iris.listen))?;
     let addr = listener.local_addr().context("listener has no address")?;
 

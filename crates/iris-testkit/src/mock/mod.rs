@@ -224,7 +224,16 @@ impl MockProvider {
             addr.ip().is_loopback(),
             "the mock provider only listens on loopback, not {addr}"
         );
-        let listener = TcpListener::bind(addr).await?;
+        // The backlog iris itself listens with (iris_server::net::LISTEN_BACKLOG): thousands
+        // of streams open their upstream connections at once, and a load test must not lose
+        // them in the mock's queue.
+        let socket = match addr {
+            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        let listener: TcpListener = socket.listen(4096)?;
         let addr = listener.local_addr()?;
         let state = Arc::new(State::new(options));
         let handler_state = state.clone();
