@@ -79,7 +79,7 @@ mod tests {
                 tokio::net::TcpStream::connect(addr),
             )
             .await
-            .expect("connect timed out")
+            .expect("connect timed out: the listen queue is full and nothing accepts")
             .expect("connect failed");
             clients.push(c);
         }

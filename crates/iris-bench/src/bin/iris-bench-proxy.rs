@@ -40,14 +40,8 @@ async fn main() -> anyhow::Result<()> {
         .parse()
         .with_context(|| format!("--upstream {:?} is not IP:PORT", args.upstream))?;
     iris_bench::raise_nofile_limit();
-    // The same listen backlog as iris's, so a burst of connections is queued alike.
-    let socket = match args.listen {
-        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
-        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
-    };
-    socket.set_reuseaddr(true)?;
-    socket.bind(args.listen)?;
-    let listener = socket.listen(4096)?;
+    // iris's own listener, so a burst of connections is queued alike.
+    let listener = iris_server::net::bind(args.listen)?;
     {
         let mut out = std::io::stdout().lock();
         writeln!(out, "listening: http://{}", listener.local_addr()?)?;
