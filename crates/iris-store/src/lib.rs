@@ -51,6 +51,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+mod blocks;
 mod bulk;
 mod sqlite;
 mod writer;

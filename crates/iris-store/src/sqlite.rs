@@ -26,6 +26,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{QueryBuilder, Row, Sqlite};
 
+use crate::blocks;
 use crate::bulk::{BulkWriter, Durability};
 use crate::{
     CaptureRow, ConfigVersion, GroupBy, KeyRecord, SessionSummary, Store, StoreError, ToolCount,
@@ -57,11 +58,14 @@ const USAGE_ROWS_PER_INSERT: usize = MAX_BIND_PARAMS / USAGE_COLUMN_COUNT;
 const _: () = assert!(
     USAGE_ROWS_PER_INSERT >= 1 && USAGE_ROWS_PER_INSERT * USAGE_COLUMN_COUNT <= MAX_BIND_PARAMS
 );
-/// Parameters of one capture row.
-const CAPTURE_COLUMN_COUNT: usize = 5;
-/// Rows per capture INSERT at most.
-const CAPTURE_ROWS_PER_INSERT: usize = 192;
-const _: () = assert!(CAPTURE_ROWS_PER_INSERT * CAPTURE_COLUMN_COUNT <= MAX_BIND_PARAMS);
+/// Parameters of one `capture_ids` row (request id, block).
+const CAPTURE_ID_COLUMN_COUNT: usize = 2;
+/// Rows per `capture_ids` INSERT at most.
+const CAPTURE_ID_ROWS_PER_INSERT: usize = MAX_BIND_PARAMS / CAPTURE_ID_COLUMN_COUNT;
+
+/// Capture blocks one purge transaction works through at most (each is decompressed, and
+/// rewritten when only some of its captures expired).
+const PURGE_BLOCKS: i64 = 4;
 
 /// Multi-row INSERT statements come in a few fixed row counts: the largest allowed and the powers
 /// of two below it. A batch is written as chunks of those sizes, largest first, so each
@@ -139,18 +143,22 @@ static USAGE_INSERT: LazyLock<InsertLadder> = LazyLock::new(|| {
     )
 });
 
-static CAPTURE_INSERT: LazyLock<InsertLadder> = LazyLock::new(|| {
+/// A capture's block, found by its request id. A repeated id keeps its first capture (the
+/// later copy stays unreferenced in its block until retention deletes the block).
+static CAPTURE_ID_INSERT: LazyLock<InsertLadder> = LazyLock::new(|| {
     InsertLadder::new(
-        "INSERT OR IGNORE INTO captures (request_id, ts_ms, body, request_body, response_body) \
-         VALUES",
-        CAPTURE_COLUMN_COUNT,
-        CAPTURE_ROWS_PER_INSERT,
+        "INSERT OR IGNORE INTO capture_ids (request_id, block) VALUES",
+        CAPTURE_ID_COLUMN_COUNT,
+        CAPTURE_ID_ROWS_PER_INSERT,
     )
 });
 
-/// Prepared statements the bulk connection must keep cached: every rung of both ladders.
+const BLOCK_INSERT: &str = "INSERT INTO capture_blocks (ts_min, ts_max, data) VALUES (?1, ?2, ?3)";
+
+/// Prepared statements the bulk connection must keep cached: every rung of both ladders and
+/// the block INSERT.
 pub(crate) fn bulk_statements() -> usize {
-    USAGE_INSERT.len() + CAPTURE_INSERT.len()
+    USAGE_INSERT.len() + CAPTURE_ID_INSERT.len() + 1
 }
 
 /// Bind one usage record's values from parameter `at + 1` on.
@@ -221,18 +229,84 @@ fn bind_usage(
     Ok(())
 }
 
-/// Bind one capture's values from parameter `at + 1` on.
-fn bind_capture(
-    insert: &mut rusqlite::Statement<'_>,
-    at: usize,
-    c: &CaptureRow,
+/// Write `batch` as capture blocks (see `blocks.rs`) and their ids, in `tx`.
+fn insert_capture_blocks(
+    tx: &rusqlite::Transaction<'_>,
+    batch: &[CaptureRow],
 ) -> Result<(), StoreError> {
-    insert.raw_bind_parameter(at + 1, &c.request_id)?;
-    insert.raw_bind_parameter(at + 2, c.ts_ms)?;
-    insert.raw_bind_parameter(at + 3, &c.body)?;
-    insert.raw_bind_parameter(at + 4, &c.request_body)?;
-    insert.raw_bind_parameter(at + 5, &c.response_body)?;
+    for span in blocks::spans(batch) {
+        let rows = &batch[span.start..span.end];
+        let data = blocks::encode(rows)?;
+        tx.prepare_cached(BLOCK_INSERT)?.execute(rusqlite::params![
+            span.ts_min,
+            span.ts_max,
+            data
+        ])?;
+        let block = tx.last_insert_rowid();
+        CAPTURE_ID_INSERT.insert_all(tx, rows, |insert, at, c| {
+            insert.raw_bind_parameter(at + 1, &c.request_id)?;
+            insert.raw_bind_parameter(at + 2, block)?;
+            Ok(())
+        })?;
+    }
     Ok(())
+}
+
+/// One step of a purge of capture blocks: up to `PURGE_BLOCKS` blocks holding a capture older
+/// than `before_ms` lose those captures (a block left empty is deleted, any other rewritten
+/// without them, so no expired text stays on disk) and their ids. Returns (captures deleted,
+/// whether there may be more such blocks).
+fn purge_capture_blocks(
+    tx: &rusqlite::Transaction<'_>,
+    before_ms: i64,
+) -> Result<(u64, bool), StoreError> {
+    let found: Vec<(i64, i64, Vec<u8>)> = tx
+        .prepare_cached(
+            "SELECT id, ts_max, data FROM capture_blocks WHERE ts_min < ?1 \
+             ORDER BY ts_min LIMIT ?2",
+        )?
+        .query_map(rusqlite::params![before_ms, PURGE_BLOCKS], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?
+        .collect::<Result<_, _>>()?;
+    let mut deleted = 0;
+    for (block, ts_max, data) in &found {
+        let rows = match blocks::decode(data) {
+            Ok(rows) => rows,
+            Err(e) => {
+                // A damaged block cannot say which ids are in it: it goes when all of it is
+                // old (its ids then lead nowhere), else it waits for that.
+                tracing::warn!(block, error = %e, "damaged capture block");
+                if *ts_max < before_ms {
+                    tx.execute("DELETE FROM capture_blocks WHERE id = ?1", [block])?;
+                } else {
+                    tx.execute(
+                        "UPDATE capture_blocks SET ts_min = ?1 WHERE id = ?2",
+                        rusqlite::params![before_ms, block],
+                    )?;
+                }
+                continue;
+            }
+        };
+        let (old, kept): (Vec<_>, Vec<_>) = rows.into_iter().partition(|r| r.ts_ms < before_ms);
+        if kept.is_empty() {
+            tx.execute("DELETE FROM capture_blocks WHERE id = ?1", [block])?;
+        } else {
+            let span = blocks::spans(&kept);
+            let ts_min = span.iter().map(|s| s.ts_min).min().unwrap_or(before_ms);
+            let ts_max = span.iter().map(|s| s.ts_max).max().unwrap_or(before_ms);
+            tx.execute(
+                "UPDATE capture_blocks SET ts_min = ?1, ts_max = ?2, data = ?3 WHERE id = ?4",
+                rusqlite::params![ts_min, ts_max, blocks::encode(&kept)?, block],
+            )?;
+        }
+        let mut forget =
+            tx.prepare_cached("DELETE FROM capture_ids WHERE request_id = ?1 AND block = ?2")?;
+        for r in &old {
+            deleted += forget.execute(rusqlite::params![r.request_id, block])? as u64;
+        }
+    }
+    Ok((deleted, found.len() as i64 == PURGE_BLOCKS))
 }
 
 /// Rows one statement of a purge deletes or updates at most.
@@ -554,11 +628,26 @@ impl Store for SqliteStore {
             return Ok(());
         }
         self.bulk
-            .write(move |tx| CAPTURE_INSERT.insert_all(tx, &batch, bind_capture))
+            .write(move |tx| insert_capture_blocks(tx, &batch))
             .await
     }
 
     async fn capture(&self, request_id: &str) -> Result<Option<CaptureRow>, StoreError> {
+        let block: Option<Vec<u8>> = sqlx::query_scalar(
+            "SELECT b.data FROM capture_ids i JOIN capture_blocks b ON b.id = i.block \
+             WHERE i.request_id = ?",
+        )
+        .bind(request_id)
+        .fetch_optional(&self.reader)
+        .await?;
+        if let Some(block) = block {
+            // Decompressing a block takes a millisecond or two: not on a request worker.
+            let id = request_id.to_owned();
+            return tokio::task::spawn_blocking(move || blocks::find(&block, &id))
+                .await
+                .map_err(|e| StoreError::Unavailable(format!("a capture read failed: {e}")))?;
+        }
+        // Captures written before schema version 5, a row each.
         let row = sqlx::query(
             "SELECT request_id, ts_ms, body, request_body, response_body FROM captures \
              WHERE request_id = ?",
@@ -594,6 +683,16 @@ impl Store for SqliteStore {
             .rows_affected();
             deleted += n;
             if n < PURGE_CHUNK as u64 {
+                break;
+            }
+        }
+        loop {
+            let (n, more) = self
+                .bulk
+                .write(move |tx| purge_capture_blocks(tx, before_ms))
+                .await?;
+            deleted += n;
+            if !more {
                 break;
             }
         }
@@ -934,9 +1033,9 @@ mod tests {
         for (ladder, columns, max) in [
             (&*USAGE_INSERT, USAGE_COLUMN_COUNT, USAGE_ROWS_PER_INSERT),
             (
-                &*CAPTURE_INSERT,
-                CAPTURE_COLUMN_COUNT,
-                CAPTURE_ROWS_PER_INSERT,
+                &*CAPTURE_ID_INSERT,
+                CAPTURE_ID_COLUMN_COUNT,
+                CAPTURE_ID_ROWS_PER_INSERT,
             ),
         ] {
             assert!(ladder.steps.len() <= 10);
