@@ -260,8 +260,9 @@ fn purge_capture_blocks(
     tx: &rusqlite::Transaction<'_>,
     before_ms: i64,
 ) -> Result<(u64, bool), StoreError> {
+    // Prepared without the cache: a purge is rare, and the cache is sized for the INSERTs.
     let found: Vec<(i64, i64, Vec<u8>)> = tx
-        .prepare_cached(
+        .prepare(
             "SELECT id, ts_max, data FROM capture_blocks WHERE ts_min < ?1 \
              ORDER BY ts_min LIMIT ?2",
         )?
@@ -292,16 +293,15 @@ fn purge_capture_blocks(
         if kept.is_empty() {
             tx.execute("DELETE FROM capture_blocks WHERE id = ?1", [block])?;
         } else {
-            let span = blocks::spans(&kept);
-            let ts_min = span.iter().map(|s| s.ts_min).min().unwrap_or(before_ms);
-            let ts_max = span.iter().map(|s| s.ts_max).max().unwrap_or(before_ms);
+            let ts_min = kept.iter().map(|r| r.ts_ms).min().unwrap_or(before_ms);
+            let ts_max = kept.iter().map(|r| r.ts_ms).max().unwrap_or(before_ms);
             tx.execute(
                 "UPDATE capture_blocks SET ts_min = ?1, ts_max = ?2, data = ?3 WHERE id = ?4",
                 rusqlite::params![ts_min, ts_max, blocks::encode(&kept)?, block],
             )?;
         }
         let mut forget =
-            tx.prepare_cached("DELETE FROM capture_ids WHERE request_id = ?1 AND block = ?2")?;
+            tx.prepare("DELETE FROM capture_ids WHERE request_id = ?1 AND block = ?2")?;
         for r in &old {
             deleted += forget.execute(rusqlite::params![r.request_id, block])? as u64;
         }
@@ -1027,6 +1027,44 @@ fn push_filters(qb: &mut QueryBuilder<'_, Sqlite>, q: &UsageQuery) -> Result<(),
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Retention takes expired captures out of a block that also holds newer ones: their text
+    /// is gone from the stored block, not only unreachable by id.
+    #[tokio::test]
+    async fn a_partly_expired_block_is_rewritten_without_the_old_captures() {
+        let store = SqliteStore::open_temporary().await.unwrap();
+        let rows: Vec<CaptureRow> = (0..6)
+            .map(|i| CaptureRow {
+                request_id: format!("r{i}"),
+                ts_ms: 100 * i,
+                body: format!("{{\"secret-{i}\":true}}"),
+                request_body: Some(format!("prompt {i}")),
+                response_body: None,
+            })
+            .collect();
+        store.insert_captures(rows.clone()).await.unwrap();
+        assert_eq!(store.purge(300, false).await.unwrap(), 3);
+        let blocks: Vec<Vec<u8>> = sqlx::query_scalar("SELECT data FROM capture_blocks")
+            .fetch_all(&store.reader)
+            .await
+            .unwrap();
+        assert_eq!(blocks.len(), 1);
+        assert_eq!(blocks::decode(&blocks[0]).unwrap(), rows[3..]);
+        let (min, max): (i64, i64) = sqlx::query_as("SELECT ts_min, ts_max FROM capture_blocks")
+            .fetch_one(&store.reader)
+            .await
+            .unwrap();
+        assert_eq!((min, max), (300, 500));
+        assert_eq!(store.purge(600, false).await.unwrap(), 3);
+        let left: i64 = sqlx::query_scalar("SELECT count(*) FROM capture_blocks")
+            .fetch_one(&store.reader)
+            .await
+            .unwrap();
+        assert_eq!(left, 0);
+        for r in &rows {
+            assert_eq!(store.capture(&r.request_id).await.unwrap(), None);
+        }
+    }
 
     #[test]
     fn insert_ladders_cover_every_batch_with_few_statements() {
