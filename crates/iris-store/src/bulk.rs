@@ -1,4 +1,4 @@
-//! The connection usage records and captures are written on.
+//! The connections usage records and captures are written on (one each).
 //!
 //! Everything else in the SQLite backend goes through sqlx. These two writes do not: they
 //! happen once per proxied request each, and sqlx's way of running a statement (every bound
@@ -9,9 +9,15 @@
 //! values bound straight from the records, one transaction per batch. (ARCHITECTURE.md, "Why
 //! some things are our own code".)
 //!
-//! The connection is opened on first use and dropped after any failed write, so the next
+//! A connection is opened on first use and dropped after any failed write, so the next
 //! write starts on a fresh connection whatever state a failure (a full disk, an I/O error in
 //! the middle of a COMMIT) left behind.
+//!
+//! Usage records and captures have a connection each: a write waits out a lock another
+//! process holds for the busy timeout (5 s), and a usage batch must not wait for that behind
+//! a capture batch that is itself waiting (under load a new capture batch is ready as soon as
+//! the last one gave up, so the usage writer could wait behind them indefinitely and never
+//! report the store failing). Between the two connections SQLite's busy handler takes turns.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -70,10 +76,28 @@ impl BulkWriter {
         T: Send + 'static,
         F: FnOnce(&Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
     {
+        self.write_prepared(|| Ok(()), move |tx, ()| f(tx)).await
+    }
+
+    /// Like [`write`](Self::write), with CPU work that needs no lock (compressing a block)
+    /// done first by `prepare`, on the same blocking thread, before the transaction takes
+    /// SQLite's write lock: the other write connection waits only for the database work.
+    pub(crate) async fn write_prepared<P, T, F>(
+        self: &Arc<Self>,
+        prepare: impl FnOnce() -> Result<P, StoreError> + Send + 'static,
+        f: F,
+    ) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>, P) -> Result<T, StoreError> + Send + 'static,
+    {
         let this = Arc::clone(self);
-        tokio::task::spawn_blocking(move || this.write_now(f))
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("the store's write task failed: {e}")))?
+        tokio::task::spawn_blocking(move || {
+            let prepared = prepare()?;
+            this.write_now(move |tx| f(tx, prepared))
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("the store's write task failed: {e}")))?
     }
 
     fn write_now<T>(

@@ -10,8 +10,9 @@
 //!   [`Store`] trait and [`StoreError`].
 //! - `sqlite.rs` — [`SqliteStore`]: file setup (permissions), pragmas, embedded
 //!   migrations (`migrations/NNNN_*.sql`), and the queries (sqlx).
-//! - `bulk.rs` — the connection the per-request rows (usage records, captures) are written
-//!   on (rusqlite, on the blocking pool: sqlx's per-argument overhead was half the store's CPU).
+//! - `bulk.rs` — the connections the per-request rows are written on, one for usage records and
+//!   one for captures (rusqlite, on the blocking pool: sqlx's per-argument overhead was half the
+//!   store's CPU).
 //! - `writer.rs` — the batched usage writer that keeps store writes off the request path:
 //!   [`spawn_usage_writer`] returns a cheap, cloneable [`UsageSink`] and a
 //!   [`UsageWriterHandle`] for shutdown.

@@ -1,11 +1,12 @@
 //! The SQLite backend.
 //!
 //! One database file, in WAL mode. Usage records and captures, written once per request
-//! each, go through [`BulkWriter`]: one rusqlite connection, batches run on tokio's blocking
-//! pool (see `bulk.rs` for why not sqlx). Every other write (keys, config versions, purges)
-//! goes through a sqlx pool of exactly one connection; reads go through a separate small pool
-//! so dashboards and the CLI never queue behind a usage batch. The two write connections take
-//! SQLite's write lock in turn (each waits out the other for up to the busy timeout). The
+//! each, go through a [`BulkWriter`] each: a rusqlite connection, batches run on tokio's
+//! blocking pool (see `bulk.rs` for why not sqlx, and why usage and captures do not share one).
+//! Every other write (keys, config versions, purges) goes through a sqlx pool of exactly one
+//! connection; reads go through a separate small pool so dashboards and the CLI never queue
+//! behind a usage batch. The three write connections take SQLite's write lock in turn (each
+//! waits out the others for up to the busy timeout). The
 //! temporary variant (tests, throwaway runs) is the same on a file in a private temporary
 //! directory that is deleted with the store.
 //!
@@ -155,8 +156,8 @@ static CAPTURE_ID_INSERT: LazyLock<InsertLadder> = LazyLock::new(|| {
 
 const BLOCK_INSERT: &str = "INSERT INTO capture_blocks (ts_min, ts_max, data) VALUES (?1, ?2, ?3)";
 
-/// Prepared statements the bulk connection must keep cached: every rung of both ladders and
-/// the block INSERT.
+/// Prepared statements a bulk connection must keep cached: every rung of both ladders and
+/// the block INSERT (each connection runs a part of them; the cache is small either way).
 pub(crate) fn bulk_statements() -> usize {
     USAGE_INSERT.len() + CAPTURE_ID_INSERT.len() + 1
 }
@@ -229,20 +230,37 @@ fn bind_usage(
     Ok(())
 }
 
-/// Write `batch` as capture blocks (see `blocks.rs`) and their ids, in `tx`.
+/// One compressed capture block (see `blocks.rs`): which rows of the batch it holds.
+struct EncodedBlock {
+    span: blocks::Span,
+    data: Vec<u8>,
+}
+
+/// Compress `batch` into its blocks: CPU work, done before the write transaction begins.
+fn encode_capture_blocks(batch: &[CaptureRow]) -> Result<Vec<EncodedBlock>, StoreError> {
+    blocks::spans(batch)
+        .into_iter()
+        .map(|span| {
+            let data = blocks::encode(&batch[span.start..span.end])?;
+            Ok(EncodedBlock { span, data })
+        })
+        .collect()
+}
+
+/// Write the encoded blocks of `batch` and their captures' ids, in `tx`.
 fn insert_capture_blocks(
     tx: &rusqlite::Transaction<'_>,
     batch: &[CaptureRow],
+    encoded: &[EncodedBlock],
 ) -> Result<(), StoreError> {
-    for span in blocks::spans(batch) {
-        let rows = &batch[span.start..span.end];
-        let data = blocks::encode(rows)?;
+    for EncodedBlock { span, data } in encoded {
         tx.prepare_cached(BLOCK_INSERT)?.execute(rusqlite::params![
             span.ts_min,
             span.ts_max,
             data
         ])?;
         let block = tx.last_insert_rowid();
+        let rows = &batch[span.start..span.end];
         CAPTURE_ID_INSERT.insert_all(tx, rows, |insert, at, c| {
             insert.raw_bind_parameter(at + 1, &c.request_id)?;
             insert.raw_bind_parameter(at + 2, block)?;
@@ -319,8 +337,10 @@ const KEY_COLUMNS: &str = "id, token_hash, login, tags, note, created_ms, expire
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
-    /// Usage records and captures.
-    bulk: Arc<BulkWriter>,
+    /// Usage records: a connection of their own, so they never queue behind captures.
+    usage_writes: Arc<BulkWriter>,
+    /// Captures and their purge.
+    capture_writes: Arc<BulkWriter>,
     /// Bumped by every revocation made through this store (see [`Store::key_revocations`]).
     revocations: std::sync::atomic::AtomicU64,
     /// The directory of a temporary store, deleted when the store is dropped (last: after
@@ -333,7 +353,8 @@ impl std::fmt::Debug for SqliteStore {
         f.debug_struct("SqliteStore")
             .field("writer_connections", &self.writer.size())
             .field("reader_connections", &self.reader.size())
-            .field("bulk", &self.bulk)
+            .field("usage_writes", &self.usage_writes)
+            .field("capture_writes", &self.capture_writes)
             .finish()
     }
 }
@@ -409,7 +430,8 @@ impl SqliteStore {
         Ok(SqliteStore {
             writer,
             reader,
-            bulk: BulkWriter::new(path.to_path_buf(), durability),
+            usage_writes: BulkWriter::new(path.to_path_buf(), durability),
+            capture_writes: BulkWriter::new(path.to_path_buf(), durability),
             revocations: Default::default(),
             _temporary: temporary,
         })
@@ -418,7 +440,8 @@ impl SqliteStore {
     /// Close all connections, waiting for queries in flight. The last connection to
     /// close checkpoints the WAL into the main file.
     pub async fn close(&self) {
-        self.bulk.close().await;
+        self.usage_writes.close().await;
+        self.capture_writes.close().await;
         self.reader.close().await;
         self.writer.close().await;
     }
@@ -457,7 +480,7 @@ impl Store for SqliteStore {
         if batch.is_empty() {
             return Ok(());
         }
-        self.bulk
+        self.usage_writes
             .write(move |tx| USAGE_INSERT.insert_all(tx, &batch, bind_usage))
             .await
     }
@@ -627,8 +650,11 @@ impl Store for SqliteStore {
         if batch.is_empty() {
             return Ok(());
         }
-        self.bulk
-            .write(move |tx| insert_capture_blocks(tx, &batch))
+        self.capture_writes
+            .write_prepared(
+                move || Ok((encode_capture_blocks(&batch)?, batch)),
+                |tx, (encoded, batch)| insert_capture_blocks(tx, &batch, &encoded),
+            )
             .await
     }
 
@@ -688,7 +714,7 @@ impl Store for SqliteStore {
         }
         loop {
             let (n, more) = self
-                .bulk
+                .capture_writes
                 .write(move |tx| purge_capture_blocks(tx, before_ms))
                 .await?;
             deleted += n;

@@ -218,6 +218,65 @@ async fn record_never_waits_on_a_hung_store() {
     assert_eq!((stats.written, stats.dropped), (1000, 49_001));
 }
 
+/// While another process holds the database's write lock, a usage write gives up after its
+/// own busy timeout (5 s) and reports the store failing: it never queues behind a capture
+/// write that is itself waiting out the lock. (Sharing one connection, it waited for the
+/// capture write's whole timeout first, and under load for one capture batch after another.)
+#[tokio::test]
+async fn a_usage_write_on_a_locked_database_never_waits_behind_a_capture_write() {
+    use sqlx::sqlite::SqliteConnectOptions;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("iris.db");
+    let store = Arc::new(SqliteStore::open(&path).await.unwrap());
+    let mut locker =
+        sqlx::SqliteConnection::connect_with(&SqliteConnectOptions::new().filename(&path))
+            .await
+            .unwrap();
+    sqlx::query("BEGIN EXCLUSIVE")
+        .execute(&mut locker)
+        .await
+        .unwrap();
+
+    let captures = tokio::spawn({
+        let store = Arc::clone(&store);
+        async move {
+            let row = iris_store::CaptureRow {
+                request_id: "r1".into(),
+                ts_ms: 1,
+                body: "{}".into(),
+                request_body: None,
+                response_body: None,
+            };
+            let started = std::time::Instant::now();
+            let result = store.insert_captures(vec![row]).await;
+            (started.elapsed(), result)
+        }
+    });
+    // The capture write is waiting for the lock when the usage write starts.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    let usage = store.insert_usage(Arc::new(vec![sample_record(0)])).await;
+    let usage_took = started.elapsed();
+    let (capture_took, capture) = captures.await.unwrap();
+    sqlx::query("ROLLBACK").execute(&mut locker).await.unwrap();
+
+    let usage = usage.unwrap_err();
+    assert!(usage.to_string().contains("locked"), "{usage}");
+    assert!(capture.unwrap_err().to_string().contains("locked"));
+    // Each waited out its own 5 s; behind the capture write, the usage write would have
+    // taken 5 s more (about 9.7 s).
+    assert!(capture_took >= Duration::from_secs(4), "{capture_took:?}");
+    assert!(
+        usage_took < Duration::from_secs(8),
+        "the usage write waited {usage_took:?}"
+    );
+    // Unlocked, both kinds of write go through again.
+    store
+        .insert_usage(Arc::new(vec![sample_record(1)]))
+        .await
+        .unwrap();
+}
+
 /// The errors SQLite really returns for a held lock, a full database and a read-only
 /// file must count as transient (retried), never as a bad record (dropped).
 #[tokio::test]
