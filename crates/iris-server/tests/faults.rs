@@ -16,7 +16,7 @@ use bytes::Bytes;
 use common::*;
 use futures_util::future::join_all;
 use http_body_util::{BodyExt, Full};
-use iris_store::UsageRecord;
+use iris_store::{Store as _, UsageRecord};
 use iris_testkit::mock::{MockOptions, MockProvider, SSE_JUNK};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -954,10 +954,28 @@ fn gauges(h: &Harness) -> Gauges {
 async fn faults_leak_no_task_connection_or_memory() {
     let _exclusive = EXCLUSIVE.write().await;
     let mut h = Harness::start_with(options()).await;
-    // Warm up: one pooled upstream connection, the observer and writer running.
+    // Warm up: one pooled upstream connection, the observer and writer running, and the
+    // store's write connections open (usage records and captures have one each, opened by
+    // their first write).
     {
         let c = h.client();
-        assert_eq!(call(&c, Api::Chat, false, &[]).await.status, 200);
+        let g = call(&c, Api::Chat, false, &[]).await;
+        assert_eq!(g.status, 200);
+        let id = g.headers["x-iris-request-id"].to_str().unwrap().to_owned();
+        let store = h.store.clone();
+        let mut stored = false;
+        for _ in 0..1500 {
+            let usage = store
+                .recent_usage(&iris_store::UsageQuery::default())
+                .await
+                .unwrap();
+            if usage.iter().any(|r| r.id == id) && store.capture(&id).await.unwrap().is_some() {
+                stored = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(stored, "the warm-up's usage record and capture were stored");
     }
     settled_fds().await;
     let before = gauges(&h);
