@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::mpsc::{self, error::TrySendError};
+use tokio::sync::Notify;
+use tokio::sync::mpsc::{self, error::TryRecvError, error::TrySendError};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -82,6 +83,13 @@ struct Shared {
     closed: AtomicBool,
     /// `queue_capacity`: the most records `buffered` may reach.
     capacity: usize,
+    /// `batch_size`: when `buffered` reaches it, a full batch is waiting.
+    batch_size: usize,
+    /// Wakes the writer when a full batch is waiting. While it collects a batch the writer
+    /// does not wait on the queue itself: a waiting receiver is woken by every record sent,
+    /// and at tens of thousands of records a second that was thousands of thread wake-ups
+    /// (an `eventfd` write by the sender, a context switch for the writer) for nothing.
+    batch_ready: Notify,
     /// Records a sink accepted that are neither written nor dropped yet: those in the
     /// channel plus the writer's batch and retry buffer. A sink reserves a slot here
     /// before sending, so this is the one bound on memory.
@@ -92,6 +100,9 @@ struct Shared {
     /// From a failed write until the next successful one.
     failing: AtomicBool,
     last_error: Mutex<Option<String>>,
+    /// Turns of the writer's loop (a test counts its wake-ups).
+    #[cfg(test)]
+    turns: AtomicU64,
     buffer_full: DropLog,
     after_close: DropLog,
     epoch: Instant,
@@ -110,13 +121,14 @@ impl Shared {
         }
     }
 
-    /// Take one slot of the buffer; false when it is full.
-    fn reserve(&self) -> bool {
+    /// Take one slot of the buffer: the number of records buffered before, or `None` when
+    /// it is full.
+    fn reserve(&self) -> Option<usize> {
         self.buffered
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < self.capacity).then_some(n + 1)
             })
-            .is_ok()
+            .ok()
     }
 
     /// `n` buffered records left memory: `written` of them were stored, the rest dropped.
@@ -298,11 +310,14 @@ impl UsageSink {
             self.shared.drop_after_close();
             return;
         }
-        if !self.shared.reserve() {
+        let Some(before) = self.shared.reserve() else {
             self.shared.drop_buffer_full();
             return;
-        }
+        };
         match self.tx.try_send(rec) {
+            // This record completes a batch: the writer, if it is collecting one, takes it now
+            // (if it is not waiting, the permit makes its next wait return at once).
+            Ok(()) if before + 1 == self.shared.batch_size => self.shared.batch_ready.notify_one(),
             Ok(()) => {}
             // Cannot happen (the reservation bounds the channel too); counted if it does.
             Err(TrySendError::Full(_)) => {
@@ -394,12 +409,16 @@ pub fn spawn_usage_writer(
     let shared = Arc::new(Shared {
         closed: AtomicBool::new(false),
         capacity: cfg.queue_capacity,
+        batch_size: cfg.batch_size,
+        batch_ready: Notify::new(),
         buffered: AtomicUsize::new(0),
         written: AtomicU64::new(0),
         dropped: AtomicU64::new(0),
         failed_batches: AtomicU64::new(0),
         failing: AtomicBool::new(false),
         last_error: Mutex::new(None),
+        #[cfg(test)]
+        turns: AtomicU64::new(0),
         buffer_full: DropLog::new(DROP_WARN_INTERVAL),
         after_close: DropLog::new(DROP_WARN_INTERVAL),
         epoch: Instant::now(),
@@ -445,6 +464,14 @@ struct Retry {
     failures: u32,
 }
 
+/// Whether more records can arrive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Intake {
+    Open,
+    /// Every sink is gone and the queue is empty.
+    Closed,
+}
+
 /// Outcome of one write attempt.
 enum Flush {
     /// The records were written (or rejected as invalid and dropped).
@@ -470,7 +497,18 @@ struct Writer {
 impl Writer {
     async fn run(mut self) {
         loop {
+            #[cfg(test)]
+            self.shared.turns.fetch_add(1, Ordering::Relaxed);
             self.shared.report_held_back_drops(false);
+            // Idle (nothing pending, no retry): wait on the queue, so the first record starts
+            // a batch and its flush interval. Collecting a batch, or holding a failed one for
+            // its retry: take what is queued now and wait for the batch to fill (the sinks
+            // wake the writer when `buffered` reaches `batch_size`), the flush deadline or the
+            // retry; records sent meanwhile wake nobody.
+            let collecting = !self.pending.is_empty() || self.retry.is_some();
+            if collecting && self.take_queued() == Intake::Closed {
+                break;
+            }
             if self.flush_due(Instant::now()) {
                 self.flush_one().await;
                 continue;
@@ -485,19 +523,49 @@ impl Writer {
             tokio::select! {
                 biased;
                 () = self.cancel.cancelled() => break,
-                n = self.rx.recv_many(&mut self.pending, room), if room > 0 => {
+                n = self.rx.recv_many(&mut self.pending, room), if !collecting && room > 0 => {
                     if n == 0 {
                         // Every sink is gone: nothing more can arrive.
                         break;
                     }
-                    if self.deadline.is_none() {
-                        self.deadline = Some(Instant::now() + self.cfg.flush_interval);
-                    }
+                    self.started_collecting();
                 }
+                () = self.shared.batch_ready.notified(), if collecting => {}
                 () = tokio::time::sleep_until(sleep_until), if wake_at.is_some() => {}
             }
         }
         self.finish().await;
+    }
+
+    /// Take the records queued now, without waiting, as far as `intake_room` allows.
+    fn take_queued(&mut self) -> Intake {
+        let room = self.intake_room();
+        let mut took = 0;
+        let mut intake = Intake::Open;
+        while took < room {
+            match self.rx.try_recv() {
+                Ok(rec) => {
+                    self.pending.push(rec);
+                    took += 1;
+                }
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    intake = Intake::Closed;
+                    break;
+                }
+            }
+        }
+        if took > 0 {
+            self.started_collecting();
+        }
+        intake
+    }
+
+    /// Records were received: the flush interval runs from the first of a batch.
+    fn started_collecting(&mut self) {
+        if self.deadline.is_none() {
+            self.deadline = Some(Instant::now() + self.cfg.flush_interval);
+        }
     }
 
     /// How many records to take off the queue now.
@@ -722,6 +790,57 @@ mod tests {
         }
         .normalized();
         assert_eq!(cfg.flush_interval, MAX_FLUSH_INTERVAL);
+    }
+
+    fn record(i: u64) -> UsageRecord {
+        UsageRecord {
+            id: format!("r{i}"),
+            request_id: format!("r{i}"),
+            api_family: "openai_chat".into(),
+            method: "POST".into(),
+            path: "/v1/chat/completions".into(),
+            identity_source: "loopback".into(),
+            ..UsageRecord::default()
+        }
+    }
+
+    /// Records sent while the writer collects a batch do not wake it one by one (each wake-up
+    /// of a waiting receiver costs the sender an `eventfd` write and the writer a context
+    /// switch); the record that completes the batch does, so a full batch is written at once,
+    /// long before the flush interval.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_collecting_writer_wakes_for_a_full_batch_not_for_every_record() {
+        let store: Arc<dyn Store> = Arc::new(crate::SqliteStore::open_temporary().await.unwrap());
+        let cfg = UsageWriterConfig {
+            queue_capacity: 10_000,
+            batch_size: 500,
+            flush_interval: Duration::from_secs(60),
+        };
+        let (sink, handle) = spawn_usage_writer(store, cfg);
+        let shared = Arc::clone(&handle.shared);
+        for i in 0..499 {
+            sink.record(record(i));
+            // Time for the writer (on the other worker) to take each record, as it had when
+            // records arrived one at a time.
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        let turns = shared.turns.load(Ordering::Relaxed);
+        assert!(
+            turns <= 5,
+            "the writer turned {turns} times for 499 records"
+        );
+        assert_eq!(shared.stats().written, 0);
+        sink.record(record(499));
+        let started = std::time::Instant::now();
+        while shared.stats().written < 500 {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "the full batch was not written"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let stats = handle.shutdown().await;
+        assert_eq!((stats.written, stats.dropped), (500, 0));
     }
 
     #[test]
