@@ -72,7 +72,12 @@ pub struct SessionKey {
 impl SessionKey {
     fn new(kind: SessionKind, raw: &str) -> Self {
         SessionKey {
-            id: format!("{}{}", kind.prefix(), safe_id(raw)),
+            id: {
+                let mut id = String::with_capacity(kind.prefix().len() + raw.len().min(33));
+                id.push_str(kind.prefix());
+                push_safe_id(&mut id, raw);
+                id
+            },
             kind,
         }
     }
@@ -80,15 +85,24 @@ impl SessionKey {
 
 const MAX_ID_LEN: usize = 128;
 
+#[cfg(test)]
 fn safe_id(raw: &str) -> String {
+    let mut out = String::new();
+    push_safe_id(&mut out, raw);
+    out
+}
+
+/// `raw` when it is a safe id, else `h` and a hash of it.
+fn push_safe_id(out: &mut String, raw: &str) {
     let ok = (1..=MAX_ID_LEN).contains(&raw.len())
         && raw
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
     if ok {
-        raw.to_owned()
+        out.push_str(raw);
     } else {
-        format!("h{}", &hex::encode(Sha256::digest(raw.as_bytes()))[..32])
+        out.push('h');
+        out.push_str(&hex::encode(&Sha256::digest(raw.as_bytes())[..16]));
     }
 }
 
@@ -137,7 +151,7 @@ fn decide(
         && let Some(fp) = fingerprint()
     {
         return SessionKey {
-            id: format!("{}{fp}", SessionKind::Fingerprint.prefix()),
+            id: [SessionKind::Fingerprint.prefix(), &fp].concat(),
             kind: SessionKind::Fingerprint,
         };
     }

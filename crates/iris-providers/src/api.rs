@@ -40,6 +40,11 @@ impl ApiFamily {
         ApiFamily::AnthropicCountTokens,
     ];
 
+    /// This family's position in [`ApiFamily::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// Stable snake_case name, used in logs, the store and error messages.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -130,6 +135,7 @@ mod tests {
     fn paths_round_trip_with_and_without_v1() {
         for f in ApiFamily::ALL {
             let p = f.upstream_path();
+            assert_eq!(ApiFamily::ALL[f.index()], f);
             assert_eq!(ApiFamily::from_path(p), Some(f), "{p}");
             let bare = p.strip_prefix("/v1").unwrap();
             assert_eq!(ApiFamily::from_path(bare), Some(f), "{bare}");

@@ -199,10 +199,15 @@ impl RouteTable {
 }
 
 fn route(p: &ProviderInfo, model: &str) -> Route {
+    // Concatenated, not `format!`ed: this runs for every request.
+    let mut qualified = String::with_capacity(p.id.len() + 1 + model.len());
+    qualified.push_str(&p.id);
+    qualified.push('/');
+    qualified.push_str(model);
     Route {
         provider_id: p.id.clone(),
         model: model.to_owned(),
-        qualified: format!("{}/{}", p.id, model),
+        qualified,
     }
 }
 

@@ -50,6 +50,8 @@ pub struct Runtime {
     pub redactor: Arc<iris_capture::Redactor>,
     /// Cost settings per provider id.
     pub costs: std::collections::HashMap<String, Arc<observe::ProviderCost>>,
+    /// Credential, extra headers and endpoint URLs per provider id.
+    pub upstreams: std::collections::HashMap<String, upstream::ProviderUpstream>,
 }
 
 impl Runtime {
@@ -71,8 +73,14 @@ impl Runtime {
                 )
             })
             .collect();
+        let upstreams = config
+            .providers
+            .iter()
+            .map(|p| (p.id.clone(), upstream::ProviderUpstream::new(p)))
+            .collect();
         Runtime {
             routes: RouteTable::new(&config),
+            upstreams,
             policy: Policy::new(&config.grants),
             redactor: Arc::new(redactor),
             costs,

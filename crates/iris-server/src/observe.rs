@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use iris_capture::{
-    Accounting, CaptureLimits, CostBasis, ModelCostRule, RawExchange, Redactor, TokenUsage,
+    Accounting, CaptureLimits, CostBasis, ModelCostRule, RawExchange, Redactor, SessionKind,
+    TokenUsage,
 };
 use iris_store::{CaptureRow, Store, UsageRecord, UsageSink};
 use tokio::sync::mpsc;
@@ -424,7 +425,7 @@ fn enrich(item: Item) -> (UsageRecord, Option<CaptureRow>) {
     } = item;
     let Some(ex) = exchange else {
         record.session_kind = Some("single".into());
-        record.session_id = Some(format!("rq_{}", record.id));
+        record.session_id = Some([SessionKind::Single.prefix(), &record.id].concat());
         return (record, None);
     };
     let key = iris_capture::session_key_from_body(

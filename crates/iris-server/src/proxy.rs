@@ -16,9 +16,7 @@ use hyper::body::Incoming;
 use iris_identity::Principal;
 use iris_policy::Outcome;
 use iris_providers::api::{ApiFamily, Dialect};
-use iris_providers::routing::{
-    RouteError, auth_header, forward_request_header, forward_response_header, upstream_url,
-};
+use iris_providers::routing::{RouteError, forward_request_header, forward_response_header};
 use iris_providers::{models_list, peek, stream_filter::IncludeUsageFilter, usage::UsageExtractor};
 use iris_store::UsageRecord;
 
@@ -55,8 +53,14 @@ fn header_str<'a>(req: &'a Request<Incoming>, name: &str) -> Option<&'a str> {
     req.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
-fn new_record(req: &Request<Incoming>, id: &str, api_family: &str) -> UsageRecord {
-    let mut r = base_record(id, api_family, req.method().as_str(), req.uri().path());
+fn new_record(req: &Request<Incoming>, id: &str, ts_ms: i64, api_family: &str) -> UsageRecord {
+    let mut r = base_record(
+        id,
+        ts_ms,
+        api_family,
+        req.method().as_str(),
+        req.uri().path(),
+    );
     r.user_agent = header_str(req, "user-agent").map(|s| s.chars().take(256).collect());
     r
 }
@@ -79,7 +83,7 @@ pub async fn handle(
 ) -> Response<RespBody> {
     let start = Instant::now();
     let rt = gw.runtime();
-    let id = iris_store::new_record_id();
+    let (id, ts_ms) = iris_store::new_record_id_and_time();
     let endpoint = endpoint(req.uri().path());
     if ctx.local_admin && !matches!(endpoint, Endpoint::Admin) {
         // The break-glass socket serves the admin API only: it must never bypass grants for models.
@@ -90,7 +94,7 @@ pub async fn handle(
         Endpoint::Llm(family) => {
             let pending = Pending {
                 sink: gw.observer.clone(),
-                record: new_record(&req, &id, family.as_str()),
+                record: new_record(&req, &id, ts_ms, family.as_str()),
                 start,
                 exchange: None,
                 keep_cap: 0,
@@ -100,7 +104,7 @@ pub async fn handle(
         Endpoint::Models => {
             let pending = Pending {
                 sink: gw.observer.clone(),
-                record: new_record(&req, &id, "models"),
+                record: new_record(&req, &id, ts_ms, "models"),
                 start,
                 exchange: None,
                 keep_cap: 0,
@@ -367,7 +371,8 @@ async fn llm(
         }
     }
 
-    let up_req = match build_upstream_request(&parts, provider, family, up_body) {
+    let upstream = rt.upstreams.get(&provider.id);
+    let up_req = match build_upstream_request(&parts, provider, upstream, family, up_body) {
         Ok(r) => r,
         Err(e) => return fail(pending, e, dialect, id),
     };
@@ -489,14 +494,18 @@ fn client_credential(h: &http::HeaderMap) -> Option<(http::HeaderName, HeaderVal
 fn build_upstream_request(
     parts: &http::request::Parts,
     provider: &iris_config::Provider,
+    up: Option<&crate::upstream::ProviderUpstream>,
     family: ApiFamily,
     body: Bytes,
 ) -> Result<Request<Full<Bytes>>, GatewayError> {
-    let url = upstream_url(provider, family, parts.uri.query());
-    let mut req = Request::builder().method(Method::POST).uri(&url);
-    let h = req.headers_mut().ok_or_else(|| {
-        GatewayError::Internal(format!("invalid upstream url for provider {}", provider.id))
-    })?;
+    let invalid_url =
+        || GatewayError::Internal(format!("invalid upstream url for provider {}", provider.id));
+    let up = up.ok_or_else(|| GatewayError::Internal("route to a missing provider".into()))?;
+    let uri = up
+        .uri(provider, family, parts.uri.query())
+        .ok_or_else(invalid_url)?;
+    let mut req = Request::builder().method(Method::POST).uri(uri);
+    let h = req.headers_mut().ok_or_else(invalid_url)?;
     let listed = connection_listed(&parts.headers);
     for (name, value) in parts.headers.iter() {
         if forward_request_header(name.as_str())
@@ -519,31 +528,19 @@ fn build_upstream_request(
         .flatten();
     if let Some((name, value)) = passthrough {
         h.insert(name, value);
-    } else if let Some((name, value)) = auth_header(provider) {
-        let v = HeaderValue::from_str(&value).map_err(|_| {
-            GatewayError::Internal(format!(
-                "provider {} has an API key that is not a valid header value",
-                provider.id
-            ))
-        })?;
-        let mut v = v;
-        v.set_sensitive(true);
-        h.insert(name, v);
+    } else if let Some((name, value)) = up
+        .auth
+        .as_ref()
+        .map_err(|e| GatewayError::Internal(e.clone()))?
+    {
+        h.insert(name.clone(), value.clone());
     }
-    for (name, value) in &provider.add_headers {
-        let n = http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
-            GatewayError::Internal(format!(
-                "provider {}: invalid add_headers name",
-                provider.id
-            ))
-        })?;
-        let v = HeaderValue::from_str(value).map_err(|_| {
-            GatewayError::Internal(format!(
-                "provider {}: invalid add_headers value",
-                provider.id
-            ))
-        })?;
-        h.insert(n, v);
+    let added = up
+        .add_headers
+        .as_ref()
+        .map_err(|e| GatewayError::Internal(e.clone()))?;
+    for (name, value) in added {
+        h.insert(name.clone(), value.clone());
     }
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
     req.body(Full::new(body))
@@ -637,17 +634,17 @@ async fn caller(
 
 /// A record for a request iris makes on someone's behalf (the model test button).
 pub(crate) fn bare_record(id: &str, api_family: &str, path: &str, p: &Principal) -> UsageRecord {
-    let mut r = base_record(id, api_family, "POST", path);
+    let mut r = base_record(id, iris_store::now_ms(), api_family, "POST", path);
     apply_principal(&mut r, p);
     r
 }
 
 /// A request's record before anything is known of it: no caller (`identity_source` "none"), no
 /// model, no answer.
-fn base_record(id: &str, api_family: &str, method: &str, path: &str) -> UsageRecord {
+fn base_record(id: &str, ts_ms: i64, api_family: &str, method: &str, path: &str) -> UsageRecord {
     UsageRecord {
         id: id.to_owned(),
-        ts_ms: iris_store::now_ms(),
+        ts_ms,
         request_id: id.to_owned(),
         identity_source: "none".into(),
         api_family: api_family.to_owned(),

@@ -4,11 +4,14 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Uri};
 use http_body_util::Full;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use iris_providers::api::ApiFamily;
+use iris_providers::routing::{auth_header, upstream_url};
 
 pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
@@ -47,4 +50,69 @@ pub fn is_connect_timeout(err: &hyper_util::client::legacy::Error) -> bool {
         source = e.source();
     }
     false
+}
+
+/// What iris adds to every upstream request of one provider, worked out once per config instead
+/// of once per request: the credential header (marked sensitive, so it never shows in a debug
+/// print), the `add_headers`, and the parsed URL of each API family's endpoint. A value the
+/// `http` crate refuses is kept as the message every request to the provider fails with.
+#[derive(Debug)]
+pub struct ProviderUpstream {
+    /// The configured credential, for `auth_mode` other than `none`.
+    pub auth: Result<Option<(HeaderName, HeaderValue)>, String>,
+    pub add_headers: Result<Vec<(HeaderName, HeaderValue)>, String>,
+    /// By `ApiFamily::ALL` position: the endpoint's URL without a query string.
+    uris: Vec<Option<Uri>>,
+}
+
+impl ProviderUpstream {
+    pub fn new(p: &iris_config::Provider) -> ProviderUpstream {
+        let auth = match auth_header(p) {
+            None => Ok(None),
+            Some((name, value)) => match HeaderValue::from_str(&value) {
+                Ok(mut v) => {
+                    v.set_sensitive(true);
+                    Ok(Some((HeaderName::from_static(name), v)))
+                }
+                Err(_) => Err(format!(
+                    "provider {} has an API key that is not a valid header value",
+                    p.id
+                )),
+            },
+        };
+        let add_headers = p
+            .add_headers
+            .iter()
+            .map(|(name, value)| {
+                let n = HeaderName::from_bytes(name.as_bytes())
+                    .map_err(|_| format!("provider {}: invalid add_headers name", p.id))?;
+                let v = HeaderValue::from_str(value)
+                    .map_err(|_| format!("provider {}: invalid add_headers value", p.id))?;
+                Ok((n, v))
+            })
+            .collect();
+        let uris = ApiFamily::ALL
+            .iter()
+            .map(|&f| upstream_url(p, f, None).parse::<Uri>().ok())
+            .collect();
+        ProviderUpstream {
+            auth,
+            add_headers,
+            uris,
+        }
+    }
+
+    /// The upstream URL of `family`'s endpoint with the client's query string; `None` when it
+    /// is not a valid URI.
+    pub fn uri(
+        &self,
+        p: &iris_config::Provider,
+        family: ApiFamily,
+        query: Option<&str>,
+    ) -> Option<Uri> {
+        match query.filter(|q| !q.is_empty()) {
+            None => self.uris.get(family.index()).cloned().flatten(),
+            Some(_) => upstream_url(p, family, query).parse().ok(),
+        }
+    }
 }

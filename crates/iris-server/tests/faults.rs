@@ -909,6 +909,32 @@ fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
 }
 
+/// One chat request, and the wait until its usage record and capture are stored: the pooled
+/// upstream connection and every descriptor the gateway keeps open (the store's write
+/// connections, one each for usage records and captures, opened by their first write) exist
+/// from then on, so counting descriptors afterwards sees only what a test's own work adds.
+async fn warm_up(h: &Harness) {
+    let g = call(&h.client(), Api::Chat, false, &[]).await;
+    assert_eq!(g.status, 200);
+    let id = g.headers["x-iris-request-id"].to_str().unwrap().to_owned();
+    let store = h.store.clone();
+    let start = Instant::now();
+    loop {
+        let usage = store
+            .recent_usage(&iris_store::UsageQuery::default())
+            .await
+            .unwrap();
+        if usage.iter().any(|r| r.id == id) && store.capture(&id).await.unwrap().is_some() {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the warm-up's usage record and capture were not stored"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// The number of open file descriptors once it stopped changing.
 async fn settled_fds() -> usize {
     let mut last = open_fds();
@@ -955,28 +981,8 @@ async fn faults_leak_no_task_connection_or_memory() {
     let _exclusive = EXCLUSIVE.write().await;
     let mut h = Harness::start_with(options()).await;
     // Warm up: one pooled upstream connection, the observer and writer running, and the
-    // store's write connections open (usage records and captures have one each, opened by
-    // their first write).
-    {
-        let c = h.client();
-        let g = call(&c, Api::Chat, false, &[]).await;
-        assert_eq!(g.status, 200);
-        let id = g.headers["x-iris-request-id"].to_str().unwrap().to_owned();
-        let store = h.store.clone();
-        let mut stored = false;
-        for _ in 0..1500 {
-            let usage = store
-                .recent_usage(&iris_store::UsageQuery::default())
-                .await
-                .unwrap();
-            if usage.iter().any(|r| r.id == id) && store.capture(&id).await.unwrap().is_some() {
-                stored = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        assert!(stored, "the warm-up's usage record and capture were stored");
-    }
+    // store's write connections open.
+    warm_up(&h).await;
     settled_fds().await;
     let before = gauges(&h);
     // An idle client that keeps its socket for the whole run and never sends a byte: iris must
@@ -1312,9 +1318,9 @@ async fn thousands_of_idle_connections_wait_their_turn_and_are_closed() {
     })
     .await;
     let addr = h.addr;
-    // Warm up (a pooled upstream connection), and let the previous test's runtime finish closing
-    // its sockets before counting.
-    assert_eq!(call(&h.client(), Api::Chat, false, &[]).await.status, 200);
+    // Warm up (a pooled upstream connection, the store's write connections), and let the
+    // previous test's runtime finish closing its sockets before counting.
+    warm_up(&h).await;
     let fds_before = settled_fds().await;
     // iris's side of the connections: what is open beyond the clients' sockets.
     let served = || open_fds().saturating_sub(fds_before + IDLE_CONNECTIONS + 1);

@@ -129,7 +129,26 @@ pub struct UsageRecord {
 
 /// A fresh record id: a UUIDv7 string. Ids made in one process sort in creation order.
 pub fn new_record_id() -> String {
-    uuid::Uuid::now_v7().to_string()
+    new_record_id_and_time().0
+}
+
+/// A new record id (as [`new_record_id`]) and the unix milliseconds it was made at, the time
+/// the id itself carries: one clock read for both (a request's id and its `ts_ms` always agree).
+pub fn new_record_id_and_time() -> (String, i64) {
+    let id = uuid::Uuid::now_v7();
+    let ms = id
+        .get_timestamp()
+        .and_then(|t| {
+            let (secs, nanos) = t.to_unix();
+            i64::try_from(secs)
+                .ok()?
+                .checked_mul(1000)?
+                .checked_add(i64::from(nanos / 1_000_000))
+        })
+        .unwrap_or_else(now_ms);
+    // Encoded into a stack buffer: `to_string` goes through the formatting machinery.
+    let mut buf = uuid::Uuid::encode_buffer();
+    (id.hyphenated().encode_lower(&mut buf).to_owned(), ms)
 }
 
 /// The current wall-clock time in unix milliseconds.
@@ -463,6 +482,21 @@ mod tests {
         let mut sorted = ids.clone();
         sorted.sort();
         assert_eq!(ids, sorted);
+    }
+
+    #[test]
+    fn a_record_time_is_the_time_in_its_id() {
+        let before = now_ms();
+        let (id, ms) = new_record_id_and_time();
+        let after = now_ms();
+        assert!(
+            (before..=after).contains(&ms),
+            "{before} <= {ms} <= {after}"
+        );
+        let u = uuid::Uuid::parse_str(&id).unwrap();
+        let (secs, nanos) = u.get_timestamp().unwrap().to_unix();
+        assert_eq!(ms, secs as i64 * 1000 + i64::from(nanos / 1_000_000));
+        assert_eq!(id, u.hyphenated().to_string());
     }
 
     #[test]
