@@ -114,7 +114,10 @@ pub fn build_capture(
     limits: &CaptureLimits,
     redactor: &Redactor,
 ) -> Capture {
-    build(raw, limits, redactor, false)
+    let mut c = build(raw, limits, redactor, false);
+    c.request_headers = redactor.redact_headers(raw.request_headers);
+    c.response_headers = redactor.redact_headers(raw.response_headers);
+    c
 }
 
 /// [`build_capture`], leaving the reassembly of a complete, tool-free answer for
@@ -124,7 +127,33 @@ pub fn build_capture_deferred(
     limits: &CaptureLimits,
     redactor: &Redactor,
 ) -> Capture {
-    build(raw, limits, redactor, true)
+    let mut c = build(raw, limits, redactor, true);
+    c.request_headers = redactor.redact_headers(raw.request_headers);
+    c.response_headers = redactor.redact_headers(raw.response_headers);
+    c
+}
+
+/// [`build_capture_deferred`] for a caller that owns the exchange's header lists (`raw`'s
+/// header slices are ignored): they are redacted in place and moved into the capture, not
+/// copied.
+pub fn build_capture_deferred_owning(
+    raw: &RawExchange<'_>,
+    mut request_headers: Vec<(String, String)>,
+    mut response_headers: Vec<(String, String)>,
+    limits: &CaptureLimits,
+    redactor: &Redactor,
+) -> Capture {
+    let with_headers = RawExchange {
+        request_headers: &request_headers,
+        response_headers: &response_headers,
+        ..*raw
+    };
+    let mut c = build(&with_headers, limits, redactor, true);
+    redactor.redact_headers_in_place(&mut request_headers);
+    redactor.redact_headers_in_place(&mut response_headers);
+    c.request_headers = request_headers;
+    c.response_headers = response_headers;
+    c
 }
 
 /// Whether an answer may call a tool: every tool call iris reassembles has a type or field
@@ -255,8 +284,9 @@ fn build(
     Capture {
         method: raw.method.to_owned(),
         path: redactor.redact_path(raw.path),
-        request_headers: redactor.redact_headers(raw.request_headers),
-        response_headers: redactor.redact_headers(raw.response_headers),
+        // Filled in by the caller (copied or moved).
+        request_headers: Vec::new(),
+        response_headers: Vec::new(),
         request_body: req.0,
         response_body,
         request_truncated: req.1,

@@ -35,7 +35,7 @@ pub mod session;
 
 pub use capture::{
     Capture, CaptureLimits, DeferredReassembly, NON_UTF8_MARKER, RawExchange, build_capture,
-    build_capture_deferred, stored_document,
+    build_capture_deferred, build_capture_deferred_owning, stored_document,
 };
 pub use cost::{
     Accounting, CostBasis, CostEstimate, ModelCostRule, ModelPrice, PriceTable, PriceTableError,

@@ -150,6 +150,18 @@ impl Redactor {
             .collect()
     }
 
+    /// [`redact_headers`](Self::redact_headers) without the copy: each value is replaced by its
+    /// stored form where that differs.
+    pub fn redact_headers_in_place(&self, headers: &mut [(String, String)]) {
+        for (n, v) in headers.iter_mut() {
+            if self.is_sensitive_header(n) {
+                *v = redact_credential(v);
+            } else if let Cow::Owned(scrubbed) = self.scrub_str(v) {
+                *v = scrubbed;
+            }
+        }
+    }
+
     /// The stored form of one header value.
     pub fn redact_header_value(&self, name: &str, value: &str) -> String {
         if self.is_sensitive_header(name) {

@@ -378,3 +378,71 @@ fn deferred_reassembly_reads_back_as_the_eager_capture() {
         "tool-free answers are deferred: {deferred_seen}"
     );
 }
+
+/// The server's way of building a capture, owning the header lists (redacted in place, moved
+/// into the capture), gives exactly the capture of the borrowing builder: credential headers,
+/// secrets inside other headers, an iris key, a compressed response.
+#[test]
+fn owning_the_headers_gives_the_same_capture() {
+    let secret = "sk-live-owning-0123456789abcdefghij";
+    let redactor = Redactor::new([secret]).with_extra_headers(["x-custom-token"]);
+    let limits = CaptureLimits::default();
+    let pairs = |list: &[(&str, &str)]| -> Vec<(String, String)> {
+        list.iter()
+            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+            .collect()
+    };
+    let request_headers = pairs(&[
+        (
+            "authorization",
+            "Bearer iris_sk_Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5MGFi",
+        ),
+        ("x-api-key", secret),
+        ("x-custom-token", "tok"),
+        ("x-note", &format!("uses {secret} inside")),
+        ("user-agent", "OpenAI/Python 1.0"),
+    ]);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&fixture("openai_chat_text.json")).unwrap();
+    let response_body = gz.finish().unwrap();
+    let response_headers = pairs(&[
+        ("content-encoding", "gzip"),
+        ("set-cookie", "session=abc"),
+        ("x-echo", secret),
+    ]);
+    let raw = RawExchange {
+        method: "POST",
+        path: "/v1/chat/completions",
+        api_family: "openai_chat",
+        request_headers: &request_headers,
+        request_body: br#"{"model":"m","messages":[]}"#,
+        request_body_complete: true,
+        response_headers: &response_headers,
+        response_body: &response_body,
+        response_body_complete: true,
+        response_is_sse: false,
+    };
+    let borrowed = iris_capture::build_capture_deferred(&raw, &limits, &redactor);
+    let owned = iris_capture::build_capture_deferred_owning(
+        &RawExchange {
+            request_headers: &[],
+            response_headers: &[],
+            ..raw
+        },
+        request_headers.clone(),
+        response_headers.clone(),
+        &limits,
+        &redactor,
+    );
+    assert_eq!(owned, borrowed);
+    assert!(
+        owned
+            .response_body
+            .as_deref()
+            .unwrap()
+            .contains("\"choices\"")
+    );
+    let text = serde_json::to_string(&owned).unwrap();
+    assert!(!text.contains(secret) && !text.contains("iris_sk_Zm9v") && !text.contains("abc\""));
+    assert!(!text.contains("\"tok\""));
+}

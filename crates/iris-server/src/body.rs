@@ -107,8 +107,10 @@ pub struct MeteredBody {
     idle_after: Duration,
     /// Fires at the idle deadline as it was when it was last armed. Frames only move
     /// `last_frame`; the timer is re-armed lazily when it fires early (resetting a timer on every
-    /// frame of a 200-chunk stream costs more than the rest of the metering).
-    idle: Pin<Box<Sleep>>,
+    /// frame of a 200-chunk stream costs more than the rest of the metering). Made the first time
+    /// the upstream makes the body wait: an answer that arrives whole with its head (most
+    /// non-streaming ones) never needs one.
+    idle: Option<Pin<Box<Sleep>>>,
     last_frame: tokio::time::Instant,
     /// SSE answers get an in-band error event when the upstream dies mid-stream.
     sse_dialect: Option<Dialect>,
@@ -131,7 +133,7 @@ impl MeteredBody {
             extractor: Some(extractor),
             filter,
             idle_after,
-            idle: Box::pin(tokio::time::sleep(idle_after)),
+            idle: None,
             last_frame: tokio::time::Instant::now(),
             sse_dialect,
             bytes_out: 0,
@@ -255,13 +257,17 @@ impl Body for MeteredBody {
                     return Poll::Ready(Some(Ok(Frame::data(Bytes::from(tail)))));
                 }
                 Poll::Pending => {
+                    let deadline = this.last_frame + this.idle_after;
+                    let idle = this
+                        .idle
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
                     loop {
-                        ready!(this.idle.as_mut().poll(cx));
+                        ready!(idle.as_mut().poll(cx));
                         let deadline = this.last_frame + this.idle_after;
                         if deadline <= tokio::time::Instant::now() {
                             break;
                         }
-                        this.idle.as_mut().reset(deadline);
+                        idle.as_mut().reset(deadline);
                     }
                     return this.fail(
                         "upstream_idle_timeout",

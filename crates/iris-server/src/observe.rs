@@ -423,7 +423,7 @@ fn enrich(item: Item) -> (UsageRecord, Option<CaptureRow>) {
         mut record,
         exchange,
     } = item;
-    let Some(ex) = exchange else {
+    let Some(mut ex) = exchange else {
         record.session_kind = Some("single".into());
         record.session_id = Some([SessionKind::Single.prefix(), &record.id].concat());
         return (record, None);
@@ -461,21 +461,31 @@ fn enrich(item: Item) -> (UsageRecord, Option<CaptureRow>) {
         record.priced_as = est.priced_as;
     }
     let mut capture_row = None;
-    if let Some((limits, redactor)) = &ex.capture {
+    if let Some((limits, redactor)) = ex.capture.take() {
+        let request_headers = std::mem::take(&mut ex.request_headers);
+        let response_headers = std::mem::take(&mut ex.response_headers);
         let raw = RawExchange {
             method: &record.method,
             path: &record.path,
             api_family: &record.api_family,
-            request_headers: &ex.request_headers,
+            // Passed apart below, owned.
+            request_headers: &[],
             request_body: &ex.request_body,
             request_body_complete: true,
-            response_headers: &ex.response_headers,
+            response_headers: &[],
             response_body: &ex.response,
             response_body_complete: ex.response_complete,
             response_is_sse: ex.response_is_sse,
         };
-        // Reassembly of a tool-free answer waits until someone opens the capture.
-        let capture = iris_capture::build_capture_deferred(&raw, limits, redactor);
+        // Reassembly of a tool-free answer waits until someone opens the capture. The header
+        // lists are ours: redacted where they are and moved into the capture.
+        let capture = iris_capture::build_capture_deferred_owning(
+            &raw,
+            request_headers,
+            response_headers,
+            &limits,
+            &redactor,
+        );
         record.tool_names = capture
             .tool_calls()
             .iter()

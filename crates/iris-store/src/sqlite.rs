@@ -169,7 +169,14 @@ fn bind_usage(
     r: &UsageRecord,
 ) -> Result<(), StoreError> {
     let tags = join_tags(&r.tags)?;
-    let tools = serde_json::to_string(&r.tool_names).unwrap_or_else(|_| "[]".into());
+    // Most requests call no tool: no JSON to write for them.
+    let tools: std::borrow::Cow<'_, str> = if r.tool_names.is_empty() {
+        "[]".into()
+    } else {
+        serde_json::to_string(&r.tool_names)
+            .unwrap_or_else(|_| "[]".into())
+            .into()
+    };
     let status = i64::from(r.status);
     let counters = [
         r.input_tokens,
