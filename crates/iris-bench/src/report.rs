@@ -486,7 +486,7 @@ pub fn render(info: &RunInfo, plan: &Plan, r: &Results) -> String {
     let _ = writeln!(w, "| nginx | {} |", info.nginx);
     let _ = writeln!(
         w,
-        "| method | {}: {} repetition(s) per scenario, medians; targets interleaved, their order rotated each repetition; comparisons with the baseline paired per repetition |",
+        "| method | {}: {} repetition(s) per scenario, medians; targets interleaved, their order rotated each repetition, each window begun once the previous target's processes were idle (at most 2 s); comparisons with the baseline paired per repetition |",
         if plan.quick {
             "**quick** (numbers are rough)"
         } else {

@@ -254,6 +254,26 @@ pub fn per_1k(cpu_s: f64, n: u64) -> f64 {
     }
 }
 
+/// After a target's window, wait until its processes are idle (at most one clock tick of CPU in
+/// a 100 ms sample, for at most 2 s) before the next target's window begins. iris finishes work
+/// after its last answer (the usage writer's last batch, held captures, a WAL checkpoint); run
+/// straight on, that work landed in the next target's window and slowed it, and which target
+/// came next was fixed by the rotation (iris-nocapture always followed iris).
+async fn settle(procs: &ProcSet) {
+    const SAMPLE: Duration = Duration::from_millis(100);
+    const MAX_WAIT: Duration = Duration::from_secs(2);
+    let start = std::time::Instant::now();
+    let mut last = procs.sample().cpu_ticks;
+    while start.elapsed() < MAX_WAIT {
+        tokio::time::sleep(SAMPLE).await;
+        let now = procs.sample().cpu_ticks;
+        if now.saturating_sub(last) <= 1 {
+            return;
+        }
+        last = now;
+    }
+}
+
 /// The order of the targets in repetition `rep`: rotated, so none is always first or last.
 pub fn rotation<T: Clone>(items: &[T], rep: usize) -> Vec<T> {
     if items.is_empty() {
@@ -291,6 +311,7 @@ pub async fn chat(plan: &Plan, targets: &[Target], mock: &ProcSet) -> Vec<RunRec
             let meter = Meter::start(&t.procs, mock);
             let r = load::closed_loop(&t.endpoint, &spec, &cfg).await;
             let rec = RunRecord::new(&t.name, rep, &r, meter.stop());
+            settle(&t.procs).await;
             progress(&format!(
                 "chat rep {rep} {:<10} {:>8.0} req/s  p50 {:>7.0} us  p99 {:>7.0} us  errors {}",
                 t.name,
@@ -328,6 +349,7 @@ pub async fn rate(plan: &Plan, targets: &[Target], mock: &ProcSet) -> Vec<RunRec
             let meter = Meter::start(&t.procs, mock);
             let r = load::open_loop(&t.endpoint, &spec, &cfg).await;
             let rec = RunRecord::new(&t.name, rep, &r, meter.stop());
+            settle(&t.procs).await;
             progress(&format!(
                 "rate rep {rep} {:<10} {:>6.0} req/s  p50 {:>6.0} us  p99 {:>7.0} us  max {:>7.0} us  lag p99 {:>5.0} us  errors {}",
                 t.name,
@@ -423,6 +445,7 @@ pub async fn sse(
             let meter = Meter::start(&t.procs, mock);
             let r = load::sse(&t.endpoint, &spec, &cfg).await;
             let rec = SseRecord::new(&t.name, rep, &r, meter.stop());
+            settle(&t.procs).await;
             progress(&format!(
                 "sse rep {rep} {:<10} {:>5.0} streams/s  ttfb p50 {:>6.0} us  total p50 {:>7.1} ms  frames {:>5.0}  max ev/frame {}  errors {}",
                 t.name,
