@@ -10,7 +10,7 @@ use tokio::sync::OnceCell;
 /// A tailnet identity resolved by WhoIs, with its tailnet-policy grants compiled.
 #[derive(Debug)]
 pub struct TailnetIdentity {
-    pub principal: Principal,
+    pub principal: Arc<Principal>,
     pub grants: TailnetGrants,
 }
 

@@ -26,9 +26,14 @@ use crate::{Gateway, Runtime};
 /// The resolved caller and its grants from the tailnet policy file.
 #[derive(Clone)]
 pub struct Resolved {
-    pub principal: Principal,
+    /// Shared, not copied per request: a WhoIs identity lives as long as its connection, a
+    /// key's as long as its cache entry, `(loopback)` for ever.
+    pub principal: Arc<Principal>,
     pub tailnet: Option<Arc<TailnetIdentity>>,
 }
+
+static LOOPBACK: std::sync::LazyLock<Arc<Principal>> =
+    std::sync::LazyLock::new(|| Arc::new(Principal::loopback()));
 
 static NO_TAILNET_GRANTS: std::sync::LazyLock<TailnetGrants> =
     std::sync::LazyLock::new(TailnetGrants::default);
@@ -42,6 +47,10 @@ impl Resolved {
     }
 
     pub fn plain(principal: Principal) -> Resolved {
+        Resolved::shared(Arc::new(principal))
+    }
+
+    pub fn shared(principal: Arc<Principal>) -> Resolved {
         Resolved {
             principal,
             tailnet: None,
@@ -58,7 +67,10 @@ fn tailnet_identity(principal: Principal) -> Arc<TailnetIdentity> {
     for r in &grants.rejected {
         tracing::warn!(who = %principal.label(), value = %r, "ignoring an invalid tailscale.com/cap/aperture value from the tailnet policy");
     }
-    Arc::new(TailnetIdentity { principal, grants })
+    Arc::new(TailnetIdentity {
+        principal: Arc::new(principal),
+        grants,
+    })
 }
 
 /// WhoIs for an address. `Ok(None)`: not a tailnet peer, or tailscaled is not running.
@@ -150,7 +162,7 @@ pub async fn resolve(
         if gw.key_failures.blocked(ctx.peer.ip(), limit) {
             return Err(GatewayError::TooManyKeyFailures);
         }
-        let r = resolve_key(gw, token).await.map(Resolved::plain);
+        let r = resolve_key(gw, token).await.map(Resolved::shared);
         if matches!(r, Err(GatewayError::Unauthenticated(_))) {
             gw.key_failures.failed(ctx.peer.ip());
         }
@@ -162,7 +174,7 @@ pub async fn resolve(
         if let Some(e) = whois_failed {
             return Err(GatewayError::IdentityUnavailable(e));
         }
-        return Ok(Resolved::plain(Principal::loopback()));
+        return Ok(Resolved::shared(LOOPBACK.clone()));
     }
     if let Some(e) = whois_failed {
         return Err(GatewayError::IdentityUnavailable(e));
@@ -172,14 +184,14 @@ pub async fn resolve(
     ))
 }
 
-async fn resolve_key(gw: &Gateway, token: &str) -> Result<Principal, GatewayError> {
+async fn resolve_key(gw: &Gateway, token: &str) -> Result<Arc<Principal>, GatewayError> {
     if !keys::well_formed(token) {
         return Err(GatewayError::Unauthenticated("malformed iris key".into()));
     }
     let hash = keys::hash_token(token);
     let revocations = gw.store.key_revocations();
-    let rec = match gw.key_cache.get(&hash, revocations) {
-        Some(rec) => rec,
+    let (rec, principal) = match gw.key_cache.get(&hash, revocations) {
+        Some(hit) => hit,
         None => {
             let rec = gw
                 .store
@@ -188,9 +200,11 @@ async fn resolve_key(gw: &Gateway, token: &str) -> Result<Principal, GatewayErro
                 .map_err(|e| GatewayError::StoreUnavailable(e.to_string()))?
                 .filter(|r| keys::hashes_equal(&r.token_hash, &hash))
                 .ok_or_else(|| GatewayError::Unauthenticated("unknown iris key".into()))?;
+            let principal = Arc::new(Principal::for_key(&rec.id, rec.login.as_deref(), &rec.tags));
             let rec = Arc::new(rec);
-            gw.key_cache.put(hash, revocations, rec.clone());
-            rec
+            gw.key_cache
+                .put(hash, revocations, rec.clone(), principal.clone());
+            (rec, principal)
         }
     };
     let now = iris_store::now_ms();
@@ -207,7 +221,7 @@ async fn resolve_key(gw: &Gateway, token: &str) -> Result<Principal, GatewayErro
         )));
     }
     touch_key(gw, &rec.id, now);
-    Ok(Principal::for_key(&rec.id, rec.login.as_deref(), &rec.tags))
+    Ok(principal)
 }
 
 /// Known keys, by token hash, for [`KEY_CACHE_TTL`]: a key's store lookup is otherwise the
@@ -226,6 +240,8 @@ struct CachedKey {
     /// The store's [`iris_store::Store::key_revocations`] when the key was looked up.
     revocations: u64,
     record: Arc<iris_store::KeyRecord>,
+    /// Who the key is (built once per lookup, shared by the requests made with it).
+    principal: Arc<Principal>,
 }
 
 /// How long a looked-up key is trusted without asking the store again.
@@ -234,13 +250,24 @@ pub const KEY_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(1)
 const KEY_CACHE_MAX: usize = 10_000;
 
 impl KeyCache {
-    fn get(&self, hash: &str, revocations: u64) -> Option<Arc<iris_store::KeyRecord>> {
+    fn get(
+        &self,
+        hash: &str,
+        revocations: u64,
+    ) -> Option<(Arc<iris_store::KeyRecord>, Arc<Principal>)> {
         let m = self.entries.lock().ok()?;
         let c = m.get(hash)?;
-        (c.revocations == revocations && c.at.elapsed() < KEY_CACHE_TTL).then(|| c.record.clone())
+        (c.revocations == revocations && c.at.elapsed() < KEY_CACHE_TTL)
+            .then(|| (c.record.clone(), c.principal.clone()))
     }
 
-    fn put(&self, hash: String, revocations: u64, record: Arc<iris_store::KeyRecord>) {
+    fn put(
+        &self,
+        hash: String,
+        revocations: u64,
+        record: Arc<iris_store::KeyRecord>,
+        principal: Arc<Principal>,
+    ) {
         if let Ok(mut m) = self.entries.lock() {
             if m.len() >= KEY_CACHE_MAX {
                 m.retain(|_, c| c.at.elapsed() < KEY_CACHE_TTL);
@@ -254,6 +281,7 @@ impl KeyCache {
                     at: std::time::Instant::now(),
                     revocations,
                     record,
+                    principal,
                 },
             );
         }
