@@ -93,6 +93,25 @@ def main() -> None:
         + b"claude-sonnet-4-5",
     )
 
+    # Session detection: the recorded client requests, and chats whose openings exercise the
+    # fingerprint (system and developer messages, parts, escapes, a key given twice).
+    for f in sorted(REQUESTS.glob("*.json")):
+        body = json.loads(f.read_text())["body"]
+        write("session_key", f.name, json.dumps(body, separators=(",", ":")).encode())
+    write(
+        "session_key",
+        "chat-opening.json",
+        b'{"model":"m","messages":[{"role":"developer","content":" be\\n brief\\u2003"},'
+        b'{"role":"system","content":[{"type":"text","text":"a"},"b",{"type":"image_url","image_url":{"url":"u"}}]},'
+        b'{"role":7},"x",{"role":"user","role":"user","content":"caf\\u00e9 \\ud83d\\ude00\\t end"},'
+        b'{"role":"user","content":"later"}],"messages":[{"role":"user","content":"last wins"}]}',
+    )
+    write(
+        "session_key",
+        "codex-anthropic.bin",
+        b'\xff\x03{"metadata":{"user_id":"{\\"session_id\\":\\"s-1\\"}"},"prompt_cache_key":"pk"}',
+    )
+
     # WhoIs answers of the fake tailscaled, one file each.
     for addr, answer in json.loads(WHOIS.read_text()).items():
         write("whois_decode", addr.replace(":", "_") + ".json", json.dumps(answer, indent=1).encode())

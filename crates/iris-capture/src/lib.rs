@@ -49,4 +49,7 @@ pub use reassemble::{
 };
 pub use redact::{REDACTED, Redactor, SENSITIVE_HEADERS};
 pub use retention::{Retention, RetentionError};
-pub use session::{SessionKey, SessionKind, is_session_header, session_key, session_key_from_body};
+pub use session::{
+    FingerprintCache, SessionKey, SessionKind, is_session_header, session_key,
+    session_key_from_body, session_key_from_parts,
+};

@@ -23,11 +23,9 @@
 //! `[A-Za-z0-9._:-]`; anything else is replaced by a hash of it, so ids are always safe in a
 //! URL path.
 
-use std::borrow::Cow;
-
+use iris_providers::{ChatOpening, SessionParts};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
 /// How a session id was found.
@@ -171,11 +169,12 @@ pub fn is_session_header(name: &str) -> bool {
     ) || name.starts_with("x-codex-")
 }
 
-/// [`session_key`] from the raw request body, parsing only what session detection reads: the
-/// `metadata` and `prompt_cache_key` fields and, for OpenAI chat, the messages up to the first
-/// user message. Agent requests carry hundreds of kilobytes of tools and history; building a
-/// whole `serde_json::Value` of them per request would cost more than everything else the
-/// gateway does. A body that is not a JSON object gives the same answer as `Value::Null`.
+/// [`session_key`] from the raw request body, in one pass over it: the `metadata` and
+/// `prompt_cache_key` fields and, for OpenAI chat, the roles and raw `content` of the messages up
+/// to the first user message (`iris_providers::session_parts`); everything else is skipped
+/// (validated, not built). Agent requests carry hundreds of kilobytes of tools and history;
+/// building a whole `serde_json::Value` of them per request would cost more than everything else
+/// the gateway does. A body that is not a JSON object gives the same answer as `Value::Null`.
 pub fn session_key_from_body(
     api_family: &str,
     request_headers: &[(String, String)],
@@ -183,133 +182,322 @@ pub fn session_key_from_body(
     caller_identity: &str,
     request_id: &str,
 ) -> SessionKey {
-    let fields = serde_json::from_slice::<SessionFields<'_>>(request_body).ok();
-    let ids = fields.as_ref().map_or(Value::Null, SessionFields::ids);
+    let parts = iris_providers::session_parts(request_body);
+    session_key_from_parts(
+        api_family,
+        request_headers,
+        request_body,
+        parts.as_ref(),
+        caller_identity,
+        request_id,
+        None,
+    )
+}
+
+/// [`session_key`] from where the request peek found the session fields in `request_body`
+/// (`parts`; `None` for a body that is not a JSON object): the body is not parsed again. With a
+/// `cache`, fingerprints are remembered: every turn of a chat resends its opening, whose
+/// fingerprint is then found by a fast hash of the opening's raw JSON instead of decoded,
+/// collapsed and hashed again.
+pub fn session_key_from_parts(
+    api_family: &str,
+    request_headers: &[(String, String)],
+    request_body: &[u8],
+    parts: Option<&SessionParts>,
+    caller_identity: &str,
+    request_id: &str,
+    cache: Option<&mut FingerprintCache>,
+) -> SessionKey {
+    let ids = parts.map_or(Value::Null, |p| ids(request_body, p));
     decide(api_family, request_headers, &ids, request_id, || {
-        chat_fingerprint_raw(fields.as_ref()?.messages?, caller_identity)
+        let opening = Opening::new(request_body, parts?.opening.as_ref()?);
+        match cache {
+            Some(cache) => opening.fingerprint_cached(caller_identity, cache),
+            None => opening.fingerprint(caller_identity),
+        }
     })
 }
 
-#[derive(Deserialize)]
-struct SessionFields<'a> {
-    #[serde(borrow, default)]
-    metadata: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    prompt_cache_key: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    messages: Option<&'a RawValue>,
+/// The JSON text of `range` in `body` (a value the peek delimited).
+fn slice<'a>(body: &'a [u8], range: &std::ops::Range<usize>) -> Option<&'a str> {
+    std::str::from_utf8(body.get(range.clone())?).ok()
 }
 
-impl SessionFields<'_> {
-    /// The fields the client ids come from, as the object [`claude_code_session`] and
-    /// [`codex_session`] read (small: most requests have neither).
-    fn ids(&self) -> Value {
-        if self.metadata.is_none() && self.prompt_cache_key.is_none() {
-            // What the readers see for an object without either field.
-            return Value::Null;
+/// The fields the client ids come from, as the object [`claude_code_session`] and
+/// [`codex_session`] read (small: most requests have neither).
+fn ids(body: &[u8], parts: &SessionParts) -> Value {
+    if parts.metadata.is_none() && parts.prompt_cache_key.is_none() {
+        // What the readers see for an object without either field.
+        return Value::Null;
+    }
+    let mut out = serde_json::Map::new();
+    for (name, range) in [
+        ("metadata", &parts.metadata),
+        ("prompt_cache_key", &parts.prompt_cache_key),
+    ] {
+        if let Some(text) = range.as_ref().and_then(|r| slice(body, r))
+            && let Ok(v) = serde_json::from_str::<Value>(text)
+        {
+            out.insert(name.into(), v);
         }
-        let mut out = serde_json::Map::new();
-        for (name, raw) in [
-            ("metadata", self.metadata),
-            ("prompt_cache_key", self.prompt_cache_key),
-        ] {
-            if let Some(raw) = raw
-                && let Ok(v) = serde_json::from_str::<Value>(raw.get())
-            {
-                out.insert(name.into(), v);
-            }
+    }
+    Value::Object(out)
+}
+
+/// Fingerprints of chat openings already worked out, by a 128-bit XXH3 of the caller and the
+/// opening's raw JSON (XXH3 reads gigabytes a second; decoding, collapsing and SHA-256 of a coding
+/// agent's 64 KiB opening took most of the observer's time for such a request). The caller is
+/// kept and compared too. Bounded: two generations of at most `max` entries each; when the
+/// current one is full it becomes the previous one, and a hit in the previous one moves back.
+/// Pure: no clock, no IO; one per observer.
+pub struct FingerprintCache {
+    current: std::collections::HashMap<u128, CachedFingerprint>,
+    previous: std::collections::HashMap<u128, CachedFingerprint>,
+    max: usize,
+    hits: u64,
+}
+
+struct CachedFingerprint {
+    caller: String,
+    fingerprint: String,
+}
+
+impl FingerprintCache {
+    pub fn new(max: usize) -> FingerprintCache {
+        FingerprintCache {
+            current: Default::default(),
+            previous: Default::default(),
+            max: max.max(1),
+            hits: 0,
         }
-        Value::Object(out)
+    }
+
+    /// Lookups answered from the cache so far.
+    pub fn hits(&self) -> u64 {
+        self.hits
+    }
+
+    /// Entries held (both generations).
+    pub fn len(&self) -> usize {
+        self.current.len() + self.previous.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn get(&mut self, key: u128, caller: &str) -> Option<String> {
+        if let Some(c) = self.current.get(&key) {
+            let hit = (c.caller == caller).then(|| c.fingerprint.clone());
+            self.hits += u64::from(hit.is_some());
+            return hit;
+        }
+        let c = self.previous.remove(&key)?;
+        if c.caller != caller {
+            return None;
+        }
+        self.hits += 1;
+        let fingerprint = c.fingerprint.clone();
+        self.insert(key, c);
+        Some(fingerprint)
+    }
+
+    fn insert(&mut self, key: u128, entry: CachedFingerprint) {
+        if self.current.len() >= self.max {
+            self.previous = std::mem::take(&mut self.current);
+        }
+        self.current.insert(key, entry);
     }
 }
 
-/// A chat message as the fingerprint reads it, borrowed from the body. One that does not fit
-/// (a role that is not a string, a repeated key) is read as a `Value` instead, so both paths
-/// give the same answer.
-#[derive(Deserialize)]
-struct RawMessage<'a> {
-    #[serde(borrow, default)]
-    role: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    content: Option<&'a RawValue>,
+/// A chat's opening (see `iris_providers::ChatOpening`), its contents as raw JSON bytes (made
+/// text only when a fingerprint is worked out: a cache hit reads each byte once, in XXH3).
+struct Opening<'a> {
+    system: Vec<Option<&'a [u8]>>,
+    /// `Some` once the first user message was seen (`Some(None)`: it has no `content`).
+    first_user: Option<Option<&'a [u8]>>,
 }
 
-/// [`chat_fingerprint`] over the raw `messages`, building no `Value` for the usual message (a
-/// string role and a string content).
-fn chat_fingerprint_raw(messages: &RawValue, caller_identity: &str) -> Option<String> {
-    // Usually every message fits: one pass over the history. Otherwise message by message.
-    let messages: Vec<Message<'_>> =
-        match serde_json::from_str::<Vec<RawMessage<'_>>>(messages.get()) {
-            Ok(all) => all.into_iter().map(Message::Raw).collect(),
-            Err(_) => serde_json::from_str::<Vec<&RawValue>>(messages.get())
-                .ok()?
-                .into_iter()
-                .filter_map(
-                    |raw| match serde_json::from_str::<RawMessage<'_>>(raw.get()) {
-                        Ok(m) => Some(Message::Raw(m)),
-                        // Not an object with a string role (or a key given twice): as the `Value`
-                        // path.
-                        Err(_) => serde_json::from_str::<Value>(raw.get())
-                            .ok()
-                            .map(Message::Value),
-                    },
-                )
+impl<'a> Opening<'a> {
+    fn new(body: &'a [u8], o: &ChatOpening) -> Opening<'a> {
+        Opening {
+            system: o
+                .system
+                .iter()
+                .map(|c| c.as_ref().and_then(|r| body.get(r.clone())))
                 .collect(),
+            first_user: o
+                .first_user
+                .as_ref()
+                .map(|c| c.as_ref().and_then(|r| body.get(r.clone()))),
+        }
+    }
+
+    fn fingerprint_cached(
+        &self,
+        caller_identity: &str,
+        cache: &mut FingerprintCache,
+    ) -> Option<String> {
+        self.first_user?;
+        let key = self.cache_key(caller_identity);
+        if let Some(fp) = cache.get(key, caller_identity) {
+            return Some(fp);
+        }
+        let fingerprint = self.fingerprint(caller_identity)?;
+        cache.insert(
+            key,
+            CachedFingerprint {
+                caller: caller_identity.to_owned(),
+                fingerprint: fingerprint.clone(),
+            },
+        );
+        Some(fingerprint)
+    }
+
+    /// XXH3-128 of the caller and the raw contents, each length-prefixed (an absent content
+    /// has its own marker), so different openings never share a key by concatenation.
+    fn cache_key(&self, caller_identity: &str) -> u128 {
+        let mut h = xxhash_rust::xxh3::Xxh3Default::new();
+        h.update(b"iris-opening-v1\0");
+        let mut part = |bytes: Option<&[u8]>| match bytes {
+            Some(b) => {
+                h.update(&(b.len() as u64).to_le_bytes());
+                h.update(b);
+            }
+            None => h.update(&u64::MAX.to_le_bytes()),
         };
-    let mut system = String::new();
-    let mut any_system = false;
-    for message in messages {
-        match message.role() {
-            Some("system" | "developer") => {
-                if any_system {
-                    system.push('\n');
-                }
-                any_system = true;
-                system.push_str(&message.content());
+        part(Some(caller_identity.as_bytes()));
+        part(Some(&(self.system.len() as u64).to_le_bytes()));
+        for content in &self.system {
+            part(*content);
+        }
+        part(self.first_user.flatten());
+        h.digest128()
+    }
+
+    fn fingerprint(&self, caller_identity: &str) -> Option<String> {
+        let first_user = self.first_user?;
+        let mut system = String::new();
+        for (i, content) in self.system.iter().enumerate() {
+            if i > 0 {
+                system.push('\n');
             }
-            Some("user") => {
-                return Some(fingerprint(caller_identity, &system, &message.content()));
-            }
-            _ => {}
+            system.push_str(&content.map(raw_content).unwrap_or_default());
         }
-    }
-    None
-}
-
-enum Message<'a> {
-    Raw(RawMessage<'a>),
-    Value(Value),
-}
-
-impl Message<'_> {
-    fn role(&self) -> Option<&str> {
-        match self {
-            Message::Raw(m) => m.role.as_deref(),
-            Message::Value(v) => v.get("role").and_then(Value::as_str),
-        }
-    }
-
-    fn content(&self) -> String {
-        match self {
-            Message::Raw(m) => m.content.map(raw_content).unwrap_or_default(),
-            Message::Value(v) => normalised_content(v.get("content")),
-        }
+        let first_user = first_user.map(raw_content).unwrap_or_default();
+        Some(fingerprint(caller_identity, &system, &first_user))
     }
 }
 
-/// A message's normalised `content` from its raw JSON: a string directly, anything else through
-/// [`normalised_content`].
-fn raw_content(raw: &RawValue) -> String {
-    let text = raw.get();
-    if text.starts_with('"')
-        && let Ok(s) = serde_json::from_str::<Cow<'_, str>>(text)
-    {
-        return collapse_whitespace(&s);
+/// A message's normalised `content` from its raw JSON: a string decoded and collapsed in one
+/// pass, anything else through [`normalised_content`].
+fn raw_content(raw: &[u8]) -> String {
+    let Ok(text) = std::str::from_utf8(raw) else {
+        return String::new();
+    };
+    if text.starts_with('"') {
+        return collapse_json_string(text).unwrap_or_default();
     }
     match serde_json::from_str::<Value>(text) {
         Ok(v) => normalised_content(Some(&v)),
         Err(_) => String::new(),
     }
+}
+
+/// [`collapse_whitespace`] of the text of a JSON string literal (`"..."`, as it stands in a
+/// document that has been validated), decoding its escapes on the way: one pass and one
+/// allocation, where decoding first and collapsing after took two of each (a conversation's
+/// opening can be a hundred kilobytes of code, full of `\n` and `\"`). `None` for what JSON does
+/// not allow in a string, a lone surrogate escape among them (`serde_json` refuses those too).
+fn collapse_json_string(literal: &str) -> Option<String> {
+    let inner = literal.strip_prefix('"')?.strip_suffix('"')?;
+    let bytes = inner.as_bytes();
+    // Decoding never lengthens: an escape is longer than what it stands for.
+    let mut out = vec![0u8; bytes.len()];
+    let mut len = 0;
+    // True at the start, so leading whitespace is dropped.
+    let mut in_space = true;
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b != b'\\'
+            && let Some(&space) = ASCII_SPACE.get(usize::from(b))
+        {
+            // As in `collapse_whitespace`: every byte is written, the position moves on unless
+            // it is a second whitespace in a row.
+            out[len] = if space { b' ' } else { b };
+            len += usize::from(!(space && in_space));
+            in_space = space;
+            i += 1;
+            continue;
+        }
+        let (c, n) = if b == b'\\' {
+            decode_escape(bytes, i)?
+        } else {
+            // `i` is at a character boundary: it moves by whole characters and escapes.
+            let c = inner.get(i..)?.chars().next()?;
+            (c, c.len_utf8())
+        };
+        if c.is_whitespace() {
+            if !in_space {
+                out[len] = b' ';
+                len += 1;
+            }
+            in_space = true;
+        } else {
+            len += c.encode_utf8(&mut out[len..]).len();
+            in_space = false;
+        }
+        i += n;
+    }
+    if in_space && len > 0 {
+        len -= 1;
+    }
+    out.truncate(len);
+    String::from_utf8(out).ok()
+}
+
+/// The character of the escape at `bytes[at]` (a `\`) and the escape's length.
+fn decode_escape(bytes: &[u8], at: usize) -> Option<(char, usize)> {
+    let c = match *bytes.get(at + 1)? {
+        b'"' => '"',
+        b'\\' => '\\',
+        b'/' => '/',
+        b'b' => '\u{8}',
+        b'f' => '\u{c}',
+        b'n' => '\n',
+        b'r' => '\r',
+        b't' => '\t',
+        b'u' => {
+            let hi = hex4(bytes, at + 2)?;
+            return match hi {
+                0xD800..=0xDBFF => {
+                    if bytes.get(at + 6) != Some(&b'\\') || bytes.get(at + 7) != Some(&b'u') {
+                        return None;
+                    }
+                    let lo = hex4(bytes, at + 8)?;
+                    if !(0xDC00..=0xDFFF).contains(&lo) {
+                        return None;
+                    }
+                    let code = 0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00);
+                    Some((char::from_u32(code)?, 12))
+                }
+                0xDC00..=0xDFFF => None,
+                _ => Some((char::from_u32(hi)?, 6)),
+            };
+        }
+        _ => return None,
+    };
+    Some((c, 2))
+}
+
+fn hex4(bytes: &[u8], at: usize) -> Option<u32> {
+    let digits = bytes.get(at..at + 4)?;
+    let mut v = 0;
+    for &d in digits {
+        v = v * 16 + char::from(d).to_digit(16)?;
+    }
+    Some(v)
 }
 
 fn claude_code_session(headers: &[(String, String)], body: &Value) -> Option<String> {
@@ -627,7 +815,9 @@ mod tests {
         let twice =
             br#"{"messages":[{"role":"system","role":"user","content":"a","content":"b"}]}"#;
         let escaped = br#"{"messages":[{"role":"us\u0065r","content":"x\u2003\ty \"z\""}]}"#;
-        for raw in [&twice[..], &escaped[..]] {
+        let top_twice = br#"{"messages":"no","metadata":{"user_id":"a_session_1"},"messages":[{"role":"user","content":"x"}],"metadata":null}"#;
+        let odd_roles = br#"{"messages":[{"role":"user","role":["x"]},{"role":{"a":1},"content":"c"},{"role":null},{"role":true},{"role":"user","content":[" a ",{"type":"text","text":"b"}]}]}"#;
+        for raw in [&twice[..], &escaped[..], &top_twice[..], &odd_roles[..]] {
             let v: Value = serde_json::from_slice(raw).unwrap();
             assert_eq!(
                 session_key_from_body("openai_chat", &[], raw, "alice", "r1"),
@@ -643,6 +833,157 @@ mod tests {
             session_key_from_body("openai_chat", &[], b"{nope", "alice", "r2").id,
             "rq_r2"
         );
+    }
+
+    /// What `collapse_json_string` must equal: `serde_json`'s decoding of the literal, collapsed
+    /// (and nothing where `serde_json` refuses the literal).
+    fn decode_then_collapse(literal: &str) -> Option<String> {
+        serde_json::from_str::<String>(literal)
+            .ok()
+            .map(|s| collapse_whitespace(&s))
+    }
+
+    #[test]
+    fn a_json_string_is_decoded_and_collapsed_in_one_pass_like_serde_json_then_collapse() {
+        let mut literals: Vec<String> = [
+            r#""""#,
+            r#"" ""#,
+            r#""a""#,
+            r#""  fn main() {\n    println!(\"hi\");\n}\n""#,
+            r#""tab\there\r\nnext\fform\bback\/slash\\end""#,
+            r#""\u0041\u00e9\u2003\u3000\u00a0x\u0085y\u200bz""#,
+            r#""pair \ud83d\ude00 smile""#,
+            r#""caf\u00E9 UPPER \u00C9""#,
+            "\"raw caf\u{e9} \u{2003} \u{1f600} \u{a0}\"",
+            r#""\u0020\u0009lead and trail\u000a\u000d""#,
+            // What serde_json refuses: lone surrogates, a pair cut short, bad escapes.
+            r#""lone \ud800 high""#,
+            r#""lone \udc00 low""#,
+            r#""high then text \ud83dx""#,
+            r#""high then bad \ud83d\u0041""#,
+            r#""bad \x escape""#,
+            r#""short \u12""#,
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        // Generated strings: every kind of piece, in a fixed pseudo-random order.
+        let pieces = [
+            "a",
+            "Z",
+            " ",
+            "  ",
+            "\\n",
+            "\\t",
+            "\\r",
+            "\\f",
+            "\\b",
+            "\\\"",
+            "\\\\",
+            "\\/",
+            "\\u0020",
+            "\\u00a0",
+            "\\u2028",
+            "\\u3000",
+            "\\u0041",
+            "\\ud83d\\ude00",
+            "\\ud800",
+            "\\udfff",
+            "\u{e9}",
+            "\u{2003}",
+            "\u{1f600}",
+            "\u{85}",
+            "x y",
+            "\\u000b",
+        ];
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..2000 {
+            let mut lit = String::from("\"");
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let n = (seed % 12) as usize;
+            for k in 0..n {
+                let r = seed.rotate_left((k * 5) as u32);
+                lit.push_str(pieces[(r % pieces.len() as u64) as usize]);
+            }
+            lit.push('"');
+            literals.push(lit);
+        }
+        for lit in &literals {
+            assert_eq!(
+                collapse_json_string(lit),
+                decode_then_collapse(lit),
+                "{lit}"
+            );
+        }
+        assert_eq!(collapse_json_string("not a literal"), None);
+    }
+
+    /// The cache answers exactly what the fingerprint would, per caller, and stays bounded.
+    #[test]
+    fn cached_fingerprints_are_the_fingerprints() {
+        let bodies: Vec<Vec<u8>> = [
+            json!({"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "a  b"}]}),
+            json!({"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "a b"}]}),
+            json!({"messages": [{"role": "user", "content": [{"type": "text", "text": "x"}]}]}),
+            json!({"messages": [{"role": "user"}]}),
+            json!({"messages": [{"role": "system"}, {"role": "user", "content": "s"}]}),
+            json!({"messages": [{"role": "user", "content": "s"}]}),
+            json!({"messages": [{"role": "assistant", "content": "no user"}]}),
+            json!({"metadata": {"user_id": "u_session_abc"}, "messages": [{"role": "user", "content": "m"}]}),
+        ]
+        .iter()
+        .map(|b| serde_json::to_vec(b).unwrap())
+        .collect();
+        let mut cache = FingerprintCache::new(64);
+        for round in 0..2 {
+            for body in &bodies {
+                for caller in ["alice", "bob"] {
+                    let plain = session_key_from_body("openai_chat", &[], body, caller, "r1");
+                    let parts = iris_providers::session_parts(body);
+                    let cached = session_key_from_parts(
+                        "openai_chat",
+                        &[],
+                        body,
+                        parts.as_ref(),
+                        caller,
+                        "r1",
+                        Some(&mut cache),
+                    );
+                    assert_eq!(cached, plain, "round {round} {caller}");
+                }
+            }
+        }
+        // Six bodies have a fingerprint, for two callers: the second round found them all.
+        assert_eq!(cache.hits(), 12);
+        assert_eq!(cache.len(), 12);
+        // Whitespace variants share a fingerprint but not a cache entry; callers share neither.
+        let k = |b: &[u8], c: &str| session_key_from_body("openai_chat", &[], b, c, "r").id;
+        assert_eq!(k(&bodies[0], "alice"), k(&bodies[1], "alice"));
+        assert_ne!(k(&bodies[0], "alice"), k(&bodies[0], "bob"));
+        // A system message without content reads as no system text (the fingerprint's own
+        // definition); the two openings have keys of their own and agree.
+        assert_eq!(k(&bodies[4], "alice"), k(&bodies[5], "alice"));
+
+        let mut small = FingerprintCache::new(2);
+        for i in 0..10 {
+            let body = serde_json::to_vec(
+                &json!({"messages": [{"role": "user", "content": i.to_string()}]}),
+            )
+            .unwrap();
+            let parts = iris_providers::session_parts(&body);
+            session_key_from_parts(
+                "openai_chat",
+                &[],
+                &body,
+                parts.as_ref(),
+                "alice",
+                "r",
+                Some(&mut small),
+            );
+            assert!(small.len() <= 4, "{}", small.len());
+        }
     }
 
     #[test]

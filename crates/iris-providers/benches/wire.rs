@@ -129,6 +129,26 @@ pub fn claude_code_body() -> Vec<u8> {
     serde_json::to_vec(&body).unwrap_or_default()
 }
 
+/// A chat whose user message is `len` bytes of code: quotes and newlines to escape, as in the
+/// benchmark harness's large-prompt chat.
+fn code_chat_body(len: usize) -> Vec<u8> {
+    const CODE: &str = "fn greet(name: &str) -> String {\n    // Say \"hello\" politely.\n    \
+                        format!(\"hello, {name}\\n\")\n}\n\n";
+    let mut prompt = String::from("Review this code:\n");
+    while prompt.len() < len {
+        prompt.push_str(CODE);
+    }
+    serde_json::to_vec(&json!({
+        "model": "gpt-4o-mini",
+        "messages": [
+            {"role": "system", "content": "You are a careful code reviewer."},
+            {"role": "user", "content": prompt},
+        ],
+        "max_tokens": 64,
+    }))
+    .unwrap_or_default()
+}
+
 fn small_chat_body() -> Vec<u8> {
     br#"{"model":"gpt-4o-mini","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"Say hello in one short sentence."}],"max_tokens":64,"stream":true}"#.to_vec()
 }
@@ -320,6 +340,14 @@ fn peek(c: &mut Criterion) {
     });
     g.bench_function("with_model_claude_code_80k", |b| {
         b.iter(|| with_model(black_box(&cc), "claude-opus-4-8-20260101"))
+    });
+    // An OpenAI chat whose first user message is 64 KiB of code (a coding agent's opening):
+    // the peek also delimits that message for session detection.
+    let code = code_chat_body(64 << 10);
+    assert!(peek_request(&code).is_ok_and(|p| p.session.opening.is_some()));
+    g.throughput(Throughput::Bytes(code.len() as u64));
+    g.bench_function("chat_code_64k", |b| {
+        b.iter(|| peek_request(black_box(&code)))
     });
     let small = small_chat_body();
     g.throughput(Throughput::Bytes(small.len() as u64));

@@ -9,9 +9,16 @@
 //!
 //! A duplicated `model`, `stream` or `stream_options` key is an error, not "last one wins": a
 //! gateway that checks one `model` while the provider reads another is a policy bypass.
+//!
+//! The same pass notes where the fields session detection reads are ([`SessionParts`]: byte
+//! ranges of `metadata`, `prompt_cache_key` and the opening of `messages`), so the observer never
+//! parses the body again. Those are read as a `serde_json::Value` would read them (of a key given
+//! twice the last counts; a field of an unexpected shape is simply not there): session detection
+//! must never make a request fail.
 
 use std::borrow::Cow;
 use std::fmt;
+use std::ops::Range;
 
 use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
@@ -27,6 +34,38 @@ pub struct RequestPeek {
     pub stream: bool,
     /// `stream_options.include_usage`, when the client set it to a boolean.
     pub include_usage: Option<bool>,
+    /// Where the fields session detection reads are.
+    pub session: SessionParts,
+}
+
+/// Where, in a request body, the fields session detection reads are: byte ranges of their JSON
+/// text (each a complete, valid JSON value of the body).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SessionParts {
+    pub metadata: Option<Range<usize>>,
+    pub prompt_cache_key: Option<Range<usize>>,
+    /// The opening of `messages`; `None` when `messages` is absent or `null`.
+    pub opening: Option<ChatOpening>,
+}
+
+/// The opening of a chat's `messages`, as its fingerprint reads it: the `content` of each
+/// `system` or `developer` message before the first `user` message, and that message's. A
+/// message that is not an object, or whose (last) `role` is not a string, has no role;
+/// `messages` that is not an array has no opening messages.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ChatOpening {
+    /// `None` for a message without `content`.
+    pub system: Vec<Option<Range<usize>>>,
+    /// `Some` once the first user message was found (`Some(None)`: it has no `content`).
+    pub first_user: Option<Option<Range<usize>>>,
+}
+
+/// Only the [`SessionParts`] of a body that is a JSON object (`None` otherwise): for a body the
+/// peek did not read (a request refused before it).
+pub fn session_parts(body: &[u8]) -> Option<SessionParts> {
+    let text = std::str::from_utf8(body).ok()?;
+    let raw: SessionRaw<'_> = serde_json::from_str(text).ok()?;
+    Some(raw.into_parts(text))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -54,6 +93,7 @@ pub fn peek_request(body: &[u8]) -> Result<RequestPeek, PeekError> {
     let text = std::str::from_utf8(body)
         .map_err(|e| PeekError::NotJson(format!("invalid UTF-8 at byte {}", e.valid_up_to())))?;
     let raw: PeekRaw<'_> = serde_json::from_str(text).map_err(classify)?;
+    let session = raw.session.into_parts(text);
     let model = match raw.model {
         Scalar::Absent => None,
         Scalar::Str(s) => Some(s.into_owned()),
@@ -91,6 +131,7 @@ pub fn peek_request(body: &[u8]) -> Result<RequestPeek, PeekError> {
         model,
         stream,
         include_usage,
+        session,
     })
 }
 
@@ -307,14 +348,244 @@ impl<'de> Deserialize<'de> for Key<'de> {
     }
 }
 
-#[derive(Deserialize)]
+/// The top level as the peek reads it. Written out rather than derived: the three fields that
+/// route the request refuse a duplicate, the session fields take the last one.
+#[derive(Default)]
 struct PeekRaw<'a> {
-    #[serde(default, borrow)]
     model: Scalar<'a>,
-    #[serde(default)]
     stream: Scalar<'a>,
-    #[serde(default)]
     stream_options: StreamOptionsField<'a>,
+    session: SessionRaw<'a>,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for PeekRaw<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = PeekRaw<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<PeekRaw<'a>, A::Error> {
+                let mut raw = PeekRaw::default();
+                let (mut model, mut stream, mut options) = (false, false, false);
+                while let Some(Key(k)) = map.next_key::<Key<'de>>()? {
+                    match k.as_ref() {
+                        "model" => {
+                            if std::mem::replace(&mut model, true) {
+                                return Err(de::Error::duplicate_field("model"));
+                            }
+                            raw.model = map.next_value()?;
+                        }
+                        "stream" => {
+                            if std::mem::replace(&mut stream, true) {
+                                return Err(de::Error::duplicate_field("stream"));
+                            }
+                            raw.stream = map.next_value()?;
+                        }
+                        "stream_options" => {
+                            if std::mem::replace(&mut options, true) {
+                                return Err(de::Error::duplicate_field("stream_options"));
+                            }
+                            raw.stream_options = map.next_value()?;
+                        }
+                        other => raw.session.read(other, &mut map)?,
+                    }
+                }
+                Ok(raw)
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData))
+    }
+}
+
+/// The session fields, borrowed from the body.
+#[derive(Default)]
+struct SessionRaw<'a> {
+    metadata: Option<&'a RawValue>,
+    prompt_cache_key: Option<&'a RawValue>,
+    opening: Option<OpeningRaw<'a>>,
+}
+
+impl<'a> SessionRaw<'a> {
+    /// Read the value of top-level member `key` (whatever the key, the value is consumed).
+    fn read<'de: 'a, A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<(), A::Error> {
+        match key {
+            "metadata" => self.metadata = Some(map.next_value()?),
+            "prompt_cache_key" => self.prompt_cache_key = Some(map.next_value()?),
+            "messages" => self.opening = map.next_value()?,
+            _ => {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Ranges into `text`, which every borrowed value is a slice of.
+    fn into_parts(self, text: &str) -> SessionParts {
+        let range = |raw: &RawValue| {
+            let start = (raw.get().as_ptr() as usize).saturating_sub(text.as_ptr() as usize);
+            start..start + raw.get().len()
+        };
+        SessionParts {
+            metadata: self.metadata.map(range),
+            prompt_cache_key: self.prompt_cache_key.map(range),
+            opening: self.opening.map(|o| ChatOpening {
+                system: o.system.into_iter().map(|c| c.map(range)).collect(),
+                first_user: o.first_user.map(|c| c.map(range)),
+            }),
+        }
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for SessionRaw<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = SessionRaw<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<SessionRaw<'a>, A::Error> {
+                let mut raw = SessionRaw::default();
+                while let Some(Key(k)) = map.next_key::<Key<'de>>()? {
+                    raw.read(&k, &mut map)?;
+                }
+                Ok(raw)
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData))
+    }
+}
+
+/// [`ChatOpening`], borrowed.
+#[derive(Default)]
+struct OpeningRaw<'a> {
+    system: Vec<Option<&'a RawValue>>,
+    first_user: Option<Option<&'a RawValue>>,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for OpeningRaw<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = OpeningRaw<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("chat messages")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<OpeningRaw<'a>, A::Error> {
+                let mut o = OpeningRaw::default();
+                while o.first_user.is_none() {
+                    let Some(m) = seq.next_element::<ChatMessage<'a>>()? else {
+                        return Ok(o);
+                    };
+                    match m.role {
+                        Some(Role::System) => o.system.push(m.content),
+                        Some(Role::User) => o.first_user = Some(m.content),
+                        Some(Role::Other) | None => {}
+                    }
+                }
+                // The rest of the conversation is only validated.
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(o)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<OpeningRaw<'a>, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(OpeningRaw::default())
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<OpeningRaw<'a>, E> {
+                Ok(OpeningRaw::default())
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<OpeningRaw<'a>, E> {
+                Ok(OpeningRaw::default())
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<OpeningRaw<'a>, E> {
+                Ok(OpeningRaw::default())
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<OpeningRaw<'a>, E> {
+                Ok(OpeningRaw::default())
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<OpeningRaw<'a>, E> {
+                Ok(OpeningRaw::default())
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// `system` or `developer`.
+    System,
+    User,
+    Other,
+}
+
+/// One element of `messages`: its role (`None` unless the last `role` is a string) and its raw
+/// `content` (the last one).
+struct ChatMessage<'a> {
+    role: Option<Role>,
+    content: Option<&'a RawValue>,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for ChatMessage<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = ChatMessage<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a chat message")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ChatMessage<'a>, A::Error> {
+                let mut m = ChatMessage {
+                    role: None,
+                    content: None,
+                };
+                while let Some(Key(k)) = map.next_key::<Key<'de>>()? {
+                    match k.as_ref() {
+                        "role" => m.role = map.next_value::<Scalar<'de>>()?.role(),
+                        "content" => m.content = Some(map.next_value()?),
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(m)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ChatMessage<'a>, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(ChatMessage::none())
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<ChatMessage<'a>, E> {
+                Ok(ChatMessage::none())
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<ChatMessage<'a>, E> {
+                Ok(ChatMessage::none())
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<ChatMessage<'a>, E> {
+                Ok(ChatMessage::none())
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<ChatMessage<'a>, E> {
+                Ok(ChatMessage::none())
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<ChatMessage<'a>, E> {
+                Ok(ChatMessage::none())
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<ChatMessage<'a>, E> {
+                Ok(ChatMessage::none())
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
+}
+
+impl ChatMessage<'_> {
+    fn none() -> Self {
+        ChatMessage {
+            role: None,
+            content: None,
+        }
+    }
 }
 
 /// Any JSON value, remembering only what iris needs: strings and booleans, and the kind of the
@@ -332,6 +603,18 @@ enum Scalar<'a> {
 }
 
 impl Scalar<'_> {
+    /// A chat message's role: only a string is one.
+    fn role(&self) -> Option<Role> {
+        match self {
+            Scalar::Str(r) => Some(match r.as_ref() {
+                "system" | "developer" => Role::System,
+                "user" => Role::User,
+                _ => Role::Other,
+            }),
+            _ => None,
+        }
+    }
+
     fn kind(&self) -> &'static str {
         match self {
             Scalar::Absent => "nothing",

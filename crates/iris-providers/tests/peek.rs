@@ -7,11 +7,20 @@ fn peek(body: &str) -> Result<RequestPeek, PeekError> {
     peek_request(body.as_bytes())
 }
 
+/// What routes the request, without where the session fields are.
+fn routing(p: Result<RequestPeek, PeekError>) -> Result<RequestPeek, PeekError> {
+    p.map(|p| RequestPeek {
+        session: Default::default(),
+        ..p
+    })
+}
+
 fn ok(model: Option<&str>, stream: bool, include_usage: Option<bool>) -> RequestPeek {
     RequestPeek {
         model: model.map(str::to_owned),
         stream,
         include_usage,
+        session: Default::default(),
     }
 }
 
@@ -207,7 +216,10 @@ fn big_body() -> String {
 fn large_body_is_peeked() {
     let body = big_body();
     assert!(body.len() > 85_000, "body is {} bytes", body.len());
-    assert_eq!(peek(&body), Ok(ok(Some("claude-opus-4-8"), true, None)));
+    assert_eq!(
+        routing(peek(&body)),
+        Ok(ok(Some("claude-opus-4-8"), true, None))
+    );
 }
 
 fn top_level_keys(body: &[u8]) -> Vec<String> {
@@ -240,7 +252,7 @@ fn with_model_keeps_everything_else_exactly() {
     let out = with_model(body.as_bytes(), "claude-opus-4-8-20261015").unwrap();
     let text = std::str::from_utf8(&out).unwrap();
     assert_eq!(
-        peek(text),
+        routing(peek(text)),
         Ok(ok(Some("claude-opus-4-8-20261015"), true, None))
     );
     // Same members, same order, same values.
@@ -359,4 +371,53 @@ fn with_include_usage_rejects_what_it_cannot_edit() {
         with_include_usage(b"{\"a\":"),
         Err(PeekError::NotJson(_))
     ));
+}
+
+/// The peek notes where the session fields are, read as a `Value` reads them (the last of a
+/// repeated key, nothing for an unexpected shape), and never fails because of them.
+#[test]
+fn session_parts_are_found_in_the_same_pass() {
+    let body = r#"{"model":"m","metadata":1,"messages":[{"role":"developer","content" :  "d" },{"role":7,"content":"x"},"no",{"role":"system"},{"role":"user","role":"user","content":[1]},{"role":"user","content":"later"}],"metadata":{"user_id":"u"},"prompt_cache_key":"k"}"#;
+    let p = peek(body).unwrap();
+    let text = |r: &std::ops::Range<usize>| &body[r.clone()];
+    assert_eq!(
+        p.session.metadata.as_ref().map(text),
+        Some(r#"{"user_id":"u"}"#)
+    );
+    assert_eq!(
+        p.session.prompt_cache_key.as_ref().map(text),
+        Some(r#""k""#)
+    );
+    let o = p.session.opening.as_ref().unwrap();
+    let system: Vec<Option<&str>> = o.system.iter().map(|c| c.as_ref().map(text)).collect();
+    assert_eq!(system, [Some(r#""d""#), None]);
+    assert_eq!(
+        o.first_user.as_ref().map(|c| c.as_ref().map(text)),
+        Some(Some("[1]"))
+    );
+    assert_eq!(
+        Some(p.session.clone()),
+        iris_providers::session_parts(body.as_bytes())
+    );
+
+    // Shapes that are not what the fields should be: no opening messages, no failure.
+    for body in [
+        r#"{"model":"m","messages":{"role":"user"}}"#,
+        r#"{"model":"m","messages":"hi","metadata":null}"#,
+        r#"{"model":"m","messages":[[1],true,null,3.5,{"role":{"a":[]}}]}"#,
+    ] {
+        let p = peek(body).unwrap();
+        assert!(
+            p.session
+                .opening
+                .as_ref()
+                .is_none_or(|o| o.first_user.is_none()),
+            "{body}"
+        );
+    }
+    let p = peek(r#"{"model":"m","messages":null}"#).unwrap();
+    assert_eq!(p.session.opening, None);
+    // The routing fields still refuse a duplicate; the session fields never do.
+    assert!(peek(r#"{"model":"a","model":"b"}"#).is_err());
+    assert!(peek(r#"{"model":"a","messages":[],"messages":[]}"#).is_ok());
 }

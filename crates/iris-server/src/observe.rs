@@ -63,6 +63,9 @@ pub struct Exchange {
     pub budget_limit: usize,
     pub request_headers: Vec<(String, String)>,
     pub request_body: Bytes,
+    /// Where the request peek found the session fields in `request_body` (`None` when the peek
+    /// did not read it: the body is then read for them).
+    pub session_parts: Option<iris_providers::SessionParts>,
     pub response_headers: Vec<(String, String)>,
     /// The response bytes kept, copied: holding the frames themselves would pin the whole read
     /// buffers they are slices of (kilobytes per 100-byte SSE chunk, for as long as the stream).
@@ -273,6 +276,11 @@ const CAPTURE_BATCH: usize = 1024;
 /// Capture text held before a write starts without waiting for the next tick.
 const CAPTURE_BATCH_BYTES: usize = 8 << 20;
 
+/// Chat openings whose session fingerprint the worker remembers (per generation; see
+/// `iris_capture::FingerprintCache`): a few thousand conversations in flight at once, at most
+/// a few megabytes.
+const FINGERPRINT_CACHE: usize = 4096;
+
 /// Held captures are written at least this often.
 const CAPTURE_WRITE_EVERY: Duration = Duration::from_millis(250);
 
@@ -285,6 +293,7 @@ async fn worker(
     let mut tick = tokio::time::interval(CAPTURE_WRITE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut items = Vec::with_capacity(GATHER_MAX);
+    let mut fingerprints = iris_capture::FingerprintCache::new(FINGERPRINT_CACHE);
     loop {
         tokio::select! {
             biased;
@@ -296,7 +305,7 @@ async fn worker(
                     break;
                 }
                 for item in items.drain(..) {
-                    writes.take(enrich(item), &sink);
+                    writes.take(enrich(item, &mut fingerprints), &sink);
                 }
                 if writes.held.len() >= CAPTURE_BATCH || writes.held_bytes >= CAPTURE_BATCH_BYTES {
                     writes.start_write().await;
@@ -311,7 +320,7 @@ async fn worker(
             _ = stop.cancelled() => {
                 rx.close();
                 while let Some(item) = rx.recv().await {
-                    writes.take(enrich(item), &sink);
+                    writes.take(enrich(item, &mut fingerprints), &sink);
                 }
                 break;
             }
@@ -418,7 +427,10 @@ fn identity_of(r: &UsageRecord) -> String {
 
 /// Session, cost, tool calls and the capture of one finished request. Pure but for the clock-free
 /// work it does on its inputs.
-fn enrich(item: Item) -> (UsageRecord, Option<CaptureRow>) {
+fn enrich(
+    item: Item,
+    fingerprints: &mut iris_capture::FingerprintCache,
+) -> (UsageRecord, Option<CaptureRow>) {
     let Item {
         mut record,
         exchange,
@@ -428,12 +440,18 @@ fn enrich(item: Item) -> (UsageRecord, Option<CaptureRow>) {
         record.session_id = Some([SessionKind::Single.prefix(), &record.id].concat());
         return (record, None);
     };
-    let key = iris_capture::session_key_from_body(
+    let parts = match ex.session_parts.take() {
+        Some(p) => Some(p),
+        None => iris_providers::session_parts(&ex.request_body),
+    };
+    let key = iris_capture::session_key_from_parts(
         &record.api_family,
         &ex.request_headers,
         &ex.request_body,
+        parts.as_ref(),
         &identity_of(&record),
         &record.id,
+        Some(fingerprints),
     );
     record.session_id = Some(key.id);
     record.session_kind = Some(key.kind.as_str().to_owned());
@@ -581,6 +599,7 @@ mod tests {
             budget_limit: LIMIT,
             request_headers: Vec::new(),
             request_body: Bytes::new(),
+            session_parts: None,
             response_headers: Vec::new(),
             response: Vec::new(),
             budget_held: 0,

@@ -252,6 +252,7 @@ async fn llm(
         } else {
             body.clone()
         },
+        session_parts: None,
         response_headers: Vec::new(),
         response: Vec::new(),
         budget_held: 0,
@@ -268,7 +269,7 @@ async fn llm(
             )
         }),
     }));
-    let peeked = match peek::peek_request(&body) {
+    let mut peeked = match peek::peek_request(&body) {
         Ok(p) => p,
         Err(e) => {
             return fail(
@@ -280,6 +281,10 @@ async fn llm(
         }
     };
     pending.record.streaming = peeked.stream;
+    if let Some(x) = pending.exchange.as_mut() {
+        // The exchange keeps the request body as it came (a copy of `body`, same offsets).
+        x.session_parts = Some(std::mem::take(&mut peeked.session));
+    }
     let Some(requested) = peeked.model.clone() else {
         return fail(pending, GatewayError::MissingModel, dialect, id);
     };
