@@ -81,10 +81,12 @@ def main() -> None:
         stream = 1 if f.suffix == ".sse" else 0
         write("capture_reassemble", f.name, split_seed(stream | d << 1, f.read_bytes()))
 
-    # Request bodies as the clients sent them, plus one with a model name after 0xFF.
+    # Request bodies as the clients sent them (the peek and session detection read them), plus
+    # one with a model name after 0xFF.
     for f in sorted(REQUESTS.glob("*.json")):
-        body = json.loads(f.read_text())["body"]
-        write("peek_model", f.name, json.dumps(body, separators=(",", ":")).encode())
+        body = json.dumps(json.loads(f.read_text())["body"], separators=(",", ":")).encode()
+        for target in ("peek_model", "session_key"):
+            write(target, f.name, body)
     write(
         "peek_model",
         "stream-options.json",
@@ -93,11 +95,8 @@ def main() -> None:
         + b"claude-sonnet-4-5",
     )
 
-    # Session detection: the recorded client requests, and chats whose openings exercise the
-    # fingerprint (system and developer messages, parts, escapes, a key given twice).
-    for f in sorted(REQUESTS.glob("*.json")):
-        body = json.loads(f.read_text())["body"]
-        write("session_key", f.name, json.dumps(body, separators=(",", ":")).encode())
+    # Session detection: chats whose openings exercise the fingerprint (system and developer
+    # messages, parts, escapes, a key given twice).
     write(
         "session_key",
         "chat-opening.json",

@@ -411,50 +411,7 @@ fn raw_content(raw: &[u8]) -> String {
 /// not allow in a string, a lone surrogate escape among them (`serde_json` refuses those too).
 fn collapse_json_string(literal: &str) -> Option<String> {
     let inner = literal.strip_prefix('"')?.strip_suffix('"')?;
-    let bytes = inner.as_bytes();
-    // Decoding never lengthens: an escape is longer than what it stands for.
-    let mut out = vec![0u8; bytes.len()];
-    let mut len = 0;
-    // True at the start, so leading whitespace is dropped.
-    let mut in_space = true;
-    let mut i = 0;
-    while i < bytes.len() {
-        let b = bytes[i];
-        if b != b'\\'
-            && let Some(&space) = ASCII_SPACE.get(usize::from(b))
-        {
-            // As in `collapse_whitespace`: every byte is written, the position moves on unless
-            // it is a second whitespace in a row.
-            out[len] = if space { b' ' } else { b };
-            len += usize::from(!(space && in_space));
-            in_space = space;
-            i += 1;
-            continue;
-        }
-        let (c, n) = if b == b'\\' {
-            decode_escape(bytes, i)?
-        } else {
-            // `i` is at a character boundary: it moves by whole characters and escapes.
-            let c = inner.get(i..)?.chars().next()?;
-            (c, c.len_utf8())
-        };
-        if c.is_whitespace() {
-            if !in_space {
-                out[len] = b' ';
-                len += 1;
-            }
-            in_space = true;
-        } else {
-            len += c.encode_utf8(&mut out[len..]).len();
-            in_space = false;
-        }
-        i += n;
-    }
-    if in_space && len > 0 {
-        len -= 1;
-    }
-    out.truncate(len);
-    String::from_utf8(out).ok()
+    collapse(inner, true)
 }
 
 /// The character of the escape at `bytes[at]` (a `\`) and the escape's length.
@@ -619,7 +576,15 @@ static ASCII_SPACE: [bool; 128] = {
 /// whitespace in a row): a conversation's opening can be a hundred kilobytes of code, and this
 /// was the observer's largest cost for such requests (~30% less time for 64 KiB of code).
 fn collapse_whitespace(text: &str) -> String {
+    // Without escapes to decode nothing can be refused.
+    collapse(text, false).unwrap_or_default()
+}
+
+/// [`collapse_whitespace`] of `text`, or with `json_escapes` of the JSON string body `text`
+/// (decoding `\` escapes on the way; `None` for one JSON does not allow).
+fn collapse(text: &str, json_escapes: bool) -> Option<String> {
     let bytes = text.as_bytes();
+    // Decoding never lengthens: an escape is longer than what it stands for.
     let mut out = vec![0u8; bytes.len()];
     let mut len = 0;
     // True at the start, so leading whitespace is dropped.
@@ -627,18 +592,22 @@ fn collapse_whitespace(text: &str) -> String {
     let mut i = 0;
     while i < bytes.len() {
         let b = bytes[i];
-        if let Some(&space) = ASCII_SPACE.get(usize::from(b)) {
+        if !(json_escapes && b == b'\\')
+            && let Some(&space) = ASCII_SPACE.get(usize::from(b))
+        {
             out[len] = if space { b' ' } else { b };
             len += usize::from(!(space && in_space));
             in_space = space;
             i += 1;
             continue;
         }
-        // `i` is always at a character boundary: it moves by whole characters.
-        let Some(c) = text.get(i..).and_then(|rest| rest.chars().next()) else {
-            break;
+        let (c, n) = if b == b'\\' {
+            decode_escape(bytes, i)?
+        } else {
+            // `i` is at a character boundary: it moves by whole characters and escapes.
+            let c = text.get(i..)?.chars().next()?;
+            (c, c.len_utf8())
         };
-        let n = c.len_utf8();
         if c.is_whitespace() {
             if !in_space {
                 out[len] = b' ';
@@ -646,8 +615,7 @@ fn collapse_whitespace(text: &str) -> String {
             }
             in_space = true;
         } else {
-            out[len..len + n].copy_from_slice(&bytes[i..i + n]);
-            len += n;
+            len += c.encode_utf8(&mut out[len..]).len();
             in_space = false;
         }
         i += n;
@@ -658,7 +626,7 @@ fn collapse_whitespace(text: &str) -> String {
     }
     out.truncate(len);
     // Whole characters and ASCII spaces only: always UTF-8.
-    String::from_utf8(out).unwrap_or_default()
+    String::from_utf8(out).ok()
 }
 
 fn chat_fingerprint(body: &Value, caller_identity: &str) -> Option<String> {

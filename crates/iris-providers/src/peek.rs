@@ -348,6 +348,30 @@ impl<'de> Deserialize<'de> for Key<'de> {
     }
 }
 
+/// Visitor methods that take any scalar (a shape the field does not have) and give `$value`.
+macro_rules! any_scalar_is {
+    ($value:expr) => {
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+    };
+}
+
 /// The top level as the peek reads it. Written out rather than derived: the three fields that
 /// route the request refuse a duplicate, the session fields take the last one.
 #[derive(Default)]
@@ -493,21 +517,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for OpeningRaw<'a> {
                 while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
                 Ok(OpeningRaw::default())
             }
-            fn visit_str<E: de::Error>(self, _: &str) -> Result<OpeningRaw<'a>, E> {
-                Ok(OpeningRaw::default())
-            }
-            fn visit_bool<E: de::Error>(self, _: bool) -> Result<OpeningRaw<'a>, E> {
-                Ok(OpeningRaw::default())
-            }
-            fn visit_i64<E: de::Error>(self, _: i64) -> Result<OpeningRaw<'a>, E> {
-                Ok(OpeningRaw::default())
-            }
-            fn visit_u64<E: de::Error>(self, _: u64) -> Result<OpeningRaw<'a>, E> {
-                Ok(OpeningRaw::default())
-            }
-            fn visit_f64<E: de::Error>(self, _: f64) -> Result<OpeningRaw<'a>, E> {
-                Ok(OpeningRaw::default())
-            }
+            any_scalar_is!(OpeningRaw::default());
         }
         d.deserialize_any(V(std::marker::PhantomData))
     }
@@ -523,6 +533,7 @@ enum Role {
 
 /// One element of `messages`: its role (`None` unless the last `role` is a string) and its raw
 /// `content` (the last one).
+#[derive(Default)]
 struct ChatMessage<'a> {
     role: Option<Role>,
     content: Option<&'a RawValue>,
@@ -537,10 +548,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for ChatMessage<'a> {
                 f.write_str("a chat message")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ChatMessage<'a>, A::Error> {
-                let mut m = ChatMessage {
-                    role: None,
-                    content: None,
-                };
+                let mut m = ChatMessage::default();
                 while let Some(Key(k)) = map.next_key::<Key<'de>>()? {
                     match k.as_ref() {
                         "role" => m.role = map.next_value::<Scalar<'de>>()?.role(),
@@ -554,37 +562,11 @@ impl<'de: 'a, 'a> Deserialize<'de> for ChatMessage<'a> {
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ChatMessage<'a>, A::Error> {
                 while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(ChatMessage::none())
+                Ok(ChatMessage::default())
             }
-            fn visit_str<E: de::Error>(self, _: &str) -> Result<ChatMessage<'a>, E> {
-                Ok(ChatMessage::none())
-            }
-            fn visit_bool<E: de::Error>(self, _: bool) -> Result<ChatMessage<'a>, E> {
-                Ok(ChatMessage::none())
-            }
-            fn visit_i64<E: de::Error>(self, _: i64) -> Result<ChatMessage<'a>, E> {
-                Ok(ChatMessage::none())
-            }
-            fn visit_u64<E: de::Error>(self, _: u64) -> Result<ChatMessage<'a>, E> {
-                Ok(ChatMessage::none())
-            }
-            fn visit_f64<E: de::Error>(self, _: f64) -> Result<ChatMessage<'a>, E> {
-                Ok(ChatMessage::none())
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<ChatMessage<'a>, E> {
-                Ok(ChatMessage::none())
-            }
+            any_scalar_is!(ChatMessage::default());
         }
         d.deserialize_any(V(std::marker::PhantomData))
-    }
-}
-
-impl ChatMessage<'_> {
-    fn none() -> Self {
-        ChatMessage {
-            role: None,
-            content: None,
-        }
     }
 }
 

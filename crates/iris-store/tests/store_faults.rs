@@ -218,24 +218,30 @@ async fn record_never_waits_on_a_hung_store() {
     assert_eq!((stats.written, stats.dropped), (1000, 49_001));
 }
 
+/// Another connection to the database at `path`, holding its write lock (`BEGIN EXCLUSIVE`)
+/// until it runs `ROLLBACK`.
+async fn lock_exclusively(path: &std::path::Path) -> sqlx::SqliteConnection {
+    let options = sqlx::sqlite::SqliteConnectOptions::new().filename(path);
+    let mut locker = sqlx::SqliteConnection::connect_with(&options)
+        .await
+        .unwrap();
+    sqlx::query("BEGIN EXCLUSIVE")
+        .execute(&mut locker)
+        .await
+        .unwrap();
+    locker
+}
+
 /// While another process holds the database's write lock, a usage write gives up after its
 /// own busy timeout (5 s) and reports the store failing: it never queues behind a capture
 /// write that is itself waiting out the lock. (Sharing one connection, it waited for the
 /// capture write's whole timeout first, and under load for one capture batch after another.)
 #[tokio::test]
 async fn a_usage_write_on_a_locked_database_never_waits_behind_a_capture_write() {
-    use sqlx::sqlite::SqliteConnectOptions;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("iris.db");
     let store = Arc::new(SqliteStore::open(&path).await.unwrap());
-    let mut locker =
-        sqlx::SqliteConnection::connect_with(&SqliteConnectOptions::new().filename(&path))
-            .await
-            .unwrap();
-    sqlx::query("BEGIN EXCLUSIVE")
-        .execute(&mut locker)
-        .await
-        .unwrap();
+    let mut locker = lock_exclusively(&path).await;
 
     let captures = tokio::spawn({
         let store = Arc::clone(&store);
@@ -291,14 +297,7 @@ async fn real_sqlite_faults_are_transient() {
         .unwrap();
 
     // Locked: another connection holds the write lock; no busy wait on ours.
-    let mut locker =
-        sqlx::SqliteConnection::connect_with(&SqliteConnectOptions::new().filename(&path))
-            .await
-            .unwrap();
-    sqlx::query("BEGIN EXCLUSIVE")
-        .execute(&mut locker)
-        .await
-        .unwrap();
+    let mut locker = lock_exclusively(&path).await;
     let mut impatient = sqlx::SqliteConnection::connect_with(
         &SqliteConnectOptions::new()
             .filename(&path)
