@@ -7,9 +7,11 @@
 //! Properties: for every body that is JSON, both readings give the same session (kind and id);
 //! from the request peek's parts with a fingerprint cache kept across inputs
 //! (`session_key_from_parts`, as the observer reads it), the session is the same as without.
-//! (A body that is not may still be read by the one pass, which does not check the UTF-8 of the
-//! strings it skips; the request peek refuses such a body, so it only ever names the session of
-//! that request's 400.)
+//! (A body serde_json cannot read as a `Value` may still be read by the one pass: it skips
+//! strings without decoding their escapes, as the request peek does, so a lone surrogate escape
+//! such as `"\ud800"` in a field neither of them reads is accepted by both. Such a request is
+//! forwarded, and its session comes from the fields the pass did read; there is no `Value`
+//! reading to compare it with.)
 #![no_main]
 
 use std::cell::RefCell;

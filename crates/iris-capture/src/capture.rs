@@ -114,10 +114,8 @@ pub fn build_capture(
     limits: &CaptureLimits,
     redactor: &Redactor,
 ) -> Capture {
-    let mut c = build(raw, limits, redactor, false);
-    c.request_headers = redactor.redact_headers(raw.request_headers);
-    c.response_headers = redactor.redact_headers(raw.response_headers);
-    c
+    let headers = (raw.request_headers.to_vec(), raw.response_headers.to_vec());
+    build(raw, headers, limits, redactor, false)
 }
 
 /// [`build_capture`], leaving the reassembly of a complete, tool-free answer for
@@ -127,10 +125,8 @@ pub fn build_capture_deferred(
     limits: &CaptureLimits,
     redactor: &Redactor,
 ) -> Capture {
-    let mut c = build(raw, limits, redactor, true);
-    c.request_headers = redactor.redact_headers(raw.request_headers);
-    c.response_headers = redactor.redact_headers(raw.response_headers);
-    c
+    let headers = (raw.request_headers.to_vec(), raw.response_headers.to_vec());
+    build(raw, headers, limits, redactor, true)
 }
 
 /// [`build_capture_deferred`] for a caller that owns the exchange's header lists (`raw`'s
@@ -138,22 +134,18 @@ pub fn build_capture_deferred(
 /// copied.
 pub fn build_capture_deferred_owning(
     raw: &RawExchange<'_>,
-    mut request_headers: Vec<(String, String)>,
-    mut response_headers: Vec<(String, String)>,
+    request_headers: Vec<(String, String)>,
+    response_headers: Vec<(String, String)>,
     limits: &CaptureLimits,
     redactor: &Redactor,
 ) -> Capture {
-    let with_headers = RawExchange {
-        request_headers: &request_headers,
-        response_headers: &response_headers,
-        ..*raw
-    };
-    let mut c = build(&with_headers, limits, redactor, true);
-    redactor.redact_headers_in_place(&mut request_headers);
-    redactor.redact_headers_in_place(&mut response_headers);
-    c.request_headers = request_headers;
-    c.response_headers = response_headers;
-    c
+    build(
+        raw,
+        (request_headers, response_headers),
+        limits,
+        redactor,
+        true,
+    )
 }
 
 /// Whether an answer may call a tool: every tool call iris reassembles has a type or field
@@ -213,15 +205,22 @@ pub fn stored_document(
     serde_json::Value::Object(obj).to_string()
 }
 
+/// Header (name, value) pairs, in order.
+type HeaderList = Vec<(String, String)>;
+
+/// The capture of `raw` with its (request, response) header lists `headers`, which are redacted
+/// in place and moved into it (`raw`'s own header slices are not read).
 fn build(
     raw: &RawExchange<'_>,
+    headers: (HeaderList, HeaderList),
     limits: &CaptureLimits,
     redactor: &Redactor,
     defer: bool,
 ) -> Capture {
+    let (mut request_headers, mut response_headers) = headers;
     let slack = redactor.max_secret_len();
     let req = stored_body(
-        header(raw.request_headers, "content-encoding"),
+        header(&request_headers, "content-encoding"),
         raw.request_body,
         raw.request_body_complete,
         limits.max_body_bytes,
@@ -238,7 +237,7 @@ fn build(
         limits.max_body_bytes.saturating_add(slack)
     };
     let decoded = decode_body(
-        header(raw.response_headers, "content-encoding"),
+        header(&response_headers, "content-encoding"),
         raw.response_body,
         raw.response_body_complete,
         want,
@@ -281,12 +280,13 @@ fn build(
         }
     };
 
+    redactor.redact_headers_in_place(&mut request_headers);
+    redactor.redact_headers_in_place(&mut response_headers);
     Capture {
         method: raw.method.to_owned(),
         path: redactor.redact_path(raw.path),
-        // Filled in by the caller (copied or moved).
-        request_headers: Vec::new(),
-        response_headers: Vec::new(),
+        request_headers,
+        response_headers,
         request_body: req.0,
         response_body,
         request_truncated: req.1,

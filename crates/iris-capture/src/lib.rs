@@ -10,7 +10,7 @@
 //! Every buffer it fills has a cap; every failure is a value.
 //!
 //! # API at a glance
-//! - [`Redactor::new`]`(secrets)` `.with_extra_headers(names)`; `redact_headers`,
+//! - [`Redactor::new`]`(secrets)` `.with_extra_headers(names)`; `redact_headers_in_place`,
 //!   `redact_header_value`, `redact_path`, `scrub_str`, `scrub_json`, `scrub_capped`.
 //! - [`decode_body`]`(content_encoding, body, input_complete, max_output) -> Result<Decoded,
 //!   DecodeError>`.

@@ -142,16 +142,8 @@ impl Redactor {
             .any(|h| h.eq_ignore_ascii_case(name))
     }
 
-    /// A redacted copy of `headers`, in the same order.
-    pub fn redact_headers(&self, headers: &[(String, String)]) -> Vec<(String, String)> {
-        headers
-            .iter()
-            .map(|(n, v)| (n.clone(), self.redact_header_value(n, v)))
-            .collect()
-    }
-
-    /// [`redact_headers`](Self::redact_headers) without the copy: each value is replaced by its
-    /// stored form where that differs.
+    /// Redact `headers` where they are: each value is replaced by its stored form
+    /// ([`redact_header_value`](Self::redact_header_value)) where that differs.
     pub fn redact_headers_in_place(&self, headers: &mut [(String, String)]) {
         for (n, v) in headers.iter_mut() {
             if self.is_sensitive_header(n) {
