@@ -18,9 +18,11 @@
 //! usage record lists their names), which is why a response that mentions one is reassembled
 //! eagerly.
 
+use std::sync::LazyLock;
+
 use serde::{Deserialize, Serialize};
 
-use crate::decode::{DecodeError, decode_body};
+use crate::decode::{DecodeError, Decoded, decode_body};
 use crate::reassemble::{Reassembled, StreamReassembler, ToolCall, reassemble_json};
 use crate::redact::Redactor;
 
@@ -152,8 +154,11 @@ pub fn build_capture_deferred_owning(
 /// ending in `_use` (Anthropic) or containing `_call` (OpenAI chat and Responses). Looser than
 /// the reassemblers, never stricter.
 fn mentions_tools(bytes: &[u8]) -> bool {
-    memchr::memmem::find(bytes, b"_call").is_some()
-        || memchr::memmem::find(bytes, b"_use\"").is_some()
+    use memchr::memmem::Finder;
+    // Built once: building a searcher costs more than running it over a small answer.
+    static CALL: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"_call"));
+    static USE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"_use\""));
+    CALL.find(bytes).is_some() || USE.find(bytes).is_some()
 }
 
 /// The capture document the API serves, from what the store kept: `document` (the capture as
@@ -218,16 +223,18 @@ fn build(
     defer: bool,
 ) -> Capture {
     let (mut request_headers, mut response_headers) = headers;
+    // Credential headers' values go whole, first: what is left of every value is then stored
+    // as it came unless the search below finds a secret in it.
+    redactor.redact_credentials_in_place(&mut request_headers);
+    redactor.redact_credentials_in_place(&mut response_headers);
     let slack = redactor.max_secret_len();
-    let req = stored_body(
+    let window = limits.max_body_bytes.saturating_add(slack);
+    let req_decoded = decode_body(
         header(&request_headers, "content-encoding"),
         raw.request_body,
         raw.request_body_complete,
-        limits.max_body_bytes,
-        slack,
-        redactor,
+        window,
     );
-
     // One decode of the response serves both storage and reassembly.
     let want = if raw.response_is_sse {
         limits
@@ -242,6 +249,32 @@ fn build(
         raw.response_body_complete,
         want,
     );
+    // Everything stored as it came (all but the reassembled message, which is scrubbed on its
+    // own: decoding JSON escapes can spell out a secret the raw bytes do not) is searched for
+    // secrets at once; the common capture holds none, and is then only capped.
+    let search = redactor.holds_secret(
+        header_values(&request_headers)
+            .chain(header_values(&response_headers))
+            .chain([
+                raw.path.as_bytes(),
+                decoded_window(&req_decoded, window),
+                decoded_window(&decoded, window),
+            ]),
+    );
+    let req = match req_decoded {
+        Err(e) => (Some(undecodable_note(&e)), !raw.request_body_complete),
+        Ok(d) if d.bytes.is_empty() && !d.truncated => (None, false),
+        Ok(d) => {
+            let (text, truncated) = to_text(
+                redactor,
+                &d.bytes,
+                limits.max_body_bytes,
+                d.truncated,
+                search,
+            );
+            (Some(text), truncated)
+        }
+    };
     let mut deferred = None;
     let (response_body, response_truncated, reassembled, raw_events_truncated) = match &decoded {
         Err(e) => (
@@ -252,12 +285,12 @@ fn build(
         ),
         Ok(d) if d.bytes.is_empty() && !d.truncated => (None, false, None, false),
         Ok(d) => {
-            let window = limits.max_body_bytes.saturating_add(slack);
             let (body, truncated) = to_text(
                 redactor,
                 &d.bytes[..d.bytes.len().min(window)],
                 limits.max_body_bytes,
                 d.truncated,
+                search,
             );
             let whole_in_text = !d.truncated
                 && !truncated
@@ -280,11 +313,17 @@ fn build(
         }
     };
 
-    redactor.redact_headers_in_place(&mut request_headers);
-    redactor.redact_headers_in_place(&mut response_headers);
+    let path = if search {
+        // (Credential values, already redacted, come through unchanged.)
+        redactor.redact_headers_in_place(&mut request_headers);
+        redactor.redact_headers_in_place(&mut response_headers);
+        redactor.redact_path(raw.path)
+    } else {
+        Redactor::redact_query_keys(raw.path)
+    };
     Capture {
         method: raw.method.to_owned(),
-        path: redactor.redact_path(raw.path),
+        path,
         request_headers,
         response_headers,
         request_body: req.0,
@@ -302,7 +341,7 @@ fn reassemble_now(
     raw: &RawExchange<'_>,
     limits: &CaptureLimits,
     redactor: &Redactor,
-    d: &crate::decode::Decoded,
+    d: &Decoded,
 ) -> (Option<Reassembled>, bool) {
     let (reassembled, events_cut) = if raw.response_is_sse {
         let events = &d.bytes[..d.bytes.len().min(limits.max_raw_events_bytes)];
@@ -327,22 +366,16 @@ fn reassemble_now(
     (reassembled, events_cut)
 }
 
-/// Decode, scrub and cap one body: (text, truncated).
-fn stored_body(
-    encoding: Option<&str>,
-    body: &[u8],
-    complete: bool,
-    cap: usize,
-    slack: usize,
-    redactor: &Redactor,
-) -> (Option<String>, bool) {
-    match decode_body(encoding, body, complete, cap.saturating_add(slack)) {
-        Err(e) => (Some(undecodable_note(&e)), !complete),
-        Ok(d) if d.bytes.is_empty() && !d.truncated => (None, false),
-        Ok(d) => {
-            let (text, truncated) = to_text(redactor, &d.bytes, cap, d.truncated);
-            (Some(text), truncated)
-        }
+/// The values of a header list.
+fn header_values(list: &[(String, String)]) -> impl Iterator<Item = &[u8]> + Clone {
+    list.iter().map(|(_, v)| v.as_bytes())
+}
+
+/// The part of a decoded body that is stored (before the cap) and must be searched.
+fn decoded_window(d: &Result<Decoded, DecodeError>, window: usize) -> &[u8] {
+    match d {
+        Ok(d) => &d.bytes[..d.bytes.len().min(window)],
+        Err(_) => &[],
     }
 }
 
@@ -350,9 +383,19 @@ fn undecodable_note(e: &DecodeError) -> String {
     format!("[iris: body not stored: {e}]")
 }
 
-/// Scrub, cap, and make text of decoded bytes.
-fn to_text(redactor: &Redactor, bytes: &[u8], cap: usize, cut: bool) -> (String, bool) {
-    let (mut out, truncated) = redactor.scrub_capped(bytes, cap, cut);
+/// Scrub (with `search`; else only a cut tail), cap, and make text of decoded bytes.
+fn to_text(
+    redactor: &Redactor,
+    bytes: &[u8],
+    cap: usize,
+    cut: bool,
+    search: bool,
+) -> (String, bool) {
+    let (mut out, truncated) = if search {
+        redactor.scrub_capped(bytes, cap, cut)
+    } else {
+        redactor.cap_only(bytes, cap, cut)
+    };
     if truncated {
         // A cap may split a UTF-8 sequence: drop the incomplete tail rather than call the
         // whole body non-UTF-8.
@@ -419,11 +462,11 @@ mod tests {
     #[test]
     fn non_utf8_and_split_utf8() {
         let r = Redactor::default();
-        let (s, t) = to_text(&r, b"ok \xff\xfe end", 100, false);
+        let (s, t) = to_text(&r, b"ok \xff\xfe end", 100, false, true);
         assert_eq!(s, format!("{NON_UTF8_MARKER}ok \u{fffd}\u{fffd} end"));
         assert!(!t);
         // "é" is two bytes; a cap after its first byte is not "invalid UTF-8".
-        let (s, t) = to_text(&r, "abé".as_bytes(), 3, false);
+        let (s, t) = to_text(&r, "abé".as_bytes(), 3, false, true);
         assert_eq!((s.as_str(), t), ("ab", true));
     }
 

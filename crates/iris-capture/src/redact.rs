@@ -145,13 +145,49 @@ impl Redactor {
     /// Redact `headers` where they are: each value is replaced by its stored form
     /// ([`redact_header_value`](Self::redact_header_value)) where that differs.
     pub fn redact_headers_in_place(&self, headers: &mut [(String, String)]) {
+        self.redact_credentials_in_place(headers);
         for (n, v) in headers.iter_mut() {
-            if self.is_sensitive_header(n) {
-                *v = redact_credential(v);
-            } else if let Cow::Owned(scrubbed) = self.scrub_str(v) {
+            if !self.is_sensitive_header(n)
+                && let Cow::Owned(scrubbed) = self.scrub_str(v)
+            {
                 *v = scrubbed;
             }
         }
+    }
+
+    /// Redact only the values of credential headers, where they are: for header lists whose
+    /// other values [`holds_secret`](Self::holds_secret) found clean.
+    pub fn redact_credentials_in_place(&self, headers: &mut [(String, String)]) {
+        for (n, v) in headers.iter_mut() {
+            if self.is_sensitive_header(n) {
+                *v = redact_credential(v);
+            }
+        }
+    }
+
+    /// Whether any of `texts` holds a secret or an iris key. One search of each over all the
+    /// texts joined, which for the dozen short texts of a capture (header values, the path,
+    /// two small bodies) costs a fraction of a search in each. A `false` is certain: every text
+    /// can then be stored without [`scrub_str`](Self::scrub_str) (but for the query keys and a
+    /// cut tail: [`redact_query_keys`](Self::redact_query_keys),
+    /// [`cap_only`](Self::cap_only)). A `true` may come from a match across a join, which only
+    /// costs the per-text scrubbing it leads to.
+    pub fn holds_secret<'a>(&self, texts: impl IntoIterator<Item = &'a [u8]> + Clone) -> bool {
+        // Joined, small bodies included: a search's fixed cost is larger than copying a few
+        // kilobytes (measured with callgrind on small chats, session 10). A long text (a coding
+        // agent's prompt) is searched where it is.
+        const JOIN_BELOW: usize = 4096;
+        let short = || texts.clone().into_iter().filter(|t| t.len() < JOIN_BELOW);
+        let mut joined = Vec::with_capacity(short().map(|t| t.len() + 1).sum());
+        for t in short() {
+            joined.extend_from_slice(t);
+            joined.push(b'\n');
+        }
+        !self.find(&joined, false, true).is_empty()
+            || texts
+                .into_iter()
+                .filter(|t| t.len() >= JOIN_BELOW)
+                .any(|t| !self.find(t, false, true).is_empty())
     }
 
     /// The stored form of one header value.
@@ -164,7 +200,7 @@ impl Redactor {
 
     /// `text` with every secret and iris key replaced by `[redacted]`.
     pub fn scrub_str<'a>(&self, text: &'a str) -> Cow<'a, str> {
-        let ranges = self.find(text.as_bytes(), false);
+        let ranges = self.find(text.as_bytes(), false, true);
         if ranges.is_empty() {
             return Cow::Borrowed(text);
         }
@@ -205,9 +241,14 @@ impl Redactor {
     /// A path (with its query string) fit for storage: secrets and iris keys scrubbed, and the
     /// values of [`SENSITIVE_QUERY_PARAMS`] redacted.
     pub fn redact_path(&self, path: &str) -> String {
-        let scrubbed = self.scrub_str(path);
-        let Some((base, query)) = scrubbed.split_once('?') else {
-            return scrubbed.into_owned();
+        Self::redact_query_keys(&self.scrub_str(path))
+    }
+
+    /// `path` with the values of [`SENSITIVE_QUERY_PARAMS`] redacted (and nothing else: for a
+    /// path [`holds_secret`](Self::holds_secret) found clean).
+    pub fn redact_query_keys(path: &str) -> String {
+        let Some((base, query)) = path.split_once('?') else {
+            return path.to_owned();
         };
         let params: Vec<String> = query
             .split('&')
@@ -233,8 +274,18 @@ impl Redactor {
     /// Matching runs over all of `bytes`, so give it up to `cap + max_secret_len()` bytes: a
     /// secret that starts before the cap is then found whole and replaced whole.
     pub fn scrub_capped(&self, bytes: &[u8], cap: usize, cut: bool) -> (Vec<u8>, bool) {
+        self.capped(bytes, cap, cut, true)
+    }
+
+    /// [`scrub_capped`](Self::scrub_capped) for bytes [`holds_secret`](Self::holds_secret) found
+    /// clean: only capped, and a cut tail that begins a secret redacted.
+    pub fn cap_only(&self, bytes: &[u8], cap: usize, cut: bool) -> (Vec<u8>, bool) {
+        self.capped(bytes, cap, cut, false)
+    }
+
+    fn capped(&self, bytes: &[u8], cap: usize, cut: bool, search: bool) -> (Vec<u8>, bool) {
         let truncated = cut || bytes.len() > cap;
-        let mut ranges = self.find(bytes, truncated);
+        let mut ranges = self.find(bytes, truncated, search);
         if bytes.len() > cap {
             // Past the cap only what a range covers matters, and a range that starts before
             // the cap is emitted as a whole `[redacted]`.
@@ -255,16 +306,19 @@ impl Redactor {
 
     /// Sorted, merged byte ranges to replace. With `cut_tail`, a tail that begins a secret is
     /// included.
-    fn find(&self, hay: &[u8], cut_tail: bool) -> Vec<Range<usize>> {
+    /// With `search` off (`hay` is known to hold no whole secret) only the tail is looked at.
+    fn find(&self, hay: &[u8], cut_tail: bool, search: bool) -> Vec<Range<usize>> {
         let mut ranges: Vec<Range<usize>> = Vec::new();
-        for f in &self.secrets {
+        let secrets = if search { &self.secrets[..] } else { &[] };
+        for f in secrets {
             let n = f.needle().len();
             if n < MIN_SECRET_LEN {
                 continue;
             }
             ranges.extend(f.find_iter(hay).map(|s| s..s + n));
         }
-        for s in self.iris_finder.find_iter(hay) {
+        let iris_keys = search.then(|| self.iris_finder.find_iter(hay));
+        for s in iris_keys.into_iter().flatten() {
             let mut e = s + IRIS_KEY_PREFIX.len();
             while e < hay.len() && is_token_byte(hay[e]) {
                 e += 1;
@@ -368,6 +422,59 @@ mod tests {
         assert_eq!(r.scrub_str("no secrets here"), "no secrets here");
         assert_eq!(r.scrub_str("iris_sk_"), "[redacted]");
         assert_eq!(r.scrub_str("x iris_sk_a.b"), "x [redacted].b");
+    }
+
+    #[test]
+    fn one_search_over_many_texts_then_credentials_only() {
+        let r = r();
+        let texts = |list: &[&'static str]| list.iter().map(|t| t.as_bytes()).collect::<Vec<_>>();
+        assert!(
+            !r.holds_secret(
+                texts(&["application/json", "42", "/v1/x?a=b"])
+                    .iter()
+                    .copied()
+            )
+        );
+        assert!(!r.holds_secret(std::iter::empty::<&[u8]>()));
+        let with_key = format!("k={PROVIDER_KEY}");
+        let with_iris = format!("x {IRIS_KEY}");
+        for hit in [with_key.as_str(), with_iris.as_str()] {
+            let list = ["a", hit, "b"];
+            assert!(r.holds_secret(list.iter().map(|t| t.as_bytes())), "{hit}");
+        }
+        // Short secrets are not hunted for inside text, joined or not.
+        assert!(!r.holds_secret(["short story".as_bytes()].iter().copied()));
+        // A match across a join only says "search each".
+        let halves = Redactor::new(["left-half\nright-half"]);
+        assert!(halves.holds_secret(["x left-half".as_bytes(), b"right-half y"].iter().copied()));
+        assert_eq!(halves.scrub_str("x left-half"), "x left-half");
+
+        let mut h: Vec<(String, String)> = [
+            ("content-type", "application/json"),
+            ("authorization", "Bearer abc"),
+            ("x-note", "plain"),
+        ]
+        .iter()
+        .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+        .collect();
+        r.redact_credentials_in_place(&mut h);
+        assert_eq!(h[0].1, "application/json");
+        assert_eq!(h[1].1, "Bearer [redacted]");
+        assert_eq!(h[2].1, "plain");
+        assert_eq!(
+            Redactor::redact_query_keys("/v1/m?alt=sse&key=AIza"),
+            "/v1/m?alt=sse&key=[redacted]"
+        );
+        assert_eq!(Redactor::redact_query_keys("/v1/m"), "/v1/m");
+        // Capping only: nothing searched, but a cut tail that begins a secret still goes.
+        let (out, cut) = r.cap_only(b"0123456789", 4, false);
+        assert_eq!((out.as_slice(), cut), (&b"0123"[..], true));
+        let tail = format!("abc {}", &PROVIDER_KEY[..10]);
+        let (out, cut) = r.cap_only(tail.as_bytes(), 100, true);
+        assert_eq!(
+            (String::from_utf8(out).unwrap(), cut),
+            ("abc [redacted]".to_owned(), true)
+        );
     }
 
     #[test]

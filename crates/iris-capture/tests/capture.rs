@@ -446,3 +446,135 @@ fn owning_the_headers_gives_the_same_capture() {
     assert!(!text.contains(secret) && !text.contains("iris_sk_Zm9v") && !text.contains("abc\""));
     assert!(!text.contains("\"tok\""));
 }
+
+/// The capture is searched for secrets once, as a whole; only when that finds one is every
+/// text scrubbed on its own. Either way a secret in any one place is gone, and what a clean
+/// capture still needs (credential headers, query keys, the cut tail of a body, the decoded
+/// reassembled text) is redacted.
+#[test]
+fn a_single_secret_anywhere_is_found_and_clean_captures_still_lose_credentials() {
+    let secret = "sk-live-single-0123456789abcdefghij";
+    let iris_key = "iris_sk_Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5MGFi";
+    let redactor = Redactor::new([secret]);
+    let pairs = |list: &[(&str, &str)]| -> Vec<(String, String)> {
+        list.iter()
+            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+            .collect()
+    };
+    let clean_request = pairs(&[
+        ("authorization", &format!("Bearer {iris_key}")),
+        ("content-type", "application/json"),
+    ]);
+    let clean_response = pairs(&[("content-type", "application/json")]);
+    let body = br#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#.to_vec();
+    let answer = fixture("openai_chat_text.json");
+    let base = RawExchange {
+        method: "POST",
+        path: "/v1/chat/completions?key=AIzaQuery",
+        api_family: "openai_chat",
+        request_headers: &clean_request,
+        request_body: &body,
+        request_body_complete: true,
+        response_headers: &clean_response,
+        response_body: &answer,
+        response_body_complete: true,
+        response_is_sse: false,
+    };
+    let limits = CaptureLimits::default();
+
+    // Clean: credentials and the query key still go, the rest is stored as it came.
+    let c = build_capture(&base, &limits, &redactor);
+    assert_eq!(c.path, "/v1/chat/completions?key=[redacted]");
+    assert_eq!(c.request_headers[0].1, "Bearer [redacted]");
+    assert_eq!(c.request_headers[1].1, "application/json");
+    assert_eq!(c.request_body.as_deref().unwrap().as_bytes(), &body[..]);
+
+    // One secret in one place at a time: a request header, a response header, the path, the
+    // request body, the response body.
+    let with_secret = |v: &str| v.replace("SECRET", secret);
+    let req_h = pairs(&[
+        ("authorization", "Bearer x"),
+        ("x-note", &with_secret("a SECRET b")),
+    ]);
+    let resp_h = pairs(&[("x-echo", &with_secret("SECRET"))]);
+    let path = with_secret("/v1/chat/completions?q=SECRET");
+    let req_body = with_secret(r#"{"model":"m","messages":[{"role":"user","content":"SECRET"}]}"#);
+    let resp_body = String::from_utf8(answer.clone())
+        .unwrap()
+        .replace("\"chat.completion\"", &with_secret("\"SECRET\""));
+    assert!(resp_body.contains(secret));
+    let cases = [
+        RawExchange {
+            request_headers: &req_h,
+            ..base
+        },
+        RawExchange {
+            response_headers: &resp_h,
+            ..base
+        },
+        RawExchange {
+            path: &path,
+            ..base
+        },
+        RawExchange {
+            request_body: req_body.as_bytes(),
+            ..base
+        },
+        RawExchange {
+            response_body: resp_body.as_bytes(),
+            ..base
+        },
+    ];
+    for (i, raw) in cases.iter().enumerate() {
+        let c = build_capture(raw, &limits, &redactor);
+        let text = serde_json::to_string(&c).unwrap();
+        assert!(!text.contains(secret), "case {i}: {text}");
+        assert!(text.contains("[redacted]"), "case {i}");
+    }
+
+    // A body the server kept only the start of, ending in the first half of the secret: no
+    // whole secret anywhere, but the half is redacted.
+    let mut cut = br#"{"model":"m","messages":[{"role":"user","content":""#.to_vec();
+    cut.extend_from_slice(&secret.as_bytes()[..16]);
+    let c = build_capture(
+        &RawExchange {
+            request_body: &cut,
+            request_body_complete: false,
+            ..base
+        },
+        &limits,
+        &redactor,
+    );
+    assert!(c.request_truncated);
+    assert!(c.request_body.as_deref().unwrap().ends_with("[redacted]"));
+    assert!(!serde_json::to_string(&c).unwrap().contains(&secret[..16]));
+
+    // A secret spelled with JSON escapes is not in the raw bytes (stored as they came) but is
+    // in the reassembled answer, which is scrubbed on its own.
+    let escaped: String = secret
+        .chars()
+        .map(|ch| format!("\\u{:04x}", ch as u32))
+        .collect();
+    let answer = String::from_utf8(answer.clone()).unwrap();
+    let v: Value = serde_json::from_str(&answer).unwrap();
+    let content = v["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let content_json = serde_json::to_string(&content).unwrap();
+    assert!(
+        answer.contains(&content_json),
+        "fixture spells its content plainly"
+    );
+    let spelled = answer.replace(&content_json, &format!("\"{escaped}\""));
+    let c = build_capture(
+        &RawExchange {
+            response_body: spelled.as_bytes(),
+            ..base
+        },
+        &limits,
+        &redactor,
+    );
+    let m = c.reassembled.unwrap();
+    assert_eq!(m.text, "[redacted]");
+}
