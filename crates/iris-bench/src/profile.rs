@@ -490,6 +490,10 @@ pub fn origin(file: &str) -> String {
     if file.contains("/library/") || file.starts_with("/rustc/") {
         return "std".to_owned();
     }
+    // Before the C library's: the build directory of tikv-jemalloc-sys holds "malloc" too.
+    if file.contains("jemalloc") {
+        return "jemalloc".to_owned();
+    }
     if file.contains("malloc") {
         return "libc malloc".to_owned();
     }
@@ -622,5 +626,20 @@ totals: 1000
         assert_eq!(split_file_function("a.rs:x::y"), ("a.rs", "x::y"));
         assert_eq!(split_file_function("???:foo"), ("???", "foo"));
         assert_eq!(split_file_function("x::y"), ("", "x::y"));
+    }
+
+    #[test]
+    fn the_allocators_are_told_apart() {
+        assert_eq!(origin("./malloc/./malloc/malloc.c"), "libc malloc");
+        assert_eq!(
+            origin(
+                "/w/target/dist/build/tikv-jemalloc-sys-4c64/out/build/include/jemalloc/internal/cache_bin.h"
+            ),
+            "jemalloc"
+        );
+        assert_eq!(
+            origin("./string/../sysdeps/x86_64/multiarch/memmove-vec-unaligned-erms.S"),
+            "libc"
+        );
     }
 }
