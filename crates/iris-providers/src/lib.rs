@@ -25,6 +25,7 @@
 //! - [`models_list`]: `GET /v1/models` bodies in OpenAI's and Anthropic's shapes.
 
 pub mod api;
+mod body_scan;
 pub mod errors;
 pub mod models_list;
 pub mod peek;

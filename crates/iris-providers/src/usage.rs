@@ -8,8 +8,8 @@
 //!   with `include_usage` every chunk carries `"usage": null`), the first chunk (for the model)
 //!   and error chunks; Responses `response.completed` / `response.incomplete` /
 //!   `response.failed` / `error`. A single event larger than [`MAX_SSE_EVENT`] is skipped.
-//! - non-streaming bodies are kept up to [`MAX_BODY`] and parsed once at the end, skipping every
-//!   field but `model` and `usage`. Past the cap only the last [`TAIL`] bytes are kept, and the
+//! - non-streaming bodies are kept up to [`MAX_BODY`] and read once at the end by a validating
+//!   scanner of their own (`body_scan`), which skips every field but `model` and `usage`. Past the cap only the last [`TAIL`] bytes are kept, and the
 //!   last top-level-looking `"usage": {...}` in them is read: large embedding batches put usage
 //!   at the very end.
 //!
@@ -25,6 +25,7 @@ use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
 use crate::api::ApiFamily;
+use crate::body_scan::{self, Shape};
 use crate::sse::{SseParser, SseSink};
 
 /// One SSE event larger than this is skipped, not buffered.
@@ -323,35 +324,23 @@ impl State {
     }
 
     fn parse_body(&mut self, body: &[u8]) {
-        let parsed = match self.family {
-            ApiFamily::AnthropicMessages => serde_json::from_slice::<AnthropicMessage<'_>>(body)
-                .map(|msg| {
-                    self.set_model(msg.model);
-                    if let Some(u) = msg.usage.0 {
-                        let mut total = TokenUsage::default();
-                        u.apply_to(&mut total);
-                        self.usage = Some(total);
-                    }
-                }),
-            ApiFamily::OpenAiResponses => {
-                serde_json::from_slice::<ResponsesObject<'_>>(body).map(|resp| {
-                    self.set_model(resp.model);
-                    if let Some(u) = resp.usage.0 {
-                        self.usage = Some(u.to_usage());
-                    }
-                })
-            }
+        let shape = match self.family {
+            ApiFamily::AnthropicMessages => Shape::Anthropic,
+            ApiFamily::OpenAiResponses => Shape::Responses,
             ApiFamily::OpenAiChat | ApiFamily::OpenAiCompletions | ApiFamily::OpenAiEmbeddings => {
-                serde_json::from_slice::<OpenAiBody<'_>>(body).map(|b| {
-                    self.set_model(b.model);
-                    if let Some(u) = b.usage.0 {
-                        self.usage = Some(u.to_usage());
-                    }
-                })
+                Shape::OpenAi
             }
-            ApiFamily::AnthropicCountTokens => Ok(()),
+            ApiFamily::AnthropicCountTokens => return,
         };
-        self.malformed_body = parsed.is_err();
+        match body_scan::read_body(shape, body) {
+            Ok(fields) => {
+                if fields.model.is_some() {
+                    self.model = fields.model;
+                }
+                self.usage = fields.usage;
+            }
+            Err(body_scan::Malformed) => self.malformed_body = true,
+        }
     }
 
     /// The end of a body too large to keep: read the last `"usage": {...}` and `"model": "..."`.
@@ -844,5 +833,373 @@ mod tests {
             // A stream is never judged as a body.
             assert!(!run(family, true, b"<html>", 5).malformed_body);
         }
+    }
+
+    // --- the body scanner against serde --------------------------------------------------------
+
+    /// What the extractor read from a whole body before `body_scan`: serde_json into the
+    /// provider shapes above. The scanner must agree with it (see `body_scan`'s docs for where
+    /// it does not, on purpose).
+    fn serde_body(family: ApiFamily, body: &[u8]) -> Option<(Option<String>, Option<TokenUsage>)> {
+        let model = |t: Text<'_>| t.0.map(Cow::into_owned);
+        match family {
+            ApiFamily::AnthropicMessages => serde_json::from_slice::<AnthropicMessage<'_>>(body)
+                .ok()
+                .map(|m| {
+                    let usage = m.usage.0.map(|u| {
+                        let mut total = TokenUsage::default();
+                        u.apply_to(&mut total);
+                        total
+                    });
+                    (model(m.model), usage)
+                }),
+            ApiFamily::OpenAiResponses => serde_json::from_slice::<ResponsesObject<'_>>(body)
+                .ok()
+                .map(|r| (model(r.model), r.usage.0.map(|u| u.to_usage()))),
+            _ => serde_json::from_slice::<OpenAiBody<'_>>(body)
+                .ok()
+                .map(|b| (model(b.model), b.usage.0.map(|u| u.to_usage()))),
+        }
+    }
+
+    fn scanned(family: ApiFamily, body: &[u8]) -> Option<(Option<String>, Option<TokenUsage>)> {
+        let got = run(family, false, body, body.len().max(1));
+        (!got.malformed_body).then_some((got.response_model, got.usage))
+    }
+
+    /// xorshift64*: deterministic, so a failure names its seed and case.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+        fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
+            from[self.below(from.len())]
+        }
+        fn chance(&mut self, in_100: usize) -> bool {
+            self.below(100) < in_100
+        }
+    }
+
+    const KEYS: [&str; 26] = [
+        "model",
+        "usage",
+        "error",
+        "id",
+        "object",
+        "choices",
+        "type",
+        "code",
+        "prompt_tokens",
+        "completion_tokens",
+        "prompt_tokens_details",
+        "completion_tokens_details",
+        "input_tokens",
+        "output_tokens",
+        "input_tokens_details",
+        "output_tokens_details",
+        "cache_creation_input_tokens",
+        "cache_read_input_tokens",
+        "cached_tokens",
+        "reasoning_tokens",
+        "us\\u0061ge",
+        "mod\\u0065l",
+        "\\u0069nput_tokens",
+        "content",
+        "usage ",
+        "\\ud83d\\ude00",
+    ];
+
+    const NUMBERS: [&str; 22] = [
+        "0",
+        "7",
+        "123",
+        "18446744073709551615",
+        "18446744073709551616",
+        "-0",
+        "-5",
+        "12.7",
+        "1e3",
+        "1E-2",
+        "-0.0",
+        "2.5e1",
+        "1e400",
+        "-1e400",
+        "99999999999999999999999",
+        "0.0",
+        "-99999999999999999999",
+        "4e+2",
+        "1.5E+3",
+        "01",
+        "1.",
+        "-",
+    ];
+
+    const STRINGS: [&str; 12] = [
+        "\"gpt-4o\"",
+        "\"claude-\\u0033\"",
+        "\"\"",
+        "\"a\\\"b\\\\c\\/d\\n\"",
+        "\"\\ud83d\\ude00x\"",
+        "\"\\ud83d\"",
+        "\"\\udc00\"",
+        "\"h\\u00e9llo \u{e9}\u{1F600}\"",
+        "\"\\x\"",
+        "\"\\u12g4\"",
+        "\"tab\there\"",
+        "\"{\\\"usage\\\": {\\\"prompt_tokens\\\": 9}}\"",
+    ];
+
+    fn ws(r: &mut Rng, out: &mut String) {
+        if r.chance(20) {
+            out.push_str(r.pick(&[" ", "\n", "\t", "\r\n  ", "  "]));
+        }
+    }
+
+    fn value(r: &mut Rng, depth: usize, out: &mut String) {
+        ws(r, out);
+        match r.below(if depth > 3 { 4 } else { 7 }) {
+            0 => out.push_str(r.pick(&NUMBERS)),
+            1 => out.push_str(r.pick(&STRINGS)),
+            2 => out.push_str(r.pick(&["null", "true", "false"])),
+            3 => out.push_str(r.pick(&NUMBERS[..12])),
+            4 | 5 => object(r, depth + 1, out),
+            _ => {
+                out.push('[');
+                let n = r.below(3);
+                for i in 0..n {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    value(r, depth + 1, out);
+                }
+                ws(r, out);
+                out.push(']');
+            }
+        }
+        ws(r, out);
+    }
+
+    fn object(r: &mut Rng, depth: usize, out: &mut String) {
+        out.push('{');
+        let n = r.below(6);
+        for i in 0..n {
+            if i > 0 {
+                out.push(',');
+            }
+            ws(r, out);
+            out.push('"');
+            out.push_str(r.pick(&KEYS));
+            out.push('"');
+            ws(r, out);
+            out.push(':');
+            value(r, depth, out);
+        }
+        ws(r, out);
+        out.push('}');
+    }
+
+    /// A document that looks like an answer: a top-level object whose members are mostly the
+    /// known ones, with usage objects holding counts of every kind.
+    fn answer(r: &mut Rng) -> String {
+        let mut out = String::new();
+        ws(r, &mut out);
+        out.push('{');
+        let n = 1 + r.below(5);
+        let mut used = Vec::new();
+        for i in 0..n {
+            if i > 0 {
+                out.push(',');
+            }
+            let tops = [
+                "model",
+                "usage",
+                "usage",
+                "error",
+                "id",
+                "choices",
+                "us\\u0061ge",
+            ];
+            let mut key = r.pick(&tops);
+            let same = |k: &'static str| if k.starts_with("us") { "usage" } else { k };
+            while used.contains(&same(key)) && r.chance(90) {
+                key = r.pick(&tops);
+            }
+            used.push(same(key));
+            out.push_str(&format!("\"{key}\":"));
+            if key.starts_with("us") && r.chance(80) {
+                out.push('{');
+                let m = r.below(6);
+                let mut used = Vec::new();
+                for j in 0..m {
+                    let mut k = r.pick(&KEYS[8..20]);
+                    // Now and then a key twice (malformed); mostly not.
+                    while used.contains(&k) && r.chance(90) {
+                        k = r.pick(&KEYS[8..20]);
+                    }
+                    used.push(k);
+                    if j > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(&format!("\"{k}\":"));
+                    if r.chance(25) {
+                        out.push_str(&format!(
+                            "{{\"{}\": {}}}",
+                            r.pick(&["cached_tokens", "reasoning_tokens", "x"]),
+                            r.pick(&NUMBERS)
+                        ));
+                    } else if r.chance(50) {
+                        out.push_str(r.pick(&NUMBERS[1..5]));
+                    } else if r.chance(70) {
+                        out.push_str(r.pick(&NUMBERS));
+                    } else {
+                        value(r, 2, &mut out);
+                    }
+                }
+                out.push('}');
+            } else {
+                value(r, 1, &mut out);
+            }
+        }
+        out.push('}');
+        ws(r, &mut out);
+        out
+    }
+
+    const EDITS: &[u8] = b"{}[]\":,\\ 0123456789.eE+-ntfu\x01";
+
+    #[test]
+    fn the_body_scanner_reads_what_serde_reads() {
+        let families = [
+            ApiFamily::OpenAiChat,
+            ApiFamily::OpenAiResponses,
+            ApiFamily::AnthropicMessages,
+        ];
+        let mut r = Rng(0x9E37_79B9_7F4A_7C15);
+        let (mut compared, mut well_formed, mut counted) = (0, 0, 0);
+        for case in 0..40_000 {
+            let mut doc = answer(&mut r).into_bytes();
+            // Half the cases get up to three single-byte edits.
+            if r.chance(50) {
+                for _ in 0..1 + r.below(3) {
+                    let at = r.below(doc.len() + 1);
+                    match r.below(3) {
+                        0 if at < doc.len() => {
+                            doc.remove(at);
+                        }
+                        1 if at < doc.len() => doc[at] = EDITS[r.below(EDITS.len())],
+                        _ => doc.insert(at, EDITS[r.below(EDITS.len())]),
+                    }
+                }
+            }
+            // Out of the comparison: broken UTF-8 (an edit inside a multi-byte character) and
+            // a top-level array, where the scanner is stricter or more lenient on purpose.
+            if std::str::from_utf8(&doc).is_err() || doc.trim_ascii_start().starts_with(b"[") {
+                continue;
+            }
+            let family = families[case % families.len()];
+            let want = serde_body(family, &doc);
+            let got = scanned(family, &doc);
+            assert_eq!(
+                got,
+                want,
+                "case {case}, {family:?}: {}",
+                String::from_utf8_lossy(&doc)
+            );
+            compared += 1;
+            well_formed += usize::from(want.is_some());
+            counted +=
+                usize::from(matches!(want, Some((_, Some(u))) if u != TokenUsage::default()));
+        }
+        // The generator must exercise every outcome in earnest.
+        assert!(compared > 35_000, "{compared}");
+        assert!(
+            well_formed > 8_000 && compared - well_formed > 10_000,
+            "{well_formed}"
+        );
+        assert!(counted > 1_000, "{counted}");
+    }
+
+    #[test]
+    fn the_body_scanner_reads_real_answers() {
+        let chat = br#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"gpt-4o-2024-08-06","choices":[{"index":0,"message":{"role":"assistant","content":"Hi \u00e9 \"there\"","refusal":null,"annotations":[]},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":19,"completion_tokens":10,"total_tokens":29,"prompt_tokens_details":{"cached_tokens":3,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":4,"audio_tokens":0,"accepted_prediction_tokens":0,"rejected_prediction_tokens":0}},"service_tier":"default","system_fingerprint":"fp_1"}"#;
+        let got = run(ApiFamily::OpenAiChat, false, chat, 7);
+        assert!(!got.malformed_body);
+        assert_eq!(got.response_model.as_deref(), Some("gpt-4o-2024-08-06"));
+        assert_eq!(
+            got.usage,
+            Some(TokenUsage {
+                input_tokens: 19,
+                output_tokens: 10,
+                cache_read_tokens: 3,
+                cache_write_tokens: 0,
+                reasoning_tokens: 4,
+            })
+        );
+        let message = br#"{"id":"msg_1","type":"message","role":"assistant","model":"claude-sonnet-4-5","content":[{"type":"tool_use","id":"t","name":"f","input":{"usage":{"input_tokens":1}}}],"stop_reason":"tool_use","stop_sequence":null,"usage":{"input_tokens":12,"cache_creation_input_tokens":5,"cache_read_input_tokens":7,"output_tokens":30,"service_tier":"standard"}}"#;
+        let got = run(ApiFamily::AnthropicMessages, false, message, 5);
+        assert_eq!(
+            got.usage,
+            Some(TokenUsage {
+                input_tokens: 12,
+                output_tokens: 30,
+                cache_read_tokens: 7,
+                cache_write_tokens: 5,
+                reasoning_tokens: 0,
+            })
+        );
+        let response = br#"{"id":"resp_1","object":"response","model":"gpt-4.1","output":[],"usage":{"input_tokens":8,"input_tokens_details":{"cached_tokens":2},"output_tokens":6,"output_tokens_details":{"reasoning_tokens":1},"total_tokens":14}}"#;
+        let got = run(ApiFamily::OpenAiResponses, false, response, 3);
+        assert_eq!(
+            got.usage.map(|u| (
+                u.input_tokens,
+                u.output_tokens,
+                u.cache_read_tokens,
+                u.reasoning_tokens
+            )),
+            Some((8, 6, 2, 1))
+        );
+    }
+
+    #[test]
+    fn the_body_scanner_on_purpose_differs_from_serde() {
+        // Broken UTF-8 in the content still leaves the usage counted.
+        let mut body = br#"{"model":"m","choices":[{"message":{"content":"ab"}}],"usage":{"prompt_tokens":2,"completion_tokens":1}}"#.to_vec();
+        let at = body.windows(2).position(|w| w == b"ab").unwrap();
+        body[at] = 0xC3;
+        let got = run(ApiFamily::OpenAiChat, false, &body, 9);
+        assert!(!got.malformed_body);
+        assert_eq!(got.usage.map(|u| u.input_tokens), Some(2));
+        // ... but not in the model, which is kept as text.
+        let body = b"{\"model\":\"\xC3x\"}";
+        assert!(run(ApiFamily::OpenAiChat, false, body, 9).malformed_body);
+        // A top-level array is not an answer.
+        let got = run(
+            ApiFamily::OpenAiChat,
+            false,
+            br#"["m", {"prompt_tokens": 1}]"#,
+            4,
+        );
+        assert!(got.malformed_body);
+        assert_eq!(got.usage, None);
+    }
+
+    #[test]
+    fn the_body_scanner_survives_any_depth() {
+        let mut body = b"{\"x\":".to_vec();
+        body.extend(std::iter::repeat_n(b'[', 1_000_000));
+        body.extend(std::iter::repeat_n(b']', 1_000_000));
+        body.extend_from_slice(br#","usage":{"prompt_tokens":4}}"#);
+        let got = run(ApiFamily::OpenAiChat, false, &body, body.len());
+        assert_eq!(got.usage.map(|u| u.input_tokens), Some(4));
+        body.truncate(body.len() - 40);
+        assert!(run(ApiFamily::OpenAiChat, false, &body, body.len()).malformed_body);
     }
 }

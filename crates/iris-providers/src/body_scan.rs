@@ -1,0 +1,593 @@
+//! The `model` and `usage` of a whole non-streaming answer, read in one validating pass.
+//!
+//! Every non-streaming answer iris relays is read here once, after its last byte went to the
+//! client. Deserializing it with serde into the provider shapes of `usage.rs` (unknown fields
+//! skipped) cost about 11,000 instructions for a small chat answer, the largest item of the
+//! usage path: serde_json checks every key it compares for UTF-8, matches it through the
+//! derived field visitor, and walks each skipped value through its generic machinery. This
+//! scanner does the same job in one pass over the bytes, looking at string contents eight bytes
+//! at a time, for about 8,500. (ARCHITECTURE.md, "Why some things are our own code".)
+//!
+//! What it accepts is what `serde_json::from_slice` into those shapes accepts, and it reads the
+//! same values from it; `usage.rs`'s tests compare the two on tens of thousands of generated and
+//! mutated documents. In particular:
+//! - the whole body must be one JSON object followed only by whitespace; strings must be closed,
+//!   with valid escapes and no raw control characters; numbers must follow JSON's grammar;
+//! - a known key given twice (`usage`, `prompt_tokens`, …) makes the body malformed, like
+//!   serde's derived structs do; unknown keys may repeat;
+//! - a field of an unexpected type reads as absent (a token count that is a string, a `usage`
+//!   that is `null`), and a token count that is a non-negative float is truncated;
+//! - where a known field holds a scalar, it is read whatever its type, as serde_json does
+//!   before its visitor refuses it: a number past f64's range there is malformed, and so is a
+//!   string whose escapes do not decode to text. Skipped values are only checked.
+//!
+//! Where it differs, on purpose:
+//! - a top-level array is malformed (serde would fill the struct positionally from it);
+//! - keys and skipped strings are not checked for UTF-8, only text that is read (`model`, a
+//!   string in a known field): a reply whose keys or content carry a broken byte sequence still
+//!   has its usage counted, where serde_json would call it malformed.
+
+use std::borrow::Cow;
+
+use crate::usage::TokenUsage;
+
+/// The body is not one well-formed answer object.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Malformed;
+
+type R<T> = Result<T, Malformed>;
+
+/// The dialect of the body: which keys hold the model and the usage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Shape {
+    /// OpenAI chat, completions and embeddings: `usage.prompt_tokens`, `completion_tokens`,
+    /// `prompt_tokens_details.cached_tokens`, `completion_tokens_details.reasoning_tokens`.
+    OpenAi,
+    /// OpenAI Responses: `usage.input_tokens`, `output_tokens`,
+    /// `input_tokens_details.cached_tokens`, `output_tokens_details.reasoning_tokens`.
+    Responses,
+    /// Anthropic messages: `usage.input_tokens`, `output_tokens`,
+    /// `cache_creation_input_tokens`, `cache_read_input_tokens`.
+    Anthropic,
+}
+
+/// What a well-formed body says: the model that answered and the usage, each when present.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct BodyFields {
+    pub(crate) model: Option<String>,
+    pub(crate) usage: Option<TokenUsage>,
+}
+
+pub(crate) fn read_body(shape: Shape, body: &[u8]) -> R<BodyFields> {
+    let mut c = Cursor { b: body, i: 0 };
+    let mut out = BodyFields::default();
+    if c.peek() != Some(b'{') {
+        return Err(Malformed);
+    }
+    match shape {
+        Shape::OpenAi | Shape::Responses => {
+            c.fields([b"model", b"usage", b"error"], |c, k| {
+                match k {
+                    0 => out.model = c.text()?,
+                    1 => out.usage = c.openai_usage(shape)?,
+                    _ => c.error_info()?,
+                }
+                Ok(())
+            })?;
+        }
+        Shape::Anthropic => {
+            c.fields([b"model", b"usage"], |c, k| {
+                match k {
+                    0 => out.model = c.text()?,
+                    _ => out.usage = c.anthropic_usage()?,
+                }
+                Ok(())
+            })?;
+        }
+    }
+    if c.peek().is_some() {
+        return Err(Malformed);
+    }
+    Ok(out)
+}
+
+struct Cursor<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+impl<'a> Cursor<'a> {
+    /// The next byte that is not JSON whitespace, not consumed.
+    #[inline]
+    fn peek(&mut self) -> Option<u8> {
+        while let Some(&c) = self.b.get(self.i) {
+            if !matches!(c, b' ' | b'\n' | b'\r' | b'\t') {
+                return Some(c);
+            }
+            self.i += 1;
+        }
+        None
+    }
+
+    #[inline]
+    fn expect(&mut self, want: u8) -> R<()> {
+        if self.peek() == Some(want) {
+            self.i += 1;
+            Ok(())
+        } else {
+            Err(Malformed)
+        }
+    }
+
+    /// An object's members, the cursor on its `{`: `f(cursor, n)` reads the value of `names[n]`;
+    /// the values of other keys are skipped. A name met twice is malformed.
+    fn fields<const N: usize>(
+        &mut self,
+        names: [&[u8]; N],
+        mut f: impl FnMut(&mut Self, usize) -> R<()>,
+    ) -> R<()> {
+        self.expect(b'{')?;
+        if self.peek() == Some(b'}') {
+            self.i += 1;
+            return Ok(());
+        }
+        let mut seen = 0u32;
+        loop {
+            if self.peek() != Some(b'"') {
+                return Err(Malformed);
+            }
+            self.i += 1;
+            let key = self.key()?;
+            self.expect(b':')?;
+            match names.iter().position(|n| *n == &*key) {
+                Some(k) => {
+                    if seen & (1 << k) != 0 {
+                        return Err(Malformed);
+                    }
+                    seen |= 1 << k;
+                    f(self, k)?;
+                }
+                None => self.skip()?,
+            }
+            match self.peek() {
+                Some(b',') => self.i += 1,
+                Some(b'}') => {
+                    self.i += 1;
+                    return Ok(());
+                }
+                _ => return Err(Malformed),
+            }
+        }
+    }
+
+    /// An object read by `f`, or any other value passed over: whether it was an object.
+    fn lenient(&mut self, f: impl FnOnce(&mut Self) -> R<()>) -> R<bool> {
+        if self.peek() == Some(b'{') {
+            f(self)?;
+            Ok(true)
+        } else {
+            self.other()?;
+            Ok(false)
+        }
+    }
+
+    /// A value of another type than the field's, passed over. serde_json reads a scalar here
+    /// before its visitor refuses it, so it is read here too: a number must be in f64's range,
+    /// a string's escapes must decode to text, and so must an object's keys. Anything inside
+    /// an array, and an object's values, are only checked.
+    fn other(&mut self) -> R<()> {
+        match self.peek() {
+            Some(b'{') => self.fields([], |_, _| Ok(()))?,
+            Some(b'0'..=b'9' | b'-') => {
+                self.tokens()?;
+            }
+            Some(b'"') => {
+                self.text()?;
+            }
+            _ => self.skip()?,
+        }
+        Ok(())
+    }
+
+    fn openai_usage(&mut self, shape: Shape) -> R<Option<TokenUsage>> {
+        let names: [&[u8]; 4] = match shape {
+            Shape::Responses => [
+                b"input_tokens",
+                b"output_tokens",
+                b"input_tokens_details",
+                b"output_tokens_details",
+            ],
+            _ => [
+                b"prompt_tokens",
+                b"completion_tokens",
+                b"prompt_tokens_details",
+                b"completion_tokens_details",
+            ],
+        };
+        let mut u = TokenUsage::default();
+        let present = self.lenient(|c| {
+            c.fields(names, |c, k| {
+                match k {
+                    0 => u.input_tokens = c.tokens()?.unwrap_or(0),
+                    1 => u.output_tokens = c.tokens()?.unwrap_or(0),
+                    2 => u.cache_read_tokens = c.detail(b"cached_tokens")?,
+                    _ => u.reasoning_tokens = c.detail(b"reasoning_tokens")?,
+                }
+                Ok(())
+            })
+        })?;
+        Ok(present.then_some(u))
+    }
+
+    /// `{"<name>": count}`; 0 when absent or not an object.
+    fn detail(&mut self, name: &[u8]) -> R<u64> {
+        let mut n = 0;
+        self.lenient(|c| {
+            c.fields([name], |c, _| {
+                n = c.tokens()?.unwrap_or(0);
+                Ok(())
+            })
+        })?;
+        Ok(n)
+    }
+
+    fn anthropic_usage(&mut self) -> R<Option<TokenUsage>> {
+        let mut u = TokenUsage::default();
+        let present = self.lenient(|c| {
+            c.fields(
+                [
+                    b"input_tokens",
+                    b"output_tokens",
+                    b"cache_creation_input_tokens",
+                    b"cache_read_input_tokens",
+                ],
+                |c, k| {
+                    let n = c.tokens()?.unwrap_or(0);
+                    match k {
+                        0 => u.input_tokens = n,
+                        1 => u.output_tokens = n,
+                        2 => u.cache_write_tokens = n,
+                        _ => u.cache_read_tokens = n,
+                    }
+                    Ok(())
+                },
+            )
+        })?;
+        Ok(present.then_some(u))
+    }
+
+    /// `error`: nothing of it is kept from a whole body, but it is held to the same shape
+    /// (`type` and `code` at most once each).
+    fn error_info(&mut self) -> R<()> {
+        self.lenient(|c| {
+            c.fields([b"type", b"code"], |c, _| {
+                c.text()?;
+                Ok(())
+            })
+        })?;
+        Ok(())
+    }
+
+    /// A string's text; any other value reads as absent.
+    fn text(&mut self) -> R<Option<String>> {
+        if self.peek() != Some(b'"') {
+            self.other()?;
+            return Ok(None);
+        }
+        self.i += 1;
+        let (raw, escaped) = self.string()?;
+        let bytes = if escaped {
+            unescape(raw)?
+        } else {
+            raw.to_vec()
+        };
+        String::from_utf8(bytes).map(Some).map_err(|_| Malformed)
+    }
+
+    /// A key, the cursor past its opening quote: its bytes, unescaped when it has escapes.
+    fn key(&mut self) -> R<Cow<'a, [u8]>> {
+        let (raw, escaped) = self.string()?;
+        Ok(if escaped {
+            Cow::Owned(unescape(raw)?)
+        } else {
+            Cow::Borrowed(raw)
+        })
+    }
+
+    /// A token count: a non-negative number (a fraction truncated, past u64 saturated); `-0`
+    /// is 0; any other value reads as absent.
+    fn tokens(&mut self) -> R<Option<u64>> {
+        match self.peek() {
+            Some(b'0'..=b'9' | b'-') => {
+                let start = self.i;
+                let integer = self.number()?;
+                count(&self.b[start..self.i], integer)
+            }
+            _ => {
+                self.other()?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// The rest of a string, the cursor past its opening quote: its raw bytes (between the
+    /// quotes) and whether they hold escapes. The cursor ends past the closing quote.
+    #[inline]
+    fn string(&mut self) -> R<(&'a [u8], bool)> {
+        let b = self.b;
+        let start = self.i;
+        let mut i = self.i;
+        let mut escaped = false;
+        loop {
+            // Eight bytes at a time up to the first that is a quote, a backslash or a control
+            // byte; the last few bytes of the body one at a time.
+            if let Some(chunk) = b.get(i..i + 8) {
+                let word = u64::from_le_bytes(chunk.try_into().map_err(|_| Malformed)?);
+                let found = special(word);
+                if found == 0 {
+                    i += 8;
+                    continue;
+                }
+                i += (found.trailing_zeros() / 8) as usize;
+            } else {
+                while b
+                    .get(i)
+                    .is_some_and(|&c| c >= 0x20 && c != b'"' && c != b'\\')
+                {
+                    i += 1;
+                }
+            }
+            match *b.get(i).ok_or(Malformed)? {
+                b'"' => {
+                    self.i = i + 1;
+                    return Ok((&b[start..i], escaped));
+                }
+                b'\\' => {
+                    escaped = true;
+                    match b.get(i + 1) {
+                        Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => i += 2,
+                        Some(b'u') => {
+                            let hex = b.get(i + 2..i + 6).ok_or(Malformed)?;
+                            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                                return Err(Malformed);
+                            }
+                            i += 6;
+                        }
+                        _ => return Err(Malformed),
+                    }
+                }
+                0..0x20 => return Err(Malformed),
+                _ => i += 1,
+            }
+        }
+    }
+
+    /// A number by JSON's grammar, the cursor on its first byte; whether it is an integer
+    /// (no fraction, no exponent).
+    fn number(&mut self) -> R<bool> {
+        if self.b.get(self.i) == Some(&b'-') {
+            self.i += 1;
+        }
+        match self.b.get(self.i) {
+            Some(b'0') => self.i += 1,
+            Some(b'1'..=b'9') => self.digits(),
+            _ => return Err(Malformed),
+        }
+        let mut integer = true;
+        if self.b.get(self.i) == Some(&b'.') {
+            self.i += 1;
+            if !matches!(self.b.get(self.i), Some(b'0'..=b'9')) {
+                return Err(Malformed);
+            }
+            self.digits();
+            integer = false;
+        }
+        if matches!(self.b.get(self.i), Some(b'e' | b'E')) {
+            self.i += 1;
+            if matches!(self.b.get(self.i), Some(b'+' | b'-')) {
+                self.i += 1;
+            }
+            if !matches!(self.b.get(self.i), Some(b'0'..=b'9')) {
+                return Err(Malformed);
+            }
+            self.digits();
+            integer = false;
+        }
+        Ok(integer)
+    }
+
+    #[inline]
+    fn digits(&mut self) {
+        while matches!(self.b.get(self.i), Some(b'0'..=b'9')) {
+            self.i += 1;
+        }
+    }
+
+    /// Any one value, checked and passed over. Nesting is tracked on a stack of its own, so no
+    /// depth of input can exhaust the thread's stack.
+    fn skip(&mut self) -> R<()> {
+        // `true` for an object, `false` for an array.
+        let mut open: Vec<bool> = Vec::new();
+        loop {
+            // A value.
+            match self.peek().ok_or(Malformed)? {
+                b'{' => {
+                    self.i += 1;
+                    if self.peek() == Some(b'}') {
+                        self.i += 1;
+                    } else {
+                        open.push(true);
+                        self.member_key()?;
+                        continue;
+                    }
+                }
+                b'[' => {
+                    self.i += 1;
+                    if self.peek() == Some(b']') {
+                        self.i += 1;
+                    } else {
+                        open.push(false);
+                        continue;
+                    }
+                }
+                b'"' => {
+                    self.i += 1;
+                    self.string()?;
+                }
+                b'0'..=b'9' | b'-' => {
+                    self.number()?;
+                }
+                b't' => self.literal(b"true")?,
+                b'f' => self.literal(b"false")?,
+                b'n' => self.literal(b"null")?,
+                _ => return Err(Malformed),
+            }
+            // What follows a value: the next element or member, or the end of containers.
+            loop {
+                let Some(&object) = open.last() else {
+                    return Ok(());
+                };
+                match self.peek() {
+                    Some(b',') => {
+                        self.i += 1;
+                        if object {
+                            self.member_key()?;
+                        }
+                        break;
+                    }
+                    Some(b'}') if object => {
+                        self.i += 1;
+                        open.pop();
+                    }
+                    Some(b']') if !object => {
+                        self.i += 1;
+                        open.pop();
+                    }
+                    _ => return Err(Malformed),
+                }
+            }
+        }
+    }
+
+    /// `"key":` of a member being skipped.
+    fn member_key(&mut self) -> R<()> {
+        if self.peek() != Some(b'"') {
+            return Err(Malformed);
+        }
+        self.i += 1;
+        self.string()?;
+        self.expect(b':')
+    }
+
+    fn literal(&mut self, word: &[u8]) -> R<()> {
+        if self.b[self.i..].starts_with(word) {
+            self.i += word.len();
+            Ok(())
+        } else {
+            Err(Malformed)
+        }
+    }
+}
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+/// Where in `word` (eight bytes, the first lowest) a byte ends or escapes a string or must not
+/// be in one (`"`, `\\`, a control byte): the lowest set bit is in the first such byte, and it
+/// is 0 when there is none. (`(x - ONES) & !x & HIGHS` sets the high bit of the lowest zero
+/// byte of `x`, and of none when there is none; with `n * ONES` subtracted instead, of the
+/// lowest byte below `n`. Bits above the lowest may be set spuriously by the borrow.)
+#[inline]
+fn special(word: u64) -> u64 {
+    let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
+    let quote = zero(word ^ (ONES * u64::from(b'"')));
+    let backslash = zero(word ^ (ONES * u64::from(b'\\')));
+    let control = word.wrapping_sub(ONES * 0x20) & !word & HIGHS;
+    quote | backslash | control
+}
+
+/// The value of a token count from its JSON number text (already checked by `number`).
+fn count(text: &[u8], integer: bool) -> R<Option<u64>> {
+    let negative = text[0] == b'-';
+    if integer && !negative {
+        let mut n: u64 = 0;
+        let exact = text.iter().try_for_each(|&d| {
+            n = n.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+            Some(())
+        });
+        if exact.is_some() {
+            return Ok(Some(n));
+        }
+    }
+    // A fraction, an exponent, a negative number or an integer past u64: as f64, which must be
+    // finite. The text is ASCII digits, signs, `.` and `e`.
+    let v: f64 = std::str::from_utf8(text)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or(Malformed)?;
+    if !v.is_finite() {
+        return Err(Malformed);
+    }
+    // `as` saturates; -0 counts as 0, any other negative number is not a count.
+    Ok((v >= 0.0).then_some(v as u64))
+}
+
+/// A string's raw bytes with their escapes decoded. A `\u` escape of a UTF-16 surrogate must
+/// be one half of a pair.
+fn unescape(raw: &[u8]) -> R<Vec<u8>> {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while let Some(at) = memchr::memchr(b'\\', &raw[i..]) {
+        out.extend_from_slice(&raw[i..i + at]);
+        i += at + 1;
+        let e = raw[i];
+        i += 1;
+        let ch = match e {
+            b'"' => '"',
+            b'\\' => '\\',
+            b'/' => '/',
+            b'b' => '\u{8}',
+            b'f' => '\u{c}',
+            b'n' => '\n',
+            b'r' => '\r',
+            b't' => '\t',
+            _ => {
+                // `u`, with four hex digits (`string` checked both).
+                let hi = hex4(&raw[i..i + 4]);
+                i += 4;
+                match hi {
+                    0xD800..=0xDBFF => {
+                        if raw.get(i..i + 2) != Some(b"\\u") {
+                            return Err(Malformed);
+                        }
+                        let lo = raw.get(i + 2..i + 6).map(hex4).ok_or(Malformed)?;
+                        if !(0xDC00..=0xDFFF).contains(&lo) {
+                            return Err(Malformed);
+                        }
+                        i += 6;
+                        let c =
+                            0x1_0000 + ((u32::from(hi) - 0xD800) << 10) + (u32::from(lo) - 0xDC00);
+                        char::from_u32(c).ok_or(Malformed)?
+                    }
+                    0xDC00..=0xDFFF => return Err(Malformed),
+                    _ => char::from_u32(u32::from(hi)).ok_or(Malformed)?,
+                }
+            }
+        };
+        let mut buf = [0u8; 4];
+        out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
+    }
+    out.extend_from_slice(&raw[i..]);
+    Ok(out)
+}
+
+fn hex4(h: &[u8]) -> u16 {
+    h.iter().fold(0u16, |n, &d| {
+        let v = match d {
+            b'0'..=b'9' => d - b'0',
+            b'a'..=b'f' => d - b'a' + 10,
+            _ => d - b'A' + 10,
+        };
+        (n << 4) | u16::from(v)
+    })
+}
