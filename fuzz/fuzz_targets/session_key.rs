@@ -26,7 +26,10 @@ thread_local! {
 
 fuzz_target!(|data: &[u8]| {
     let (flags, body) = match data.split_first() {
-        Some((&0xFF, rest)) => (rest.first().copied().unwrap_or(0), rest.get(1..).unwrap_or(&[])),
+        Some((&0xFF, rest)) => (
+            rest.first().copied().unwrap_or(0),
+            rest.get(1..).unwrap_or(&[]),
+        ),
         _ => (0, data),
     };
     let family = if flags & 1 == 1 {
@@ -59,7 +62,10 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(cached, fast, "the fingerprint cache changed the session");
     if let Ok(v) = serde_json::from_slice::<Value>(body) {
         let slow = session_key(family, &headers, &v, "alice@example.com", "r1");
-        assert_eq!(fast, slow, "one-pass and whole-Value session detection differ");
+        assert_eq!(
+            fast, slow,
+            "one-pass and whole-Value session detection differ"
+        );
     }
     assert!(fast.id.bytes().all(|b| b.is_ascii_graphic()), "{}", fast.id);
 });

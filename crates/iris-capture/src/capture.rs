@@ -20,6 +20,7 @@
 
 use std::sync::LazyLock;
 
+use iris_providers::json_text::push_json_string;
 use serde::{Deserialize, Serialize};
 
 use crate::decode::{DecodeError, Decoded, decode_body};
@@ -101,6 +102,95 @@ impl Capture {
             .map(|r| r.tool_calls.as_slice())
             .unwrap_or(&[])
     }
+
+    /// The capture's JSON document as the store keeps it: `request_id` and `status` first, then
+    /// the capture's own fields, byte for byte what serde_json writes for them (the tests hold
+    /// the two together). Written by hand because a capture is mostly header text, which
+    /// serde_json escapes one byte at a time; `json_text` looks at eight at once. The
+    /// reassembled message, present only when the answer called a tool, goes through serde.
+    pub fn to_stored_json(&self, request_id: &str, status: u16) -> String {
+        fn headers(out: &mut String, list: &[(String, String)]) {
+            out.push('[');
+            for (i, (name, value)) in list.iter().enumerate() {
+                out.push_str(if i == 0 { "[" } else { ",[" });
+                push_json_string(out, name);
+                out.push(',');
+                push_json_string(out, value);
+                out.push(']');
+            }
+            out.push(']');
+        }
+        fn text(out: &mut String, value: Option<&str>) {
+            match value {
+                Some(v) => push_json_string(out, v),
+                None => out.push_str("null"),
+            }
+        }
+        fn flag(value: bool) -> &'static str {
+            if value { "true" } else { "false" }
+        }
+        let bodies = self.request_body.as_ref().map_or(0, String::len)
+            + self.response_body.as_ref().map_or(0, String::len);
+        let header_text: usize = (self.request_headers.iter())
+            .chain(&self.response_headers)
+            .map(|(n, v)| n.len() + v.len() + 6)
+            .sum();
+        let mut out = String::with_capacity(256 + bodies + header_text + self.path.len());
+        out.push_str("{\"request_id\":");
+        push_json_string(&mut out, request_id);
+        out.push_str(",\"status\":");
+        out.push_str(itoa_u16(status, &mut [0; 5]));
+        out.push_str(",\"method\":");
+        push_json_string(&mut out, &self.method);
+        out.push_str(",\"path\":");
+        push_json_string(&mut out, &self.path);
+        out.push_str(",\"request_headers\":");
+        headers(&mut out, &self.request_headers);
+        out.push_str(",\"response_headers\":");
+        headers(&mut out, &self.response_headers);
+        out.push_str(",\"request_body\":");
+        text(&mut out, self.request_body.as_deref());
+        out.push_str(",\"response_body\":");
+        text(&mut out, self.response_body.as_deref());
+        out.push_str(",\"request_truncated\":");
+        out.push_str(flag(self.request_truncated));
+        out.push_str(",\"response_truncated\":");
+        out.push_str(flag(self.response_truncated));
+        out.push_str(",\"reassembled\":");
+        match &self.reassembled {
+            Some(r) => match serde_json::to_string(r) {
+                Ok(json) => out.push_str(&json),
+                Err(_) => out.push_str("null"),
+            },
+            None => out.push_str("null"),
+        }
+        out.push_str(",\"raw_events_truncated\":");
+        out.push_str(flag(self.raw_events_truncated));
+        if let Some(d) = &self.deferred {
+            out.push_str(",\"deferred\":{\"api_family\":");
+            push_json_string(&mut out, &d.api_family);
+            out.push_str(",\"sse\":");
+            out.push_str(flag(d.sse));
+            out.push('}');
+        }
+        out.push('}');
+        out
+    }
+}
+
+/// `n` in decimal, in `buf`.
+fn itoa_u16(mut n: u16, buf: &mut [u8; 5]) -> &str {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    // Digits only.
+    std::str::from_utf8(&buf[at..]).unwrap_or("0")
 }
 
 fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
@@ -430,6 +520,73 @@ fn scrub_message(redactor: &Redactor, m: &mut Reassembled) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The document as serde_json writes it, with `request_id` and `status` put first: what the
+    /// store kept before `to_stored_json`, and what the API serves.
+    fn serde_stored_json(c: &Capture, request_id: &str, status: u16) -> String {
+        let doc = serde_json::to_string(c).unwrap();
+        format!(
+            "{{\"request_id\":{},\"status\":{status},{}",
+            serde_json::to_string(request_id).unwrap(),
+            &doc[1..]
+        )
+    }
+
+    #[test]
+    fn the_stored_document_is_what_serde_writes() {
+        let awkward = "q\"b\\s/ \u{1}\u{8}\u{c}\n\r\t\u{1f}\u{7f} é€😀 0123456789abcdef";
+        let base = Capture {
+            method: "POST".into(),
+            path: "/v1/chat/completions?x=\"1\"".into(),
+            request_headers: h(&[("content-type", "application/json"), ("x-odd", awkward)]),
+            response_headers: vec![],
+            request_body: None,
+            response_body: None,
+            request_truncated: false,
+            response_truncated: true,
+            reassembled: None,
+            raw_events_truncated: false,
+            deferred: None,
+        };
+        let mut cases = vec![base.clone()];
+        let mut c = base.clone();
+        c.request_headers.clear();
+        c.response_headers = h(&[("server", "mock"), ("", ""), ("x", awkward)]);
+        c.request_body = Some(awkward.repeat(3));
+        c.response_body = Some(String::new());
+        c.deferred = Some(DeferredReassembly {
+            api_family: "anthropic_messages".into(),
+            sse: true,
+        });
+        cases.push(c.clone());
+        c.deferred = None;
+        c.request_truncated = true;
+        c.raw_events_truncated = true;
+        c.reassembled = Some(Reassembled {
+            text: awkward.into(),
+            thinking: String::new(),
+            tool_calls: vec![ToolCall {
+                id: "call_1".into(),
+                name: "get_weather".into(),
+                arguments: serde_json::json!({"city": awkward, "n": [1, 2.5, null]}),
+            }],
+            stop_reason: Some("tool_calls".into()),
+        });
+        cases.push(c);
+        for (n, c) in cases.iter().enumerate() {
+            for (id, status) in [
+                ("0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b", 200),
+                ("r\"1", 0),
+                ("", 65535),
+            ] {
+                assert_eq!(
+                    c.to_stored_json(id, status),
+                    serde_stored_json(c, id, status),
+                    "case {n}"
+                );
+            }
+        }
+    }
 
     fn h(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs

@@ -17,7 +17,8 @@
 //! - [`decode_body`]`(content_encoding, body, input_complete, max_output) -> Result<Decoded,
 //!   DecodeError>`.
 //! - [`build_capture`]`(&RawExchange, &CaptureLimits, &Redactor) -> Capture`;
-//!   [`Capture::tool_calls`].
+//!   [`Capture::tool_calls`]; [`Capture::to_stored_json`]`(request_id, status)` (the store's
+//!   document), read back by [`stored_document`].
 //! - [`reassemble_json`] / [`reassemble_stream`]`(api_family, body) -> Option<Reassembled>`,
 //!   [`StreamReassembler`] for chunked input, [`response_tool_calls`].
 //! - [`session_key`]`(api_family, headers, body_json, caller_identity, request_id) ->

@@ -29,6 +29,7 @@
 
 use std::borrow::Cow;
 
+use crate::json_text::next_special;
 use crate::usage::TokenUsage;
 
 /// The body is not one well-formed answer object.
@@ -319,24 +320,7 @@ impl<'a> Cursor<'a> {
         let mut i = self.i;
         let mut escaped = false;
         loop {
-            // Eight bytes at a time up to the first that is a quote, a backslash or a control
-            // byte; the last few bytes of the body one at a time.
-            if let Some(chunk) = b.get(i..i + 8) {
-                let word = u64::from_le_bytes(chunk.try_into().map_err(|_| Malformed)?);
-                let found = special(word);
-                if found == 0 {
-                    i += 8;
-                    continue;
-                }
-                i += (found.trailing_zeros() / 8) as usize;
-            } else {
-                while b
-                    .get(i)
-                    .is_some_and(|&c| c >= 0x20 && c != b'"' && c != b'\\')
-                {
-                    i += 1;
-                }
-            }
+            i = next_special(b, i);
             match *b.get(i).ok_or(Malformed)? {
                 b'"' => {
                     self.i = i + 1;
@@ -356,8 +340,8 @@ impl<'a> Cursor<'a> {
                         _ => return Err(Malformed),
                     }
                 }
-                0..0x20 => return Err(Malformed),
-                _ => i += 1,
+                // A raw control byte, the only other byte `next_special` stops at.
+                _ => return Err(Malformed),
             }
         }
     }
@@ -487,23 +471,6 @@ impl<'a> Cursor<'a> {
             Err(Malformed)
         }
     }
-}
-
-const ONES: u64 = 0x0101_0101_0101_0101;
-const HIGHS: u64 = 0x8080_8080_8080_8080;
-
-/// Where in `word` (eight bytes, the first lowest) a byte ends or escapes a string or must not
-/// be in one (`"`, `\\`, a control byte): the lowest set bit is in the first such byte, and it
-/// is 0 when there is none. (`(x - ONES) & !x & HIGHS` sets the high bit of the lowest zero
-/// byte of `x`, and of none when there is none; with `n * ONES` subtracted instead, of the
-/// lowest byte below `n`. Bits above the lowest may be set spuriously by the borrow.)
-#[inline]
-fn special(word: u64) -> u64 {
-    let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
-    let quote = zero(word ^ (ONES * u64::from(b'"')));
-    let backslash = zero(word ^ (ONES * u64::from(b'\\')));
-    let control = word.wrapping_sub(ONES * 0x20) & !word & HIGHS;
-    quote | backslash | control
 }
 
 /// The value of a token count from its JSON number text (already checked by `number`).

@@ -741,6 +741,39 @@ struct ResponsesEvent<'a> {
     error: Lenient<ErrorInfo<'a>>,
 }
 
+/// How serde_json reads a whole body into the provider shapes above: the model and usage, or
+/// `None` for a malformed body. Not used to extract usage: it is the reference `body_scan` is
+/// tested against (this crate's unit tests and the `sse_usage_*` fuzz targets), which must agree
+/// with it except where `body_scan`'s docs say they differ on purpose.
+#[doc(hidden)]
+pub fn reference_body_reading(
+    family: ApiFamily,
+    body: &[u8],
+) -> Option<(Option<String>, Option<TokenUsage>)> {
+    let model = |t: Text<'_>| t.0.map(Cow::into_owned);
+    match family {
+        ApiFamily::AnthropicMessages => serde_json::from_slice::<AnthropicMessage<'_>>(body)
+            .ok()
+            .map(|m| {
+                let usage = m.usage.0.map(|u| {
+                    let mut total = TokenUsage::default();
+                    u.apply_to(&mut total);
+                    total
+                });
+                (model(m.model), usage)
+            }),
+        ApiFamily::OpenAiResponses => serde_json::from_slice::<ResponsesObject<'_>>(body)
+            .ok()
+            .map(|r| (model(r.model), r.usage.0.map(|u| u.to_usage()))),
+        ApiFamily::OpenAiChat | ApiFamily::OpenAiCompletions | ApiFamily::OpenAiEmbeddings => {
+            serde_json::from_slice::<OpenAiBody<'_>>(body)
+                .ok()
+                .map(|b| (model(b.model), b.usage.0.map(|u| u.to_usage())))
+        }
+        ApiFamily::AnthropicCountTokens => Some((None, None)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -836,31 +869,6 @@ mod tests {
     }
 
     // --- the body scanner against serde --------------------------------------------------------
-
-    /// What the extractor read from a whole body before `body_scan`: serde_json into the
-    /// provider shapes above. The scanner must agree with it (see `body_scan`'s docs for where
-    /// it does not, on purpose).
-    fn serde_body(family: ApiFamily, body: &[u8]) -> Option<(Option<String>, Option<TokenUsage>)> {
-        let model = |t: Text<'_>| t.0.map(Cow::into_owned);
-        match family {
-            ApiFamily::AnthropicMessages => serde_json::from_slice::<AnthropicMessage<'_>>(body)
-                .ok()
-                .map(|m| {
-                    let usage = m.usage.0.map(|u| {
-                        let mut total = TokenUsage::default();
-                        u.apply_to(&mut total);
-                        total
-                    });
-                    (model(m.model), usage)
-                }),
-            ApiFamily::OpenAiResponses => serde_json::from_slice::<ResponsesObject<'_>>(body)
-                .ok()
-                .map(|r| (model(r.model), r.usage.0.map(|u| u.to_usage()))),
-            _ => serde_json::from_slice::<OpenAiBody<'_>>(body)
-                .ok()
-                .map(|b| (model(b.model), b.usage.0.map(|u| u.to_usage()))),
-        }
-    }
 
     fn scanned(family: ApiFamily, body: &[u8]) -> Option<(Option<String>, Option<TokenUsage>)> {
         let got = run(family, false, body, body.len().max(1));
@@ -1105,7 +1113,7 @@ mod tests {
                 continue;
             }
             let family = families[case % families.len()];
-            let want = serde_body(family, &doc);
+            let want = reference_body_reading(family, &doc);
             let got = scanned(family, &doc);
             assert_eq!(
                 got,

@@ -509,43 +509,32 @@ fn enrich(
             .iter()
             .map(|t| t.name.clone())
             .collect();
-        capture_row = stored_capture(capture, &record.id, record.status).map(
-            |(body, request_body, response_body)| CaptureRow {
-                request_id: record.id.clone(),
-                ts_ms: record.ts_ms,
-                body,
-                request_body,
-                response_body,
-            },
-        );
+        let (body, request_body, response_body) =
+            stored_capture(capture, &record.id, record.status);
+        capture_row = Some(CaptureRow {
+            request_id: record.id.clone(),
+            ts_ms: record.ts_ms,
+            body,
+            request_body,
+            response_body,
+        });
     }
     (record, capture_row)
 }
 
 /// The capture as the store keeps it: the document the API serves (its own fields plus
-/// `request_id` and `status`, serialized once, straight to text) with the two bodies taken out,
+/// `request_id` and `status`, written once, straight to text) with the two bodies taken out,
 /// and the bodies' texts. Escaped into the document, a JSON body would cost more to write than
 /// the rest of the capture; `iris_capture::stored_document` puts them back when it is read.
 fn stored_capture(
     mut capture: iris_capture::Capture,
     request_id: &str,
     status: u16,
-) -> Option<(String, Option<String>, Option<String>)> {
+) -> (String, Option<String>, Option<String>) {
     let request_body = capture.request_body.take();
     let response_body = capture.response_body.take();
-    let doc = serde_json::to_string(&capture).ok()?;
-    let rest = doc.strip_prefix('{')?;
-    let id = serde_json::to_string(request_id).ok()?;
-    let mut out = String::with_capacity(doc.len() + id.len() + 32);
-    out.push_str("{\"request_id\":");
-    out.push_str(&id);
-    out.push_str(",\"status\":");
-    out.push_str(&status.to_string());
-    if rest != "}" {
-        out.push(',');
-    }
-    out.push_str(rest);
-    Some((out, request_body, response_body))
+    let doc = capture.to_stored_json(request_id, status);
+    (doc, request_body, response_body)
 }
 
 /// The cost settings of a provider: its `cost_basis`, else (with `auto_cost_basis`) inferred from
@@ -655,8 +644,7 @@ mod tests {
             &CaptureLimits::default(),
             &Redactor::default(),
         );
-        let (text, request_body, response_body) =
-            stored_capture(capture.clone(), "r\"1", 201).unwrap();
+        let (text, request_body, response_body) = stored_capture(capture.clone(), "r\"1", 201);
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(v["request_id"], "r\"1");
         assert_eq!(v["status"], 201);
