@@ -14,7 +14,7 @@ use axum::extract::{Extension, Path, Query};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use http::{HeaderMap, Method, StatusCode, header};
+use http::{HeaderMap, HeaderName, Method, StatusCode, header};
 use iris_config::Diagnostic;
 use iris_store::{ConfigVersion, GroupBy, KeyRecord, UsageGroup, UsageQuery, UsageRecord};
 use serde::{Deserialize, Serialize};
@@ -1105,19 +1105,22 @@ pub async fn serve(
 /// What a refused DNS-rebinding request is told (model endpoints and `/api` alike).
 pub const REBINDING_REFUSED: &str = "refused: a browser request for a host name iris cannot vouch for (DNS rebinding); open iris by IP address, localhost or its MagicDNS name, or list this host name in iris.browser_hosts";
 
+/// Not among `http`'s standard names; a `&str` would be parsed as a name on every lookup.
+static SEC_FETCH_SITE: HeaderName = HeaderName::from_static("sec-fetch-site");
+
 /// Whether a browser says this request comes from another site or origin (`Sec-Fetch-Site`, or an
 /// `Origin` that is not this host). Non-browser clients send neither header.
 pub fn cross_origin(headers: &HeaderMap) -> bool {
-    let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
-    if h("sec-fetch-site").is_some_and(|s| s != "same-origin" && s != "none") {
+    let h = |n: &HeaderName| headers.get(n).and_then(|v| v.to_str().ok());
+    if h(&SEC_FETCH_SITE).is_some_and(|s| s != "same-origin" && s != "none") {
         return true;
     }
-    if let Some(origin) = h("origin") {
+    if let Some(origin) = h(&header::ORIGIN) {
         let o = origin
             .split_once("://")
             .map(|(_, rest)| rest)
             .unwrap_or(origin);
-        return h("host").is_none_or(|host| !o.eq_ignore_ascii_case(host));
+        return h(&header::HOST).is_none_or(|host| !o.eq_ignore_ascii_case(host));
     }
     false
 }
@@ -1130,7 +1133,7 @@ pub fn cross_origin(headers: &HeaderMap) -> bool {
 /// re-point: IP literals, `localhost`, single-label names (MagicDNS short names such as `ai`) and
 /// names under `.ts.net`, plus the names an admin lists in `iris.browser_hosts` (`hosts`).
 pub fn rebinding(headers: &HeaderMap, hosts: &[String]) -> bool {
-    let browser = headers.contains_key("sec-fetch-site") || headers.contains_key(header::ORIGIN);
+    let browser = headers.contains_key(&SEC_FETCH_SITE) || headers.contains_key(header::ORIGIN);
     browser
         && !headers
             .get(header::HOST)

@@ -14,7 +14,7 @@
 
 use std::sync::Arc;
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName, header};
 use iris_identity::whois::WhoisError;
 use iris_identity::{Principal, keys, serve};
 use iris_policy::TailnetGrants;
@@ -58,9 +58,17 @@ impl Resolved {
     }
 }
 
-fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+fn header<'a>(h: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
     h.get(name).and_then(|v| v.to_str().ok())
 }
+
+// Looked up by `HeaderName`, not by `&str`: a `&str` is parsed and checked as a header name on
+// every lookup.
+static LOGIN_HEADER: HeaderName = HeaderName::from_static(serve::LOGIN_HEADER);
+static NAME_HEADER: HeaderName = HeaderName::from_static(serve::NAME_HEADER);
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+static X_GOOG_API_KEY: HeaderName = HeaderName::from_static("x-goog-api-key");
 
 fn tailnet_identity(principal: Principal) -> Arc<TailnetIdentity> {
     let grants = TailnetGrants::compile(&principal.cap_grants);
@@ -125,13 +133,13 @@ pub async fn resolve(
     // 2. `tailscale serve` headers, only from loopback and only when switched on.
     let mut proxied = false;
     if settings.serve_headers && loopback_peer {
-        if let Some(login) = header(headers, serve::LOGIN_HEADER).filter(|l| !l.trim().is_empty())
+        if let Some(login) = header(headers, &LOGIN_HEADER).filter(|l| !l.trim().is_empty())
             && let Some(p) =
-                serve::principal_from_headers(login, header(headers, serve::NAME_HEADER))
+                serve::principal_from_headers(login, header(headers, &NAME_HEADER))
         {
             return Ok(Resolved::plain(p));
         }
-        if let Some(xff) = header(headers, "x-forwarded-for") {
+        if let Some(xff) = header(headers, &X_FORWARDED_FOR) {
             proxied = true;
             // serve sets the tailnet source address; take the last hop it appended.
             let ip = xff.rsplit(',').next().unwrap_or("").trim();
@@ -153,10 +161,10 @@ pub async fn resolve(
     // 3. iris keys.
     if settings.keys
         && let Some(token) = keys::find_key(
-            header(headers, "authorization"),
-            header(headers, "x-api-key"),
+            header(headers, &header::AUTHORIZATION),
+            header(headers, &X_API_KEY),
         )
-        .or_else(|| keys::find_key(None, header(headers, "x-goog-api-key")))
+        .or_else(|| keys::find_key(None, header(headers, &X_GOOG_API_KEY)))
     {
         let limit = rt.config.iris.key_failures_per_minute;
         if gw.key_failures.blocked(ctx.peer.ip(), limit) {

@@ -49,7 +49,11 @@ fn endpoint(path: &str) -> Endpoint {
     }
 }
 
-fn header_str<'a>(req: &'a Request<Incoming>, name: &str) -> Option<&'a str> {
+/// Every answer names its request (`HeaderName`, not `&str`: a `&str` is parsed as a name on
+/// every use).
+static X_IRIS_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-iris-request-id");
+
+fn header_str<'a>(req: &'a Request<Incoming>, name: &http::HeaderName) -> Option<&'a str> {
     req.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
@@ -61,7 +65,7 @@ fn new_record(req: &Request<Incoming>, id: &str, ts_ms: i64, api_family: &str) -
         req.method().as_str(),
         req.uri().path(),
     );
-    r.user_agent = header_str(req, "user-agent").map(|s| s.chars().take(256).collect());
+    r.user_agent = header_str(req, &http::header::USER_AGENT).map(|s| s.chars().take(256).collect());
     r
 }
 
@@ -440,7 +444,7 @@ async fn llm(
             }
         }
         if let Ok(v) = HeaderValue::from_str(id) {
-            h.insert("x-iris-request-id", v);
+            h.insert(X_IRIS_REQUEST_ID.clone(), v);
         }
     }
     let metered = MeteredBody::new(
@@ -609,7 +613,7 @@ async fn models(
         HeaderValue::from_static("application/json"),
     );
     if let Ok(v) = HeaderValue::from_str(id) {
-        r.headers_mut().insert("x-iris-request-id", v);
+        r.headers_mut().insert(X_IRIS_REQUEST_ID.clone(), v);
     }
     r
 }
