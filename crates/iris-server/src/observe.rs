@@ -125,10 +125,14 @@ pub fn header_pairs(h: &http::HeaderMap, keep: impl Fn(&str) -> bool) -> Vec<(St
     h.iter()
         .filter(|(n, _)| keep(n.as_str()))
         .map(|(n, v)| {
-            (
-                n.as_str().to_owned(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
+            let bytes = v.as_bytes();
+            // Nearly every value is ASCII: checked a word at a time, where `from_utf8_lossy`
+            // walks it character by character.
+            let value = match std::str::from_utf8(bytes) {
+                Ok(text) => text.to_owned(),
+                Err(_) => String::from_utf8_lossy(bytes).into_owned(),
+            };
+            (n.as_str().to_owned(), value)
         })
         .collect()
 }
