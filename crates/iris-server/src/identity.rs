@@ -134,8 +134,7 @@ pub async fn resolve(
     let mut proxied = false;
     if settings.serve_headers && loopback_peer {
         if let Some(login) = header(headers, &LOGIN_HEADER).filter(|l| !l.trim().is_empty())
-            && let Some(p) =
-                serve::principal_from_headers(login, header(headers, &NAME_HEADER))
+            && let Some(p) = serve::principal_from_headers(login, header(headers, &NAME_HEADER))
         {
             return Ok(Resolved::plain(p));
         }

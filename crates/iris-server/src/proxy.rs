@@ -65,7 +65,8 @@ fn new_record(req: &Request<Incoming>, id: &str, ts_ms: i64, api_family: &str) -
         req.method().as_str(),
         req.uri().path(),
     );
-    r.user_agent = header_str(req, &http::header::USER_AGENT).map(|s| s.chars().take(256).collect());
+    r.user_agent =
+        header_str(req, &http::header::USER_AGENT).map(|s| s.chars().take(256).collect());
     r
 }
 

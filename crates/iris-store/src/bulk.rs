@@ -40,8 +40,12 @@ pub(crate) enum Durability {
 pub(crate) struct BulkWriter {
     path: PathBuf,
     durability: Durability,
+    /// Prepares, into a new connection's cache, every statement the writer runs.
+    prepare: Prepare,
     conn: Mutex<Slot>,
 }
+
+type Prepare = fn(&Connection) -> rusqlite::Result<()>;
 
 /// The connection, opened on first use; `Closed` once the store is closed, after which writes
 /// are refused instead of opening a connection nobody would close.
@@ -61,10 +65,11 @@ impl std::fmt::Debug for BulkWriter {
 }
 
 impl BulkWriter {
-    pub(crate) fn new(path: PathBuf, durability: Durability) -> Arc<BulkWriter> {
+    pub(crate) fn new(path: PathBuf, durability: Durability, prepare: Prepare) -> Arc<BulkWriter> {
         Arc::new(BulkWriter {
             path,
             durability,
+            prepare,
             conn: Mutex::new(Slot::Idle),
         })
     }
@@ -173,6 +178,7 @@ impl BulkWriter {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         // Every INSERT of the ladders stays prepared: they are all this connection runs.
         conn.set_prepared_statement_cache_capacity(crate::sqlite::bulk_statements());
+        (self.prepare)(&conn)?;
         Ok(conn)
     }
 }
@@ -270,7 +276,7 @@ mod tests {
     #[tokio::test]
     async fn a_failed_write_is_rolled_back_and_the_next_starts_afresh() {
         let (_dir, path) = scratch();
-        let writer = BulkWriter::new(path.clone(), Durability::Off);
+        let writer = BulkWriter::new(path.clone(), Durability::Off, |_| Ok(()));
         writer.write(insert("a")).await.unwrap();
         // The second row fails after the first went in: neither stays.
         let err = writer

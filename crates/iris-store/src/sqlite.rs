@@ -117,6 +117,14 @@ impl InsertLadder {
         self.steps.len()
     }
 
+    /// Prepare every statement of the ladder into `conn`'s statement cache.
+    fn prepare_all(&self, conn: &rusqlite::Connection) -> rusqlite::Result<()> {
+        for (_, sql) in &self.steps {
+            conn.prepare_cached(sql)?;
+        }
+        Ok(())
+    }
+
     /// Insert `rows` in `tx`, a chunk per statement; `bind(statement, at, row)` binds one row's
     /// values from parameter `at + 1` on.
     fn insert_all<T>(
@@ -160,6 +168,19 @@ const BLOCK_INSERT: &str = "INSERT INTO capture_blocks (ts_min, ts_max, data) VA
 /// the block INSERT (each connection runs a part of them; the cache is small either way).
 pub(crate) fn bulk_statements() -> usize {
     USAGE_INSERT.len() + CAPTURE_ID_INSERT.len() + 1
+}
+
+/// Prepare the statements the usage writer runs, when its connection opens. Prepared on first
+/// use instead, each size of the ladder was compiled (a multi-row INSERT of up to 999
+/// parameters: ~40,000 instructions) the first time a batch needed it, minutes into a run.
+pub(crate) fn prepare_usage_writes(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
+    USAGE_INSERT.prepare_all(conn)
+}
+
+/// Likewise for the capture writer.
+pub(crate) fn prepare_capture_writes(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
+    CAPTURE_ID_INSERT.prepare_all(conn)?;
+    conn.prepare_cached(BLOCK_INSERT).map(drop)
 }
 
 /// Bind one usage record's values from parameter `at + 1` on.
@@ -437,8 +458,8 @@ impl SqliteStore {
         Ok(SqliteStore {
             writer,
             reader,
-            usage_writes: BulkWriter::new(path.to_path_buf(), durability),
-            capture_writes: BulkWriter::new(path.to_path_buf(), durability),
+            usage_writes: BulkWriter::new(path.to_path_buf(), durability, prepare_usage_writes),
+            capture_writes: BulkWriter::new(path.to_path_buf(), durability, prepare_capture_writes),
             revocations: Default::default(),
             _temporary: temporary,
         })
