@@ -23,6 +23,7 @@
 //! `[A-Za-z0-9._:-]`; anything else is replaced by a hash of it, so ids are always safe in a
 //! URL path.
 
+use iris_providers::json_text::decode_escape;
 use iris_providers::{ChatOpening, SessionParts};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -412,49 +413,6 @@ fn raw_content(raw: &[u8]) -> String {
 fn collapse_json_string(literal: &str) -> Option<String> {
     let inner = literal.strip_prefix('"')?.strip_suffix('"')?;
     collapse(inner, true)
-}
-
-/// The character of the escape at `bytes[at]` (a `\`) and the escape's length.
-fn decode_escape(bytes: &[u8], at: usize) -> Option<(char, usize)> {
-    let c = match *bytes.get(at + 1)? {
-        b'"' => '"',
-        b'\\' => '\\',
-        b'/' => '/',
-        b'b' => '\u{8}',
-        b'f' => '\u{c}',
-        b'n' => '\n',
-        b'r' => '\r',
-        b't' => '\t',
-        b'u' => {
-            let hi = hex4(bytes, at + 2)?;
-            return match hi {
-                0xD800..=0xDBFF => {
-                    if bytes.get(at + 6) != Some(&b'\\') || bytes.get(at + 7) != Some(&b'u') {
-                        return None;
-                    }
-                    let lo = hex4(bytes, at + 8)?;
-                    if !(0xDC00..=0xDFFF).contains(&lo) {
-                        return None;
-                    }
-                    let code = 0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00);
-                    Some((char::from_u32(code)?, 12))
-                }
-                0xDC00..=0xDFFF => None,
-                _ => Some((char::from_u32(hi)?, 6)),
-            };
-        }
-        _ => return None,
-    };
-    Some((c, 2))
-}
-
-fn hex4(bytes: &[u8], at: usize) -> Option<u32> {
-    let digits = bytes.get(at..at + 4)?;
-    let mut v = 0;
-    for &d in digits {
-        v = v * 16 + char::from(d).to_digit(16)?;
-    }
-    Some(v)
 }
 
 fn claude_code_session(headers: &[(String, String)], body: &Value) -> Option<String> {

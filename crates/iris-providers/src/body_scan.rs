@@ -29,7 +29,7 @@
 
 use std::borrow::Cow;
 
-use crate::json_text::next_special;
+use crate::json_text::{decode_escape, next_special};
 use crate::usage::TokenUsage;
 
 /// The body is not one well-formed answer object.
@@ -395,22 +395,16 @@ impl<'a> Cursor<'a> {
         loop {
             // A value.
             match self.peek().ok_or(Malformed)? {
-                b'{' => {
+                start @ (b'{' | b'[') => {
+                    let object = start == b'{';
                     self.i += 1;
-                    if self.peek() == Some(b'}') {
+                    if self.peek() == Some(if object { b'}' } else { b']' }) {
                         self.i += 1;
                     } else {
-                        open.push(true);
-                        self.member_key()?;
-                        continue;
-                    }
-                }
-                b'[' => {
-                    self.i += 1;
-                    if self.peek() == Some(b']') {
-                        self.i += 1;
-                    } else {
-                        open.push(false);
+                        open.push(object);
+                        if object {
+                            self.member_key()?;
+                        }
                         continue;
                     }
                 }
@@ -439,11 +433,7 @@ impl<'a> Cursor<'a> {
                         }
                         break;
                     }
-                    Some(b'}') if object => {
-                        self.i += 1;
-                        open.pop();
-                    }
-                    Some(b']') if !object => {
+                    Some(close @ (b'}' | b']')) if (close == b'}') == object => {
                         self.i += 1;
                         open.pop();
                     }
@@ -499,62 +489,18 @@ fn count(text: &[u8], integer: bool) -> R<Option<u64>> {
     Ok((v >= 0.0).then_some(v as u64))
 }
 
-/// A string's raw bytes with their escapes decoded. A `\u` escape of a UTF-16 surrogate must
-/// be one half of a pair.
+/// A string's raw bytes with their escapes decoded (`string` checked their shape; a `\u`
+/// escape of a UTF-16 surrogate must also be one half of a pair).
 fn unescape(raw: &[u8]) -> R<Vec<u8>> {
     let mut out = Vec::with_capacity(raw.len());
     let mut i = 0;
     while let Some(at) = memchr::memchr(b'\\', &raw[i..]) {
         out.extend_from_slice(&raw[i..i + at]);
-        i += at + 1;
-        let e = raw[i];
-        i += 1;
-        let ch = match e {
-            b'"' => '"',
-            b'\\' => '\\',
-            b'/' => '/',
-            b'b' => '\u{8}',
-            b'f' => '\u{c}',
-            b'n' => '\n',
-            b'r' => '\r',
-            b't' => '\t',
-            _ => {
-                // `u`, with four hex digits (`string` checked both).
-                let hi = hex4(&raw[i..i + 4]);
-                i += 4;
-                match hi {
-                    0xD800..=0xDBFF => {
-                        if raw.get(i..i + 2) != Some(b"\\u") {
-                            return Err(Malformed);
-                        }
-                        let lo = raw.get(i + 2..i + 6).map(hex4).ok_or(Malformed)?;
-                        if !(0xDC00..=0xDFFF).contains(&lo) {
-                            return Err(Malformed);
-                        }
-                        i += 6;
-                        let c =
-                            0x1_0000 + ((u32::from(hi) - 0xD800) << 10) + (u32::from(lo) - 0xDC00);
-                        char::from_u32(c).ok_or(Malformed)?
-                    }
-                    0xDC00..=0xDFFF => return Err(Malformed),
-                    _ => char::from_u32(u32::from(hi)).ok_or(Malformed)?,
-                }
-            }
-        };
+        let (ch, len) = decode_escape(raw, i + at).ok_or(Malformed)?;
         let mut buf = [0u8; 4];
         out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
+        i += at + len;
     }
     out.extend_from_slice(&raw[i..]);
     Ok(out)
-}
-
-fn hex4(h: &[u8]) -> u16 {
-    h.iter().fold(0u16, |n, &d| {
-        let v = match d {
-            b'0'..=b'9' => d - b'0',
-            b'a'..=b'f' => d - b'a' + 10,
-            _ => d - b'A' + 10,
-        };
-        (n << 4) | u16::from(v)
-    })
 }

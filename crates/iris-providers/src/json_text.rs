@@ -1,9 +1,10 @@
-//! JSON string text, eight bytes at a time: finding the bytes of a string's contents that need
-//! attention, and writing a string escaped exactly as serde_json escapes it.
+//! JSON string text: finding the bytes of a string's contents that need attention, eight at a
+//! time; decoding an escape; writing a string escaped exactly as serde_json escapes it.
 //!
 //! serde_json looks at a string one byte at a time on both ways, through a 256-entry table;
 //! iris reads every non-streaming answer (`body_scan`) and writes every capture's document with
-//! these instead. Safe code: the eight bytes are one `u64` word.
+//! these instead, and the session fingerprint (in iris-capture) decodes escapes with
+//! [`decode_escape`]. Safe code: the eight bytes are one `u64` word.
 
 const ONES: u64 = 0x0101_0101_0101_0101;
 const HIGHS: u64 = 0x8080_8080_8080_8080;
@@ -45,6 +46,51 @@ pub fn next_special(bytes: &[u8], from: usize) -> usize {
         i += 1;
     }
     bytes.len()
+}
+
+/// The character of the escape at `bytes[at]` (a `\`) and the escape's length in bytes: a
+/// `\uXXXX` escape of a UTF-16 surrogate must be one half of a pair (12 bytes), as serde_json
+/// requires when it reads text. `None` for what JSON does not allow.
+pub fn decode_escape(bytes: &[u8], at: usize) -> Option<(char, usize)> {
+    let c = match *bytes.get(at + 1)? {
+        b'"' => '"',
+        b'\\' => '\\',
+        b'/' => '/',
+        b'b' => '\u{8}',
+        b'f' => '\u{c}',
+        b'n' => '\n',
+        b'r' => '\r',
+        b't' => '\t',
+        b'u' => {
+            let hi = hex4(bytes, at + 2)?;
+            return match hi {
+                0xD800..=0xDBFF => {
+                    if bytes.get(at + 6..at + 8) != Some(b"\\u") {
+                        return None;
+                    }
+                    let lo = hex4(bytes, at + 8)?;
+                    if !(0xDC00..=0xDFFF).contains(&lo) {
+                        return None;
+                    }
+                    let code = 0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00);
+                    Some((char::from_u32(code)?, 12))
+                }
+                0xDC00..=0xDFFF => None,
+                _ => Some((char::from_u32(hi)?, 6)),
+            };
+        }
+        _ => return None,
+    };
+    Some((c, 2))
+}
+
+fn hex4(bytes: &[u8], at: usize) -> Option<u32> {
+    let digits = bytes.get(at..at + 4)?;
+    let mut v = 0;
+    for &d in digits {
+        v = v * 16 + char::from(d).to_digit(16)?;
+    }
+    Some(v)
 }
 
 /// Append `text` to `out` as a JSON string, quotes included, byte for byte as serde_json writes

@@ -22,8 +22,8 @@
 //! - [`stream_filter`]: drops the usage-only chunk of an OpenAI chat stream when iris (not the
 //!   client) asked for it.
 //! - [`errors`]: the one place that knows error bodies, per dialect, and their statuses.
-//! - [`json_text`]: JSON string contents eight bytes at a time (the whole-body usage scanner,
-//!   the capture documents' writer).
+//! - [`json_text`]: JSON string contents eight bytes at a time, and their escapes (the
+//!   whole-body usage scanner, the capture documents' writer, the session fingerprint).
 //! - [`models_list`]: `GET /v1/models` bodies in OpenAI's and Anthropic's shapes.
 
 pub mod api;
