@@ -164,10 +164,11 @@ pub fn usage_split_invariant(family: iris_providers::ApiFamily, split: &Split<'_
         "usage differs when the body is split at {:?}",
         split.cuts
     );
-    // A whole body is read by iris's own scanner: it must read what serde_json reads into the
+    // A whole body (up to MAX_BODY; past it only the tail is read) is read by iris's own scanner: it must read what serde_json reads into the
     // provider shapes, outside the two differences its docs state (broken UTF-8, which serde
     // refuses in keys and the scanner does not check there; a top-level array).
     if !streaming
+        && split.body.len() <= iris_providers::usage::MAX_BODY
         && std::str::from_utf8(split.body).is_ok()
         && !split.body.trim_ascii_start().starts_with(b"[")
     {

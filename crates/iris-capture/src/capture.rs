@@ -18,6 +18,7 @@
 //! usage record lists their names), which is why a response that mentions one is reassembled
 //! eagerly.
 
+use std::fmt::Write as _;
 use std::sync::LazyLock;
 
 use iris_providers::json_text::push_json_string;
@@ -138,9 +139,8 @@ impl Capture {
         let mut out = String::with_capacity(256 + bodies + header_text + self.path.len());
         out.push_str("{\"request_id\":");
         push_json_string(&mut out, request_id);
-        out.push_str(",\"status\":");
-        out.push_str(itoa_u16(status, &mut [0; 5]));
-        out.push_str(",\"method\":");
+        // Writing to a String cannot fail.
+        let _ = write!(out, ",\"status\":{status},\"method\":");
         push_json_string(&mut out, &self.method);
         out.push_str(",\"path\":");
         push_json_string(&mut out, &self.path);
@@ -176,21 +176,6 @@ impl Capture {
         out.push('}');
         out
     }
-}
-
-/// `n` in decimal, in `buf`.
-fn itoa_u16(mut n: u16, buf: &mut [u8; 5]) -> &str {
-    let mut at = buf.len();
-    loop {
-        at -= 1;
-        buf[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    // Digits only.
-    std::str::from_utf8(&buf[at..]).unwrap_or("0")
 }
 
 fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
@@ -404,9 +389,8 @@ fn build(
     };
 
     let path = if search {
-        // (Credential values, already redacted, come through unchanged.)
-        redactor.redact_headers_in_place(&mut request_headers);
-        redactor.redact_headers_in_place(&mut response_headers);
+        redactor.scrub_other_values_in_place(&mut request_headers);
+        redactor.scrub_other_values_in_place(&mut response_headers);
         redactor.redact_path(raw.path)
     } else {
         Redactor::redact_query_keys(raw.path)

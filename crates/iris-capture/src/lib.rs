@@ -12,8 +12,9 @@
 //! # API at a glance
 //! - [`Redactor::new`]`(secrets)` `.with_extra_headers(names)`; `redact_headers_in_place`,
 //!   `redact_header_value`, `redact_path`, `scrub_str`, `scrub_json`, `scrub_capped`; for a
-//!   capture searched once with `holds_secret` and found clean: `redact_credentials_in_place`,
-//!   `redact_query_keys`, `cap_only`.
+//!   capture searched once with `holds_secret`: `redact_credentials_in_place` first, then
+//!   `scrub_other_values_in_place` only if it found something, else `redact_query_keys`,
+//!   `cap_only`.
 //! - [`decode_body`]`(content_encoding, body, input_complete, max_output) -> Result<Decoded,
 //!   DecodeError>`.
 //! - [`build_capture`]`(&RawExchange, &CaptureLimits, &Redactor) -> Capture`;

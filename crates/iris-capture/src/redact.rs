@@ -146,6 +146,12 @@ impl Redactor {
     /// ([`redact_header_value`](Self::redact_header_value)) where that differs.
     pub fn redact_headers_in_place(&self, headers: &mut [(String, String)]) {
         self.redact_credentials_in_place(headers);
+        self.scrub_other_values_in_place(headers);
+    }
+
+    /// The other half of [`redact_headers_in_place`](Self::redact_headers_in_place): every value
+    /// but the credential headers' scrubbed, for a list whose credentials were redacted already.
+    pub fn scrub_other_values_in_place(&self, headers: &mut [(String, String)]) {
         for (n, v) in headers.iter_mut() {
             if !self.is_sensitive_header(n)
                 && let Cow::Owned(scrubbed) = self.scrub_str(v)

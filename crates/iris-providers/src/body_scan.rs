@@ -62,9 +62,7 @@ pub(crate) struct BodyFields {
 pub(crate) fn read_body(shape: Shape, body: &[u8]) -> R<BodyFields> {
     let mut c = Cursor { b: body, i: 0 };
     let mut out = BodyFields::default();
-    if c.peek() != Some(b'{') {
-        return Err(Malformed);
-    }
+    // `fields` refuses anything but an object: a top-level array too.
     match shape {
         Shape::OpenAi | Shape::Responses => {
             c.fields([b"model", b"usage", b"error"], |c, k| {

@@ -16,7 +16,7 @@ const HIGHS: u64 = 0x8080_8080_8080_8080;
 /// `n * ONES` subtracted instead, of the lowest byte below `n`. Bits above the lowest may be
 /// set spuriously by the borrow, so only the lowest counts.)
 #[inline]
-pub fn special(word: u64) -> u64 {
+fn special(word: u64) -> u64 {
     let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
     let quote = zero(word ^ (ONES * u64::from(b'"')));
     let backslash = zero(word ^ (ONES * u64::from(b'\\')));

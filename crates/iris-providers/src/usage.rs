@@ -9,9 +9,9 @@
 //!   and error chunks; Responses `response.completed` / `response.incomplete` /
 //!   `response.failed` / `error`. A single event larger than [`MAX_SSE_EVENT`] is skipped.
 //! - non-streaming bodies are kept up to [`MAX_BODY`] and read once at the end by a validating
-//!   scanner of their own (`body_scan`), which skips every field but `model` and `usage`. Past the cap only the last [`TAIL`] bytes are kept, and the
-//!   last top-level-looking `"usage": {...}` in them is read: large embedding batches put usage
-//!   at the very end.
+//!   scanner of their own (`body_scan`), which skips every field but `model` and `usage`. Past
+//!   the cap only the last [`TAIL`] bytes are kept, and the last top-level-looking
+//!   `"usage": {...}` in them is read: large embedding batches put usage at the very end.
 //!
 //! Parsing is lenient: a field of an unexpected type reads as absent rather than losing the
 //! whole event.

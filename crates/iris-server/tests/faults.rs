@@ -1357,9 +1357,9 @@ async fn thousands_of_idle_connections_wait_their_turn_and_are_closed() {
         .unwrap();
     // iris fills up to its limit, and never beyond: the rest wait in the listen backlog, where
     // they hold no file descriptor of iris's. "Up to" within a few descriptors: counted against
-    // `fds_before`, the limit is out of reach if any descriptor open then closes meanwhile (such as the
-    // pooled upstream connection and the mock's side of it, both in this process, on a machine
-    // busy enough to let them idle out), and the count stays 256 served less those.
+    // `fds_before`, the limit is out of reach if any descriptor open then closes meanwhile (such
+    // as the pooled upstream connection and the mock's side of it, both in this process, on a
+    // machine busy enough to let them idle out): the count then stays at MAX less those.
     wait_for("iris to serve its limit of connections", || {
         served() + 8 >= MAX
     })
