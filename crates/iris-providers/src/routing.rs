@@ -5,7 +5,7 @@
 //! resolution. `anthropic/../openai/x` is simply a model nobody lists, and a Cyrillic `о` in
 //! `gpt-4о` is not the Latin `o`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use iris_config::{AuthMode, AuthScheme, Compatibility, Config, Provider};
 use serde::Serialize;
@@ -71,9 +71,9 @@ pub struct RouteTable {
     /// Enabled providers, in config order.
     providers: Vec<ProviderInfo>,
     /// Model id -> indices into `providers`, best first: highest `preference`, then config order.
-    by_model: HashMap<String, Vec<usize>>,
+    by_model: foldhash::HashMap<String, Vec<usize>>,
     /// Provider id -> index into `providers`.
-    by_provider: HashMap<String, usize>,
+    by_provider: foldhash::HashMap<String, usize>,
 }
 
 impl RouteTable {
@@ -94,8 +94,8 @@ impl RouteTable {
             });
             preference.push(p.preference);
         }
-        let mut by_model: HashMap<String, Vec<usize>> = HashMap::new();
-        let mut by_provider = HashMap::new();
+        let mut by_model: foldhash::HashMap<String, Vec<usize>> = Default::default();
+        let mut by_provider: foldhash::HashMap<String, usize> = Default::default();
         for (i, p) in providers.iter().enumerate() {
             by_provider.entry(p.id.clone()).or_insert(i);
             for m in &p.models {

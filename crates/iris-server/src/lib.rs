@@ -49,9 +49,9 @@ pub struct Runtime {
     /// Redacts every provider key (and the configured headers) from captures.
     pub redactor: Arc<iris_capture::Redactor>,
     /// Cost settings per provider id.
-    pub costs: std::collections::HashMap<String, Arc<observe::ProviderCost>>,
+    pub costs: foldhash::HashMap<String, Arc<observe::ProviderCost>>,
     /// Credential, extra headers and endpoint URLs per provider id.
-    pub upstreams: std::collections::HashMap<String, upstream::ProviderUpstream>,
+    pub upstreams: foldhash::HashMap<String, upstream::ProviderUpstream>,
 }
 
 impl Runtime {

@@ -65,9 +65,20 @@ fn new_record(req: &Request<Incoming>, id: &str, ts_ms: i64, api_family: &str) -
         req.method().as_str(),
         req.uri().path(),
     );
-    r.user_agent =
-        header_str(req, &http::header::USER_AGENT).map(|s| s.chars().take(256).collect());
+    r.user_agent = header_str(req, &http::header::USER_AGENT).map(|s| first_chars(s, 256));
     r
+}
+
+/// The first `n` characters of `s`, copied (a slice, not a character at a time: most texts are
+/// shorter than `n` bytes, and then whole).
+fn first_chars(s: &str, n: usize) -> String {
+    if s.len() <= n {
+        return s.to_owned();
+    }
+    match s.char_indices().nth(n) {
+        Some((cut, _)) => s[..cut].to_owned(),
+        None => s.to_owned(),
+    }
 }
 
 fn apply_principal(rec: &mut UsageRecord, p: &Principal) {
@@ -531,6 +542,9 @@ fn build_upstream_request(
         header::ACCEPT_ENCODING,
         HeaderValue::from_static("identity"),
     );
+    if let Some(host) = up.host(family) {
+        h.insert(header::HOST, host.clone());
+    }
     // `passthrough`: the client's own provider credential goes upstream (iris keys never do);
     // without one, the configured key is the fallback.
     let passthrough = (provider.auth_mode == iris_config::AuthMode::Passthrough)
@@ -708,4 +722,19 @@ fn ui(req: &Request<Incoming>) -> Response<RespBody> {
         }
     }
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_chars;
+
+    #[test]
+    fn first_chars_counts_characters_not_bytes() {
+        let ua = "é".repeat(300);
+        assert_eq!(first_chars(&ua, 256), "é".repeat(256));
+        assert_eq!(first_chars("curl/8.5", 256), "curl/8.5");
+        assert_eq!(first_chars(&"a".repeat(257), 256), "a".repeat(256));
+        assert_eq!(first_chars(&"é".repeat(200), 256), "é".repeat(200));
+        assert_eq!(first_chars("", 256), "");
+    }
 }

@@ -54,15 +54,17 @@ pub fn is_connect_timeout(err: &hyper_util::client::legacy::Error) -> bool {
 
 /// What iris adds to every upstream request of one provider, worked out once per config instead
 /// of once per request: the credential header (marked sensitive, so it never shows in a debug
-/// print), the `add_headers`, and the parsed URL of each API family's endpoint. A value the
+/// print), the `add_headers`, and the parsed URL and `Host` header of each API family's
+/// endpoint. A value the
 /// `http` crate refuses is kept as the message every request to the provider fails with.
 #[derive(Debug)]
 pub struct ProviderUpstream {
     /// The configured credential, for `auth_mode` other than `none`.
     pub auth: Result<Option<(HeaderName, HeaderValue)>, String>,
     pub add_headers: Result<Vec<(HeaderName, HeaderValue)>, String>,
-    /// By `ApiFamily::ALL` position: the endpoint's URL without a query string.
-    uris: Vec<Option<Uri>>,
+    /// By `ApiFamily::ALL` position: the endpoint's URL without a query string, and the `Host`
+    /// header its requests carry.
+    uris: Vec<Option<(Uri, Option<HeaderValue>)>>,
 }
 
 impl ProviderUpstream {
@@ -93,7 +95,11 @@ impl ProviderUpstream {
             .collect();
         let uris = ApiFamily::ALL
             .iter()
-            .map(|&f| upstream_url(p, f, None).parse::<Uri>().ok())
+            .map(|&f| {
+                let uri = upstream_url(p, f, None).parse::<Uri>().ok()?;
+                let host = host_header(&uri);
+                Some((uri, host))
+            })
             .collect();
         ProviderUpstream {
             auth,
@@ -111,8 +117,71 @@ impl ProviderUpstream {
         query: Option<&str>,
     ) -> Option<Uri> {
         match query.filter(|q| !q.is_empty()) {
-            None => self.uris.get(family.index()).cloned().flatten(),
+            None => self
+                .uris
+                .get(family.index())?
+                .as_ref()
+                .map(|(u, _)| u.clone()),
             Some(_) => upstream_url(p, family, query).parse().ok(),
         }
+    }
+
+    /// The `Host` header of `family`'s endpoint (the query string does not change it). Set by
+    /// iris rather than by the HTTP client, which formats it afresh for every request to a
+    /// non-default port (a local vLLM or Ollama).
+    pub fn host(&self, family: ApiFamily) -> Option<&HeaderValue> {
+        self.uris.get(family.index())?.as_ref()?.1.as_ref()
+    }
+}
+
+/// The `Host` header for requests to `uri`: its host, and its port unless that is the scheme's
+/// default (what hyper-util's client would set). `None` for a URI without a host.
+fn host_header(uri: &Uri) -> Option<HeaderValue> {
+    let host = uri.host()?;
+    let default_port = match uri.scheme_str() {
+        Some("https") => Some(443),
+        Some("http") => Some(80),
+        _ => None,
+    };
+    let value = match uri.port_u16() {
+        Some(port) if Some(port) != default_port => format!("{host}:{port}"),
+        _ => host.to_owned(),
+    };
+    HeaderValue::from_str(&value).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(uri: &str) -> Option<String> {
+        host_header(&uri.parse().unwrap()).map(|v| v.to_str().unwrap().to_owned())
+    }
+
+    #[test]
+    fn host_header_is_what_the_client_would_set() {
+        assert_eq!(
+            host("https://api.openai.com/v1/chat").as_deref(),
+            Some("api.openai.com")
+        );
+        assert_eq!(
+            host("https://api.example.com:443/v1").as_deref(),
+            Some("api.example.com")
+        );
+        assert_eq!(host("http://127.0.0.1:80/v1").as_deref(), Some("127.0.0.1"));
+        assert_eq!(
+            host("http://127.0.0.1:11434/v1").as_deref(),
+            Some("127.0.0.1:11434")
+        );
+        assert_eq!(
+            host("https://gw.example:8443/x").as_deref(),
+            Some("gw.example:8443")
+        );
+        assert_eq!(host("http://[::1]:8000/v1").as_deref(), Some("[::1]:8000"));
+        assert_eq!(
+            host("http://user:pw@h.example:81/").as_deref(),
+            Some("h.example:81")
+        );
+        assert_eq!(host("/relative/only"), None);
     }
 }

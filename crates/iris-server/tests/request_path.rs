@@ -75,6 +75,10 @@ async fn upstream_sees_the_provider_key_and_nothing_of_the_clients() {
             assert_ne!(name, "cookie");
         }
         assert_ne!(r.header("accept-encoding"), Some("gzip, br"));
+        // The upstream's own host and port (set by iris from the provider's URL), once.
+        let hosts: Vec<_> = r.headers.iter().filter(|(n, _)| n == "host").collect();
+        assert_eq!(hosts.len(), 1, "{:?}", r.headers);
+        assert_eq!(hosts[0].1, h.mock.addr().to_string());
     }
     let recs = h.records().await;
     assert!(recs.iter().all(|r| r.identity_source == "loopback"));
