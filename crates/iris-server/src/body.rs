@@ -184,13 +184,16 @@ impl Body for MeteredBody {
         loop {
             match Pin::new(&mut this.inner).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
-                    this.last_frame = tokio::time::Instant::now();
+                    let now = tokio::time::Instant::now();
+                    this.last_frame = now;
                     let frame = match frame.into_data() {
                         Ok(data) => {
                             if let Some(p) = this.pending.as_mut()
                                 && p.record.ttfb_ms.is_none()
                             {
-                                p.record.ttfb_ms = Some(p.start.elapsed().as_millis() as u64);
+                                // The clock read once per frame (each read is a vDSO call).
+                                let ttfb = now.into_std().saturating_duration_since(p.start);
+                                p.record.ttfb_ms = Some(ttfb.as_millis() as u64);
                             }
                             if let Some(ex) = this.extractor.as_mut() {
                                 ex.feed(&data);

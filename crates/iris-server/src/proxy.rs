@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body::Body as _;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -208,7 +208,7 @@ async fn llm(
     }
 
     // Body, within the limit, and the model in it.
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     let limit = rt.config.iris.max_body_bytes;
     let declared = parts
         .headers
@@ -301,7 +301,7 @@ async fn llm(
         // The exchange keeps the request body as it came (a copy of `body`, same offsets).
         x.session_parts = Some(std::mem::take(&mut peeked.session));
     }
-    let Some(requested) = peeked.model.clone() else {
+    let Some(requested) = peeked.model.take() else {
         return fail(pending, GatewayError::MissingModel, dialect, id);
     };
     pending.record.requested_model = Some(requested.clone());
@@ -355,26 +355,29 @@ async fn llm(
             id,
         );
     };
-    pending.record.provider = Some(provider.id.clone());
-    pending.record.upstream_model = Some(route.model.clone());
+    pending.record.provider = Some(route.provider_id);
+    pending.record.upstream_model = Some(route.model);
     if let Some(x) = pending.exchange.as_mut() {
         x.cost = rt.costs.get(&provider.id).cloned();
     }
 
     // The upstream body: the bare model id, and usage asked for on OpenAI chat streams.
     let mut up_body = body;
-    if route.model != requested {
-        match peek::with_model(&up_body, &route.model) {
-            Ok(b) => up_body = Bytes::from(b),
-            Err(e) => {
-                return fail(
-                    pending,
-                    GatewayError::BadRequest(e.to_string()),
-                    dialect,
-                    id,
-                );
-            }
+    let renamed = match pending.record.upstream_model.as_deref() {
+        Some(m) if m != requested => Some(peek::with_model(&up_body, m)),
+        _ => None,
+    };
+    match renamed {
+        Some(Ok(b)) => up_body = Bytes::from(b),
+        Some(Err(e)) => {
+            return fail(
+                pending,
+                GatewayError::BadRequest(e.to_string()),
+                dialect,
+                id,
+            );
         }
+        None => {}
     }
     let inject_usage =
         family == ApiFamily::OpenAiChat && peeked.stream && peeked.include_usage != Some(true);
@@ -393,7 +396,7 @@ async fn llm(
     }
 
     let upstream = rt.upstreams.get(&provider.id);
-    let up_req = match build_upstream_request(&parts, provider, upstream, family, up_body) {
+    let up_req = match build_upstream_request(&mut parts, provider, upstream, family, up_body) {
         Ok(r) => r,
         Err(e) => return fail(pending, e, dialect, id),
     };
@@ -449,12 +452,9 @@ async fn llm(
     let mut out = Response::builder().status(status);
     let listed = connection_listed(&up_parts.headers);
     if let Some(h) = out.headers_mut() {
-        for (name, value) in up_parts.headers.iter() {
-            if forward_response_header(name.as_str()) && !listed.iter().any(|l| l == name.as_str())
-            {
-                h.append(name.clone(), value.clone());
-            }
-        }
+        move_headers(up_parts.headers, h, |name| {
+            forward_response_header(name.as_str()) && !listed.iter().any(|l| l == name.as_str())
+        });
         if let Ok(v) = HeaderValue::from_str(id) {
             h.insert(X_IRIS_REQUEST_ID.clone(), v);
         }
@@ -512,8 +512,28 @@ fn client_credential(h: &http::HeaderMap) -> Option<(http::HeaderName, HeaderVal
     None
 }
 
+/// Move the headers of `from` that `keep` accepts into `to`, in order: moved, not cloned, since
+/// every cloned value is a reference count taken and given back on the connection's shared read
+/// buffer.
+fn move_headers(
+    from: http::HeaderMap,
+    to: &mut http::HeaderMap,
+    keep: impl Fn(&HeaderName) -> bool,
+) {
+    let mut name: Option<HeaderName> = None;
+    for (n, value) in from {
+        // A name comes with its first value only.
+        if let Some(n) = n {
+            name = keep(&n).then_some(n);
+        }
+        if let Some(n) = &name {
+            to.append(n.clone(), value);
+        }
+    }
+}
+
 fn build_upstream_request(
-    parts: &http::request::Parts,
+    parts: &mut http::request::Parts,
     provider: &iris_config::Provider,
     up: Option<&crate::upstream::ProviderUpstream>,
     family: ApiFamily,
@@ -528,14 +548,16 @@ fn build_upstream_request(
     let mut req = Request::builder().method(Method::POST).uri(uri);
     let h = req.headers_mut().ok_or_else(invalid_url)?;
     let listed = connection_listed(&parts.headers);
-    for (name, value) in parts.headers.iter() {
-        if forward_request_header(name.as_str())
+    // `passthrough`: the client's own provider credential goes upstream (iris keys never do);
+    // without one, the configured key is the fallback.
+    let passthrough = (provider.auth_mode == iris_config::AuthMode::Passthrough)
+        .then(|| client_credential(&parts.headers))
+        .flatten();
+    move_headers(std::mem::take(&mut parts.headers), h, |name| {
+        forward_request_header(name.as_str())
             && name != header::ACCEPT_ENCODING
             && !listed.iter().any(|l| l == name.as_str())
-        {
-            h.append(name.clone(), value.clone());
-        }
-    }
+    });
     // Usage is read from the bytes as they pass, so the answer must not be compressed. (Without
     // the header, any coding would be acceptable to the provider.)
     h.insert(
@@ -545,11 +567,6 @@ fn build_upstream_request(
     if let Some(host) = up.host(family) {
         h.insert(header::HOST, host.clone());
     }
-    // `passthrough`: the client's own provider credential goes upstream (iris keys never do);
-    // without one, the configured key is the fallback.
-    let passthrough = (provider.auth_mode == iris_config::AuthMode::Passthrough)
-        .then(|| client_credential(&parts.headers))
-        .flatten();
     if let Some((name, value)) = passthrough {
         h.insert(name, value);
     } else if let Some((name, value)) = up
@@ -726,7 +743,38 @@ fn ui(req: &Request<Incoming>) -> Response<RespBody> {
 
 #[cfg(test)]
 mod tests {
-    use super::first_chars;
+    use super::{first_chars, move_headers};
+    use http::{HeaderMap, HeaderName, HeaderValue};
+
+    #[test]
+    fn moved_headers_keep_every_value_of_a_kept_name_in_order() {
+        let mut from = HeaderMap::new();
+        for (n, v) in [
+            ("anthropic-beta", "a"),
+            ("cookie", "secret"),
+            ("anthropic-beta", "b"),
+            ("x-team", "platform"),
+            ("cookie", "secret-2"),
+            ("anthropic-beta", "c"),
+        ] {
+            from.append(HeaderName::from_static(n), HeaderValue::from_static(v));
+        }
+        let mut to = HeaderMap::new();
+        move_headers(from, &mut to, |n| n != "cookie");
+        let got: Vec<_> = to
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.to_str().unwrap()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("anthropic-beta", "a"),
+                ("anthropic-beta", "b"),
+                ("anthropic-beta", "c"),
+                ("x-team", "platform"),
+            ]
+        );
+    }
 
     #[test]
     fn first_chars_counts_characters_not_bytes() {
