@@ -154,34 +154,21 @@ fn host_header(uri: &Uri) -> Option<HeaderValue> {
 mod tests {
     use super::*;
 
-    fn host(uri: &str) -> Option<String> {
-        host_header(&uri.parse().unwrap()).map(|v| v.to_str().unwrap().to_owned())
-    }
-
     #[test]
     fn host_header_is_what_the_client_would_set() {
-        assert_eq!(
-            host("https://api.openai.com/v1/chat").as_deref(),
-            Some("api.openai.com")
-        );
-        assert_eq!(
-            host("https://api.example.com:443/v1").as_deref(),
-            Some("api.example.com")
-        );
-        assert_eq!(host("http://127.0.0.1:80/v1").as_deref(), Some("127.0.0.1"));
-        assert_eq!(
-            host("http://127.0.0.1:11434/v1").as_deref(),
-            Some("127.0.0.1:11434")
-        );
-        assert_eq!(
-            host("https://gw.example:8443/x").as_deref(),
-            Some("gw.example:8443")
-        );
-        assert_eq!(host("http://[::1]:8000/v1").as_deref(), Some("[::1]:8000"));
-        assert_eq!(
-            host("http://user:pw@h.example:81/").as_deref(),
-            Some("h.example:81")
-        );
-        assert_eq!(host("/relative/only"), None);
+        let table = [
+            ("https://api.openai.com/v1/chat", Some("api.openai.com")),
+            ("https://api.example.com:443/v1", Some("api.example.com")),
+            ("http://127.0.0.1:80/v1", Some("127.0.0.1")),
+            ("http://127.0.0.1:11434/v1", Some("127.0.0.1:11434")),
+            ("https://gw.example:8443/x", Some("gw.example:8443")),
+            ("http://[::1]:8000/v1", Some("[::1]:8000")),
+            ("http://user:pw@h.example:81/", Some("h.example:81")),
+            ("/relative/only", None),
+        ];
+        for (uri, want) in table {
+            let got = host_header(&uri.parse().unwrap()).map(|v| v.to_str().unwrap().to_owned());
+            assert_eq!(got.as_deref(), want, "{uri}");
+        }
     }
 }
