@@ -126,25 +126,25 @@ impl ProviderUpstream {
         }
     }
 
-    /// The `Host` header of `family`'s endpoint (the query string does not change it). Set by
-    /// iris rather than by the HTTP client, which formats it afresh for every request to a
-    /// non-default port (a local vLLM or Ollama).
+    /// The `Host` header of `family`'s endpoint when it is plain HTTP (the query string does not
+    /// change it). Set by iris rather than by the HTTP client, which formats it afresh for every
+    /// request to a non-default port (a local vLLM or Ollama).
     pub fn host(&self, family: ApiFamily) -> Option<&HeaderValue> {
         self.uris.get(family.index())?.as_ref()?.1.as_ref()
     }
 }
 
-/// The `Host` header for requests to `uri`: its host, and its port unless that is the scheme's
-/// default (what hyper-util's client would set). `None` for a URI without a host.
+/// The `Host` header for requests to a plain `http://` `uri`: its host, and its port unless it is
+/// 80 (what hyper-util's client would set). `None` for any other URI: over HTTPS the connection
+/// may turn out to be HTTP/2, which names the host in `:authority` and where hyper-util adds no
+/// `Host` (iris adds none either); plain HTTP is always HTTP/1.1 here.
 fn host_header(uri: &Uri) -> Option<HeaderValue> {
+    if uri.scheme_str() != Some("http") {
+        return None;
+    }
     let host = uri.host()?;
-    let default_port = match uri.scheme_str() {
-        Some("https") => Some(443),
-        Some("http") => Some(80),
-        _ => None,
-    };
     let value = match uri.port_u16() {
-        Some(port) if Some(port) != default_port => format!("{host}:{port}"),
+        Some(port) if port != 80 => format!("{host}:{port}"),
         _ => host.to_owned(),
     };
     HeaderValue::from_str(&value).ok()
@@ -157,11 +157,11 @@ mod tests {
     #[test]
     fn host_header_is_what_the_client_would_set() {
         let table = [
-            ("https://api.openai.com/v1/chat", Some("api.openai.com")),
-            ("https://api.example.com:443/v1", Some("api.example.com")),
+            // HTTPS may be HTTP/2: left to the client, which sets `Host` on HTTP/1.1 only.
+            ("https://api.openai.com/v1/chat", None),
+            ("https://gw.example:8443/x", None),
             ("http://127.0.0.1:80/v1", Some("127.0.0.1")),
             ("http://127.0.0.1:11434/v1", Some("127.0.0.1:11434")),
-            ("https://gw.example:8443/x", Some("gw.example:8443")),
             ("http://[::1]:8000/v1", Some("[::1]:8000")),
             ("http://user:pw@h.example:81/", Some("h.example:81")),
             ("/relative/only", None),
