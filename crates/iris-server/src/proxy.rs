@@ -356,28 +356,25 @@ async fn llm(
         );
     };
     pending.record.provider = Some(route.provider_id);
-    pending.record.upstream_model = Some(route.model);
+    pending.record.upstream_model = Some(route.model.clone());
     if let Some(x) = pending.exchange.as_mut() {
         x.cost = rt.costs.get(&provider.id).cloned();
     }
 
     // The upstream body: the bare model id, and usage asked for on OpenAI chat streams.
     let mut up_body = body;
-    let renamed = match pending.record.upstream_model.as_deref() {
-        Some(m) if m != requested => Some(peek::with_model(&up_body, m)),
-        _ => None,
-    };
-    match renamed {
-        Some(Ok(b)) => up_body = Bytes::from(b),
-        Some(Err(e)) => {
-            return fail(
-                pending,
-                GatewayError::BadRequest(e.to_string()),
-                dialect,
-                id,
-            );
+    if route.model != requested {
+        match peek::with_model(&up_body, &route.model) {
+            Ok(b) => up_body = Bytes::from(b),
+            Err(e) => {
+                return fail(
+                    pending,
+                    GatewayError::BadRequest(e.to_string()),
+                    dialect,
+                    id,
+                );
+            }
         }
-        None => {}
     }
     let inject_usage =
         family == ApiFamily::OpenAiChat && peeked.stream && peeked.include_usage != Some(true);

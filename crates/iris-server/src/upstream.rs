@@ -54,16 +54,16 @@ pub fn is_connect_timeout(err: &hyper_util::client::legacy::Error) -> bool {
 
 /// What iris adds to every upstream request of one provider, worked out once per config instead
 /// of once per request: the credential header (marked sensitive, so it never shows in a debug
-/// print), the `add_headers`, and the parsed URL and `Host` header of each API family's
-/// endpoint. A value the
-/// `http` crate refuses is kept as the message every request to the provider fails with.
+/// print), the `add_headers`, and each API family's endpoint: its parsed URL and, for plain HTTP,
+/// its `Host` header. A value the `http` crate refuses is kept as the message every request to
+/// the provider fails with.
 #[derive(Debug)]
 pub struct ProviderUpstream {
     /// The configured credential, for `auth_mode` other than `none`.
     pub auth: Result<Option<(HeaderName, HeaderValue)>, String>,
     pub add_headers: Result<Vec<(HeaderName, HeaderValue)>, String>,
     /// By `ApiFamily::ALL` position: the endpoint's URL without a query string, and the `Host`
-    /// header its requests carry.
+    /// header iris sets for it (plain HTTP only; see `host_header`).
     uris: Vec<Option<(Uri, Option<HeaderValue>)>>,
 }
 
