@@ -12,7 +12,7 @@
 //! - [`proxy`]: the baseline, a minimal hyper passthrough proxy (binary `iris-bench-proxy`).
 //! - [`stack`]: starts mock provider, fake tailscaled, baseline, nginx and iris; the targets.
 //! - [`procs`], [`procfs`]: child processes; CPU time and RSS from `/proc`.
-//! - [`scenarios`], [`store`]: the scenarios; [`profile`]: callgrind instruction profiles;
+//! - [`scenarios`], [`store`]: the scenarios; [`losses`]: what iris dropped in each; [`profile`]: callgrind instruction profiles;
 //!   [`micro`]: criterion results read back; [`stats`]: histograms and medians.
 //! - [`report`]: the markdown report and the verdicts against the targets.
 //!
@@ -21,6 +21,7 @@
 //! gateway. It measures iris from the outside: it does not link `iris-server`.
 
 pub mod load;
+pub mod losses;
 pub mod micro;
 pub mod procfs;
 pub mod procs;

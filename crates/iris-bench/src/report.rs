@@ -56,6 +56,8 @@ pub struct Results {
     pub profile_note: Option<String>,
     pub micro: Vec<MicroResult>,
     pub micro_note: Option<String>,
+    /// What each iris instance dropped in each scenario (checked after it).
+    pub losses: Vec<crate::losses::LossRecord>,
     /// Scenario failures and other remarks, printed in the report.
     pub notes: Vec<String>,
 }
@@ -409,6 +411,11 @@ pub fn verdicts(plan: &Plan, r: &Results) -> Vec<Verdict> {
             !r.streams.is_empty(),
         ),
         (
+            "records lost by iris",
+            r.losses.iter().map(crate::losses::LossRecord::total).sum(),
+            !r.losses.is_empty(),
+        ),
+        (
             "store (dropped)",
             r.store.iter().map(|x| x.dropped).sum(),
             !r.store.is_empty(),
@@ -566,6 +573,7 @@ pub fn render(info: &RunInfo, plan: &Plan, r: &Results) -> String {
     render_sse(w, plan, &r.sse);
     render_streams(w, plan, &r.streams);
     render_store(w, plan, &r.store);
+    render_losses(w, &r.losses);
     render_profile(w, r);
     render_micro(w, r);
     render_raw(w, r);
@@ -792,6 +800,41 @@ fn render_store(w: &mut String, plan: &Plan, recs: &[StoreRecord]) {
             int(x.records_per_s),
             int(x.max_queued as f64),
             f3(x.cpu_per_1k)
+        );
+    }
+    let _ = writeln!(w);
+}
+
+fn render_losses(w: &mut String, recs: &[crate::losses::LossRecord]) {
+    let _ = writeln!(
+        w,
+        "## Records iris lost
+
+After each scenario, once iris has written what it holds, its \
+         `/api/health` (admin detail, read on the break-glass admin socket): usage records \
+         dropped, records written without enrichment (session, cost, capture) because the \
+         observer's queue was full, captures dropped because the store did not keep up, and usage \
+         records still queued when the check stopped waiting (10 s). A throughput bought by \
+         falling behind would show here.\n"
+    );
+    if recs.is_empty() {
+        let _ = writeln!(w, "Not checked.\n");
+        return;
+    }
+    let _ = writeln!(
+        w,
+        "| scenario | instance | usage records dropped | not enriched | captures dropped | still queued |\n|---|---|---|---|---|---|"
+    );
+    for x in recs {
+        let _ = writeln!(
+            w,
+            "| {} | {} | {} | {} | {} | {} |",
+            x.scenario,
+            x.instance,
+            int(x.usage_dropped as f64),
+            int(x.unenriched as f64),
+            int(x.captures_dropped as f64),
+            int(x.queued as f64)
         );
     }
     let _ = writeln!(w);

@@ -14,6 +14,10 @@ use crate::load::Endpoint;
 use crate::procfs::ProcSet;
 use crate::procs::{Server, free_port, run_output};
 
+/// The break-glass admin socket's name in iris's data directory (`iris::ADMIN_SOCKET`).
+const IRIS_ADMIN_SOCKET: &str = "iris-admin.sock";
+const IRIS_NAME: &str = "iris";
+
 /// The login the benchmark's iris key is issued for.
 pub const KEY_LOGIN: &str = "bench@example.com";
 /// The loopback address the fake tailscaled knows as alice's laptop (fixtures/whois.json).
@@ -247,6 +251,22 @@ impl Stack {
             v.push(n);
         }
         v
+    }
+
+    /// Each iris instance's name and break-glass admin socket (in its data directory).
+    pub fn iris_admin_sockets(&self) -> Vec<(String, PathBuf)> {
+        [
+            (IRIS_NAME, "iris-data"),
+            ("iris-nocapture", "iris-nocapture-data"),
+        ]
+        .into_iter()
+        .map(|(name, dir)| {
+            (
+                name.to_owned(),
+                self.work.path().join(dir).join(IRIS_ADMIN_SOCKET),
+            )
+        })
+        .collect()
     }
 
     pub fn tailscaled_socket(&self) -> PathBuf {

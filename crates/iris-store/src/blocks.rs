@@ -318,7 +318,13 @@ mod tests {
             .collect();
         let rows = vec![
             row("1", 1, "{}", Some(&prompt), None),
-            row("2", 2, "{}", Some(&format!("{prompt} and one more turn")), None),
+            row(
+                "2",
+                2,
+                "{}",
+                Some(&format!("{prompt} and one more turn")),
+                None,
+            ),
         ];
         assert_eq!(spans(&rows).len(), 1);
         let block = encode(&rows).unwrap();

@@ -2,12 +2,14 @@
 //! (interleaved, repeated), optionally profiles iris with callgrind, and writes
 //! `docs/benchmarks.md`. `scripts/bench` builds the binaries (`dist` profile) and runs this.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
 use clap::Parser;
+use iris_bench::losses::{self, Counters};
 use iris_bench::report::{self, Results, RunInfo};
 use iris_bench::scenarios::{self, Plan, Scenario};
 use iris_bench::stack::{Stack, StackOptions};
@@ -185,6 +187,8 @@ async fn run(args: Args, nofile: u64) -> anyhow::Result<ExitCode> {
 
     let mut results = Results::default();
     let mock = stack.mock.procs.clone();
+    // Each iris's loss counters after the previous scenario (they count from its start).
+    let mut counters: HashMap<String, Counters> = HashMap::new();
     for sc in &scenarios {
         let outcome: anyhow::Result<()> = match sc {
             Scenario::Chat => {
@@ -217,6 +221,23 @@ async fn run(args: Args, nofile: u64) -> anyhow::Result<ExitCode> {
         if let Err(e) = outcome {
             eprintln!("iris-bench: scenario {sc:?} failed: {e:#}");
             results.notes.push(format!("scenario {sc:?} failed: {e:#}"));
+        }
+        if *sc != Scenario::Store {
+            for (name, socket) in stack.iris_admin_sockets() {
+                match losses::settled(&socket, Duration::from_secs(10)).await {
+                    Ok(now) => {
+                        let before = counters.insert(name.clone(), now).unwrap_or_default();
+                        let lost = now.since(&before, &format!("{sc:?}").to_lowercase(), &name);
+                        if lost.total() > 0 {
+                            eprintln!("iris-bench: {name} lost records in {sc:?}: {lost:?}");
+                        }
+                        results.losses.push(lost);
+                    }
+                    Err(e) => results
+                        .notes
+                        .push(format!("{name}'s losses after {sc:?} were not read: {e:#}")),
+                }
+            }
         }
         for s in stack.servers_mut() {
             if !s.running() {
