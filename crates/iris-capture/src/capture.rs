@@ -25,6 +25,7 @@ use iris_providers::json_text::push_json_string;
 use serde::{Deserialize, Serialize};
 
 use crate::decode::{DecodeError, Decoded, decode_body};
+use crate::headers::HeaderList;
 use crate::reassemble::{Reassembled, StreamReassembler, ToolCall, reassemble_json};
 use crate::redact::Redactor;
 
@@ -58,11 +59,11 @@ pub struct RawExchange<'a> {
     pub path: &'a str,
     /// As iris-providers names it (`openai_chat`, `openai_responses`, `anthropic_messages`, ...).
     pub api_family: &'a str,
-    pub request_headers: &'a [(String, String)],
+    pub request_headers: &'a HeaderList,
     pub request_body: &'a [u8],
     /// False when the server kept only the start of the request body.
     pub request_body_complete: bool,
-    pub response_headers: &'a [(String, String)],
+    pub response_headers: &'a HeaderList,
     pub response_body: &'a [u8],
     /// False when the server kept only the start of the response body.
     pub response_body_complete: bool,
@@ -75,8 +76,8 @@ pub struct RawExchange<'a> {
 pub struct Capture {
     pub method: String,
     pub path: String,
-    pub request_headers: Vec<(String, String)>,
-    pub response_headers: Vec<(String, String)>,
+    pub request_headers: HeaderList,
+    pub response_headers: HeaderList,
     pub request_body: Option<String>,
     pub response_body: Option<String>,
     pub request_truncated: bool,
@@ -110,7 +111,7 @@ impl Capture {
     /// serde_json escapes one byte at a time; `json_text` looks at eight at once. The
     /// reassembled message, present only when the answer called a tool, goes through serde.
     pub fn to_stored_json(&self, request_id: &str, status: u16) -> String {
-        fn headers(out: &mut String, list: &[(String, String)]) {
+        fn headers(out: &mut String, list: &HeaderList) {
             out.push('[');
             for (i, (name, value)) in list.iter().enumerate() {
                 out.push_str(if i == 0 { "[" } else { ",[" });
@@ -132,10 +133,9 @@ impl Capture {
         }
         let bodies = self.request_body.as_ref().map_or(0, String::len)
             + self.response_body.as_ref().map_or(0, String::len);
-        let header_text: usize = (self.request_headers.iter())
-            .chain(&self.response_headers)
-            .map(|(n, v)| n.len() + v.len() + 6)
-            .sum();
+        let header_text = self.request_headers.text_len()
+            + self.response_headers.text_len()
+            + 6 * (self.request_headers.len() + self.response_headers.len());
         let mut out = String::with_capacity(256 + bodies + header_text + self.path.len());
         out.push_str("{\"request_id\":");
         push_json_string(&mut out, request_id);
@@ -178,20 +178,13 @@ impl Capture {
     }
 }
 
-fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_str())
-}
-
 /// Build the capture. Pure: no IO, bounded memory (about the caps plus the input).
 pub fn build_capture(
     raw: &RawExchange<'_>,
     limits: &CaptureLimits,
     redactor: &Redactor,
 ) -> Capture {
-    let headers = (raw.request_headers.to_vec(), raw.response_headers.to_vec());
+    let headers = (raw.request_headers.clone(), raw.response_headers.clone());
     build(raw, headers, limits, redactor, false)
 }
 
@@ -202,7 +195,7 @@ pub fn build_capture_deferred(
     limits: &CaptureLimits,
     redactor: &Redactor,
 ) -> Capture {
-    let headers = (raw.request_headers.to_vec(), raw.response_headers.to_vec());
+    let headers = (raw.request_headers.clone(), raw.response_headers.clone());
     build(raw, headers, limits, redactor, true)
 }
 
@@ -211,8 +204,8 @@ pub fn build_capture_deferred(
 /// copied.
 pub fn build_capture_deferred_owning(
     raw: &RawExchange<'_>,
-    request_headers: Vec<(String, String)>,
-    response_headers: Vec<(String, String)>,
+    request_headers: HeaderList,
+    response_headers: HeaderList,
     limits: &CaptureLimits,
     redactor: &Redactor,
 ) -> Capture {
@@ -285,9 +278,6 @@ pub fn stored_document(
     serde_json::Value::Object(obj).to_string()
 }
 
-/// Header (name, value) pairs, in order.
-type HeaderList = Vec<(String, String)>;
-
 /// The capture of `raw` with its (request, response) header lists `headers`, which are redacted
 /// in place and moved into it (`raw`'s own header slices are not read).
 fn build(
@@ -305,7 +295,7 @@ fn build(
     let slack = redactor.max_secret_len();
     let window = limits.max_body_bytes.saturating_add(slack);
     let req_decoded = decode_body(
-        header(&request_headers, "content-encoding"),
+        request_headers.get("content-encoding"),
         raw.request_body,
         raw.request_body_complete,
         window,
@@ -319,7 +309,7 @@ fn build(
         limits.max_body_bytes.saturating_add(slack)
     };
     let decoded = decode_body(
-        header(&response_headers, "content-encoding"),
+        response_headers.get("content-encoding"),
         raw.response_body,
         raw.response_body_complete,
         want,
@@ -441,8 +431,8 @@ fn reassemble_now(
 }
 
 /// The values of a header list.
-fn header_values(list: &[(String, String)]) -> impl Iterator<Item = &[u8]> + Clone {
-    list.iter().map(|(_, v)| v.as_bytes())
+fn header_values(list: &HeaderList) -> impl Iterator<Item = &[u8]> + Clone {
+    list.values()
 }
 
 /// The part of a decoded body that is stored (before the cap) and must be searched.
@@ -523,7 +513,7 @@ mod tests {
             method: "POST".into(),
             path: "/v1/chat/completions?x=\"1\"".into(),
             request_headers: h(&[("content-type", "application/json"), ("x-odd", awkward)]),
-            response_headers: vec![],
+            response_headers: HeaderList::new(),
             request_body: None,
             response_body: None,
             request_truncated: false,
@@ -534,7 +524,7 @@ mod tests {
         };
         let mut cases = vec![base.clone()];
         let mut c = base.clone();
-        c.request_headers.clear();
+        c.request_headers = HeaderList::new();
         c.response_headers = h(&[("server", "mock"), ("", ""), ("x", awkward)]);
         c.request_body = Some(awkward.repeat(3));
         c.response_body = Some(String::new());
@@ -572,17 +562,14 @@ mod tests {
         }
     }
 
-    fn h(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
-            .collect()
+    fn h(pairs: &[(&str, &str)]) -> HeaderList {
+        pairs.iter().copied().collect()
     }
 
     fn exchange<'a>(
-        req_h: &'a [(String, String)],
+        req_h: &'a HeaderList,
         req: &'a [u8],
-        resp_h: &'a [(String, String)],
+        resp_h: &'a HeaderList,
         resp: &'a [u8],
         sse: bool,
     ) -> RawExchange<'a> {
@@ -640,7 +627,7 @@ mod tests {
         let r = Redactor::default();
         let req_h = h(&[("Content-Encoding", "compress")]);
         let c = build_capture(
-            &exchange(&req_h, b"xx", &[], b"", false),
+            &exchange(&req_h, b"xx", &HeaderList::new(), b"", false),
             &CaptureLimits::default(),
             &r,
         );

@@ -1,6 +1,6 @@
 //! iris-capture: what iris records about a request after it is answered, as pure functions
 //! over data. It owns redaction of credentials ([`redact`]), decoding of compressed bodies
-//! ([`decode`]), stored capture records ([`capture`]), reassembly of streamed and non-streamed
+//! ([`decode`]), stored capture records ([`capture`]) and their header lists ([`headers`]), reassembly of streamed and non-streamed
 //! answers into the final message and its tool calls ([`reassemble`]), session grouping
 //! ([`session`]), cost estimates from a price table shipped as data ([`cost`], with Go-glob
 //! `model_cost_map` rules in [`glob`]), and the retention setting ([`retention`]).
@@ -32,6 +32,7 @@ pub mod capture;
 pub mod cost;
 pub mod decode;
 pub mod glob;
+pub mod headers;
 pub mod reassemble;
 pub mod redact;
 pub mod retention;
@@ -47,6 +48,7 @@ pub use cost::{
 };
 pub use decode::{Coding, DecodeError, Decoded, decode_body, parse_content_encoding};
 pub use glob::{BadPattern, check_pattern, glob_match};
+pub use headers::HeaderList;
 pub use reassemble::{
     Reassembled, StreamOutcome, StreamReassembler, ToolCall, WireDialect, reassemble_json,
     reassemble_stream, response_tool_calls,

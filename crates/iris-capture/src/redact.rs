@@ -21,6 +21,8 @@ use std::ops::Range;
 
 use memchr::memmem;
 
+use crate::headers::HeaderList;
+
 /// What a redacted value (or part of one) is replaced with.
 pub const REDACTED: &str = "[redacted]";
 
@@ -144,31 +146,29 @@ impl Redactor {
 
     /// Redact `headers` where they are: each value is replaced by its stored form
     /// ([`redact_header_value`](Self::redact_header_value)) where that differs.
-    pub fn redact_headers_in_place(&self, headers: &mut [(String, String)]) {
+    pub fn redact_headers_in_place(&self, headers: &mut HeaderList) {
         self.redact_credentials_in_place(headers);
         self.scrub_other_values_in_place(headers);
     }
 
     /// The other half of [`redact_headers_in_place`](Self::redact_headers_in_place): every value
     /// but the credential headers' scrubbed, for a list whose credentials were redacted already.
-    pub fn scrub_other_values_in_place(&self, headers: &mut [(String, String)]) {
-        for (n, v) in headers.iter_mut() {
-            if !self.is_sensitive_header(n)
-                && let Cow::Owned(scrubbed) = self.scrub_str(v)
-            {
-                *v = scrubbed;
+    pub fn scrub_other_values_in_place(&self, headers: &mut HeaderList) {
+        headers.replace_values(|n, v| {
+            if self.is_sensitive_header(n) {
+                return None;
             }
-        }
+            match self.scrub_str(v) {
+                Cow::Owned(scrubbed) => Some(scrubbed),
+                Cow::Borrowed(_) => None,
+            }
+        });
     }
 
     /// Redact only the values of credential headers, where they are: for header lists whose
     /// other values [`holds_secret`](Self::holds_secret) found clean.
-    pub fn redact_credentials_in_place(&self, headers: &mut [(String, String)]) {
-        for (n, v) in headers.iter_mut() {
-            if self.is_sensitive_header(n) {
-                *v = redact_credential(v);
-            }
-        }
+    pub fn redact_credentials_in_place(&self, headers: &mut HeaderList) {
+        headers.replace_values(|n, v| self.is_sensitive_header(n).then(|| redact_credential(v)));
     }
 
     /// Whether any of `texts` holds a secret or an iris key. One search of each over all the
@@ -455,18 +455,16 @@ mod tests {
         assert!(halves.holds_secret(["x left-half".as_bytes(), b"right-half y"].iter().copied()));
         assert_eq!(halves.scrub_str("x left-half"), "x left-half");
 
-        let mut h: Vec<(String, String)> = [
+        let mut h: HeaderList = [
             ("content-type", "application/json"),
             ("authorization", "Bearer abc"),
             ("x-note", "plain"),
         ]
-        .iter()
-        .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+        .into_iter()
         .collect();
         r.redact_credentials_in_place(&mut h);
-        assert_eq!(h[0].1, "application/json");
-        assert_eq!(h[1].1, "Bearer [redacted]");
-        assert_eq!(h[2].1, "plain");
+        let values: Vec<&str> = h.iter().map(|(_, v)| v).collect();
+        assert_eq!(values, ["application/json", "Bearer [redacted]", "plain"]);
         assert_eq!(
             Redactor::redact_query_keys("/v1/m?alt=sse&key=AIza"),
             "/v1/m?alt=sse&key=[redacted]"

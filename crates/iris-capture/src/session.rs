@@ -29,6 +29,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use crate::headers::HeaderList;
+
 /// How a session id was found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -105,19 +107,15 @@ fn push_safe_id(out: &mut String, raw: &str) {
     }
 }
 
-fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.trim())
-        .filter(|v| !v.is_empty())
+fn header<'a>(headers: &'a HeaderList, name: &str) -> Option<&'a str> {
+    headers.get(name).map(str::trim).filter(|v| !v.is_empty())
 }
 
 /// The session a request belongs to (see the module docs). `caller_identity` is who is calling
 /// (the login, tag set or key id); `request_id` is used for a one-request session.
 pub fn session_key(
     api_family: &str,
-    request_headers: &[(String, String)],
+    request_headers: &HeaderList,
     request_body: &Value,
     caller_identity: &str,
     request_id: &str,
@@ -135,7 +133,7 @@ pub fn session_key(
 /// neither client id is there.
 fn decide(
     api_family: &str,
-    request_headers: &[(String, String)],
+    request_headers: &HeaderList,
     ids: &Value,
     request_id: &str,
     fingerprint: impl FnOnce() -> Option<String>,
@@ -178,7 +176,7 @@ pub fn is_session_header(name: &str) -> bool {
 /// the gateway does. A body that is not a JSON object gives the same answer as `Value::Null`.
 pub fn session_key_from_body(
     api_family: &str,
-    request_headers: &[(String, String)],
+    request_headers: &HeaderList,
     request_body: &[u8],
     caller_identity: &str,
     request_id: &str,
@@ -202,7 +200,7 @@ pub fn session_key_from_body(
 /// collapsed and hashed again.
 pub fn session_key_from_parts(
     api_family: &str,
-    request_headers: &[(String, String)],
+    request_headers: &HeaderList,
     request_body: &[u8],
     parts: Option<&SessionParts>,
     caller_identity: &str,
@@ -415,7 +413,7 @@ fn collapse_json_string(literal: &str) -> Option<String> {
     collapse(inner, true)
 }
 
-fn claude_code_session(headers: &[(String, String)], body: &Value) -> Option<String> {
+fn claude_code_session(headers: &HeaderList, body: &Value) -> Option<String> {
     let from_body = body
         .get("metadata")
         .and_then(|m| m.get("user_id"))
@@ -441,17 +439,19 @@ fn claude_code_session(headers: &[(String, String)], body: &Value) -> Option<Str
     from_body.or_else(|| header(headers, "x-claude-code-session-id").map(str::to_owned))
 }
 
-fn looks_like_codex(headers: &[(String, String)]) -> bool {
+fn looks_like_codex(headers: &HeaderList) -> bool {
     let starts_codex =
         |v: Option<&str>| v.is_some_and(|v| v.to_ascii_lowercase().starts_with("codex"));
     starts_codex(header(headers, "originator"))
         || starts_codex(header(headers, "user-agent"))
-        || headers
-            .iter()
-            .any(|(n, _)| n.len() > 8 && n[..8].eq_ignore_ascii_case("x-codex-"))
+        || headers.iter().any(|(n, _)| {
+            n.len() > 8
+                && n.get(..8)
+                    .is_some_and(|p| p.eq_ignore_ascii_case("x-codex-"))
+        })
 }
 
-fn codex_session(headers: &[(String, String)], body: &Value) -> Option<String> {
+fn codex_session(headers: &HeaderList, body: &Value) -> Option<String> {
     if let Some(id) = header(headers, "session-id") {
         return Some(id.to_owned());
     }
@@ -639,12 +639,24 @@ mod tests {
     #[test]
     fn legacy_claude_code_user_id() {
         let body = json!({"metadata": {"user_id": "user_0a1b2c_account__session_6f1c2d3e-aaaa-bbbb-cccc-1234567890ab"}});
-        let k = session_key("anthropic_messages", &[], &body, "alice", "r1");
+        let k = session_key(
+            "anthropic_messages",
+            &HeaderList::new(),
+            &body,
+            "alice",
+            "r1",
+        );
         assert_eq!(k.id, "cc_6f1c2d3e-aaaa-bbbb-cccc-1234567890ab");
         assert_eq!(k.kind, SessionKind::ClaudeCode);
         // A plain user id from another Anthropic client is not a session.
         let body = json!({"metadata": {"user_id": "alice-42"}});
-        let k = session_key("anthropic_messages", &[], &body, "alice", "r1");
+        let k = session_key(
+            "anthropic_messages",
+            &HeaderList::new(),
+            &body,
+            "alice",
+            "r1",
+        );
         assert_eq!(
             k,
             SessionKey {
@@ -654,7 +666,7 @@ mod tests {
         );
         // Malformed JSON in user_id falls through to the header.
         let body = json!({"metadata": {"user_id": "{\"session_id\": "}});
-        let hdr = vec![("X-Claude-Code-Session-Id".to_owned(), "hdr-1".to_owned())];
+        let hdr = HeaderList::from_iter([("X-Claude-Code-Session-Id", "hdr-1")]);
         assert_eq!(
             session_key("anthropic_messages", &hdr, &body, "alice", "r1").id,
             "cc_hdr-1"
@@ -664,9 +676,9 @@ mod tests {
     #[test]
     fn prompt_cache_key_needs_codex_markers() {
         let body = json!({"prompt_cache_key": "shared-key", "messages": [{"role": "user", "content": "hi"}]});
-        let k = session_key("openai_responses", &[], &body, "alice", "r9");
+        let k = session_key("openai_responses", &HeaderList::new(), &body, "alice", "r9");
         assert_eq!(k.id, "rq_r9");
-        let hdr = vec![("originator".to_owned(), "codex_cli_rs".to_owned())];
+        let hdr = HeaderList::from_iter([("originator", "codex_cli_rs")]);
         let k = session_key("openai_responses", &hdr, &body, "alice", "r9");
         assert_eq!(
             k,
@@ -679,7 +691,13 @@ mod tests {
 
     #[test]
     fn single_request_ids_are_sanitised() {
-        let k = session_key("openai_embeddings", &[], &json!({}), "a", "req/../x");
+        let k = session_key(
+            "openai_embeddings",
+            &HeaderList::new(),
+            &json!({}),
+            "a",
+            "req/../x",
+        );
         assert_eq!(k.kind, SessionKind::Single);
         assert!(k.id.starts_with("rq_h"));
         assert!(k.id[3..].bytes().all(|b| b.is_ascii_alphanumeric()));
@@ -687,7 +705,7 @@ mod tests {
 
     #[test]
     fn from_body_bytes_matches_the_whole_value() {
-        let headers = [("originator".to_owned(), "codex_cli_rs".to_owned())];
+        let headers: HeaderList = [("originator", "codex_cli_rs")].into_iter().collect();
         let bodies = [
             json!({"metadata": {"user_id": "{\"session_id\":\"s-1\"}"}, "tools": [{"name": "x"}]}),
             json!({"prompt_cache_key": "pk-7", "input": "hi"}),
@@ -726,7 +744,7 @@ mod tests {
             json!({"messages": []}),
         ];
         for family in ["openai_chat", "openai_responses", "anthropic_messages"] {
-            for hdrs in [&[][..], &headers[..]] {
+            for hdrs in [&HeaderList::new(), &headers] {
                 for b in &bodies {
                     let bytes = serde_json::to_vec(b).unwrap();
                     assert_eq!(
@@ -746,17 +764,17 @@ mod tests {
         for raw in [&twice[..], &escaped[..], &top_twice[..], &odd_roles[..]] {
             let v: Value = serde_json::from_slice(raw).unwrap();
             assert_eq!(
-                session_key_from_body("openai_chat", &[], raw, "alice", "r1"),
-                session_key("openai_chat", &[], &v, "alice", "r1"),
+                session_key_from_body("openai_chat", &HeaderList::new(), raw, "alice", "r1"),
+                session_key("openai_chat", &HeaderList::new(), &v, "alice", "r1"),
             );
         }
         assert_eq!(
-            session_key_from_body("openai_chat", &[], twice, "alice", "r1").kind,
+            session_key_from_body("openai_chat", &HeaderList::new(), twice, "alice", "r1").kind,
             SessionKind::Fingerprint
         );
         // Not JSON at all: a one-request session, as with `Value::Null`.
         assert_eq!(
-            session_key_from_body("openai_chat", &[], b"{nope", "alice", "r2").id,
+            session_key_from_body("openai_chat", &HeaderList::new(), b"{nope", "alice", "r2").id,
             "rq_r2"
         );
     }
@@ -866,11 +884,17 @@ mod tests {
         for round in 0..2 {
             for body in &bodies {
                 for caller in ["alice", "bob"] {
-                    let plain = session_key_from_body("openai_chat", &[], body, caller, "r1");
+                    let plain = session_key_from_body(
+                        "openai_chat",
+                        &HeaderList::new(),
+                        body,
+                        caller,
+                        "r1",
+                    );
                     let parts = iris_providers::session_parts(body);
                     let cached = session_key_from_parts(
                         "openai_chat",
-                        &[],
+                        &HeaderList::new(),
                         body,
                         parts.as_ref(),
                         caller,
@@ -885,7 +909,9 @@ mod tests {
         assert_eq!(cache.hits(), 12);
         assert_eq!(cache.len(), 12);
         // Whitespace variants share a fingerprint but not a cache entry; callers share neither.
-        let k = |b: &[u8], c: &str| session_key_from_body("openai_chat", &[], b, c, "r").id;
+        let k = |b: &[u8], c: &str| {
+            session_key_from_body("openai_chat", &HeaderList::new(), b, c, "r").id
+        };
         assert_eq!(k(&bodies[0], "alice"), k(&bodies[1], "alice"));
         assert_ne!(k(&bodies[0], "alice"), k(&bodies[0], "bob"));
         // A system message without content reads as no system text (the fingerprint's own
@@ -901,7 +927,7 @@ mod tests {
             let parts = iris_providers::session_parts(&body);
             session_key_from_parts(
                 "openai_chat",
-                &[],
+                &HeaderList::new(),
                 &body,
                 parts.as_ref(),
                 "alice",

@@ -10,7 +10,7 @@ mod common;
 use std::io::Write;
 
 use common::{fixture, pretty, sorted};
-use iris_capture::{CaptureLimits, RawExchange, Redactor, build_capture};
+use iris_capture::{CaptureLimits, HeaderList, RawExchange, Redactor, build_capture};
 use serde_json::Value;
 
 fn json_fixture(name: &str) -> Value {
@@ -25,16 +25,11 @@ fn strings(v: &Value) -> Vec<String> {
         .collect()
 }
 
-fn headers(v: &Value) -> Vec<(String, String)> {
+fn headers(v: &Value) -> HeaderList {
     v.as_array()
         .unwrap()
         .iter()
-        .map(|p| {
-            (
-                p[0].as_str().unwrap().to_owned(),
-                p[1].as_str().unwrap().to_owned(),
-            )
-        })
+        .map(|p| (p[0].as_str().unwrap(), p[1].as_str().unwrap()))
         .collect()
 }
 
@@ -150,12 +145,12 @@ fn every_coding_gives_the_same_capture() {
     let redactor = Redactor::default();
     let mut first = None;
     for (enc, bytes) in &encoded {
-        let resp_h = vec![("Content-Encoding".to_owned(), (*enc).to_owned())];
+        let resp_h = HeaderList::from_iter([("Content-Encoding", (*enc))]);
         let raw = RawExchange {
             method: "POST",
             path: "/v1/chat/completions",
             api_family: "openai_chat",
-            request_headers: &[],
+            request_headers: &HeaderList::new(),
             request_body: b"{}",
             request_body_complete: true,
             response_headers: &resp_h,
@@ -190,10 +185,10 @@ fn caps_bound_bodies_and_events_and_never_cut_a_secret_in_half() {
         method: "POST",
         path: "/v1/chat/completions",
         api_family: "openai_chat",
-        request_headers: &[],
+        request_headers: &HeaderList::new(),
         request_body: body.as_bytes(),
         request_body_complete: true,
-        response_headers: &[],
+        response_headers: &HeaderList::new(),
         response_body: b"",
         response_body_complete: true,
         response_is_sse: false,
@@ -210,12 +205,12 @@ fn caps_bound_bodies_and_events_and_never_cut_a_secret_in_half() {
 
     // An SSE stream longer than the raw-events cap: reassembly sees only the start and says so.
     let stream = fixture("openai_chat_stream_tools.sse");
-    let resp_h = vec![("content-type".to_owned(), "text/event-stream".to_owned())];
+    let resp_h = HeaderList::from_iter([("content-type", "text/event-stream")]);
     let raw = RawExchange {
         method: "POST",
         path: "/v1/chat/completions",
         api_family: "openai_chat",
-        request_headers: &[],
+        request_headers: &HeaderList::new(),
         request_body: b"",
         request_body_complete: true,
         response_headers: &resp_h,
@@ -251,12 +246,12 @@ fn caps_bound_bodies_and_events_and_never_cut_a_secret_in_half() {
 fn gzip_bomb_is_capped() {
     let zeros = vec![b'a'; 64 * 1024 * 1024];
     let bomb = gzip(&zeros);
-    let resp_h = vec![("content-encoding".to_owned(), "gzip".to_owned())];
+    let resp_h = HeaderList::from_iter([("content-encoding", "gzip")]);
     let raw = RawExchange {
         method: "POST",
         path: "/v1/responses",
         api_family: "openai_responses",
-        request_headers: &[],
+        request_headers: &HeaderList::new(),
         request_body: b"",
         request_body_complete: true,
         response_headers: &resp_h,
@@ -340,10 +335,10 @@ fn deferred_reassembly_reads_back_as_the_eager_capture() {
             method: "POST",
             path: "/v1/x",
             api_family: family,
-            request_headers: &[],
+            request_headers: &HeaderList::new(),
             request_body: b"{}",
             request_body_complete: true,
-            response_headers: &[],
+            response_headers: &HeaderList::new(),
             response_body: body,
             response_body_complete: true,
             response_is_sse: *sse,
@@ -387,11 +382,7 @@ fn owning_the_headers_gives_the_same_capture() {
     let secret = "sk-live-owning-0123456789abcdefghij";
     let redactor = Redactor::new([secret]).with_extra_headers(["x-custom-token"]);
     let limits = CaptureLimits::default();
-    let pairs = |list: &[(&str, &str)]| -> Vec<(String, String)> {
-        list.iter()
-            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
-            .collect()
-    };
+    let pairs = |list: &[(&str, &str)]| -> HeaderList { list.iter().copied().collect() };
     let request_headers = pairs(&[
         (
             "authorization",
@@ -425,8 +416,8 @@ fn owning_the_headers_gives_the_same_capture() {
     let borrowed = iris_capture::build_capture_deferred(&raw, &limits, &redactor);
     let owned = iris_capture::build_capture_deferred_owning(
         &RawExchange {
-            request_headers: &[],
-            response_headers: &[],
+            request_headers: &HeaderList::new(),
+            response_headers: &HeaderList::new(),
             ..raw
         },
         request_headers.clone(),
@@ -456,11 +447,7 @@ fn a_single_secret_anywhere_is_found_and_clean_captures_still_lose_credentials()
     let secret = "sk-live-single-0123456789abcdefghij";
     let iris_key = "iris_sk_Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5MGFi";
     let redactor = Redactor::new([secret]);
-    let pairs = |list: &[(&str, &str)]| -> Vec<(String, String)> {
-        list.iter()
-            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
-            .collect()
-    };
+    let pairs = |list: &[(&str, &str)]| -> HeaderList { list.iter().copied().collect() };
     let clean_request = pairs(&[
         ("authorization", &format!("Bearer {iris_key}")),
         ("content-type", "application/json"),
@@ -485,8 +472,8 @@ fn a_single_secret_anywhere_is_found_and_clean_captures_still_lose_credentials()
     // Clean: credentials and the query key still go, the rest is stored as it came.
     let c = build_capture(&base, &limits, &redactor);
     assert_eq!(c.path, "/v1/chat/completions?key=[redacted]");
-    assert_eq!(c.request_headers[0].1, "Bearer [redacted]");
-    assert_eq!(c.request_headers[1].1, "application/json");
+    let values: Vec<&str> = c.request_headers.iter().map(|(_, v)| v).collect();
+    assert_eq!(values[..2], ["Bearer [redacted]", "application/json"]);
     assert_eq!(c.request_body.as_deref().unwrap().as_bytes(), &body[..]);
 
     // One secret in one place at a time: a request header, a response header, the path, the

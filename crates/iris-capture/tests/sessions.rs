@@ -7,10 +7,10 @@
 
 use std::path::PathBuf;
 
-use iris_capture::{SessionKey, SessionKind, session_key};
+use iris_capture::{HeaderList, SessionKey, SessionKind, session_key};
 use serde_json::{Value, json};
 
-fn client_request(name: &str) -> (Vec<(String, String)>, Value) {
+fn client_request(name: &str) -> (HeaderList, Value) {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/client-requests")
         .join(name);
@@ -19,7 +19,7 @@ fn client_request(name: &str) -> (Vec<(String, String)>, Value) {
         .as_object()
         .unwrap()
         .iter()
-        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
+        .map(|(k, v)| (k.as_str(), v.as_str().unwrap()))
         .collect();
     (headers, v["body"].clone())
 }
@@ -49,10 +49,9 @@ fn claude_code_request_uses_the_session_in_metadata_user_id() {
         want
     );
     // Body alone (the header stripped by some proxy) and header alone both give the same id.
-    let no_header: Vec<_> = headers
+    let no_header: HeaderList = headers
         .iter()
         .filter(|(n, _)| !n.eq_ignore_ascii_case("x-claude-code-session-id"))
-        .cloned()
         .collect();
     assert_eq!(
         session_key(
@@ -108,11 +107,10 @@ fn codex_request_uses_the_session_id_header() {
         want
     );
     // Without `session-id`: from x-codex-turn-metadata; without that too: prompt_cache_key.
-    let without = |names: &[&str]| -> Vec<(String, String)> {
+    let without = |names: &[&str]| -> HeaderList {
         headers
             .iter()
             .filter(|(n, _)| !names.iter().any(|x| n.eq_ignore_ascii_case(x)))
-            .cloned()
             .collect()
     };
     assert_eq!(
@@ -165,7 +163,7 @@ fn turns_of_one_chat_share_a_fingerprint() {
         .map(|(i, b)| {
             session_key(
                 "openai_chat",
-                &[],
+                &HeaderList::new(),
                 b,
                 "carol@example.com",
                 &format!("req-{i}"),
@@ -193,10 +191,34 @@ fn different_conversations_and_people_do_not_share() {
         json!([{"role": "system", "content": "You are verbose."}, {"role": "user", "content": "What is the capital of France?"}]),
         "gpt-4o",
     );
-    let ka = session_key("openai_chat", &[], &a, "carol@example.com", "1");
-    let kb = session_key("openai_chat", &[], &b, "carol@example.com", "2");
-    let kc = session_key("openai_chat", &[], &c, "carol@example.com", "3");
-    let kd = session_key("openai_chat", &[], &a, "dave@example.com", "4");
+    let ka = session_key(
+        "openai_chat",
+        &HeaderList::new(),
+        &a,
+        "carol@example.com",
+        "1",
+    );
+    let kb = session_key(
+        "openai_chat",
+        &HeaderList::new(),
+        &b,
+        "carol@example.com",
+        "2",
+    );
+    let kc = session_key(
+        "openai_chat",
+        &HeaderList::new(),
+        &c,
+        "carol@example.com",
+        "3",
+    );
+    let kd = session_key(
+        "openai_chat",
+        &HeaderList::new(),
+        &a,
+        "dave@example.com",
+        "4",
+    );
     assert_ne!(ka, kb);
     assert_ne!(ka, kc);
     assert_ne!(ka, kd, "two people never share a fingerprint session");
@@ -207,7 +229,13 @@ fn different_conversations_and_people_do_not_share() {
     );
     assert_ne!(
         ka,
-        session_key("openai_chat", &[], &e, "carol@example.com", "5")
+        session_key(
+            "openai_chat",
+            &HeaderList::new(),
+            &e,
+            "carol@example.com",
+            "5"
+        )
     );
 }
 
@@ -229,7 +257,13 @@ fn requests_without_markers_are_single() {
     ];
     for (family, body) in cases {
         assert_eq!(
-            session_key(family, &[], &body, "erin@example.com", "01J9Z3"),
+            session_key(
+                family,
+                &HeaderList::new(),
+                &body,
+                "erin@example.com",
+                "01J9Z3"
+            ),
             key("rq_01J9Z3", SessionKind::Single),
             "{family}: {body}"
         );

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use iris_capture::{
-    Accounting, CaptureLimits, CostBasis, ModelCostRule, RawExchange, Redactor, SessionKind,
-    TokenUsage,
+    Accounting, CaptureLimits, CostBasis, HeaderList, ModelCostRule, RawExchange, Redactor,
+    SessionKind, TokenUsage,
 };
 use iris_store::{CaptureRow, Store, UsageRecord, UsageSink};
 use tokio::sync::mpsc;
@@ -61,12 +61,12 @@ pub struct Exchange {
     pub budget: Option<Arc<CaptureBudget>>,
     /// The budget's limit for this request.
     pub budget_limit: usize,
-    pub request_headers: Vec<(String, String)>,
+    pub request_headers: HeaderList,
     pub request_body: Bytes,
     /// Where the request peek found the session fields in `request_body` (`None` when the peek
     /// did not read it: the body is then read for them).
     pub session_parts: Option<iris_providers::SessionParts>,
-    pub response_headers: Vec<(String, String)>,
+    pub response_headers: HeaderList,
     /// The response bytes kept, copied: holding the frames themselves would pin the whole read
     /// buffers they are slices of (kilobytes per 100-byte SSE chunk, for as long as the stream).
     pub response: Vec<u8>,
@@ -120,21 +120,26 @@ impl Drop for Exchange {
     }
 }
 
-/// Copies of the headers (all of them, or those `keep` says), for the worker.
-pub fn header_pairs(h: &http::HeaderMap, keep: impl Fn(&str) -> bool) -> Vec<(String, String)> {
-    h.iter()
+/// Copies of the headers (all of them, or those `keep` says), for the worker: two allocations
+/// whatever their number (see `iris_capture::HeaderList`).
+pub fn header_pairs(h: &http::HeaderMap, keep: impl Fn(&str) -> bool) -> HeaderList {
+    let (pairs, bytes) = h
+        .iter()
         .filter(|(n, _)| keep(n.as_str()))
-        .map(|(n, v)| {
-            let bytes = v.as_bytes();
-            // Nearly every value is ASCII: checked a word at a time, where `from_utf8_lossy`
-            // walks it character by character.
-            let value = match std::str::from_utf8(bytes) {
-                Ok(text) => text.to_owned(),
-                Err(_) => String::from_utf8_lossy(bytes).into_owned(),
-            };
-            (n.as_str().to_owned(), value)
-        })
-        .collect()
+        .fold((0, 0), |(p, b), (n, v)| {
+            (p + 1, b + n.as_str().len() + v.len())
+        });
+    let mut list = HeaderList::with_capacity(pairs, bytes);
+    for (n, v) in h.iter().filter(|(n, _)| keep(n.as_str())) {
+        let bytes = v.as_bytes();
+        // Nearly every value is ASCII: checked a word at a time, where `from_utf8_lossy`
+        // walks it character by character.
+        match std::str::from_utf8(bytes) {
+            Ok(text) => list.push(n.as_str(), text),
+            Err(_) => list.push(n.as_str(), &String::from_utf8_lossy(bytes)),
+        }
+    }
+    list
 }
 
 struct Item {
@@ -491,10 +496,10 @@ fn enrich(
             path: &record.path,
             api_family: &record.api_family,
             // Passed apart below, owned.
-            request_headers: &[],
+            request_headers: &HeaderList::new(),
             request_body: &ex.request_body,
             request_body_complete: true,
-            response_headers: &[],
+            response_headers: &HeaderList::new(),
             response_body: &ex.response,
             response_body_complete: ex.response_complete,
             response_is_sse: ex.response_is_sse,
@@ -590,10 +595,10 @@ mod tests {
         Exchange {
             budget: Some(budget.clone()),
             budget_limit: LIMIT,
-            request_headers: Vec::new(),
+            request_headers: HeaderList::new(),
             request_body: Bytes::new(),
             session_parts: None,
-            response_headers: Vec::new(),
+            response_headers: HeaderList::new(),
             response: Vec::new(),
             budget_held: 0,
             response_complete: true,
@@ -637,10 +642,10 @@ mod tests {
                 method: "POST",
                 path: "/v1/messages",
                 api_family: "anthropic_messages",
-                request_headers: &[],
+                request_headers: &HeaderList::new(),
                 request_body: b"{\"model\":\"m\"}",
                 request_body_complete: true,
-                response_headers: &[],
+                response_headers: &HeaderList::new(),
                 response_body: b"",
                 response_body_complete: true,
                 response_is_sse: false,
@@ -726,6 +731,32 @@ mod tests {
         feeder.await.unwrap();
         assert_eq!(stored, first_ids.len(), "captures still held under load");
         handle.shutdown().await;
+    }
+
+    #[test]
+    fn header_pairs_copies_the_kept_headers_in_order_and_non_utf8_lossily() {
+        let mut h = http::HeaderMap::new();
+        h.append("content-type", "application/json".parse().unwrap());
+        h.append("x-a", "1".parse().unwrap());
+        h.append("x-a", "2".parse().unwrap());
+        h.append("x-bin", http::HeaderValue::from_bytes(b"caf\xe9").unwrap());
+        h.append("user-agent", "claude-cli/2.1".parse().unwrap());
+        let all = header_pairs(&h, |_| true);
+        let got: Vec<(&str, &str)> = all.iter().collect();
+        assert_eq!(
+            got,
+            [
+                ("content-type", "application/json"),
+                ("x-a", "1"),
+                ("x-a", "2"),
+                ("x-bin", "caf\u{fffd}"),
+                ("user-agent", "claude-cli/2.1"),
+            ]
+        );
+        let some = header_pairs(&h, |n| n.starts_with("x-"));
+        let got: Vec<(&str, &str)> = some.iter().collect();
+        assert_eq!(got, [("x-a", "1"), ("x-a", "2"), ("x-bin", "caf\u{fffd}")]);
+        assert!(header_pairs(&h, |_| false).is_empty());
     }
 
     #[test]

@@ -269,7 +269,7 @@ async fn llm(
             body.clone()
         },
         session_parts: None,
-        response_headers: Vec::new(),
+        response_headers: iris_capture::HeaderList::new(),
         response: Vec::new(),
         budget_held: 0,
         response_complete: true,
