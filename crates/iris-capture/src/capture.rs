@@ -105,6 +105,33 @@ impl Capture {
             .unwrap_or(&[])
     }
 
+    /// What [`to_stored_json`](Self::to_stored_json) reserves: enough for the document unless
+    /// escapes lengthen its texts (growing the string copies all of it, which cost more than
+    /// anything else in writing a small capture's document).
+    fn stored_json_capacity(&self, request_id: &str) -> usize {
+        /// The keys, punctuation, `null`s and flags (239 bytes at most), and a little room.
+        const FIXED: usize = 248;
+        /// `,"deferred":{"api_family":"","sse":false}`.
+        const DEFERRED: usize = 41;
+        let bodies = self.request_body.as_ref().map_or(0, String::len)
+            + self.response_body.as_ref().map_or(0, String::len);
+        // Per pair: `["",""]` and the comma before the next.
+        let header_text = self.request_headers.text_len()
+            + self.response_headers.text_len()
+            + 8 * (self.request_headers.len() + self.response_headers.len());
+        let deferred = self
+            .deferred
+            .as_ref()
+            .map_or(0, |d| DEFERRED + d.api_family.len());
+        FIXED
+            + request_id.len()
+            + self.method.len()
+            + self.path.len()
+            + bodies
+            + header_text
+            + deferred
+    }
+
     /// The capture's JSON document as the store keeps it: `request_id` and `status` first, then
     /// the capture's own fields, byte for byte what serde_json writes for them (the tests hold
     /// the two together). Written by hand because a capture is mostly header text, which
@@ -131,12 +158,7 @@ impl Capture {
         fn flag(value: bool) -> &'static str {
             if value { "true" } else { "false" }
         }
-        let bodies = self.request_body.as_ref().map_or(0, String::len)
-            + self.response_body.as_ref().map_or(0, String::len);
-        let header_text = self.request_headers.text_len()
-            + self.response_headers.text_len()
-            + 6 * (self.request_headers.len() + self.response_headers.len());
-        let mut out = String::with_capacity(256 + bodies + header_text + self.path.len());
+        let mut out = String::with_capacity(self.stored_json_capacity(request_id));
         out.push_str("{\"request_id\":");
         push_json_string(&mut out, request_id);
         // Writing to a String cannot fail.
@@ -559,6 +581,47 @@ mod tests {
                     "case {n}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn a_document_without_escapes_is_written_without_growing() {
+        let c = Capture {
+            method: "POST".into(),
+            path: "/v1/chat/completions".into(),
+            request_headers: h(&[
+                ("host", "127.0.0.1:4747"),
+                ("content-type", "application/json"),
+                ("user-agent", "claude-cli/2.1.0"),
+            ]),
+            response_headers: h(&[("content-type", "application/json"), ("x", "")]),
+            request_body: None,
+            response_body: None,
+            request_truncated: false,
+            response_truncated: false,
+            reassembled: None,
+            raw_events_truncated: false,
+            deferred: Some(DeferredReassembly {
+                api_family: "anthropic_messages".into(),
+                sse: false,
+            }),
+        };
+        for c in [
+            c.clone(),
+            Capture {
+                deferred: None,
+                request_headers: HeaderList::new(),
+                ..c
+            },
+        ] {
+            let id = "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b";
+            let doc = c.to_stored_json(id, 65535);
+            // Grown, the string's capacity would be a doubling, not the reserve.
+            assert_eq!(doc.capacity(), c.stored_json_capacity(id), "{doc}");
+            assert!(
+                doc.len() + 64 > doc.capacity(),
+                "reserves far too much: {doc}"
+            );
         }
     }
 
