@@ -18,16 +18,15 @@
 //! usage record lists their names), which is why a response that mentions one is reassembled
 //! eagerly.
 
-use std::fmt::Write as _;
 use std::sync::LazyLock;
 
-use iris_providers::json_text::push_json_string;
 use serde::{Deserialize, Serialize};
 
 use crate::decode::{DecodeError, Decoded, decode_body};
 use crate::headers::HeaderList;
 use crate::reassemble::{Reassembled, StreamReassembler, ToolCall, reassemble_json};
 use crate::redact::Redactor;
+use crate::stored::{COMPACT, Doc};
 
 /// Put before a body that was not valid UTF-8.
 pub const NON_UTF8_MARKER: &str =
@@ -105,98 +104,16 @@ impl Capture {
             .unwrap_or(&[])
     }
 
-    /// What [`to_stored_json`](Self::to_stored_json) reserves: enough for the document unless
-    /// escapes lengthen its texts (growing the string copies all of it, which cost more than
-    /// anything else in writing a small capture's document).
-    fn stored_json_capacity(&self, request_id: &str) -> usize {
-        /// The keys, punctuation, `null`s and flags (239 bytes at most), and a little room.
-        const FIXED: usize = 248;
-        /// `,"deferred":{"api_family":"","sse":false}`.
-        const DEFERRED: usize = 41;
-        let bodies = self.request_body.as_ref().map_or(0, String::len)
-            + self.response_body.as_ref().map_or(0, String::len);
-        // Per pair: `["",""]` and the comma before the next.
-        let header_text = self.request_headers.text_len()
-            + self.response_headers.text_len()
-            + 8 * (self.request_headers.len() + self.response_headers.len());
-        let deferred = self
-            .deferred
-            .as_ref()
-            .map_or(0, |d| DEFERRED + d.api_family.len());
-        FIXED
-            + request_id.len()
-            + self.method.len()
-            + self.path.len()
-            + bodies
-            + header_text
-            + deferred
-    }
-
-    /// The capture's JSON document as the store keeps it: `request_id` and `status` first, then
-    /// the capture's own fields, byte for byte what serde_json writes for them (the tests hold
-    /// the two together). Written by hand because a capture is mostly header text, which
-    /// serde_json escapes one byte at a time; `json_text` looks at eight at once. The
-    /// reassembled message, present only when the answer called a tool, goes through serde.
+    /// The capture's JSON document, as the API serves it and as the store kept it before
+    /// [`to_stored_text`](Self::to_stored_text): `request_id` and `status` first, then the
+    /// capture's own fields, byte for byte what serde_json writes for them (the tests hold the
+    /// two together). Written by hand because a capture is mostly header text, which serde_json
+    /// escapes one byte at a time; `json_text` looks at eight at once. The reassembled message,
+    /// present only when the answer called a tool, goes through serde.
     pub fn to_stored_json(&self, request_id: &str, status: u16) -> String {
-        fn headers(out: &mut String, list: &HeaderList) {
-            out.push('[');
-            for (i, (name, value)) in list.iter().enumerate() {
-                out.push_str(if i == 0 { "[" } else { ",[" });
-                push_json_string(out, name);
-                out.push(',');
-                push_json_string(out, value);
-                out.push(']');
-            }
-            out.push(']');
-        }
-        fn text(out: &mut String, value: Option<&str>) {
-            match value {
-                Some(v) => push_json_string(out, v),
-                None => out.push_str("null"),
-            }
-        }
-        fn flag(value: bool) -> &'static str {
-            if value { "true" } else { "false" }
-        }
-        let mut out = String::with_capacity(self.stored_json_capacity(request_id));
-        out.push_str("{\"request_id\":");
-        push_json_string(&mut out, request_id);
-        // Writing to a String cannot fail.
-        let _ = write!(out, ",\"status\":{status},\"method\":");
-        push_json_string(&mut out, &self.method);
-        out.push_str(",\"path\":");
-        push_json_string(&mut out, &self.path);
-        out.push_str(",\"request_headers\":");
-        headers(&mut out, &self.request_headers);
-        out.push_str(",\"response_headers\":");
-        headers(&mut out, &self.response_headers);
-        out.push_str(",\"request_body\":");
-        text(&mut out, self.request_body.as_deref());
-        out.push_str(",\"response_body\":");
-        text(&mut out, self.response_body.as_deref());
-        out.push_str(",\"request_truncated\":");
-        out.push_str(flag(self.request_truncated));
-        out.push_str(",\"response_truncated\":");
-        out.push_str(flag(self.response_truncated));
-        out.push_str(",\"reassembled\":");
-        match &self.reassembled {
-            Some(r) => match serde_json::to_string(r) {
-                Ok(json) => out.push_str(&json),
-                Err(_) => out.push_str("null"),
-            },
-            None => out.push_str("null"),
-        }
-        out.push_str(",\"raw_events_truncated\":");
-        out.push_str(flag(self.raw_events_truncated));
-        if let Some(d) = &self.deferred {
-            out.push_str(",\"deferred\":{\"api_family\":");
-            push_json_string(&mut out, &d.api_family);
-            out.push_str(",\"sse\":");
-            out.push_str(flag(d.sse));
-            out.push('}');
-        }
-        out.push('}');
-        out
+        // Writing a message cannot fail; if it did, the document says `null`.
+        let reassembled = (self.reassembled.as_ref()).and_then(|r| serde_json::to_string(r).ok());
+        Doc::of(self, request_id, status, reassembled.as_deref()).to_json()
     }
 }
 
@@ -251,18 +168,43 @@ fn mentions_tools(bytes: &[u8]) -> bool {
     CALL.find(bytes).is_some() || USE.find(bytes).is_some()
 }
 
-/// The capture document the API serves, from what the store kept: `document` (the capture as
-/// JSON) and the body texts kept beside it, which go back in as its `request_body` and
-/// `response_body` (a `None` leaves the document's own value: null, or the body of a capture
-/// stored with its bodies inside). When the reassembly was deferred, the stored response text is
-/// reassembled now (scrubbed again with `redactor`: a secret split across stream events joins up
-/// in the reassembled text). A document that is not a JSON object is served as it is.
+/// The capture document the API serves, from what the store kept: `document` (the capture's
+/// compact text, [`Capture::to_stored_text`], or its JSON from earlier versions) and the body
+/// texts kept beside it, which go back in as its `request_body` and `response_body` (a `None`
+/// leaves the document's own value: null, or the body of a capture stored with its bodies
+/// inside). When the reassembly was deferred, the stored response text is reassembled now
+/// (scrubbed again with `redactor`: a secret split across stream events joins up in the
+/// reassembled text). A JSON document that is not an object is served as it is; a compact one
+/// that cannot be read is served as a JSON object saying so.
 pub fn stored_document(
     document: String,
     request_body: Option<String>,
     response_body: Option<String>,
     redactor: &Redactor,
 ) -> String {
+    if let Some(compact) = document.strip_prefix(COMPACT) {
+        let Some(mut doc) = Doc::parse_compact(compact) else {
+            return DAMAGED.to_owned();
+        };
+        if request_body.is_some() {
+            doc.request_body = request_body.as_deref();
+        }
+        if response_body.is_some() {
+            doc.response_body = response_body.as_deref();
+        }
+        let reassembled;
+        if let Some((family, sse)) = doc.deferred.take() {
+            reassembled = serde_json::to_string(&reassemble_stored(
+                family,
+                sse,
+                doc.response_body.unwrap_or("").as_bytes(),
+                redactor,
+            ))
+            .ok();
+            doc.reassembled = reassembled.as_deref();
+        }
+        return doc.to_json();
+    }
     if request_body.is_none() && response_body.is_none() && !document.contains("\"deferred\"") {
         return document;
     }
@@ -283,21 +225,34 @@ pub fn stored_document(
             .and_then(serde_json::Value::as_str)
             .unwrap_or("")
             .as_bytes();
-        let reassembled = if deferred.sse {
-            crate::reassemble::reassemble_stream(&deferred.api_family, body)
-        } else {
-            reassemble_json(&deferred.api_family, body)
-        }
-        .map(|mut m| {
-            scrub_message(redactor, &mut m);
-            m
-        });
+        let reassembled = reassemble_stored(&deferred.api_family, deferred.sse, body, redactor);
         obj.insert(
             "reassembled".into(),
             serde_json::to_value(reassembled).unwrap_or(serde_json::Value::Null),
         );
     }
     serde_json::Value::Object(obj).to_string()
+}
+
+/// What [`stored_document`] serves for a compact document it cannot read.
+const DAMAGED: &str = r#"{"error":"this capture's stored document is damaged and cannot be read"}"#;
+
+/// The deferred reassembly of a stored response text, scrubbed.
+fn reassemble_stored(
+    api_family: &str,
+    sse: bool,
+    body: &[u8],
+    redactor: &Redactor,
+) -> Option<Reassembled> {
+    if sse {
+        crate::reassemble::reassemble_stream(api_family, body)
+    } else {
+        reassemble_json(api_family, body)
+    }
+    .map(|mut m| {
+        scrub_message(redactor, &mut m);
+        m
+    })
 }
 
 /// The capture of `raw` with its (request, response) header lists `headers`, which are redacted
@@ -617,7 +572,11 @@ mod tests {
             let id = "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b";
             let doc = c.to_stored_json(id, 65535);
             // Grown, the string's capacity would be a doubling, not the reserve.
-            assert_eq!(doc.capacity(), c.stored_json_capacity(id), "{doc}");
+            assert_eq!(
+                doc.capacity(),
+                Doc::of(&c, id, 65535, None).json_capacity(),
+                "{doc}"
+            );
             assert!(
                 doc.len() + 64 > doc.capacity(),
                 "reserves far too much: {doc}"

@@ -18,8 +18,9 @@
 //! - [`decode_body`]`(content_encoding, body, input_complete, max_output) -> Result<Decoded,
 //!   DecodeError>`.
 //! - [`build_capture`]`(&RawExchange, &CaptureLimits, &Redactor) -> Capture`;
-//!   [`Capture::tool_calls`]; [`Capture::to_stored_json`]`(request_id, status)` (the store's
-//!   document), read back by [`stored_document`].
+//!   [`Capture::tool_calls`]; [`Capture::to_stored_text`]`(request_id, status)` (the store's
+//!   compact document, [`stored`]) and [`Capture::to_stored_json`] (the API's), the first read
+//!   back as the second by [`stored_document`].
 //! - [`reassemble_json`] / [`reassemble_stream`]`(api_family, body) -> Option<Reassembled>`,
 //!   [`StreamReassembler`] for chunked input, [`response_tool_calls`].
 //! - [`session_key`]`(api_family, headers, body_json, caller_identity, request_id) ->
@@ -37,6 +38,7 @@ pub mod reassemble;
 pub mod redact;
 pub mod retention;
 pub mod session;
+pub mod stored;
 
 pub use capture::{
     Capture, CaptureLimits, DeferredReassembly, NON_UTF8_MARKER, RawExchange, build_capture,

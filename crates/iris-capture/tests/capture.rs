@@ -359,6 +359,23 @@ fn deferred_reassembly_reads_back_as_the_eager_capture() {
             "{family} sse={sse}"
         );
         assert!(!read.to_string().contains(secret), "{family} {sse}");
+        // Stored compactly, as the server does now: the same document, with the request id and
+        // status the server puts in.
+        let compact = doc.to_stored_text("req-7", 201);
+        let served = iris_capture::stored_document(
+            compact,
+            lazy.request_body.clone(),
+            lazy.response_body.clone(),
+            &redactor,
+        );
+        let mut want = read.clone();
+        want["request_id"] = "req-7".into();
+        want["status"] = 201.into();
+        assert_eq!(
+            serde_json::from_str::<Value>(&served).unwrap(),
+            want,
+            "{family} sse={sse}"
+        );
         // A capture stored before the bodies had columns of their own reads the same.
         let old = serde_json::to_string(&lazy).unwrap();
         let old = iris_capture::stored_document(old, None, None, &redactor);

@@ -531,10 +531,11 @@ fn enrich(
     (record, capture_row)
 }
 
-/// The capture as the store keeps it: the document the API serves (its own fields plus
-/// `request_id` and `status`, written once, straight to text) with the two bodies taken out,
-/// and the bodies' texts. Escaped into the document, a JSON body would cost more to write than
-/// the rest of the capture; `iris_capture::stored_document` puts them back when it is read.
+/// The capture as the store keeps it: its compact document (its own fields plus `request_id` and
+/// `status`, length-prefixed, `iris_capture::stored`) with the two bodies taken out, and the
+/// bodies' texts. `iris_capture::stored_document` writes the JSON the API serves, bodies
+/// included, when a capture is read: most never are, and escaping the texts into JSON cost more
+/// than the rest of storing them.
 fn stored_capture(
     mut capture: iris_capture::Capture,
     request_id: &str,
@@ -542,7 +543,7 @@ fn stored_capture(
 ) -> (String, Option<String>, Option<String>) {
     let request_body = capture.request_body.take();
     let response_body = capture.response_body.take();
-    let doc = capture.to_stored_json(request_id, status);
+    let doc = capture.to_stored_text(request_id, status);
     (doc, request_body, response_body)
 }
 
@@ -654,7 +655,10 @@ mod tests {
             &Redactor::default(),
         );
         let (text, request_body, response_body) = stored_capture(capture.clone(), "r\"1", 201);
-        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert!(text.starts_with(iris_capture::stored::COMPACT));
+        let no_bodies =
+            iris_capture::stored_document(text.clone(), None, None, &Redactor::default());
+        let v: serde_json::Value = serde_json::from_str(&no_bodies).unwrap();
         assert_eq!(v["request_id"], "r\"1");
         assert_eq!(v["status"], 201);
         assert_eq!(v["method"], "POST");
