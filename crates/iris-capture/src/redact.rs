@@ -138,7 +138,8 @@ impl Redactor {
 
     /// Whether `name` is a credential header (its whole value is redacted).
     pub fn is_sensitive_header(&self, name: &str) -> bool {
-        let name = name.trim();
+        // Header names are ASCII; `trim` would look for Unicode spaces too.
+        let name = name.trim_ascii();
         self.sensitive_headers
             .iter()
             .any(|h| h.eq_ignore_ascii_case(name))
