@@ -3,7 +3,9 @@
 //! did not keep up). A throughput bought by falling behind would show here: every loss path of
 //! the gateway is counted in `/api/health`'s admin detail, which the harness reads on iris's
 //! break-glass admin socket (a unix socket in its data directory; no identity needed) once iris
-//! has written what it holds.
+//! has written what it holds. "Written" is judged by the usage queue alone (`/api/health` does
+//! not count the captures the observer still holds): a capture dropped after the check counts
+//! against the next scenario, or, after the last one, is not seen.
 
 use std::path::Path;
 use std::time::Duration;

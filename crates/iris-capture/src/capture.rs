@@ -175,16 +175,16 @@ fn mentions_tools(bytes: &[u8]) -> bool {
 /// inside). When the reassembly was deferred, the stored response text is reassembled now
 /// (scrubbed again with `redactor`: a secret split across stream events joins up in the
 /// reassembled text). A JSON document that is not an object is served as it is; a compact one
-/// that cannot be read is served as a JSON object saying so.
+/// that cannot be read is an error.
 pub fn stored_document(
     document: String,
     request_body: Option<String>,
     response_body: Option<String>,
     redactor: &Redactor,
-) -> String {
+) -> Result<String, DamagedDocument> {
     if let Some(compact) = document.strip_prefix(COMPACT) {
         let Some(mut doc) = Doc::parse_compact(compact) else {
-            return DAMAGED.to_owned();
+            return Err(DamagedDocument);
         };
         if request_body.is_some() {
             doc.request_body = request_body.as_deref();
@@ -203,13 +203,13 @@ pub fn stored_document(
             .ok();
             doc.reassembled = reassembled.as_deref();
         }
-        return doc.to_json();
+        return Ok(doc.to_json());
     }
     if request_body.is_none() && response_body.is_none() && !document.contains("\"deferred\"") {
-        return document;
+        return Ok(document);
     }
     let Ok(serde_json::Value::Object(mut obj)) = serde_json::from_str(&document) else {
-        return document;
+        return Ok(document);
     };
     if let Some(b) = request_body {
         obj.insert("request_body".into(), b.into());
@@ -231,11 +231,14 @@ pub fn stored_document(
             serde_json::to_value(reassembled).unwrap_or(serde_json::Value::Null),
         );
     }
-    serde_json::Value::Object(obj).to_string()
+    Ok(serde_json::Value::Object(obj).to_string())
 }
 
-/// What [`stored_document`] serves for a compact document it cannot read.
-const DAMAGED: &str = r#"{"error":"this capture's stored document is damaged and cannot be read"}"#;
+/// A stored capture document whose lengths do not add up (see [`crate::stored`]): the store's
+/// data is damaged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the capture's stored document is damaged and cannot be read")]
+pub struct DamagedDocument;
 
 /// The deferred reassembly of a stored response text, scrubbed.
 fn reassemble_stored(

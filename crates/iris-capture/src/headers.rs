@@ -36,8 +36,9 @@ impl HeaderList {
         }
     }
 
-    /// Add a pair at the end. A list is at most 4 GiB of text (far above any header limit);
-    /// a pair past that is left out.
+    /// Add a pair at the end. A list is at most 4 GiB of text (far above any header limit:
+    /// hyper reads at most megabytes of them); a pair past that is left out, and a smaller one
+    /// after it may still fit.
     pub fn push(&mut self, name: &str, value: &str) {
         let name_end = self.text.len() + name.len();
         let value_end = name_end + value.len();

@@ -41,8 +41,8 @@ pub mod session;
 pub mod stored;
 
 pub use capture::{
-    Capture, CaptureLimits, DeferredReassembly, NON_UTF8_MARKER, RawExchange, build_capture,
-    build_capture_deferred, build_capture_deferred_owning, stored_document,
+    Capture, CaptureLimits, DamagedDocument, DeferredReassembly, NON_UTF8_MARKER, RawExchange,
+    build_capture, build_capture_deferred, build_capture_deferred_owning, stored_document,
 };
 pub use cost::{
     Accounting, CostBasis, CostEstimate, ModelCostRule, ModelPrice, PriceTable, PriceTableError,

@@ -151,7 +151,7 @@ impl<'a> Doc<'a> {
     pub fn parse_compact(text: &'a str) -> Option<Doc<'a>> {
         let mut r = Reader { rest: text };
         let request_id = r.text()?;
-        let status = r.text()?.parse().ok()?;
+        let status = u16::try_from(r.number()?).ok()?;
         let method = r.text()?;
         let path = r.text()?;
         let request_headers = r.pairs()?;
@@ -166,15 +166,19 @@ impl<'a> Doc<'a> {
             _ => return None,
         };
         let reassembled = r.optional()?;
-        // Written into the JSON as it is: it must be one JSON value that clients can read (a
-        // rare field: only answers that called a tool have it).
+        // Written into the JSON as it is: it must be one JSON value. Checked without building it
+        // and without a nesting limit (a tool's arguments may nest as deep as serde_json reads
+        // them, and sit three levels down in the message).
         if let Some(json) = reassembled
-            && serde_json::from_str::<serde_json::Value>(json).is_err()
+            && serde_json::from_str::<&serde_json::value::RawValue>(json).is_err()
         {
             return None;
         }
         let deferred = match r.optional()? {
-            Some(family) => Some((family, bit(*r.text()?.as_bytes().first()?)?)),
+            Some(family) => match r.text()?.as_bytes() {
+                &[b] => Some((family, bit(b)?)),
+                _ => return None,
+            },
             None => None,
         };
         r.rest.is_empty().then_some(Doc {
@@ -282,8 +286,17 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// A field of decimal digits only.
+    fn number(&mut self) -> Option<usize> {
+        let digits = self.text()?;
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        digits.parse().ok()
+    }
+
     fn pairs(&mut self) -> Option<Vec<(&'a str, &'a str)>> {
-        let n: usize = self.text()?.parse().ok()?;
+        let n = self.number()?;
         // Each pair takes at least four bytes ("0:0:"): a damaged count cannot make this
         // reserve more than the document could hold.
         let mut out = Vec::with_capacity(n.min(self.rest.len() / 4));
@@ -311,8 +324,8 @@ impl Capture {
             + self.response_body.as_ref().map_or(0, String::len)
             + reassembled.as_ref().map_or(0, String::len)
             + self.deferred.as_ref().map_or(0, |d| d.api_family.len());
-        // Prefixes: up to 20 fixed fields and two per header, each at most `nnnnn:` but for
-        // bodies of a megabyte or more (`nnnnnnn:`).
+        // Prefixes: up to 20 fixed fields and two per header, each taken as `nnnnn:` (a longer
+        // one, for a text of 100 kB or more, fits in what the short fixed fields leave over).
         let fields = 20 + 2 * (self.request_headers.len() + self.response_headers.len());
         let mut w = Writer {
             out: String::with_capacity(COMPACT.len() + texts + 6 * fields + 8),
@@ -441,12 +454,95 @@ mod tests {
                 if let Ok(m) = std::str::from_utf8(&m)
                     && let Some(doc) = Doc::parse_compact(m)
                 {
-                    serde_json::from_str::<serde_json::Value>(&doc.to_json()).unwrap();
+                    serde_json::from_str::<&serde_json::value::RawValue>(&doc.to_json()).unwrap();
                 }
             }
         }
         for bad in ["", "x", "99999999999999999999999:a", "1:a", "-"] {
             assert_eq!(Doc::parse_compact(bad), None, "{bad:?}");
         }
+        // Numbers are digits only, a flag is one digit.
+        let plain = Capture {
+            deferred: Some(DeferredReassembly {
+                api_family: "openai_chat".into(),
+                sse: false,
+            }),
+            ..cases()[0].clone()
+        };
+        let text = plain.to_stored_text("r", 200);
+        let body = text.strip_prefix(COMPACT).unwrap();
+        assert!(Doc::parse_compact(body).is_some());
+        let signed = body.replacen("3:200", "3:+20", 1);
+        assert_ne!(signed, body);
+        assert_eq!(Doc::parse_compact(&signed), None);
+        assert!(body.ends_with("1:0"));
+        let long_flag = format!("{}2:0x", &body[..body.len() - 3]);
+        assert_eq!(Doc::parse_compact(&long_flag), None);
+        // Served through `stored_document`: an error, not text.
+        assert_eq!(
+            crate::stored_document(
+                format!("{COMPACT}{}", &body[..body.len() - 1]),
+                None,
+                None,
+                &crate::Redactor::default()
+            ),
+            Err(crate::DamagedDocument)
+        );
+    }
+
+    #[test]
+    fn deeply_nested_tool_arguments_do_not_make_the_document_unreadable() {
+        // As deep as serde_json reads arguments on their own (128 levels), three levels further
+        // down inside the message.
+        let mut args = String::from("1");
+        for _ in 0..127 {
+            args = format!("[{args}]");
+        }
+        let arguments: serde_json::Value = serde_json::from_str(&args).unwrap();
+        let c = Capture {
+            reassembled: Some(Reassembled {
+                text: String::new(),
+                thinking: String::new(),
+                tool_calls: vec![ToolCall {
+                    id: "c".into(),
+                    name: "deep".into(),
+                    arguments,
+                }],
+                stop_reason: None,
+            }),
+            ..cases()[0].clone()
+        };
+        let served = crate::stored_document(
+            c.to_stored_text("r", 200),
+            None,
+            None,
+            &crate::Redactor::default(),
+        )
+        .unwrap();
+        assert!(served.contains(&args), "{served}");
+        assert_eq!(served, c.to_stored_json("r", 200));
+    }
+
+    #[test]
+    fn a_deferred_reassembly_without_a_stored_body_reads_as_none() {
+        let c = Capture {
+            response_body: None,
+            deferred: Some(DeferredReassembly {
+                api_family: "openai_chat".into(),
+                sse: false,
+            }),
+            ..cases()[0].clone()
+        };
+        let served = crate::stored_document(
+            c.to_stored_text("r", 200),
+            None,
+            None,
+            &crate::Redactor::default(),
+        )
+        .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&served).unwrap();
+        assert_eq!(v["reassembled"], serde_json::Value::Null);
+        assert_eq!(v["response_body"], serde_json::Value::Null);
+        assert!(v.get("deferred").is_none(), "{served}");
     }
 }

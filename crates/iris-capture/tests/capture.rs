@@ -351,7 +351,8 @@ fn deferred_reassembly_reads_back_as_the_eager_capture() {
         let mut doc = lazy.clone();
         let (request_body, response_body) = (doc.request_body.take(), doc.response_body.take());
         let stored = serde_json::to_string(&doc).unwrap();
-        let read = iris_capture::stored_document(stored, request_body, response_body, &redactor);
+        let read =
+            iris_capture::stored_document(stored, request_body, response_body, &redactor).unwrap();
         let read: Value = serde_json::from_str(&read).unwrap();
         assert_eq!(
             read,
@@ -367,7 +368,8 @@ fn deferred_reassembly_reads_back_as_the_eager_capture() {
             lazy.request_body.clone(),
             lazy.response_body.clone(),
             &redactor,
-        );
+        )
+        .unwrap();
         let mut want = read.clone();
         want["request_id"] = "req-7".into();
         want["status"] = 201.into();
@@ -378,7 +380,7 @@ fn deferred_reassembly_reads_back_as_the_eager_capture() {
         );
         // A capture stored before the bodies had columns of their own reads the same.
         let old = serde_json::to_string(&lazy).unwrap();
-        let old = iris_capture::stored_document(old, None, None, &redactor);
+        let old = iris_capture::stored_document(old, None, None, &redactor).unwrap();
         assert_eq!(
             serde_json::from_str::<Value>(&old).unwrap(),
             read,

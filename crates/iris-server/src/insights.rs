@@ -123,7 +123,8 @@ pub async fn session(gw: Gw, Extension(c): Who, Path(id): Path<String>) -> ApiRe
 
 #[utoipa::path(get, path = "/api/captures/{request_id}", tag = "usage", params(("request_id" = String, Path, description = "Request id")),
     responses((status = 200, description = "The capture: headers (redacted), bodies, reassembled answer, tool calls", body = Object),
-              (status = 404, description = "Never captured, purged by retention, or not yours", body = ErrorBody)))]
+              (status = 404, description = "Never captured, purged by retention, or not yours", body = ErrorBody),
+              (status = 500, description = "The stored capture is damaged (`capture_damaged`)", body = ErrorBody)))]
 pub async fn capture(
     gw: Gw,
     Extension(c): Who,
@@ -161,7 +162,15 @@ pub async fn capture(
         row.request_body,
         row.response_body,
         &gw.runtime().redactor,
-    );
+    )
+    .map_err(|e| {
+        tracing::error!(request_id = %request_id, error = %e, "a stored capture is damaged");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "capture_damaged",
+            e.to_string(),
+        )
+    })?;
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 

@@ -657,7 +657,7 @@ mod tests {
         let (text, request_body, response_body) = stored_capture(capture.clone(), "r\"1", 201);
         assert!(text.starts_with(iris_capture::stored::COMPACT));
         let no_bodies =
-            iris_capture::stored_document(text.clone(), None, None, &Redactor::default());
+            iris_capture::stored_document(text.clone(), None, None, &Redactor::default()).unwrap();
         let v: serde_json::Value = serde_json::from_str(&no_bodies).unwrap();
         assert_eq!(v["request_id"], "r\"1");
         assert_eq!(v["status"], 201);
@@ -667,7 +667,8 @@ mod tests {
         assert_eq!(request_body.as_deref(), Some("{\"model\":\"m\"}"));
         assert_eq!(response_body, None);
         let read =
-            iris_capture::stored_document(text, request_body, response_body, &Redactor::default());
+            iris_capture::stored_document(text, request_body, response_body, &Redactor::default())
+                .unwrap();
         let mut want = serde_json::to_value(&capture).unwrap();
         want["request_id"] = "r\"1".into();
         want["status"] = 201.into();

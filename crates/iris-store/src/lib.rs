@@ -282,14 +282,16 @@ pub struct ConfigVersion {
     pub text: String,
 }
 
-/// One stored capture, already redacted: the JSON document the capture pipeline built, and the
-/// texts of its two bodies beside it (`iris_capture::stored_document` puts them together).
+/// One stored capture, already redacted: the document the capture pipeline built, and the texts
+/// of its two bodies beside it (`iris_capture::stored_document` puts them together into the JSON
+/// the API serves). The store does not read the document.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CaptureRow {
     pub request_id: String,
     pub ts_ms: i64,
-    /// The capture's JSON document. Its `request_body`/`response_body` are null when the
-    /// texts are kept in the fields below (every capture written since schema version 4).
+    /// The capture's document: its compact text (`iris_capture::stored`; captures written since
+    /// that form was introduced) or its JSON (older ones). Its bodies are absent or null when
+    /// the texts are kept in the fields below (every capture written since schema version 4).
     pub body: String,
     /// The request body's text, when kept outside `body`.
     pub request_body: Option<String>,

@@ -588,3 +588,38 @@ async fn captures_stored_before_version_4_read_back_unchanged() {
     );
     store.close().await;
 }
+
+/// An iris from before schema version 6 (captures stored as JSON) refuses a database this one
+/// wrote, rather than serve its compact capture documents as if they were JSON.
+#[tokio::test]
+async fn an_older_iris_refuses_a_database_with_compact_captures() {
+    use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("iris.db");
+    SqliteStore::open(&path).await.unwrap().close().await;
+
+    let old = tmp.path().join("migrations-v5");
+    std::fs::create_dir(&old).unwrap();
+    let all = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+    for e in std::fs::read_dir(&all).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name().into_string().unwrap();
+        if name.as_str() < "0006" {
+            std::fs::copy(e.path(), old.join(&name)).unwrap();
+        }
+    }
+    let pool = SqlitePoolOptions::new()
+        .connect_with(SqliteConnectOptions::new().filename(&path))
+        .await
+        .unwrap();
+    let refused = sqlx::migrate::Migrator::new(old.as_path())
+        .await
+        .unwrap()
+        .run(&pool)
+        .await;
+    assert!(
+        matches!(refused, Err(sqlx::migrate::MigrateError::VersionMissing(6))),
+        "{refused:?}"
+    );
+    pool.close().await;
+}

@@ -187,8 +187,20 @@ async fn run(args: Args, nofile: u64) -> anyhow::Result<ExitCode> {
 
     let mut results = Results::default();
     let mock = stack.mock.procs.clone();
-    // Each iris's loss counters after the previous scenario (they count from its start).
+    // Each iris's loss counters after the previous scenario (they count from its start): read
+    // once before the first, so start-up is nobody's loss. A read that fails leaves the previous
+    // counters, and the next scenario's record then holds both scenarios' losses.
     let mut counters: HashMap<String, Counters> = HashMap::new();
+    for (name, socket) in stack.iris_admin_sockets() {
+        match losses::settled(&socket, Duration::from_secs(10)).await {
+            Ok(now) => {
+                counters.insert(name, now);
+            }
+            Err(e) => results.notes.push(format!(
+                "{name}'s loss counters were not read at the start: {e:#}"
+            )),
+        }
+    }
     for sc in &scenarios {
         let outcome: anyhow::Result<()> = match sc {
             Scenario::Chat => {
