@@ -16,7 +16,9 @@
 
 use std::cell::RefCell;
 
-use iris_capture::{FingerprintCache, session_key, session_key_from_body, session_key_from_parts};
+use iris_capture::{
+    FingerprintCache, HeaderList, session_key, session_key_from_body, session_key_from_parts,
+};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 
@@ -37,10 +39,10 @@ fuzz_target!(|data: &[u8]| {
     } else {
         "openai_chat"
     };
-    let headers: Vec<(String, String)> = if flags & 2 == 2 {
-        vec![("originator".to_owned(), "codex_cli_rs".to_owned())]
+    let headers: HeaderList = if flags & 2 == 2 {
+        [("originator", "codex_cli_rs")].into_iter().collect()
     } else {
-        Vec::new()
+        HeaderList::new()
     };
     let fast = session_key_from_body(family, &headers, body, "alice@example.com", "r1");
     // As the server reads it: the peek's parts when the peek accepts the body.
