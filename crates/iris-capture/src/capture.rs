@@ -488,45 +488,8 @@ mod tests {
 
     #[test]
     fn the_stored_document_is_what_serde_writes() {
-        let awkward = "q\"b\\s/ \u{1}\u{8}\u{c}\n\r\t\u{1f}\u{7f} é€😀 0123456789abcdef";
-        let base = Capture {
-            method: "POST".into(),
-            path: "/v1/chat/completions?x=\"1\"".into(),
-            request_headers: h(&[("content-type", "application/json"), ("x-odd", awkward)]),
-            response_headers: HeaderList::new(),
-            request_body: None,
-            response_body: None,
-            request_truncated: false,
-            response_truncated: true,
-            reassembled: None,
-            raw_events_truncated: false,
-            deferred: None,
-        };
-        let mut cases = vec![base.clone()];
-        let mut c = base.clone();
-        c.request_headers = HeaderList::new();
-        c.response_headers = h(&[("server", "mock"), ("", ""), ("x", awkward)]);
-        c.request_body = Some(awkward.repeat(3));
-        c.response_body = Some(String::new());
-        c.deferred = Some(DeferredReassembly {
-            api_family: "anthropic_messages".into(),
-            sse: true,
-        });
-        cases.push(c.clone());
-        c.deferred = None;
-        c.request_truncated = true;
-        c.raw_events_truncated = true;
-        c.reassembled = Some(Reassembled {
-            text: awkward.into(),
-            thinking: String::new(),
-            tool_calls: vec![ToolCall {
-                id: "call_1".into(),
-                name: "get_weather".into(),
-                arguments: serde_json::json!({"city": awkward, "n": [1, 2.5, null]}),
-            }],
-            stop_reason: Some("tool_calls".into()),
-        });
-        cases.push(c);
+        // Awkward texts, every flag, a deferred reassembly, a reassembled tool call.
+        let cases = crate::stored::tests::cases();
         for (n, c) in cases.iter().enumerate() {
             for (id, status) in [
                 ("0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b", 200),

@@ -359,12 +359,14 @@ impl Capture {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::capture::DeferredReassembly;
     use crate::reassemble::{Reassembled, ToolCall};
 
-    fn cases() -> Vec<Capture> {
+    /// Captures with awkward texts, every flag, a deferred reassembly and a reassembled tool
+    /// call (the capture module's tests use them too).
+    pub(crate) fn cases() -> Vec<Capture> {
         let awkward = "q\"b\\s/ \u{1}\u{8}\u{c}\n\r\t\u{1f}\u{7f} é€😀 0:1-2 0123456789";
         let base = Capture {
             method: "POST".into(),
@@ -490,6 +492,17 @@ mod tests {
         );
     }
 
+    /// The document served for `c` stored compactly, without bodies beside it.
+    fn served(c: &Capture) -> String {
+        crate::stored_document(
+            c.to_stored_text("r", 200),
+            None,
+            None,
+            &crate::Redactor::default(),
+        )
+        .unwrap()
+    }
+
     #[test]
     fn deeply_nested_tool_arguments_do_not_make_the_document_unreadable() {
         // As deep as serde_json reads arguments on their own (128 levels), three levels further
@@ -512,13 +525,7 @@ mod tests {
             }),
             ..cases()[0].clone()
         };
-        let served = crate::stored_document(
-            c.to_stored_text("r", 200),
-            None,
-            None,
-            &crate::Redactor::default(),
-        )
-        .unwrap();
+        let served = served(&c);
         assert!(served.contains(&args), "{served}");
         assert_eq!(served, c.to_stored_json("r", 200));
     }
@@ -533,13 +540,7 @@ mod tests {
             }),
             ..cases()[0].clone()
         };
-        let served = crate::stored_document(
-            c.to_stored_text("r", 200),
-            None,
-            None,
-            &crate::Redactor::default(),
-        )
-        .unwrap();
+        let served = served(&c);
         let v: serde_json::Value = serde_json::from_str(&served).unwrap();
         assert_eq!(v["reassembled"], serde_json::Value::Null);
         assert_eq!(v["response_body"], serde_json::Value::Null);
