@@ -638,25 +638,22 @@ mod tests {
 
     #[test]
     fn legacy_claude_code_user_id() {
-        let body = json!({"metadata": {"user_id": "user_0a1b2c_account__session_6f1c2d3e-aaaa-bbbb-cccc-1234567890ab"}});
-        let k = session_key(
-            "anthropic_messages",
-            &HeaderList::new(),
-            &body,
-            "alice",
-            "r1",
+        let key = |body: &Value| {
+            session_key(
+                "anthropic_messages",
+                &HeaderList::new(),
+                body,
+                "alice",
+                "r1",
+            )
+        };
+        let k = key(
+            &json!({"metadata": {"user_id": "user_0a1b2c_account__session_6f1c2d3e-aaaa-bbbb-cccc-1234567890ab"}}),
         );
         assert_eq!(k.id, "cc_6f1c2d3e-aaaa-bbbb-cccc-1234567890ab");
         assert_eq!(k.kind, SessionKind::ClaudeCode);
         // A plain user id from another Anthropic client is not a session.
-        let body = json!({"metadata": {"user_id": "alice-42"}});
-        let k = session_key(
-            "anthropic_messages",
-            &HeaderList::new(),
-            &body,
-            "alice",
-            "r1",
-        );
+        let k = key(&json!({"metadata": {"user_id": "alice-42"}}));
         assert_eq!(
             k,
             SessionKey {
