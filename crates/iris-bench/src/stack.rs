@@ -50,6 +50,8 @@ pub struct Target {
 /// The running processes.
 pub struct Stack {
     pub work: tempfile::TempDir,
+    /// Each iris instance's name and data directory.
+    pub iris_data_dirs: Vec<(String, PathBuf)>,
     pub mock: Server,
     pub tailscaled: Server,
     pub baseline: Server,
@@ -157,6 +159,10 @@ impl Stack {
         iris_nocapture.name = "iris-nocapture".into();
 
         Ok(Stack {
+            iris_data_dirs: vec![
+                (IRIS_NAME.to_owned(), data_dir),
+                ("iris-nocapture".to_owned(), nocap_data),
+            ],
             work,
             mock,
             tailscaled,
@@ -255,18 +261,9 @@ impl Stack {
 
     /// Each iris instance's name and break-glass admin socket (in its data directory).
     pub fn iris_admin_sockets(&self) -> Vec<(String, PathBuf)> {
-        [
-            (IRIS_NAME, "iris-data"),
-            ("iris-nocapture", "iris-nocapture-data"),
-        ]
-        .into_iter()
-        .map(|(name, dir)| {
-            (
-                name.to_owned(),
-                self.work.path().join(dir).join(IRIS_ADMIN_SOCKET),
-            )
-        })
-        .collect()
+        (self.iris_data_dirs.iter())
+            .map(|(name, dir)| (name.clone(), dir.join(IRIS_ADMIN_SOCKET)))
+            .collect()
     }
 
     pub fn tailscaled_socket(&self) -> PathBuf {
