@@ -200,6 +200,10 @@ async fn health(gw: Gw, who: Option<Who>) -> Json<Value> {
             "tailscaled".into(),
             json!({"whois": gw.whois.is_some(), "reachable": gw.tailscaled_reachable()}),
         );
+        o.insert(
+            "connections".into(),
+            json!({"open": gw.connections_open(), "limit": gw.runtime().config.iris.max_connections}),
+        );
     }
     Json(body)
 }

@@ -29,7 +29,7 @@ pub mod upstream;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -103,6 +103,24 @@ pub struct Gateway {
     pub config_file: Arc<config_file::ConfigFile>,
     pub(crate) key_failures: limits::FailureCounter,
     pub(crate) capture_budget: Arc<observe::CaptureBudget>,
+    /// Client connections `serve` holds (accepted, not yet closed).
+    connections: Arc<AtomicUsize>,
+}
+
+/// One connection `serve` accepted, counted in [`Gateway::connections_open`] until dropped.
+struct OpenConnection(Arc<AtomicUsize>);
+
+impl OpenConnection {
+    fn new(count: &Arc<AtomicUsize>) -> OpenConnection {
+        count.fetch_add(1, Ordering::Relaxed);
+        OpenConnection(count.clone())
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Gateway {
@@ -147,6 +165,7 @@ impl Gateway {
             config_file: Arc::new(config_file::ConfigFile::in_memory()),
             key_failures: limits::FailureCounter::default(),
             capture_budget: Arc::new(observe::CaptureBudget::default()),
+            connections: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -175,6 +194,12 @@ impl Gateway {
     /// gauge for leak checks).
     pub fn capture_bytes_held(&self) -> u64 {
         self.capture_budget.used()
+    }
+
+    /// Client connections `serve` holds open now (at most `iris.limits.max_connections`; those
+    /// beyond wait in the kernel's listen backlog).
+    pub fn connections_open(&self) -> usize {
+        self.connections.load(Ordering::Relaxed)
     }
 
     /// The current config snapshot.
@@ -258,6 +283,7 @@ pub async fn serve(
                 }
             },
         };
+        let open = OpenConnection::new(&gateway.connections);
         let _ = stream.set_nodelay(true);
         let local = stream.local_addr().unwrap_or(peer);
         let ctx = Arc::new(conn::ConnCtx::new(peer, local));
@@ -299,6 +325,7 @@ pub async fn serve(
                     tracing::debug!(peer = %peer, "closed a connection that sent no request in time");
                 }
             }
+            drop(open);
             drop(permit);
         });
     }

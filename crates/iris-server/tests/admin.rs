@@ -284,6 +284,13 @@ async fn file_edits_reload_and_broken_files_leave_the_running_config() {
     }
     assert_eq!(health["status"], "degraded", "{health}");
     assert!(!health["config"]["problems"].as_array().unwrap().is_empty());
+    // The admin detail counts the client connections served: at least this client's own.
+    let open = health["connections"]["open"].as_u64().unwrap();
+    assert!(open >= 1, "{health}");
+    assert!(
+        open <= health["connections"]["limit"].as_u64().unwrap(),
+        "{health}"
+    );
     assert_eq!(
         c.post("/v1/chat/completions", &[], &chat("gpt-4o-mini", false))
             .await
