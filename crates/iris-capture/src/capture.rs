@@ -298,8 +298,9 @@ fn build(
     // own: decoding JSON escapes can spell out a secret the raw bytes do not) is searched for
     // secrets at once; the common capture holds none, and is then only capped.
     let search = redactor.holds_secret(
-        header_values(&request_headers)
-            .chain(header_values(&response_headers))
+        request_headers
+            .values()
+            .chain(response_headers.values())
             .chain([
                 raw.path.as_bytes(),
                 decoded_window(&req_decoded, window),
@@ -408,11 +409,6 @@ fn reassemble_now(
         m
     });
     (reassembled, events_cut)
-}
-
-/// The values of a header list.
-fn header_values(list: &HeaderList) -> impl Iterator<Item = &[u8]> + Clone {
-    list.values()
 }
 
 /// The part of a decoded body that is stored (before the cap) and must be searched.

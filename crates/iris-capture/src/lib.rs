@@ -1,9 +1,10 @@
 //! iris-capture: what iris records about a request after it is answered, as pure functions
 //! over data. It owns redaction of credentials ([`redact`]), decoding of compressed bodies
-//! ([`decode`]), stored capture records ([`capture`]) and their header lists ([`headers`]), reassembly of streamed and non-streamed
-//! answers into the final message and its tool calls ([`reassemble`]), session grouping
-//! ([`session`]), cost estimates from a price table shipped as data ([`cost`], with Go-glob
-//! `model_cost_map` rules in [`glob`]), and the retention setting ([`retention`]).
+//! ([`decode`]), capture records ([`capture`]), their header lists ([`headers`]) and stored form
+//! ([`stored`]), reassembly of streamed and non-streamed answers into the final message and its
+//! tool calls ([`reassemble`]), session grouping ([`session`]), cost estimates from a price table
+//! shipped as data ([`cost`], with Go-glob `model_cost_map` rules in [`glob`]), and the retention
+//! setting ([`retention`]).
 //!
 //! It must never do IO, read a clock, open a socket or spawn: the server calls it off the
 //! request path (after the response went out) and passes in everything, including `now`.

@@ -211,12 +211,6 @@ fn bit(b: u8) -> Option<bool> {
     }
 }
 
-/// The length prefixes of a number's digits (a `usize` has at most 20).
-const DIGIT_COUNTS: [&str; 21] = [
-    "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16",
-    "17", "18", "19", "20",
-];
-
 /// Appends compact fields.
 struct Writer {
     out: String,
@@ -237,12 +231,9 @@ impl Writer {
         }
     }
 
+    /// A number, as the text of its digits.
     fn number(&mut self, n: usize) {
-        let digits = self.digits.format(n);
-        self.out
-            .push_str(DIGIT_COUNTS.get(digits.len()).copied().unwrap_or("20"));
-        self.out.push(':');
-        self.out.push_str(digits);
+        self.text(itoa::Buffer::new().format(n));
     }
 
     fn pairs(&mut self, list: &HeaderList) {
@@ -252,6 +243,14 @@ impl Writer {
             self.text(v);
         }
     }
+}
+
+/// `digits` as a number: decimal digits only (`str::parse` would also take a sign).
+fn decimal(digits: &str) -> Option<usize> {
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
 }
 
 /// Reads compact fields; every `None` means a damaged document.
@@ -264,11 +263,7 @@ impl<'a> Reader<'a> {
         // A length has at most 20 digits.
         let head = &self.rest.as_bytes()[..self.rest.len().min(21)];
         let colon = head.iter().position(|&b| b == b':')?;
-        let digits = self.rest.get(..colon)?;
-        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        let len: usize = digits.parse().ok()?;
+        let len = decimal(self.rest.get(..colon)?)?;
         let start = colon + 1;
         let end = start.checked_add(len)?;
         let text = self.rest.get(start..end)?;
@@ -288,11 +283,7 @@ impl<'a> Reader<'a> {
 
     /// A field of decimal digits only.
     fn number(&mut self) -> Option<usize> {
-        let digits = self.text()?;
-        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        digits.parse().ok()
+        decimal(self.text()?)
     }
 
     fn pairs(&mut self) -> Option<Vec<(&'a str, &'a str)>> {

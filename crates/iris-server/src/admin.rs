@@ -202,7 +202,7 @@ async fn health(gw: Gw, who: Option<Who>) -> Json<Value> {
         );
         o.insert(
             "connections".into(),
-            json!({"open": gw.connections_open(), "limit": gw.runtime().config.iris.max_connections}),
+            json!({"open": gw.connections_open(), "limit": gw.connection_limit()}),
         );
     }
     Json(body)

@@ -103,23 +103,33 @@ pub struct Gateway {
     pub config_file: Arc<config_file::ConfigFile>,
     pub(crate) key_failures: limits::FailureCounter,
     pub(crate) capture_budget: Arc<observe::CaptureBudget>,
-    /// Client connections `serve` holds (accepted, not yet closed).
-    connections: Arc<AtomicUsize>,
+    /// Client connections `serve` holds, and the limit it enforces.
+    connections: Arc<Connections>,
+}
+
+/// What `serve` counts of its client connections. (Its semaphore's permits are not the count: the
+/// accept loop holds one while it waits for the next connection.)
+#[derive(Default)]
+struct Connections {
+    /// Accepted and not yet closed.
+    open: AtomicUsize,
+    /// `iris.limits.max_connections` as `serve` read it at its start (0 before).
+    limit: AtomicUsize,
 }
 
 /// One connection `serve` accepted, counted in [`Gateway::connections_open`] until dropped.
-struct OpenConnection(Arc<AtomicUsize>);
+struct OpenConnection(Arc<Connections>);
 
 impl OpenConnection {
-    fn new(count: &Arc<AtomicUsize>) -> OpenConnection {
-        count.fetch_add(1, Ordering::Relaxed);
-        OpenConnection(count.clone())
+    fn new(c: &Arc<Connections>) -> OpenConnection {
+        c.open.fetch_add(1, Ordering::Relaxed);
+        OpenConnection(c.clone())
     }
 }
 
 impl Drop for OpenConnection {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -165,7 +175,7 @@ impl Gateway {
             config_file: Arc::new(config_file::ConfigFile::in_memory()),
             key_failures: limits::FailureCounter::default(),
             capture_budget: Arc::new(observe::CaptureBudget::default()),
-            connections: Arc::new(AtomicUsize::new(0)),
+            connections: Arc::default(),
         }
     }
 
@@ -196,10 +206,18 @@ impl Gateway {
         self.capture_budget.used()
     }
 
-    /// Client connections `serve` holds open now (at most `iris.limits.max_connections`; those
-    /// beyond wait in the kernel's listen backlog).
+    /// Client connections `serve` holds open now (at most [`connection_limit`]; those beyond
+    /// wait in the kernel's listen backlog).
+    ///
+    /// [`connection_limit`]: Self::connection_limit
     pub fn connections_open(&self) -> usize {
-        self.connections.load(Ordering::Relaxed)
+        self.connections.open.load(Ordering::Relaxed)
+    }
+
+    /// The most client connections `serve` holds at once: `iris.limits.max_connections` as it
+    /// was when `serve` started (a reload does not change it); 0 before.
+    pub fn connection_limit(&self) -> usize {
+        self.connections.limit.load(Ordering::Relaxed)
     }
 
     /// The current config snapshot.
@@ -262,6 +280,7 @@ pub async fn serve(
     builder.http2().max_concurrent_streams(Some(256));
     // Connections beyond the limit wait in the kernel's listen backlog.
     let slots = Arc::new(tokio::sync::Semaphore::new(settings.max_connections));
+    (gateway.connections.limit).store(settings.max_connections, Ordering::Relaxed);
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {

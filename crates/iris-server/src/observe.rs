@@ -123,6 +123,8 @@ impl Drop for Exchange {
 /// Copies of the headers (all of them, or those `keep` says), for the worker: two allocations
 /// whatever their number (see `iris_capture::HeaderList`).
 pub fn header_pairs(h: &http::HeaderMap, keep: impl Fn(&str) -> bool) -> HeaderList {
+    // Sized from the kept headers only (a pass of name checks): with captures off only the few
+    // session headers are kept, and the list lives as long as the request, streams included.
     let (pairs, bytes) = h
         .iter()
         .filter(|(n, _)| keep(n.as_str()))

@@ -190,17 +190,11 @@ async fn run(args: Args, nofile: u64) -> anyhow::Result<ExitCode> {
     // Each iris's loss counters after the previous scenario (they count from its start): read
     // once before the first, so start-up is nobody's loss. A read that fails leaves the previous
     // counters, and the next scenario's record then holds both scenarios' losses.
-    let mut counters: HashMap<String, Counters> = HashMap::new();
-    for (name, socket) in stack.iris_admin_sockets() {
-        match losses::settled(&socket, Duration::from_secs(10)).await {
-            Ok(now) => {
-                counters.insert(name, now);
-            }
-            Err(e) => results.notes.push(format!(
-                "{name}'s loss counters were not read at the start: {e:#}"
-            )),
-        }
-    }
+    let mut counters: HashMap<String, Counters> =
+        read_losses(&stack, &mut results.notes, "at the start")
+            .await
+            .into_iter()
+            .collect();
     for sc in &scenarios {
         let outcome: anyhow::Result<()> = match sc {
             Scenario::Chat => {
@@ -235,20 +229,14 @@ async fn run(args: Args, nofile: u64) -> anyhow::Result<ExitCode> {
             results.notes.push(format!("scenario {sc:?} failed: {e:#}"));
         }
         if *sc != Scenario::Store {
-            for (name, socket) in stack.iris_admin_sockets() {
-                match losses::settled(&socket, Duration::from_secs(10)).await {
-                    Ok(now) => {
-                        let before = counters.insert(name.clone(), now).unwrap_or_default();
-                        let lost = now.since(&before, &format!("{sc:?}").to_lowercase(), &name);
-                        if lost.total() > 0 {
-                            eprintln!("iris-bench: {name} lost records in {sc:?}: {lost:?}");
-                        }
-                        results.losses.push(lost);
-                    }
-                    Err(e) => results
-                        .notes
-                        .push(format!("{name}'s losses after {sc:?} were not read: {e:#}")),
+            let when = format!("after {sc:?}");
+            for (name, now) in read_losses(&stack, &mut results.notes, &when).await {
+                let before = counters.insert(name.clone(), now).unwrap_or_default();
+                let lost = now.since(&before, &format!("{sc:?}").to_lowercase(), &name);
+                if lost.total() > 0 {
+                    eprintln!("iris-bench: {name} lost records in {sc:?}: {lost:?}");
                 }
+                results.losses.push(lost);
             }
         }
         for s in stack.servers_mut() {
@@ -350,6 +338,25 @@ async fn run(args: Args, nofile: u64) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Each iris instance's loss counters once it has written what it holds; an instance whose
+/// counters cannot be read gets a note (`when`: "at the start", "after Chat") and no entry.
+async fn read_losses(
+    stack: &Stack,
+    notes: &mut Vec<String>,
+    when: &str,
+) -> Vec<(String, Counters)> {
+    let mut out = Vec::new();
+    for (name, socket) in stack.iris_admin_sockets() {
+        match losses::settled(&socket, Duration::from_secs(10)).await {
+            Ok(now) => out.push((name, now)),
+            Err(e) => notes.push(format!(
+                "{name}'s loss counters were not read {when}: {e:#}"
+            )),
+        }
+    }
+    out
 }
 
 fn parse_env(s: &str) -> Result<(String, String), String> {
