@@ -15,8 +15,9 @@ from zoneinfo import ZoneInfo
 try:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
+    from ui import query_of
 except ImportError:  # conftest reports the missing tier: every test skips (or fails in CI)
-    By = Keys = None  # type: ignore[assignment,misc]
+    By = Keys = query_of = None  # type: ignore[assignment,misc]
 
 import fake_api
 from fake_api import ADMIN, USER
@@ -26,12 +27,6 @@ DAY = 86_400_000
 
 def fmt_int(n: int) -> str:
     return f"{n:,}"
-
-
-def query_of(entry: dict) -> dict[str, str]:
-    from urllib.parse import parse_qs
-
-    return {k: v[-1] for k, v in parse_qs(entry["query"]).items()}
 
 
 def set_config_text(ui, text: str) -> None:
@@ -294,8 +289,7 @@ def test_sessions_page_with_cursor_paging_and_filters(ui, server):
     model = ui.one("main input[name=model]")
     model.send_keys("claude-sonnet-4-5")
     ui.click_text("Apply")
-    ui.wait_idle()
-    assert query_of(ui.requests("/api/sessions")[-1])["model"] == "claude-sonnet-4-5"
+    ui.wait_asked("/api/sessions", model="claude-sonnet-4-5")
     assert all("claude-sonnet-4-5" in r[4] for r in ui.table_rows())
 
 

@@ -6,12 +6,18 @@ import base64
 import time
 from pathlib import Path
 from typing import Any, Callable
+from urllib.parse import parse_qs
 
 from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
 
 TIMEOUT = 10.0
+
+
+def query_of(entry: dict) -> dict[str, str]:
+    """The query string of a request the fake server recorded, last value per key."""
+    return {k: v[-1] for k, v in parse_qs(entry["query"]).items()}
 
 
 class UI:
@@ -82,6 +88,21 @@ class UI:
 
     def requests(self, prefix: str = "/api/", method: str | None = None) -> list[dict[str, Any]]:
         return self.server.requests(prefix, method)
+
+    def wait_asked(self, prefix: str, **query: str) -> dict[str, str]:
+        """Until the page's latest request to `prefix` carries `query`, then until it has loaded.
+
+        A click on Apply starts the fetch a moment later; `wait_idle` alone can pass before the
+        page has even shown its loading placeholder."""
+        def latest() -> dict[str, str] | None:
+            asked = self.requests(prefix)
+            if not asked:
+                return None
+            q = query_of(asked[-1])
+            return q if all(q.get(k) == v for k, v in query.items()) else None
+        q = self.wait(latest, what=f"a request to {prefix} with {query}")
+        self.wait_idle()
+        return q
 
     # -- checks -------------------------------------------------------------------------------
 
