@@ -45,9 +45,19 @@ pub struct Pending {
 }
 
 impl Pending {
-    fn finish(mut self, extractor: Option<UsageExtractor>, bytes_out: u64, error: Option<&str>) {
+    /// Hand the record on. `ended_at` is the clock as the caller last read it at the end (the
+    /// last frame's arrival), so that the end of a response costs no second read; `None` reads
+    /// it here.
+    fn finish(
+        mut self,
+        extractor: Option<UsageExtractor>,
+        bytes_out: u64,
+        error: Option<&str>,
+        ended_at: Option<Instant>,
+    ) {
         let rec = &mut self.record;
-        rec.duration_ms = self.start.elapsed().as_millis() as u64;
+        let ended_at = ended_at.unwrap_or_else(Instant::now);
+        rec.duration_ms = ended_at.saturating_duration_since(self.start).as_millis() as u64;
         rec.bytes_out = bytes_out;
         if let Some(ex) = extractor {
             let got = ex.finish();
@@ -111,7 +121,10 @@ pub struct MeteredBody {
     /// the upstream makes the body wait: an answer that arrives whole with its head (most
     /// non-streaming ones) never needs one.
     idle: Option<Pin<Box<Sleep>>>,
-    last_frame: tokio::time::Instant,
+    /// When the last frame arrived; `None` before the first. The idle period before the first
+    /// frame runs from the first time the body had to wait for it (read then, rather than when
+    /// the body is made: an answer that arrives whole never needs the reading).
+    last_frame: Option<tokio::time::Instant>,
     /// SSE answers get an in-band error event when the upstream dies mid-stream.
     sse_dialect: Option<Dialect>,
     bytes_out: u64,
@@ -134,16 +147,16 @@ impl MeteredBody {
             filter,
             idle_after,
             idle: None,
-            last_frame: tokio::time::Instant::now(),
+            last_frame: None,
             sse_dialect,
             bytes_out: 0,
             done: false,
         }
     }
 
-    fn finalize(&mut self, error: Option<&str>) {
+    fn finalize(&mut self, error: Option<&str>, ended_at: Option<Instant>) {
         if let Some(p) = self.pending.take() {
-            p.finish(self.extractor.take(), self.bytes_out, error);
+            p.finish(self.extractor.take(), self.bytes_out, error, ended_at);
         }
     }
 
@@ -160,7 +173,7 @@ impl MeteredBody {
             .map(|d| Bytes::from(sse_error_event(d, kind, message)));
         // The event is part of what the client got.
         self.bytes_out += event.as_ref().map_or(0, |e| e.len() as u64);
-        self.finalize(Some(class));
+        self.finalize(Some(class), None);
         self.done = true;
         match event {
             Some(e) => Poll::Ready(Some(Ok(Frame::data(e)))),
@@ -185,7 +198,7 @@ impl Body for MeteredBody {
             match Pin::new(&mut this.inner).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
                     let now = tokio::time::Instant::now();
-                    this.last_frame = now;
+                    this.last_frame = Some(now);
                     let frame = match frame.into_data() {
                         Ok(data) => {
                             if let Some(p) = this.pending.as_mut()
@@ -226,7 +239,7 @@ impl Body for MeteredBody {
                             };
                             this.bytes_out += out.len() as u64;
                             if ended {
-                                this.finalize(None);
+                                this.finalize(None, Some(now.into_std()));
                                 this.done = true;
                             }
                             if out.is_empty() {
@@ -252,7 +265,7 @@ impl Body for MeteredBody {
                 Poll::Ready(None) => {
                     let tail = this.filter.as_mut().map(|f| f.finish()).unwrap_or_default();
                     this.bytes_out += tail.len() as u64;
-                    this.finalize(None);
+                    this.finalize(None, None);
                     this.done = true;
                     if tail.is_empty() {
                         return Poll::Ready(None);
@@ -260,13 +273,16 @@ impl Body for MeteredBody {
                     return Poll::Ready(Some(Ok(Frame::data(Bytes::from(tail)))));
                 }
                 Poll::Pending => {
-                    let deadline = this.last_frame + this.idle_after;
-                    let idle = this
-                        .idle
-                        .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                    let last = *this
+                        .last_frame
+                        .get_or_insert_with(tokio::time::Instant::now);
+                    let idle = this.idle.get_or_insert_with(|| {
+                        Box::pin(tokio::time::sleep_until(last + this.idle_after))
+                    });
                     loop {
                         ready!(idle.as_mut().poll(cx));
-                        let deadline = this.last_frame + this.idle_after;
+                        let last = this.last_frame.unwrap_or(last);
+                        let deadline = last + this.idle_after;
                         if deadline <= tokio::time::Instant::now() {
                             break;
                         }
@@ -299,11 +315,11 @@ impl Drop for MeteredBody {
     fn drop(&mut self) {
         // Still pending: the client went away before the end. Dropping `inner` cancels the
         // upstream request.
-        self.finalize(Some("client_closed"));
+        self.finalize(Some("client_closed"), None);
     }
 }
 
 /// Wrap a small error body so that the request still leaves its usage record.
 pub fn record_now(p: Pending, error: Option<&str>, bytes_out: u64) {
-    p.finish(None, bytes_out, error);
+    p.finish(None, bytes_out, error, None);
 }

@@ -5,7 +5,9 @@
 //! usage record: either finalized here for an error, or by the metered body when the response
 //! ends (or the client hangs up).
 
+use std::future::Future as _;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -219,8 +221,12 @@ async fn llm(
         return fail(pending, GatewayError::TooLarge(limit), dialect, id);
     }
     let body_timeout = rt.config.iris.timeouts.request_body;
-    let collected =
-        match tokio::time::timeout(body_timeout, Limited::new(body, limit).collect()).await {
+    let mut collect = std::pin::pin!(Limited::new(body, limit).collect());
+    // Most bodies arrive with their head: then no timer is armed (and no clock read to arm it).
+    let first = std::future::poll_fn(|cx| Poll::Ready(collect.as_mut().poll(cx))).await;
+    let collected = match first {
+        Poll::Ready(r) => r,
+        Poll::Pending => match tokio::time::timeout(body_timeout, collect).await {
             Ok(r) => r,
             Err(_) => {
                 return fail(
@@ -230,7 +236,8 @@ async fn llm(
                     id,
                 );
             }
-        };
+        },
+    };
     let body = match collected {
         Ok(c) => c.to_bytes(),
         Err(e) => {
