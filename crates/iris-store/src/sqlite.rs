@@ -133,10 +133,20 @@ impl InsertLadder {
         rows: &[T],
         bind: impl Fn(&mut rusqlite::Statement<'_>, usize, &T) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
+        // A statement goes back to the cache (which clears every one of its bindings) only when
+        // the chunk size changes: the chunks of a batch are mostly of the largest size, and each
+        // execution binds all of its parameters anew.
+        let mut held: Option<(&str, rusqlite::CachedStatement<'_>)> = None;
         for (start, end, sql) in self.chunks(rows.len()) {
-            let mut insert = tx.prepare_cached(sql)?;
+            let insert = match &mut held {
+                Some((same, insert)) if std::ptr::eq(*same, sql) => insert,
+                _ => {
+                    held = None;
+                    &mut held.insert((sql, tx.prepare_cached(sql)?)).1
+                }
+            };
             for (i, row) in rows[start..end].iter().enumerate() {
-                bind(&mut insert, i * self.columns, row)?;
+                bind(insert, i * self.columns, row)?;
             }
             insert.raw_execute()?;
         }

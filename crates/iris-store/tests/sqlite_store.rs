@@ -217,6 +217,30 @@ async fn every_field_round_trips() {
     assert_eq!(all_usage(&store).await, vec![full, bare]);
 }
 
+/// A batch spans several multi-row statements, one prepared statement executed again for each
+/// chunk of the same size: a row whose fields are absent must not keep what the row in its
+/// place in the previous chunk had.
+#[tokio::test]
+async fn a_batch_of_many_chunks_round_trips_row_by_row() {
+    let store = SqliteStore::open_temporary().await.unwrap();
+    let batch: Vec<UsageRecord> = (0..131)
+        .map(|i| {
+            let mut r = if i % 3 == 0 {
+                full_record()
+            } else {
+                bare_record()
+            };
+            r.id = iris_store::new_record_id();
+            r.request_id = r.id.clone();
+            r.ts_ms = 1_700_000_000_000 - i;
+            r.input_tokens = i as u64;
+            r
+        })
+        .collect();
+    store.insert_usage(Arc::new(batch.clone())).await.unwrap();
+    assert_eq!(all_usage(&store).await, batch);
+}
+
 #[tokio::test]
 async fn counters_beyond_i64_saturate() {
     let store = SqliteStore::open_temporary().await.unwrap();
