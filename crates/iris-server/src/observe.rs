@@ -235,6 +235,8 @@ pub fn spawn_observer(
         store_rt,
         held: std::collections::VecDeque::new(),
         held_bytes: 0,
+        held_key: None,
+        last_key: 0,
         in_flight: None,
         dropped: captures_dropped.clone(),
     };
@@ -348,18 +350,35 @@ struct CaptureWrites {
     store_rt: tokio::runtime::Handle,
     held: std::collections::VecDeque<CaptureRow>,
     held_bytes: usize,
+    /// The key the held captures will be written under (`None` while none is held).
+    held_key: Option<i64>,
+    /// The last key given out.
+    last_key: i64,
     in_flight: Option<tokio::task::JoinHandle<(usize, Result<(), iris_store::StoreError>)>>,
     dropped: Arc<AtomicU64>,
 }
 
 impl CaptureWrites {
     /// An enriched request: the record goes to the usage writer first (usage never waits for a
-    /// capture), the capture is held for the next write.
-    fn take(&mut self, (record, capture): (UsageRecord, Option<CaptureRow>), sink: &UsageSink) {
-        sink.record(record);
+    /// capture), naming the batch its capture is held for.
+    fn take(&mut self, (mut record, capture): (UsageRecord, Option<CaptureRow>), sink: &UsageSink) {
         if let Some(c) = capture {
+            record.capture_batch = Some(self.batch_key());
+            sink.record(record);
             self.hold(c);
+        } else {
+            sink.record(record);
         }
+    }
+
+    /// The key of the batch being held: the time in milliseconds times 2^16, or one more than
+    /// the last key if that is larger. A restart a millisecond or more later makes keys of its
+    /// own; a repeated key (a clock set back) only makes a lookup search more blocks.
+    fn batch_key(&mut self) -> i64 {
+        *self.held_key.get_or_insert_with(|| {
+            self.last_key = (iris_store::now_ms().max(0) << 16).max(self.last_key + 1);
+            self.last_key
+        })
     }
 
     fn hold(&mut self, c: CaptureRow) {
@@ -395,10 +414,12 @@ impl CaptureWrites {
         }
         let batch = Vec::from(std::mem::take(&mut self.held));
         self.held_bytes = 0;
+        let key = self.batch_key();
+        self.held_key = None;
         let store = self.store.clone();
         self.in_flight = Some(self.store_rt.spawn(async move {
             let n = batch.len();
-            (n, store.insert_captures(batch).await)
+            (n, store.insert_captures(key, batch).await)
         }));
     }
 

@@ -125,6 +125,12 @@ pub struct UsageRecord {
     /// Names of the tools the response called.
     #[serde(default)]
     pub tool_names: Vec<String>,
+    /// The batch of captures this request's capture was handed to the store with (see
+    /// [`Store::insert_captures`]): how [`Store::capture`] finds it. `None` without a capture,
+    /// and for records written before schema version 7. Internal: not part of the API's
+    /// records.
+    #[serde(skip)]
+    pub capture_batch: Option<i64>,
 }
 
 /// A fresh record id: a UUIDv7 string. Ids made in one process sort in creation order.
@@ -448,9 +454,15 @@ pub trait Store: Send + Sync + 'static {
     async fn config_versions(&self, limit: u32) -> Result<Vec<ConfigVersion>, StoreError>;
     /// One saved version with its text.
     async fn config_version(&self, id: i64) -> Result<Option<ConfigVersion>, StoreError>;
-    /// Keep captures (an existing request id is left as it is). Takes the batch by value, so a
+    /// Keep captures under the number `key`, which the usage records of their requests carry
+    /// as [`UsageRecord::capture_batch`]: a capture is found through its record, and a capture
+    /// whose record does not name this batch is not found (a repeated request id keeps the
+    /// capture its first record names). Keys need not be unique, only rarely repeated: a lookup
+    /// searches every block stored under its record's key. Takes the batch by value, so a
     /// backend can write it from another thread without copying it (captures are not retried).
-    async fn insert_captures(&self, batch: Vec<CaptureRow>) -> Result<(), StoreError>;
+    async fn insert_captures(&self, key: i64, batch: Vec<CaptureRow>) -> Result<(), StoreError>;
+    /// The capture of the request whose usage record has this id (captures written before
+    /// schema version 7: whose capture has this request id).
     async fn capture(&self, request_id: &str) -> Result<Option<CaptureRow>, StoreError>;
     /// Delete captures older than `before_ms`; with `tools`, also forget the tool names of
     /// usage records older than that. Usage records themselves are kept. Returns captures deleted.

@@ -49,8 +49,8 @@ const USAGE_COLUMNS: &str = "id, ts_ms, request_id, login, display_name, tags, n
      upstream_model, streaming, status, error_class, input_tokens, output_tokens, \
      cache_read_tokens, cache_write_tokens, reasoning_tokens, usage_known, ttfb_ms, \
      duration_ms, bytes_in, bytes_out, user_agent, session_id, session_kind, cost_usd, \
-     priced_as, tool_names";
-const USAGE_COLUMN_COUNT: usize = 35;
+     priced_as, tool_names, capture_batch";
+const USAGE_COLUMN_COUNT: usize = 36;
 
 /// Bound parameters per statement: SQLite before 3.32 allowed at most 999, and staying
 /// under that keeps the statement portable (PostgreSQL allows 65535).
@@ -59,10 +59,6 @@ const USAGE_ROWS_PER_INSERT: usize = MAX_BIND_PARAMS / USAGE_COLUMN_COUNT;
 const _: () = assert!(
     USAGE_ROWS_PER_INSERT >= 1 && USAGE_ROWS_PER_INSERT * USAGE_COLUMN_COUNT <= MAX_BIND_PARAMS
 );
-/// Parameters of one `capture_ids` row (request id, block).
-const CAPTURE_ID_COLUMN_COUNT: usize = 2;
-/// Rows per `capture_ids` INSERT at most.
-const CAPTURE_ID_ROWS_PER_INSERT: usize = MAX_BIND_PARAMS / CAPTURE_ID_COLUMN_COUNT;
 
 /// Capture blocks one purge transaction works through at most (each is decompressed, and
 /// rewritten when only some of its captures expired).
@@ -162,22 +158,14 @@ static USAGE_INSERT: LazyLock<InsertLadder> = LazyLock::new(|| {
     )
 });
 
-/// A capture's block, found by its request id. A repeated id keeps its first capture (the
-/// later copy stays unreferenced in its block until retention deletes the block).
-static CAPTURE_ID_INSERT: LazyLock<InsertLadder> = LazyLock::new(|| {
-    InsertLadder::new(
-        "INSERT OR IGNORE INTO capture_ids (request_id, block) VALUES",
-        CAPTURE_ID_COLUMN_COUNT,
-        CAPTURE_ID_ROWS_PER_INSERT,
-    )
-});
+/// A block of a batch of captures, under the batch's key (schema 7: no row per capture).
+const BLOCK_INSERT: &str =
+    "INSERT INTO capture_blocks (ts_min, ts_max, data, batch) VALUES (?1, ?2, ?3, ?4)";
 
-const BLOCK_INSERT: &str = "INSERT INTO capture_blocks (ts_min, ts_max, data) VALUES (?1, ?2, ?3)";
-
-/// Prepared statements a bulk connection must keep cached: every rung of both ladders and
+/// Prepared statements a bulk connection must keep cached: every rung of the usage ladder and
 /// the block INSERT (each connection runs a part of them; the cache is small either way).
 pub(crate) fn bulk_statements() -> usize {
-    USAGE_INSERT.len() + CAPTURE_ID_INSERT.len() + 1
+    USAGE_INSERT.len() + 1
 }
 
 /// Prepare the statements the usage writer runs, when its connection opens. Prepared on first
@@ -189,7 +177,6 @@ pub(crate) fn prepare_usage_writes(conn: &rusqlite::Connection) -> rusqlite::Res
 
 /// Likewise for the capture writer.
 pub(crate) fn prepare_capture_writes(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
-    CAPTURE_ID_INSERT.prepare_all(conn)?;
     conn.prepare_cached(BLOCK_INSERT).map(drop)
 }
 
@@ -261,6 +248,7 @@ fn bind_usage(
         &cost,
         &r.priced_as,
         &tools,
+        &r.capture_batch,
     ];
     for (i, v) in values.into_iter().enumerate() {
         insert.raw_bind_parameter(at + i + 1, v)?;
@@ -285,25 +273,15 @@ fn encode_capture_blocks(batch: &[CaptureRow]) -> Result<Vec<EncodedBlock>, Stor
         .collect()
 }
 
-/// Write the encoded blocks of `batch` and their captures' ids, in `tx`.
+/// Write the encoded blocks of a batch under its `key`, in `tx`.
 fn insert_capture_blocks(
     tx: &rusqlite::Transaction<'_>,
-    batch: &[CaptureRow],
+    key: i64,
     encoded: &[EncodedBlock],
 ) -> Result<(), StoreError> {
+    let mut insert = tx.prepare_cached(BLOCK_INSERT)?;
     for EncodedBlock { span, data } in encoded {
-        tx.prepare_cached(BLOCK_INSERT)?.execute(rusqlite::params![
-            span.ts_min,
-            span.ts_max,
-            data
-        ])?;
-        let block = tx.last_insert_rowid();
-        let rows = &batch[span.start..span.end];
-        CAPTURE_ID_INSERT.insert_all(tx, rows, |insert, at, c| {
-            insert.raw_bind_parameter(at + 1, &c.request_id)?;
-            insert.raw_bind_parameter(at + 2, block)?;
-            Ok(())
-        })?;
+        insert.execute(rusqlite::params![span.ts_min, span.ts_max, data, key])?;
     }
     Ok(())
 }
@@ -356,11 +334,13 @@ fn purge_capture_blocks(
                 rusqlite::params![ts_min, ts_max, blocks::encode(&kept)?, block],
             )?;
         }
+        // Blocks written before schema 7 have their captures' ids in `capture_ids`.
         let mut forget =
             tx.prepare("DELETE FROM capture_ids WHERE request_id = ?1 AND block = ?2")?;
         for r in &old {
-            deleted += forget.execute(rusqlite::params![r.request_id, block])? as u64;
+            forget.execute(rusqlite::params![r.request_id, block])?;
         }
+        deleted += old.len() as u64;
     }
     Ok((deleted, found.len() as i64 == PURGE_BLOCKS))
 }
@@ -684,32 +664,52 @@ impl Store for SqliteStore {
             .collect()
     }
 
-    async fn insert_captures(&self, batch: Vec<CaptureRow>) -> Result<(), StoreError> {
+    async fn insert_captures(&self, key: i64, batch: Vec<CaptureRow>) -> Result<(), StoreError> {
         if batch.is_empty() {
             return Ok(());
         }
         self.capture_writes
             .write_prepared(
-                move || Ok((encode_capture_blocks(&batch)?, batch)),
-                |tx, (encoded, batch)| insert_capture_blocks(tx, &batch, &encoded),
+                move || encode_capture_blocks(&batch),
+                move |tx, encoded| insert_capture_blocks(tx, key, &encoded),
             )
             .await
     }
 
     async fn capture(&self, request_id: &str) -> Result<Option<CaptureRow>, StoreError> {
-        let block: Option<Vec<u8>> = sqlx::query_scalar(
-            "SELECT b.data FROM capture_ids i JOIN capture_blocks b ON b.id = i.block \
-             WHERE i.request_id = ?",
+        // Since schema 7: the blocks of the batch the request's usage record names.
+        let found: Vec<Vec<u8>> = sqlx::query_scalar(
+            "SELECT b.data FROM usage_records u JOIN capture_blocks b ON b.batch = u.capture_batch \
+             WHERE u.id = ? ORDER BY b.id",
         )
         .bind(request_id)
-        .fetch_optional(&self.reader)
+        .fetch_all(&self.reader)
         .await?;
-        if let Some(block) = block {
+        // Before it: the block `capture_ids` names.
+        let found = if found.is_empty() {
+            sqlx::query_scalar(
+                "SELECT b.data FROM capture_ids i JOIN capture_blocks b ON b.id = i.block \
+                 WHERE i.request_id = ?",
+            )
+            .bind(request_id)
+            .fetch_all(&self.reader)
+            .await?
+        } else {
+            found
+        };
+        if !found.is_empty() {
             // Decompressing a block takes a millisecond or two: not on a request worker.
             let id = request_id.to_owned();
-            return tokio::task::spawn_blocking(move || blocks::find(&block, &id))
-                .await
-                .map_err(|e| StoreError::Unavailable(format!("a capture read failed: {e}")))?;
+            return tokio::task::spawn_blocking(move || {
+                for block in &found {
+                    if let Some(row) = blocks::find(block, &id)? {
+                        return Ok(Some(row));
+                    }
+                }
+                Ok(None)
+            })
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("a capture read failed: {e}")))?;
         }
         // Captures written before schema version 5, a row each.
         let row = sqlx::query(
@@ -949,6 +949,7 @@ fn usage_from_row(row: &SqliteRow) -> Result<UsageRecord, StoreError> {
         priced_as: row.try_get("priced_as")?,
         tool_names: serde_json::from_str(&row.try_get::<String, _>("tool_names")?)
             .unwrap_or_default(),
+        capture_batch: row.try_get("capture_batch")?,
     })
 }
 
@@ -1106,7 +1107,7 @@ mod tests {
                 response_body: None,
             })
             .collect();
-        store.insert_captures(rows.clone()).await.unwrap();
+        store.insert_captures(1, rows.clone()).await.unwrap();
         assert_eq!(store.purge(300, false).await.unwrap(), 3);
         let blocks: Vec<Vec<u8>> = sqlx::query_scalar("SELECT data FROM capture_blocks")
             .fetch_all(&store.reader)
@@ -1130,16 +1131,165 @@ mod tests {
         }
     }
 
+    fn capture_row(id: &str, ts_ms: i64, text: String) -> CaptureRow {
+        CaptureRow {
+            request_id: id.into(),
+            ts_ms,
+            body: format!("{{\"id\":\"{id}\"}}"),
+            request_body: Some(text),
+            response_body: None,
+        }
+    }
+
+    /// A usage record that names a batch of captures, as the observer writes it.
+    fn record_in_batch(id: &str, ts_ms: i64, batch: Option<i64>) -> UsageRecord {
+        UsageRecord {
+            id: id.into(),
+            request_id: id.into(),
+            ts_ms,
+            capture_batch: batch,
+            ..UsageRecord::default()
+        }
+    }
+
+    /// A capture is found through the batch its record names: in whichever block of the batch
+    /// it landed (a batch larger than a block is cut into several), and not when the record
+    /// names another batch, or none. A key used twice only means more blocks to search.
+    #[tokio::test]
+    async fn a_capture_is_found_through_its_records_batch() {
+        let store = SqliteStore::open_temporary().await.unwrap();
+        // Four captures of 1.5 MB of incompressible-enough text: two or more blocks.
+        let big = |seed: u64| {
+            let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+            (0..1_500_000)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    char::from(b'a' + (x % 26) as u8)
+                })
+                .collect::<String>()
+        };
+        let rows: Vec<CaptureRow> = (0..4)
+            .map(|i| capture_row(&format!("r{i}"), 10 + i, big(i as u64)))
+            .collect();
+        assert!(blocks::spans(&rows).len() >= 2);
+        let mut records: Vec<UsageRecord> = (0..4)
+            .map(|i| record_in_batch(&format!("r{i}"), 10 + i, Some(41)))
+            .collect();
+        // Batch 42 (a key given out twice) holds r4; r5 names batch 41, which lacks it; r6
+        // names no batch.
+        let small = vec![capture_row("r4", 20, "four".into())];
+        let stray = vec![
+            capture_row("r5", 21, "five".into()),
+            capture_row("r6", 22, "six".into()),
+        ];
+        records.push(record_in_batch("r4", 20, Some(42)));
+        records.push(record_in_batch("r5", 21, Some(41)));
+        records.push(record_in_batch("r6", 22, None));
+        store.insert_usage(Arc::new(records)).await.unwrap();
+        store.insert_captures(41, rows.clone()).await.unwrap();
+        store.insert_captures(42, stray).await.unwrap();
+        store.insert_captures(42, small.clone()).await.unwrap();
+        for row in rows.iter().chain(&small) {
+            assert_eq!(
+                store.capture(&row.request_id).await.unwrap().as_ref(),
+                Some(row)
+            );
+        }
+        for missing in ["r5", "r6", "r7"] {
+            assert_eq!(store.capture(missing).await.unwrap(), None, "{missing}");
+        }
+        // No row per capture.
+        let ids: i64 = sqlx::query_scalar("SELECT count(*) FROM capture_ids")
+            .fetch_one(&store.reader)
+            .await
+            .unwrap();
+        assert_eq!(ids, 0);
+        // Retention rewrites a block in place: what is left of it stays under its key.
+        assert_eq!(store.purge(12, false).await.unwrap(), 2);
+        assert_eq!(store.capture("r0").await.unwrap(), None);
+        for row in rows[2..].iter().chain(&small) {
+            assert_eq!(
+                store.capture(&row.request_id).await.unwrap().as_ref(),
+                Some(row)
+            );
+        }
+    }
+
+    /// Captures written before schema version 7 (found through `capture_ids`) are found after
+    /// the migration, and retention still forgets their ids.
+    #[tokio::test]
+    async fn captures_written_before_version_7_are_found_and_purged() {
+        let tmp = tempfile::tempdir().unwrap();
+        let old = tmp.path().join("migrations-v6");
+        std::fs::create_dir(&old).unwrap();
+        let all = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+        for e in std::fs::read_dir(&all).unwrap() {
+            let e = e.unwrap();
+            let name = e.file_name().into_string().unwrap();
+            if name.as_str() < "0007" {
+                std::fs::copy(e.path(), old.join(&name)).unwrap();
+            }
+        }
+        let path = tmp.path().join("iris.db");
+        let pool = SqlitePoolOptions::new()
+            .connect_with(
+                SqliteConnectOptions::new()
+                    .filename(&path)
+                    .create_if_missing(true),
+            )
+            .await
+            .unwrap();
+        sqlx::migrate::Migrator::new(old.as_path())
+            .await
+            .unwrap()
+            .run(&pool)
+            .await
+            .unwrap();
+        let rows = vec![
+            capture_row("r0", 5, "zero".into()),
+            capture_row("r1", 9, "one".into()),
+        ];
+        let block: i64 = sqlx::query_scalar(
+            "INSERT INTO capture_blocks (ts_min, ts_max, data) VALUES (5, 9, ?) RETURNING id",
+        )
+        .bind(blocks::encode(&rows).unwrap())
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        for r in &rows {
+            sqlx::query("INSERT INTO capture_ids (request_id, block) VALUES (?, ?)")
+                .bind(&r.request_id)
+                .bind(block)
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+        pool.close().await;
+
+        let store = SqliteStore::open(&path).await.unwrap();
+        for r in &rows {
+            assert_eq!(
+                store.capture(&r.request_id).await.unwrap().as_ref(),
+                Some(r)
+            );
+        }
+        assert_eq!(store.purge(6, false).await.unwrap(), 1);
+        assert_eq!(store.capture("r0").await.unwrap(), None);
+        assert_eq!(store.capture("r1").await.unwrap().as_ref(), Some(&rows[1]));
+        let ids: Vec<String> = sqlx::query_scalar("SELECT request_id FROM capture_ids")
+            .fetch_all(&store.reader)
+            .await
+            .unwrap();
+        assert_eq!(ids, ["r1"]);
+        store.close().await;
+    }
+
     #[test]
     fn insert_ladders_cover_every_batch_with_few_statements() {
-        for (ladder, columns, max) in [
-            (&*USAGE_INSERT, USAGE_COLUMN_COUNT, USAGE_ROWS_PER_INSERT),
-            (
-                &*CAPTURE_ID_INSERT,
-                CAPTURE_ID_COLUMN_COUNT,
-                CAPTURE_ID_ROWS_PER_INSERT,
-            ),
-        ] {
+        for (ladder, columns, max) in [(&*USAGE_INSERT, USAGE_COLUMN_COUNT, USAGE_ROWS_PER_INSERT)]
+        {
             assert!(ladder.steps.len() <= 10);
             for (n, sql) in &ladder.steps {
                 assert_eq!(sql.matches('?').count(), n * columns, "{sql}");

@@ -62,6 +62,7 @@ fn full_record() -> UsageRecord {
         cost_usd: Some(0.012345),
         priced_as: Some("openai/gpt-4o".into()),
         tool_names: vec!["Bash".into(), "Read".into()],
+        capture_batch: Some(i64::MAX),
     }
 }
 
@@ -103,6 +104,7 @@ fn bare_record() -> UsageRecord {
         cost_usd: None,
         priced_as: None,
         tool_names: Vec::new(),
+        capture_batch: None,
     }
 }
 

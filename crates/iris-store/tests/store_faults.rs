@@ -254,7 +254,7 @@ async fn a_usage_write_on_a_locked_database_never_waits_behind_a_capture_write()
                 response_body: None,
             };
             let started = std::time::Instant::now();
-            let result = store.insert_captures(vec![row]).await;
+            let result = store.insert_captures(1, vec![row]).await;
             (started.elapsed(), result)
         }
     });

@@ -127,6 +127,8 @@ async fn sessions_captures_and_purge() {
         });
         r.login = Some("alice@example.com".into());
         r.cost_usd = if i == 1 { None } else { Some(0.5) };
+        // The observer names the batch each capture is written with in its record.
+        r.capture_batch = Some(7);
         r.tool_names = if i % 2 == 0 {
             vec!["Bash".into(), "Read".into()]
         } else {
@@ -184,10 +186,11 @@ async fn sessions_captures_and_purge() {
             response_body: (i % 3 == 0).then(|| format!("data: {i}\n\n")),
         })
         .collect();
-    store.insert_captures(caps.clone()).await.unwrap();
+    store.insert_captures(7, caps.clone()).await.unwrap();
     let mut again = caps[0].clone();
     again.body = "{}".into();
-    store.insert_captures(vec![again]).await.unwrap(); // a retried capture changes nothing
+    // A capture of the same request id in another batch is not the one its record names.
+    store.insert_captures(8, vec![again]).await.unwrap();
     for c in &caps {
         assert_eq!(
             store.capture(&c.request_id).await.unwrap().as_ref(),
@@ -195,7 +198,8 @@ async fn sessions_captures_and_purge() {
         );
     }
     let purged = store.purge(recs[3].ts_ms, true).await.unwrap();
-    assert_eq!(purged, 3);
+    // Three captures and the stray copy of the first: every stored capture text counts.
+    assert_eq!(purged, 4);
     assert!(store.capture(&recs[0].id).await.unwrap().is_none());
     assert!(store.capture(&recs[5].id).await.unwrap().is_some());
     assert_eq!(store.count_usage().await.unwrap(), 6);
@@ -218,6 +222,7 @@ async fn purge_works_through_more_than_one_chunk() {
             // Several records per millisecond, as under load.
             r.ts_ms = 1_000 + i64::try_from(i / 4).unwrap();
             r.tool_names = vec!["Bash".into()];
+            r.capture_batch = Some(1);
             r
         })
         .collect();
@@ -232,7 +237,7 @@ async fn purge_works_through_more_than_one_chunk() {
             response_body: None,
         })
         .collect();
-    store.insert_captures(caps).await.unwrap();
+    store.insert_captures(1, caps).await.unwrap();
 
     let cut = recs[n as usize].ts_ms; // the first record kept
     let old = recs.iter().filter(|r| r.ts_ms < cut).count() as u64;

@@ -124,7 +124,11 @@ impl Store for TestStore {
     ) -> Result<Option<iris_store::ConfigVersion>, StoreError> {
         Err(StoreError::Unavailable("not used".into()))
     }
-    async fn insert_captures(&self, _b: Vec<iris_store::CaptureRow>) -> Result<(), StoreError> {
+    async fn insert_captures(
+        &self,
+        _key: i64,
+        _b: Vec<iris_store::CaptureRow>,
+    ) -> Result<(), StoreError> {
         Err(StoreError::Unavailable("not used".into()))
     }
     async fn capture(&self, _id: &str) -> Result<Option<iris_store::CaptureRow>, StoreError> {

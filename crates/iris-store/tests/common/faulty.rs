@@ -170,8 +170,8 @@ impl Store for FaultyStore {
     async fn config_version(&self, id: i64) -> Result<Option<ConfigVersion>, StoreError> {
         self.inner.config_version(id).await
     }
-    async fn insert_captures(&self, b: Vec<CaptureRow>) -> Result<(), StoreError> {
-        self.inner.insert_captures(b).await
+    async fn insert_captures(&self, key: i64, b: Vec<CaptureRow>) -> Result<(), StoreError> {
+        self.inner.insert_captures(key, b).await
     }
     async fn capture(&self, id: &str) -> Result<Option<CaptureRow>, StoreError> {
         self.inner.capture(id).await

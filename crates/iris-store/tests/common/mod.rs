@@ -43,5 +43,6 @@ pub fn sample_record(i: u64) -> UsageRecord {
         cost_usd: None,
         priced_as: None,
         tool_names: Vec::new(),
+        capture_batch: None,
     }
 }
