@@ -504,22 +504,10 @@ impl Store for SqliteStore {
     }
 
     async fn recent_usage(&self, q: &UsageQuery) -> Result<Vec<UsageRecord>, StoreError> {
-        let limit = q.limit.min(UsageQuery::MAX_LIMIT);
-        if limit == 0 {
+        if q.limit == 0 {
             return Ok(Vec::new());
         }
-        let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new(format!(
-            "SELECT {USAGE_COLUMNS} FROM usage_records WHERE 1 = 1"
-        ));
-        if let Some(before) = &q.before_id {
-            // Same order as ORDER BY below; an unknown cursor compares to NULL: no rows.
-            qb.push(" AND (ts_ms, id) < (SELECT ts_ms, id FROM usage_records WHERE id = ")
-                .push_bind(before.as_str())
-                .push(")");
-        }
-        push_filters(&mut qb, q)?;
-        qb.push(" ORDER BY ts_ms DESC, id DESC LIMIT ")
-            .push_bind(i64::from(limit));
+        let mut qb = recent_usage_query(q)?;
         let rows = qb.build().fetch_all(&self.reader).await?;
         rows.iter().map(usage_from_row).collect()
     }
@@ -616,30 +604,7 @@ impl Store for SqliteStore {
         q: &UsageQuery,
         by: GroupBy,
     ) -> Result<Vec<UsageGroup>, StoreError> {
-        let key = match by {
-            GroupBy::User => {
-                "COALESCE(login, NULLIF(tags, ''), CASE identity_source WHEN 'loopback' THEN '(loopback)' ELSE identity_source END)"
-            }
-            GroupBy::Model => "COALESCE(requested_model, '-')",
-            GroupBy::Provider => "COALESCE(provider, '-')",
-            GroupBy::Day => "strftime('%Y-%m-%d', ts_ms / 1000, 'unixepoch')",
-            GroupBy::Week => "date(ts_ms / 1000, 'unixepoch', '-6 days', 'weekday 1')",
-        };
-        let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new(format!(
-            "SELECT {key} AS k, COUNT(*) AS requests, \
-             SUM(CASE WHEN status >= 400 OR error_class IS NOT NULL THEN 1 ELSE 0 END) AS errors, \
-             SUM(input_tokens), SUM(output_tokens), SUM(cache_read_tokens), \
-             SUM(cache_write_tokens), SUM(reasoning_tokens), \
-             COUNT(DISTINCT COALESCE(login, NULLIF(tags, ''), identity_source)), SUM(cost_usd), \
-             SUM(CASE WHEN cost_usd IS NULL AND usage_known THEN 1 ELSE 0 END) \
-             FROM usage_records WHERE 1 = 1"
-        ));
-        push_filters(&mut qb, q)?;
-        qb.push(" GROUP BY k");
-        qb.push(match by {
-            GroupBy::Day | GroupBy::Week => " ORDER BY k ASC",
-            _ => " ORDER BY requests DESC, k ASC",
-        });
+        let mut qb = usage_summary_query(q, by)?;
         let rows = qb.build().fetch_all(&self.reader).await?;
         rows.iter()
             .map(|r| {
@@ -791,24 +756,7 @@ impl Store for SqliteStore {
         q: &UsageQuery,
         before_last_ms: Option<i64>,
     ) -> Result<Vec<SessionSummary>, StoreError> {
-        let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new(
-            "SELECT session_id, MAX(session_kind), MAX(login), MAX(tags), MAX(identity_source), \
-             MIN(ts_ms), MAX(ts_ms + duration_ms), COUNT(*), \
-             SUM(CASE WHEN status >= 400 OR error_class IS NOT NULL THEN 1 ELSE 0 END), \
-             GROUP_CONCAT(DISTINCT COALESCE(requested_model, '-')), \
-             SUM(input_tokens), SUM(output_tokens), SUM(cache_read_tokens), SUM(cache_write_tokens), \
-             SUM(reasoning_tokens), SUM(cost_usd), \
-             SUM(CASE WHEN cost_usd IS NULL AND usage_known THEN 1 ELSE 0 END), \
-             GROUP_CONCAT(tool_names, char(10)) \
-             FROM usage_records WHERE session_id IS NOT NULL",
-        );
-        push_filters(&mut qb, q)?;
-        qb.push(" GROUP BY session_id");
-        if let Some(b) = before_last_ms {
-            qb.push(" HAVING MAX(ts_ms + duration_ms) < ").push_bind(b);
-        }
-        qb.push(" ORDER BY MAX(ts_ms + duration_ms) DESC LIMIT ")
-            .push_bind(i64::from(q.limit.min(UsageQuery::MAX_LIMIT)));
+        let mut qb = sessions_query(q, before_last_ms)?;
         let rows = qb.build().fetch_all(&self.reader).await?;
         rows.iter().map(session_from_row).collect()
     }
@@ -818,13 +766,7 @@ impl Store for SqliteStore {
         session_id: &str,
         q: &UsageQuery,
     ) -> Result<Vec<UsageRecord>, StoreError> {
-        let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new(format!(
-            "SELECT {USAGE_COLUMNS} FROM usage_records WHERE session_id = "
-        ));
-        qb.push_bind(session_id.to_owned());
-        push_filters(&mut qb, q)?;
-        qb.push(" ORDER BY ts_ms ASC, id ASC LIMIT ")
-            .push_bind(i64::from(q.limit.min(UsageQuery::MAX_LIMIT)));
+        let mut qb = session_records_query(session_id, q)?;
         let rows = qb.build().fetch_all(&self.reader).await?;
         rows.iter().map(usage_from_row).collect()
     }
@@ -1051,6 +993,96 @@ fn version_from_row(r: &SqliteRow, with_text: bool) -> Result<ConfigVersion, Sto
 }
 
 /// The WHERE clauses shared by listings and summaries.
+// The queries of the usage log, built apart from running them so that a test can hold each to
+// the indexes it uses (`every_usage_query_uses_an_index_for_its_filters`).
+
+fn recent_usage_query(q: &UsageQuery) -> Result<QueryBuilder<'_, Sqlite>, StoreError> {
+    let limit = q.limit.min(UsageQuery::MAX_LIMIT);
+    let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new(format!(
+        "SELECT {USAGE_COLUMNS} FROM usage_records WHERE 1 = 1"
+    ));
+    if let Some(before) = &q.before_id {
+        // Same order as ORDER BY below; an unknown cursor compares to NULL: no rows.
+        qb.push(" AND (ts_ms, id) < (SELECT ts_ms, id FROM usage_records WHERE id = ")
+            .push_bind(before.as_str())
+            .push(")");
+    }
+    push_filters(&mut qb, q)?;
+    qb.push(" ORDER BY ts_ms DESC, id DESC LIMIT ")
+        .push_bind(i64::from(limit));
+    Ok(qb)
+}
+
+fn usage_summary_query(
+    q: &UsageQuery,
+    by: GroupBy,
+) -> Result<QueryBuilder<'_, Sqlite>, StoreError> {
+    let key = match by {
+        GroupBy::User => {
+            "COALESCE(login, NULLIF(tags, ''), CASE identity_source WHEN 'loopback' THEN '(loopback)' ELSE identity_source END)"
+        }
+        GroupBy::Model => "COALESCE(requested_model, '-')",
+        GroupBy::Provider => "COALESCE(provider, '-')",
+        GroupBy::Day => "strftime('%Y-%m-%d', ts_ms / 1000, 'unixepoch')",
+        GroupBy::Week => "date(ts_ms / 1000, 'unixepoch', '-6 days', 'weekday 1')",
+    };
+    let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new(format!(
+        "SELECT {key} AS k, COUNT(*) AS requests, \
+         SUM(CASE WHEN status >= 400 OR error_class IS NOT NULL THEN 1 ELSE 0 END) AS errors, \
+         SUM(input_tokens), SUM(output_tokens), SUM(cache_read_tokens), \
+         SUM(cache_write_tokens), SUM(reasoning_tokens), \
+         COUNT(DISTINCT COALESCE(login, NULLIF(tags, ''), identity_source)), SUM(cost_usd), \
+         SUM(CASE WHEN cost_usd IS NULL AND usage_known THEN 1 ELSE 0 END) \
+         FROM usage_records WHERE 1 = 1"
+    ));
+    push_filters(&mut qb, q)?;
+    qb.push(" GROUP BY k");
+    qb.push(match by {
+        GroupBy::Day | GroupBy::Week => " ORDER BY k ASC",
+        _ => " ORDER BY requests DESC, k ASC",
+    });
+    Ok(qb)
+}
+
+fn sessions_query(
+    q: &UsageQuery,
+    before_last_ms: Option<i64>,
+) -> Result<QueryBuilder<'_, Sqlite>, StoreError> {
+    let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new(
+        "SELECT session_id, MAX(session_kind), MAX(login), MAX(tags), MAX(identity_source), \
+         MIN(ts_ms), MAX(ts_ms + duration_ms), COUNT(*), \
+         SUM(CASE WHEN status >= 400 OR error_class IS NOT NULL THEN 1 ELSE 0 END), \
+         GROUP_CONCAT(DISTINCT COALESCE(requested_model, '-')), \
+         SUM(input_tokens), SUM(output_tokens), SUM(cache_read_tokens), SUM(cache_write_tokens), \
+         SUM(reasoning_tokens), SUM(cost_usd), \
+         SUM(CASE WHEN cost_usd IS NULL AND usage_known THEN 1 ELSE 0 END), \
+         GROUP_CONCAT(tool_names, char(10)) \
+         FROM usage_records WHERE session_id IS NOT NULL",
+    );
+    push_filters(&mut qb, q)?;
+    qb.push(" GROUP BY session_id");
+    if let Some(b) = before_last_ms {
+        qb.push(" HAVING MAX(ts_ms + duration_ms) < ").push_bind(b);
+    }
+    qb.push(" ORDER BY MAX(ts_ms + duration_ms) DESC LIMIT ")
+        .push_bind(i64::from(q.limit.min(UsageQuery::MAX_LIMIT)));
+    Ok(qb)
+}
+
+fn session_records_query<'a>(
+    session_id: &str,
+    q: &'a UsageQuery,
+) -> Result<QueryBuilder<'a, Sqlite>, StoreError> {
+    let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new(format!(
+        "SELECT {USAGE_COLUMNS} FROM usage_records WHERE session_id = "
+    ));
+    qb.push_bind(session_id.to_owned());
+    push_filters(&mut qb, q)?;
+    qb.push(" ORDER BY ts_ms ASC, id ASC LIMIT ")
+        .push_bind(i64::from(q.limit.min(UsageQuery::MAX_LIMIT)));
+    Ok(qb)
+}
+
 fn push_filters(qb: &mut QueryBuilder<'_, Sqlite>, q: &UsageQuery) -> Result<(), StoreError> {
     if let Some(login) = &q.login {
         qb.push(" AND login = ").push_bind(login.clone());
@@ -1284,6 +1316,116 @@ mod tests {
             .unwrap();
         assert_eq!(ids, ["r1"]);
         store.close().await;
+    }
+
+    /// Every query of the usage log with a time, login or session filter reads through an
+    /// index, never the whole table; and every index on `usage_records` serves one of them (an
+    /// index no query uses costs every record a B-tree insert for nothing: schema 8 dropped one).
+    #[tokio::test]
+    async fn every_usage_query_uses_an_index_for_its_filters() {
+        let store = SqliteStore::open_temporary().await.unwrap();
+        let since = UsageQuery {
+            since_ms: Some(5),
+            until_ms: Some(9),
+            ..UsageQuery::default()
+        };
+        let login = UsageQuery {
+            login: Some("a@example.com".into()),
+            ..since.clone()
+        };
+        let model = UsageQuery {
+            model: Some("m".into()),
+            provider: Some("p".into()),
+            status: Some(200),
+            ..since.clone()
+        };
+        let paged = UsageQuery {
+            before_id: Some("x".into()),
+            ..since.clone()
+        };
+        let mut cases: Vec<(String, QueryBuilder<'_, Sqlite>, bool)> = Vec::new();
+        for (name, q) in [
+            ("since", &since),
+            ("login", &login),
+            ("model", &model),
+            ("paged", &paged),
+        ] {
+            cases.push((
+                format!("recent {name}"),
+                recent_usage_query(q).unwrap(),
+                true,
+            ));
+            for by in [GroupBy::User, GroupBy::Model, GroupBy::Day] {
+                cases.push((
+                    format!("summary {by:?} {name}"),
+                    usage_summary_query(q, by).unwrap(),
+                    true,
+                ));
+            }
+            cases.push((
+                format!("sessions {name}"),
+                sessions_query(q, Some(7)).unwrap(),
+                true,
+            ));
+            cases.push((
+                format!("session records {name}"),
+                session_records_query("cc_x", q).unwrap(),
+                true,
+            ));
+        }
+        let all = UsageQuery::default();
+        cases.push((
+            "recent, no filter".into(),
+            recent_usage_query(&all).unwrap(),
+            false,
+        ));
+        cases.push((
+            "sessions, no filter".into(),
+            sessions_query(&all, None).unwrap(),
+            false,
+        ));
+
+        let mut used = std::collections::BTreeSet::new();
+        for (name, qb, must_use_index) in &cases {
+            let sql = format!("EXPLAIN QUERY PLAN {}", qb.sql());
+            let mut explain = sqlx::query(&sql);
+            for _ in 0..sql.matches('?').count() {
+                explain = explain.bind(1_i64);
+            }
+            let plan: Vec<String> = explain
+                .fetch_all(&store.reader)
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get::<String, _>(3))
+                .collect();
+            for step in &plan {
+                if let Some(at) = step.find("INDEX ") {
+                    let index = step[at + 6..].split_whitespace().next().unwrap_or("");
+                    used.insert(index.to_owned());
+                }
+            }
+            if *must_use_index {
+                assert!(
+                    !plan.iter().any(|p| p == "SCAN usage_records"),
+                    "{name}: a whole-table scan: {plan:?}"
+                );
+            }
+        }
+        let indexes: Vec<String> = sqlx::query_scalar(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'usage_records' \
+             AND name NOT LIKE 'sqlite_autoindex%'",
+        )
+        .fetch_all(&store.reader)
+        .await
+        .unwrap();
+        assert!(!indexes.is_empty());
+        for index in &indexes {
+            assert!(
+                used.contains(index),
+                "{index} serves no query; used: {used:?}"
+            );
+        }
     }
 
     #[test]
