@@ -447,14 +447,12 @@ impl CaptureWrites {
     }
 }
 
-fn identity_of(r: &UsageRecord) -> String {
-    r.login.clone().unwrap_or_else(|| {
-        if r.tags.is_empty() {
-            r.identity_source.clone()
-        } else {
-            r.tags.join(",")
-        }
-    })
+fn identity_of(r: &UsageRecord) -> std::borrow::Cow<'_, str> {
+    match (&r.login, r.tags.is_empty()) {
+        (Some(login), _) => login.as_str().into(),
+        (None, true) => r.identity_source.as_str().into(),
+        (None, false) => r.tags.join(",").into(),
+    }
 }
 
 /// Session, cost, tool calls and the capture of one finished request. Pure but for the clock-free
@@ -490,8 +488,8 @@ fn enrich(
     if let (Some(cost), true) = (&ex.cost, record.usage_known) {
         let model = record
             .upstream_model
-            .clone()
-            .or_else(|| record.requested_model.clone())
+            .as_deref()
+            .or(record.requested_model.as_deref())
             .unwrap_or_default();
         let usage = TokenUsage {
             input_tokens: record.input_tokens,
@@ -502,7 +500,7 @@ fn enrich(
         };
         let est = iris_capture::cost::estimate(
             cost.basis,
-            &model,
+            model,
             &usage,
             Accounting::for_family(&record.api_family),
             &cost.rules,

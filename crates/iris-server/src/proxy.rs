@@ -311,10 +311,11 @@ async fn llm(
     let Some(requested) = peeked.model.take() else {
         return fail(pending, GatewayError::MissingModel, dialect, id);
     };
-    pending.record.requested_model = Some(requested.clone());
+    // Kept in the record, read from there (no copy).
+    let requested: &str = pending.record.requested_model.insert(requested);
 
     // Route, then the model grant.
-    let route = match rt.routes.resolve(&requested, family) {
+    let route = match rt.routes.resolve(requested, family) {
         Ok(r) => r,
         Err(RouteError::UnknownModel(m)) => {
             return fail(pending, GatewayError::UnknownModel(m), dialect, id);
@@ -348,7 +349,7 @@ async fn llm(
         }
         Outcome::ModelNotGranted => {
             let err = GatewayError::ModelNotGranted {
-                model: requested,
+                model: requested.to_owned(),
                 who: who.principal.label(),
             };
             return fail(pending, err, dialect, id);
@@ -363,15 +364,15 @@ async fn llm(
         );
     };
     pending.record.provider = Some(route.provider_id);
-    pending.record.upstream_model = Some(route.model.clone());
+    let upstream_model: &str = pending.record.upstream_model.insert(route.model);
     if let Some(x) = pending.exchange.as_mut() {
         x.cost = rt.costs.get(&provider.id).cloned();
     }
 
     // The upstream body: the bare model id, and usage asked for on OpenAI chat streams.
     let mut up_body = body;
-    if route.model != requested {
-        match peek::with_model(&up_body, &route.model) {
+    if upstream_model != requested {
+        match peek::with_model(&up_body, upstream_model) {
             Ok(b) => up_body = Bytes::from(b),
             Err(e) => {
                 return fail(
