@@ -992,7 +992,6 @@ fn version_from_row(r: &SqliteRow, with_text: bool) -> Result<ConfigVersion, Sto
     })
 }
 
-/// The WHERE clauses shared by listings and summaries.
 // The queries of the usage log, built apart from running them so that a test can hold each to
 // the indexes it uses (`every_usage_query_uses_an_index_for_its_filters`).
 
@@ -1083,6 +1082,7 @@ fn session_records_query<'a>(
     Ok(qb)
 }
 
+/// The WHERE clauses shared by listings and summaries.
 fn push_filters(qb: &mut QueryBuilder<'_, Sqlite>, q: &UsageQuery) -> Result<(), StoreError> {
     if let Some(login) = &q.login {
         qb.push(" AND login = ").push_bind(login.clone());
