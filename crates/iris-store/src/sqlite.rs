@@ -1249,58 +1249,31 @@ mod tests {
         }
     }
 
-    /// Captures written before schema version 7 (found through `capture_ids`) are found after
-    /// the migration, and retention still forgets their ids.
+    /// Captures written before schema version 7 (their block under no batch number, an id row
+    /// each in `capture_ids`, records naming no batch) are found, and retention still forgets
+    /// their ids.
     #[tokio::test]
     async fn captures_written_before_version_7_are_found_and_purged() {
-        let tmp = tempfile::tempdir().unwrap();
-        let old = tmp.path().join("migrations-v6");
-        std::fs::create_dir(&old).unwrap();
-        let all = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
-        for e in std::fs::read_dir(&all).unwrap() {
-            let e = e.unwrap();
-            let name = e.file_name().into_string().unwrap();
-            if name.as_str() < "0007" {
-                std::fs::copy(e.path(), old.join(&name)).unwrap();
-            }
-        }
-        let path = tmp.path().join("iris.db");
-        let pool = SqlitePoolOptions::new()
-            .connect_with(
-                SqliteConnectOptions::new()
-                    .filename(&path)
-                    .create_if_missing(true),
-            )
-            .await
-            .unwrap();
-        sqlx::migrate::Migrator::new(old.as_path())
-            .await
-            .unwrap()
-            .run(&pool)
-            .await
-            .unwrap();
+        let store = SqliteStore::open_temporary().await.unwrap();
         let rows = vec![
             capture_row("r0", 5, "zero".into()),
             capture_row("r1", 9, "one".into()),
         ];
-        let block: i64 = sqlx::query_scalar(
-            "INSERT INTO capture_blocks (ts_min, ts_max, data) VALUES (5, 9, ?) RETURNING id",
-        )
-        .bind(blocks::encode(&rows).unwrap())
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+        store.insert_captures(3, rows.clone()).await.unwrap();
+        // As schema 6 left them.
+        let block: i64 = sqlx::query_scalar("UPDATE capture_blocks SET batch = NULL RETURNING id")
+            .fetch_one(&store.writer)
+            .await
+            .unwrap();
         for r in &rows {
             sqlx::query("INSERT INTO capture_ids (request_id, block) VALUES (?, ?)")
                 .bind(&r.request_id)
                 .bind(block)
-                .execute(&pool)
+                .execute(&store.writer)
                 .await
                 .unwrap();
         }
-        pool.close().await;
 
-        let store = SqliteStore::open(&path).await.unwrap();
         for r in &rows {
             assert_eq!(
                 store.capture(&r.request_id).await.unwrap().as_ref(),
