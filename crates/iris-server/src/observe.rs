@@ -362,12 +362,12 @@ impl CaptureWrites {
     /// An enriched request: the record goes to the usage writer first (usage never waits for a
     /// capture), naming the batch its capture is held for.
     fn take(&mut self, (mut record, capture): (UsageRecord, Option<CaptureRow>), sink: &UsageSink) {
-        if let Some(c) = capture {
+        if capture.is_some() {
             record.capture_batch = Some(self.batch_key());
-            sink.record(record);
+        }
+        sink.record(record);
+        if let Some(c) = capture {
             self.hold(c);
-        } else {
-            sink.record(record);
         }
     }
 

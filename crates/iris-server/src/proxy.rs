@@ -5,7 +5,6 @@
 //! usage record: either finalized here for an error, or by the metered body when the response
 //! ends (or the client hangs up).
 
-use std::future::Future as _;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Instant;
@@ -223,8 +222,7 @@ async fn llm(
     let body_timeout = rt.config.iris.timeouts.request_body;
     let mut collect = std::pin::pin!(Limited::new(body, limit).collect());
     // Most bodies arrive with their head: then no timer is armed (and no clock read to arm it).
-    let first = std::future::poll_fn(|cx| Poll::Ready(collect.as_mut().poll(cx))).await;
-    let collected = match first {
+    let collected = match futures_util::poll!(collect.as_mut()) {
         Poll::Ready(r) => r,
         Poll::Pending => match tokio::time::timeout(body_timeout, collect).await {
             Ok(r) => r,

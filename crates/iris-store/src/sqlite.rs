@@ -643,7 +643,7 @@ impl Store for SqliteStore {
 
     async fn capture(&self, request_id: &str) -> Result<Option<CaptureRow>, StoreError> {
         // Since schema 7: the blocks of the batch the request's usage record names.
-        let found: Vec<Vec<u8>> = sqlx::query_scalar(
+        let mut found: Vec<Vec<u8>> = sqlx::query_scalar(
             "SELECT b.data FROM usage_records u JOIN capture_blocks b ON b.batch = u.capture_batch \
              WHERE u.id = ? ORDER BY b.id",
         )
@@ -651,17 +651,15 @@ impl Store for SqliteStore {
         .fetch_all(&self.reader)
         .await?;
         // Before it: the block `capture_ids` names.
-        let found = if found.is_empty() {
-            sqlx::query_scalar(
+        if found.is_empty() {
+            found = sqlx::query_scalar(
                 "SELECT b.data FROM capture_ids i JOIN capture_blocks b ON b.id = i.block \
                  WHERE i.request_id = ?",
             )
             .bind(request_id)
             .fetch_all(&self.reader)
-            .await?
-        } else {
-            found
-        };
+            .await?;
+        }
         if !found.is_empty() {
             // Decompressing a block takes a millisecond or two: not on a request worker.
             let id = request_id.to_owned();
