@@ -45,9 +45,10 @@ pub fn iris_default_writer() -> UsageWriterConfig {
 
 /// A record shaped like the ones iris writes for a Claude Code request.
 pub fn sample_record(i: u64) -> UsageRecord {
+    let (id, ts_ms) = iris_store::new_record_id_and_time();
     UsageRecord {
-        id: iris_store::new_record_id(),
-        ts_ms: iris_store::now_ms(),
+        id,
+        ts_ms,
         request_id: format!("req-{i}"),
         login: Some("alice@example.com".into()),
         display_name: Some("Alice Example".into()),

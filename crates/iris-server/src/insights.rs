@@ -481,6 +481,8 @@ pub async fn model_test(
     let req = req
         .body(Full::new(bytes.clone()))
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    // The record's id and time are those of the request's start, as for a proxied request.
+    let (record_id, ts_ms) = iris_store::new_record_id_and_time();
     let start = Instant::now();
     let timeout = rt
         .config
@@ -508,7 +510,8 @@ pub async fn model_test(
     // The test is a request like any other: it leaves a usage record.
     let mut ex = iris_providers::usage::UsageExtractor::new(family, false);
     let mut rec = crate::proxy::bare_record(
-        &iris_store::new_record_id(),
+        &record_id,
+        ts_ms,
         family.as_str(),
         "/api/models/test",
         &c.who.principal,

@@ -676,9 +676,16 @@ async fn caller(
     })
 }
 
-/// A record for a request iris makes on someone's behalf (the model test button).
-pub(crate) fn bare_record(id: &str, api_family: &str, path: &str, p: &Principal) -> UsageRecord {
-    let mut r = base_record(id, iris_store::now_ms(), api_family, "POST", path);
+/// A record for a request iris makes on someone's behalf (the model test button), begun at
+/// `ts_ms`: like every record, the time its id was made at (`new_record_id_and_time`).
+pub(crate) fn bare_record(
+    id: &str,
+    ts_ms: i64,
+    api_family: &str,
+    path: &str,
+    p: &Principal,
+) -> UsageRecord {
+    let mut r = base_record(id, ts_ms, api_family, "POST", path);
     apply_principal(&mut r, p);
     r
 }
