@@ -93,6 +93,10 @@ fn records(n: usize) -> Vec<UsageRecord> {
             r.reasoning_tokens = g.below(2) * g.below(500);
             r.cost_usd = (r.usage_known && g.below(3) != 0).then(|| g.below(10_000) as f64 / 7e4);
             r.session_id = g.pick(&[s("cc_a"), s("cc_b"), s("cx_c"), s("cx_d"), None, None]);
+            // Sessions of callers without a login, named by their tags or as loopback.
+            if r.login.is_none() && g.below(2) == 0 {
+                r.session_id = Some(format!("np_{}", joined(&r.tags)));
+            }
             r.session_kind = match r.session_id.as_deref() {
                 Some(id) if id.starts_with("cc_") => s("claude_code"),
                 // A session whose records disagree on its kind: the summary shows the largest.
@@ -160,20 +164,23 @@ fn model_recent(all: &[UsageRecord], q: &UsageQuery) -> Vec<String> {
     v.into_iter().take(limit(q)).map(|r| r.id.clone()).collect()
 }
 
+/// How the dashboard names a caller: the login, else the tags, else `(loopback)` or the
+/// identity source.
+fn who(login: Option<&String>, tags: &str, source: &str) -> String {
+    match (login, tags, source) {
+        (Some(l), _, _) => l.clone(),
+        (None, "", "loopback") => "(loopback)".into(),
+        (None, "", s) => s.to_owned(),
+        (None, t, _) => t.to_owned(),
+    }
+}
+
 fn group_key(r: &UsageRecord, by: GroupBy) -> String {
     let day = chrono::DateTime::from_timestamp_millis(r.ts_ms)
         .unwrap()
         .date_naive();
     match by {
-        GroupBy::User => r.login.clone().unwrap_or_else(|| {
-            if !r.tags.is_empty() {
-                joined(&r.tags)
-            } else if r.identity_source == "loopback" {
-                "(loopback)".into()
-            } else {
-                r.identity_source.clone()
-            }
-        }),
+        GroupBy::User => who(r.login.as_ref(), &joined(&r.tags), &r.identity_source),
         GroupBy::Model => r.requested_model.clone().unwrap_or_else(|| "-".into()),
         GroupBy::Provider => r.provider.clone().unwrap_or_else(|| "-".into()),
         GroupBy::Day => day.format("%Y-%m-%d").to_string(),
@@ -251,21 +258,14 @@ fn model_sessions(
             // The largest of the values present, as SQL's MAX over a text column.
             let max = |f: fn(&UsageRecord) -> Option<String>| rs.iter().filter_map(|r| f(r)).max();
             let login = max(|r| r.login.clone());
-            let tags: Vec<String> = max(|r| Some(joined(&r.tags)))
+            let tags = max(|r| Some(joined(&r.tags))).unwrap_or_default();
+            let source = max(|r| Some(r.identity_source.clone())).unwrap_or_default();
+            let who = who(login.as_ref(), &tags, &source);
+            let tags: Vec<String> = tags
+                .split(',')
                 .filter(|t| !t.is_empty())
-                .map(|t| t.split(',').map(str::to_owned).collect())
-                .unwrap_or_default();
-            let source = max(|r| Some(r.identity_source.clone()));
-            let who = login.clone().unwrap_or_else(|| {
-                if tags.is_empty() {
-                    match source.as_deref() {
-                        Some("loopback") | None => "(loopback)".to_owned(),
-                        Some(s) => s.to_owned(),
-                    }
-                } else {
-                    tags.join(",")
-                }
-            });
+                .map(str::to_owned)
+                .collect();
             let first_ms = rs.iter().map(|r| r.ts_ms).min().unwrap();
             let last_ms = rs
                 .iter()
@@ -329,12 +329,25 @@ fn model_session_records(all: &[UsageRecord], id: &str, q: &UsageQuery) -> Vec<S
     v.into_iter().take(limit(q)).map(|r| r.id.clone()).collect()
 }
 
-/// Sums of costs agree to rounding (the order of a float sum is the store's own).
-fn same_cost(got: Option<f64>, want: Option<f64>) -> bool {
-    match (got, want) {
-        (None, None) => true,
-        (Some(g), Some(w)) => (g - w).abs() <= 1e-9 * w.abs().max(1.0),
-        _ => false,
+/// The store's rows equal the model's, their sums of costs to rounding (the order of a float
+/// sum is the store's own).
+fn agree<T: Clone + PartialEq + std::fmt::Debug>(
+    got: &[T],
+    want: &[T],
+    cost: fn(&mut T) -> &mut Option<f64>,
+    what: &str,
+) {
+    assert_eq!(got.len(), want.len(), "{what}: {got:?}");
+    for (g, w) in got.iter().zip(want) {
+        let (mut g, mut w) = (g.clone(), w.clone());
+        let (gc, wc) = (cost(&mut g).take(), cost(&mut w).take());
+        let close = match (gc, wc) {
+            (None, None) => true,
+            (Some(g), Some(w)) => (g - w).abs() <= 1e-9 * w.abs().max(1.0),
+            _ => false,
+        };
+        assert!(close, "{what}: cost {gc:?}, want {wc:?}");
+        assert_eq!(g, w, "{what}");
     }
 }
 
@@ -423,30 +436,22 @@ async fn every_usage_query_agrees_with_a_model_of_the_log() {
             GroupBy::Week,
         ] {
             let got = store.usage_summary(&q, by).await.unwrap();
-            let want = model_summary(&all, &q, by);
-            assert_eq!(got.len(), want.len(), "summary by {by:?}, {name}: {got:?}");
-            for (g, w) in got.iter().zip(&want) {
-                assert!(same_cost(g.cost_usd, w.cost_usd), "{by:?}, {name}: {g:?}");
-                let g = UsageGroup {
-                    cost_usd: w.cost_usd,
-                    ..g.clone()
-                };
-                assert_eq!(&g, w, "summary by {by:?}, {name}");
-            }
+            agree(
+                &got,
+                &model_summary(&all, &q, by),
+                |g| &mut g.cost_usd,
+                &format!("summary by {by:?}, {name}"),
+            );
         }
 
         for before in [None, Some(sessions_before)] {
             let got = store.sessions(&q, before).await.unwrap();
-            let want = model_sessions(&all, &q, before);
-            assert_eq!(got.len(), want.len(), "sessions before {before:?}, {name}");
-            for (g, w) in got.iter().zip(&want) {
-                assert!(same_cost(g.cost_usd, w.cost_usd), "{name}: {g:?}");
-                let g = SessionSummary {
-                    cost_usd: w.cost_usd,
-                    ..g.clone()
-                };
-                assert_eq!(&g, w, "sessions before {before:?}, {name}");
-            }
+            agree(
+                &got,
+                &model_sessions(&all, &q, before),
+                |s| &mut s.cost_usd,
+                &format!("sessions before {before:?}, {name}"),
+            );
         }
 
         for id in ["cc_a", "cx_d", "none"] {
