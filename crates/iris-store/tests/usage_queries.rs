@@ -38,7 +38,6 @@ impl Gen {
     }
 }
 
-/// Days apart, so the day and week summaries have several groups.
 const DAY_MS: i64 = 86_400_000;
 const START_MS: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z, a Thursday
 
@@ -48,7 +47,8 @@ fn records(n: usize) -> Vec<UsageRecord> {
     (0..n)
         .map(|i| {
             let mut r = sample_record(i as u64);
-            // Two records to a millisecond (ties ordered by id), days apart every 40 records.
+            // Two records to a millisecond (ties ordered by id), and a third of a day later every
+            // 40 records: the log spans five days across two weeks.
             let pair = i64::try_from(i / 2).unwrap();
             r.ts_ms = START_MS + pair * 7 + (pair / 20) * DAY_MS / 3;
             // Each record ends at a distinct time, so no two sessions tie on their last.
@@ -146,18 +146,18 @@ fn limit(q: &UsageQuery) -> usize {
 }
 
 fn model_recent(all: &[UsageRecord], q: &UsageQuery) -> Vec<String> {
-    let cursor = q.before_id.as_ref().map(|id| {
-        all.iter()
-            .find(|r| r.id == *id)
-            .map(|r| (r.ts_ms, r.id.clone()))
-    });
+    // An unknown cursor selects nothing.
+    let cursor = q
+        .before_id
+        .as_ref()
+        .map(|id| all.iter().find(|r| r.id == *id));
     let mut v: Vec<&UsageRecord> = all
         .iter()
         .filter(|r| matches(q, r))
-        .filter(|r| match &cursor {
+        .filter(|r| match cursor {
             None => true,
             Some(None) => false,
-            Some(Some(c)) => (r.ts_ms, r.id.clone()) < *c,
+            Some(Some(c)) => (r.ts_ms, &r.id) < (c.ts_ms, &c.id),
         })
         .collect();
     v.sort_by(|a, b| (b.ts_ms, &b.id).cmp(&(a.ts_ms, &a.id)));
@@ -194,46 +194,38 @@ fn group_key(r: &UsageRecord, by: GroupBy) -> String {
     }
 }
 
-/// Who a record counts as among a group's distinct users.
-fn caller(r: &UsageRecord) -> String {
-    r.login.clone().unwrap_or_else(|| {
-        if r.tags.is_empty() {
-            r.identity_source.clone()
-        } else {
-            joined(&r.tags)
-        }
-    })
-}
-
-fn add_cost(sum: &mut Option<f64>, cost: Option<f64>) {
-    if let Some(c) = cost {
-        *sum = Some(sum.unwrap_or(0.0) + c);
+/// The counts and sums of `rs`, as a summary group keyed `key`.
+fn totals(key: String, rs: &[&UsageRecord]) -> UsageGroup {
+    let sum = |f: fn(&UsageRecord) -> u64| rs.iter().map(|r| f(r)).sum();
+    let priced: Vec<f64> = rs.iter().filter_map(|r| r.cost_usd).collect();
+    UsageGroup {
+        key,
+        requests: rs.len() as u64,
+        errors: sum(|r| u64::from(is_error(r))),
+        // Distinct callers by the name a summary by user gives them (one name a caller).
+        users: rs
+            .iter()
+            .map(|r| group_key(r, GroupBy::User))
+            .collect::<BTreeSet<_>>()
+            .len() as u64,
+        cost_usd: (!priced.is_empty()).then(|| priced.iter().sum()),
+        unpriced_requests: sum(|r| u64::from(r.cost_usd.is_none() && r.usage_known)),
+        input_tokens: sum(|r| r.input_tokens),
+        output_tokens: sum(|r| r.output_tokens),
+        cache_read_tokens: sum(|r| r.cache_read_tokens),
+        cache_write_tokens: sum(|r| r.cache_write_tokens),
+        reasoning_tokens: sum(|r| r.reasoning_tokens),
     }
 }
 
 fn model_summary(all: &[UsageRecord], q: &UsageQuery, by: GroupBy) -> Vec<UsageGroup> {
-    let mut groups: BTreeMap<String, (UsageGroup, BTreeSet<String>)> = BTreeMap::new();
+    let mut groups: BTreeMap<String, Vec<&UsageRecord>> = BTreeMap::new();
     for r in all.iter().filter(|r| matches(q, r)) {
-        let key = group_key(r, by);
-        let (g, users) = groups.entry(key.clone()).or_default();
-        g.key = key;
-        g.requests += 1;
-        g.errors += u64::from(is_error(r));
-        g.input_tokens += r.input_tokens;
-        g.output_tokens += r.output_tokens;
-        g.cache_read_tokens += r.cache_read_tokens;
-        g.cache_write_tokens += r.cache_write_tokens;
-        g.reasoning_tokens += r.reasoning_tokens;
-        add_cost(&mut g.cost_usd, r.cost_usd);
-        g.unpriced_requests += u64::from(r.cost_usd.is_none() && r.usage_known);
-        users.insert(caller(r));
+        groups.entry(group_key(r, by)).or_default().push(r);
     }
     let mut v: Vec<UsageGroup> = groups
-        .into_values()
-        .map(|(mut g, users)| {
-            g.users = users.len() as u64;
-            g
-        })
+        .into_iter()
+        .map(|(key, rs)| totals(key, &rs))
         .collect();
     if !matches!(by, GroupBy::Day | GroupBy::Week) {
         v.sort_by(|a, b| b.requests.cmp(&a.requests).then(a.key.cmp(&b.key)));
@@ -281,11 +273,7 @@ fn model_sessions(
                 .map(|(name, count)| ToolCount { name, count })
                 .collect();
             tools.sort_by(|a, b| b.count.cmp(&a.count).then(a.name.cmp(&b.name)));
-            let mut cost_usd = None;
-            for r in &rs {
-                add_cost(&mut cost_usd, r.cost_usd);
-            }
-            let sum = |f: fn(&UsageRecord) -> u64| rs.iter().map(|r| f(r)).sum();
+            let t = totals(String::new(), &rs);
             SessionSummary {
                 id: id.to_owned(),
                 kind: max(|r| r.session_kind.clone()),
@@ -295,21 +283,21 @@ fn model_sessions(
                 first_ms,
                 last_ms,
                 duration_ms: last_ms - first_ms,
-                requests: rs.len() as u64,
-                errors: sum(|r| u64::from(is_error(r))),
+                requests: t.requests,
+                errors: t.errors,
                 models: rs
                     .iter()
                     .filter_map(|r| r.requested_model.clone())
                     .collect::<BTreeSet<_>>()
                     .into_iter()
                     .collect(),
-                input_tokens: sum(|r| r.input_tokens),
-                output_tokens: sum(|r| r.output_tokens),
-                cache_read_tokens: sum(|r| r.cache_read_tokens),
-                cache_write_tokens: sum(|r| r.cache_write_tokens),
-                reasoning_tokens: sum(|r| r.reasoning_tokens),
-                cost_usd,
-                unpriced_requests: sum(|r| u64::from(r.cost_usd.is_none() && r.usage_known)),
+                input_tokens: t.input_tokens,
+                output_tokens: t.output_tokens,
+                cache_read_tokens: t.cache_read_tokens,
+                cache_write_tokens: t.cache_write_tokens,
+                reasoning_tokens: t.reasoning_tokens,
+                cost_usd: t.cost_usd,
+                unpriced_requests: t.unpriced_requests,
                 tools,
             }
         })
