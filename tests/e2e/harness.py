@@ -524,14 +524,35 @@ class Load:
 
 
 def stored_request_ids(db: Path) -> list[str]:
-    """Every usage record's request id, read straight from the SQLite file (read-only)."""
+    """Every usage record's request id, read straight from the SQLite file (read-only).
+
+    The records are in compressed blocks (iris-store's src/usage_log.rs): the magic `IUB1`,
+    then each record as a little-endian u32 length and its fields, of which the first two are
+    the id and the request id, each a u32 length and UTF-8 bytes.
+    """
     import sqlite3
+    import struct
+
+    import zstandard
 
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
     try:
-        return [row[0] for row in con.execute("SELECT request_id FROM usage_records")]
+        blocks = [row[0] for row in con.execute("SELECT data FROM usage_blocks ORDER BY id")]
     finally:
         con.close()
+    ids = []
+    for data in blocks:
+        raw = zstandard.ZstdDecompressor().decompressobj().decompress(data)
+        assert raw[:4] == b"IUB1", raw[:4]
+        at = 4
+        while at < len(raw):
+            (length,) = struct.unpack_from("<I", raw, at)
+            body = raw[at + 4 : at + 4 + length]
+            at += 4 + length
+            (id_len,) = struct.unpack_from("<I", body, 0)
+            (rid_len,) = struct.unpack_from("<I", body, 4 + id_len)
+            ids.append(body[8 + id_len : 8 + id_len + rid_len].decode())
+    return ids
 
 
 def integrity_check(db: Path) -> str:

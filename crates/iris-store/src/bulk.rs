@@ -4,10 +4,13 @@
 //! happen once per proxied request each, and sqlx's way of running a statement (every bound
 //! text copied into an owned argument list, the statement handed over a channel to sqlx's
 //! worker thread, every binding cleared again afterwards) cost about as much CPU as SQLite's
-//! own work of inserting the rows. Here a plain rusqlite connection runs the batch on tokio's
-//! blocking pool: cached multi-row INSERTs (see `InsertLadder` in `sqlite.rs`), each row's
-//! values bound straight from the records, one transaction per batch. (ARCHITECTURE.md, "Why
-//! some things are our own code".)
+//! own work. Here a plain rusqlite connection runs the batch on tokio's blocking pool: the
+//! batch's blocks (usage records, `usage_log.rs`; captures, `blocks.rs`) compressed first, then
+//! written in one transaction with cached statements. (ARCHITECTURE.md, "Why some things are
+//! our own code".)
+//!
+//! The usage log is read here too ([`ReadPool`]): a read decodes blocks, CPU work that belongs
+//! on the blocking pool rather than on a request worker.
 //!
 //! A connection is opened on first use and dropped after any failed write, so the next
 //! write starts on a fresh connection whatever state a failure (a full disk, an I/O error in
@@ -180,6 +183,91 @@ impl BulkWriter {
         conn.set_prepared_statement_cache_capacity(crate::sqlite::bulk_statements());
         (self.prepare)(&conn)?;
         Ok(conn)
+    }
+}
+
+/// Connections the usage log is read on (rusqlite, like its writes: a read decodes blocks, which
+/// is CPU work for the blocking pool, not for a request worker). Opened on demand, at most
+/// [`READ_CONNECTIONS`] kept idle.
+pub(crate) struct ReadPool {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+    closed: std::sync::atomic::AtomicBool,
+}
+
+/// Idle read connections kept open.
+const READ_CONNECTIONS: usize = 4;
+
+/// Statements a read connection keeps prepared (the few block selections and the block read).
+const READ_STATEMENTS: usize = 8;
+
+impl std::fmt::Debug for ReadPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadPool")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ReadPool {
+    pub(crate) fn new(path: PathBuf) -> Arc<ReadPool> {
+        Arc::new(ReadPool {
+            path,
+            idle: Mutex::new(Vec::new()),
+            closed: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    /// Run `f` on a connection, in one read transaction (one snapshot of the database), on the
+    /// blocking pool.
+    pub(crate) async fn read<T, F>(self: &Arc<Self>, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let this = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            if this.closed.load(std::sync::atomic::Ordering::Acquire) {
+                return Err(StoreError::Unavailable("the store is closed".into()));
+            }
+            let taken = this.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            let conn = match taken {
+                Some(c) => c,
+                None => {
+                    // Read-write (SQLite falls back to reading only on a read-only file), so
+                    // the connection can take part in the WAL whatever state its files are in;
+                    // `query_only` keeps it from writing.
+                    let c = Connection::open_with_flags(
+                        &this.path,
+                        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                    )?;
+                    c.busy_timeout(BUSY_TIMEOUT)?;
+                    c.pragma_update(None, "query_only", "ON")?;
+                    c.set_prepared_statement_cache_capacity(READ_STATEMENTS);
+                    c
+                }
+            };
+            let result = {
+                let tx = conn.unchecked_transaction()?;
+                f(&tx)
+            };
+            if result.is_ok() && !this.closed.load(std::sync::atomic::Ordering::Acquire) {
+                let mut idle = this.idle.lock().unwrap_or_else(|p| p.into_inner());
+                if idle.len() < READ_CONNECTIONS {
+                    idle.push(conn);
+                }
+            }
+            result
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("the store's read task failed: {e}")))?
+    }
+
+    /// Close the idle connections; later reads are refused.
+    pub(crate) fn close(&self) {
+        self.closed
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 }
 

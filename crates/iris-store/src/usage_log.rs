@@ -1,0 +1,1005 @@
+//! The usage log in blocks: how records are stored, and every query's meaning, in Rust.
+//!
+//! Written one SQLite row each, a usage record cost the store about 20,000 instructions: the
+//! row of 36 columns and five B-trees (the table, the `id` key, three secondary indexes), on a
+//! background thread that shares the machine's cores with the request path. The writer hands the
+//! store a batch at a time, so a batch is stored the way captures are (`blocks.rs`): its records
+//! encoded field by field, compressed with zstd, one row of `usage_blocks` per block, and one row
+//! of `usage_block_keys` per distinct login and session in it (docs/performance.md, session 16).
+//!
+//! A block holds the records of one batch whose `ts_ms` fall in one bucket of [`SPAN_MS`], so a
+//! block's `ts_max - ts_min < SPAN_MS`: the blocks that may hold a time are found through one
+//! index on `ts_max`, and so is a record by its id, since an id is a UUIDv7 carrying the
+//! record's `ts_ms` ([`crate::new_record_id_and_time`]). A record whose id does not carry its
+//! time (records of other stores, tests) gets an `i:` key instead.
+//!
+//! Reading is one loop for every query: the blocks a query's time range and login (or session)
+//! select, decoded, filtered by [`Filter`], then listed ([`Newest`]), summed by group
+//! ([`Summary`]) or by session ([`Sessions`]). The functions here are the queries' meaning; the
+//! model-based test `tests/usage_queries.rs` holds them to an independent model.
+//!
+//! The format is private to the store: a version tag, then each record as a length, then its
+//! fields (texts length-prefixed). Decoding checks every length; a damaged block is an error,
+//! never a panic.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use crate::{GroupBy, SessionSummary, StoreError, ToolCount, UsageGroup, UsageQuery, UsageRecord};
+
+/// The time span of one block's bucket: ten minutes. A stream's record reaches the writer when
+/// it ends, minutes after its `ts_ms` (its start), so a batch spans a few buckets at most; a
+/// point lookup reads the blocks of one bucket.
+pub(crate) const SPAN_MS: i64 = 10 * 60 * 1000;
+
+/// The first bytes of every (uncompressed) block: the format's name and version.
+const MAGIC: &[u8; 4] = b"IUB1";
+
+/// zstd level 1, as for captures: records of one batch are alike, and level 1 is the fastest
+/// level that finds that.
+const LEVEL: i32 = 1;
+
+/// Length of an absent optional text.
+const NONE: u32 = u32::MAX;
+
+/// Key prefixes in `usage_block_keys`.
+pub(crate) const LOGIN_KEY: &str = "l:";
+pub(crate) const SESSION_KEY: &str = "s:";
+pub(crate) const ID_KEY: &str = "i:";
+
+/// The prefix of a single request's session id, followed by the request's id.
+const SINGLE_SESSION: &str = "rq_";
+
+/// Flags of a record.
+const STREAMING: u8 = 1;
+const USAGE_KNOWN: u8 = 2;
+const HAS_TTFB: u8 = 4;
+const HAS_COST: u8 = 8;
+const HAS_CAPTURE_BATCH: u8 = 16;
+
+/// One encoded block, ready for its row.
+#[derive(Debug)]
+pub(crate) struct Block {
+    /// A hash of the block's records (their ids and times): a batch written again (a retry
+    /// after a commit whose answer was lost) makes the same blocks, which are then skipped.
+    pub batch: i64,
+    pub ts_min: i64,
+    pub ts_max: i64,
+    pub records: i64,
+    /// Records that name a tool (what retention's `tools` purge looks for).
+    pub tools: i64,
+    pub data: Vec<u8>,
+    /// Its rows in `usage_block_keys`.
+    pub keys: Vec<String>,
+}
+
+/// The bucket of a time.
+fn bucket(ts_ms: i64) -> i64 {
+    ts_ms.div_euclid(SPAN_MS)
+}
+
+/// Cut a batch into its blocks: one per bucket, records in batch order.
+pub(crate) fn encode_batch(batch: &[UsageRecord]) -> Result<Vec<Block>, StoreError> {
+    let mut buckets: Vec<(i64, Vec<&UsageRecord>)> = Vec::new();
+    for r in batch {
+        let b = bucket(r.ts_ms);
+        match buckets.iter_mut().find(|(k, _)| *k == b) {
+            Some((_, rs)) => rs.push(r),
+            None => buckets.push((b, vec![r])),
+        }
+    }
+    buckets.iter().map(|(_, rs)| encode_block(rs)).collect()
+}
+
+/// One block of records (all of one bucket).
+pub(crate) fn encode_block(rs: &[&UsageRecord]) -> Result<Block, StoreError> {
+    let mut raw = Vec::with_capacity(MAGIC.len() + rs.len() * 384);
+    raw.extend_from_slice(MAGIC);
+    let mut hash = Fnv::new();
+    let (mut ts_min, mut ts_max) = (i64::MAX, i64::MIN);
+    let mut tools = 0;
+    // Distinct logins and sessions: a handful a batch, so a linear search beats hashing.
+    let mut keyed: Vec<(&str, &str)> = Vec::new();
+    fn add_key<'r>(keyed: &mut Vec<(&'static str, &'r str)>, prefix: &'static str, value: &'r str) {
+        if !keyed.iter().any(|&(p, v)| p == prefix && v == value) {
+            keyed.push((prefix, value));
+        }
+    }
+    let mut id_keys = Vec::new();
+    for &r in rs {
+        put_record(&mut raw, r)?;
+        hash.write(r.id.as_bytes());
+        hash.write(&r.ts_ms.to_le_bytes());
+        ts_min = ts_min.min(r.ts_ms);
+        ts_max = ts_max.max(r.ts_ms);
+        tools += i64::from(!r.tool_names.is_empty());
+        if let Some(login) = &r.login {
+            add_key(&mut keyed, LOGIN_KEY, login);
+        }
+        if id_time(&r.id) != Some(r.ts_ms) {
+            id_keys.push(r.id.as_str());
+        }
+        if let Some(session) = &r.session_id {
+            // A single request's session is found through its id.
+            if session.strip_prefix(SINGLE_SESSION) != Some(r.id.as_str()) {
+                add_key(&mut keyed, SESSION_KEY, session);
+            }
+        }
+    }
+    let mut keys: Vec<String> = keyed.iter().map(|(p, v)| format!("{p}{v}")).collect();
+    keys.extend(id_keys.into_iter().map(|id| format!("{ID_KEY}{id}")));
+    let data = zstd::bulk::compress(&raw, LEVEL)
+        .map_err(|e| StoreError::InvalidRecord(format!("cannot compress a usage block: {e}")))?;
+    Ok(Block {
+        batch: hash.finish(),
+        ts_min,
+        ts_max,
+        records: i64::try_from(rs.len()).unwrap_or(i64::MAX),
+        tools,
+        data,
+        keys,
+    })
+}
+
+/// The unix milliseconds a UUIDv7 id carries (its first 48 bits); `None` for any other id.
+pub(crate) fn id_time(id: &str) -> Option<i64> {
+    let b = id.as_bytes();
+    if b.len() != 36 || b[8] != b'-' || b[13] != b'-' || b[14] != b'7' {
+        return None;
+    }
+    let mut ms: i64 = 0;
+    for &c in b[..8].iter().chain(&b[9..13]) {
+        let d = char::from(c).to_digit(16)?;
+        ms = ms * 16 + i64::from(d);
+    }
+    Some(ms)
+}
+
+/// FNV-1a, 64 bits: a stable hash (std's may change between releases) of a block's records.
+struct Fnv(u64);
+
+impl Fnv {
+    fn new() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 ^= u64::from(b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    fn finish(&self) -> i64 {
+        i64::from_le_bytes(self.0.to_le_bytes())
+    }
+}
+
+/// Tags are kept comma-joined (as the SQL rows kept them); refuse tags that would not read
+/// back the same.
+pub(crate) fn join_tags(tags: &[String]) -> Result<String, StoreError> {
+    if let Some(bad) = tags.iter().find(|t| t.is_empty() || t.contains(',')) {
+        return Err(StoreError::InvalidRecord(format!(
+            "tag {bad:?} cannot be stored: tags must be non-empty and contain no ','"
+        )));
+    }
+    Ok(tags.join(","))
+}
+
+pub(crate) fn split_tags(joined: &str) -> Vec<String> {
+    if joined.is_empty() {
+        Vec::new()
+    } else {
+        joined.split(',').map(str::to_owned).collect()
+    }
+}
+
+/// Counters are kept as signed 64-bit values, as in the SQL rows before: saturated, not
+/// wrapped.
+fn saturate(v: u64) -> u64 {
+    v.min(i64::MAX as u64)
+}
+
+fn put_record(out: &mut Vec<u8>, r: &UsageRecord) -> Result<(), StoreError> {
+    let at = out.len();
+    out.extend_from_slice(&0u32.to_le_bytes());
+    put_text(out, Some(&r.id))?;
+    put_text(out, Some(&r.request_id))?;
+    out.extend_from_slice(&r.ts_ms.to_le_bytes());
+    for t in [
+        &r.login,
+        &r.display_name,
+        &r.node,
+        &r.node_id,
+        &r.key_id,
+        &r.requested_model,
+        &r.provider,
+        &r.upstream_model,
+        &r.error_class,
+        &r.user_agent,
+        &r.session_id,
+        &r.session_kind,
+        &r.priced_as,
+    ] {
+        put_text(out, t.as_deref())?;
+    }
+    if r.tags.is_empty() {
+        put_text(out, Some(""))?;
+    } else {
+        put_text(out, Some(&join_tags(&r.tags)?))?;
+    }
+    for t in [&r.identity_source, &r.api_family, &r.method, &r.path] {
+        put_text(out, Some(t))?;
+    }
+    out.extend_from_slice(&len32(r.tool_names.len())?.to_le_bytes());
+    for t in &r.tool_names {
+        put_text(out, Some(t))?;
+    }
+    out.extend_from_slice(&r.status.to_le_bytes());
+    let cost = r.cost_usd.filter(|c| c.is_finite());
+    let flags = (if r.streaming { STREAMING } else { 0 })
+        | (if r.usage_known { USAGE_KNOWN } else { 0 })
+        | (if r.ttfb_ms.is_some() { HAS_TTFB } else { 0 })
+        | (if cost.is_some() { HAS_COST } else { 0 })
+        | (if r.capture_batch.is_some() {
+            HAS_CAPTURE_BATCH
+        } else {
+            0
+        });
+    out.push(flags);
+    for n in [
+        r.input_tokens,
+        r.output_tokens,
+        r.cache_read_tokens,
+        r.cache_write_tokens,
+        r.reasoning_tokens,
+        r.duration_ms,
+        r.bytes_in,
+        r.bytes_out,
+    ] {
+        out.extend_from_slice(&saturate(n).to_le_bytes());
+    }
+    if let Some(t) = r.ttfb_ms {
+        out.extend_from_slice(&saturate(t).to_le_bytes());
+    }
+    if let Some(c) = cost {
+        out.extend_from_slice(&c.to_le_bytes());
+    }
+    if let Some(b) = r.capture_batch {
+        out.extend_from_slice(&b.to_le_bytes());
+    }
+    let len = len32(out.len() - at - 4)?;
+    out[at..at + 4].copy_from_slice(&len.to_le_bytes());
+    Ok(())
+}
+
+fn len32(n: usize) -> Result<u32, StoreError> {
+    u32::try_from(n)
+        .ok()
+        .filter(|&n| n != NONE)
+        .ok_or_else(|| StoreError::InvalidRecord(format!("a usage record field of {n} bytes")))
+}
+
+fn put_text(out: &mut Vec<u8>, text: Option<&str>) -> Result<(), StoreError> {
+    match text {
+        None => out.extend_from_slice(&NONE.to_le_bytes()),
+        Some(t) => {
+            out.extend_from_slice(&len32(t.len())?.to_le_bytes());
+            out.extend_from_slice(t.as_bytes());
+        }
+    }
+    Ok(())
+}
+
+/// Every record of a stored block, in the order they were written.
+pub(crate) fn decode(block: &[u8]) -> Result<Vec<UsageRecord>, StoreError> {
+    let raw = decompress(block)?;
+    let mut out = Vec::new();
+    for body in bodies(&raw)? {
+        out.push(record(body?)?);
+    }
+    Ok(out)
+}
+
+/// The first record of a stored block with this id; only that record is decoded.
+pub(crate) fn find(block: &[u8], id: &str) -> Result<Option<UsageRecord>, StoreError> {
+    let raw = decompress(block)?;
+    for body in bodies(&raw)? {
+        let body = body?;
+        if (Reader { rest: body }).opt_bytes()? == Some(id.as_bytes()) {
+            return record(body).map(Some);
+        }
+    }
+    Ok(None)
+}
+
+fn decompress(block: &[u8]) -> Result<Vec<u8>, StoreError> {
+    // The streaming decoder grows its output as the frame says, so a damaged length cannot make
+    // it allocate more than the frame really holds.
+    zstd::stream::decode_all(block).map_err(|e| corrupt(&format!("undecodable block: {e}")))
+}
+
+/// The encoded records of an uncompressed block.
+fn bodies(raw: &[u8]) -> Result<impl Iterator<Item = Result<&[u8], StoreError>>, StoreError> {
+    let mut rest = raw
+        .strip_prefix(MAGIC.as_slice())
+        .ok_or_else(|| corrupt("not a usage block (unknown format)"))?;
+    Ok(std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut outer = Reader { rest };
+        let body = outer.u32().and_then(|len| outer.take(len as usize));
+        // After a damaged length nothing further can be read.
+        rest = if body.is_ok() { outer.rest } else { &[] };
+        Some(body)
+    }))
+}
+
+/// One encoded record.
+fn record(body: &[u8]) -> Result<UsageRecord, StoreError> {
+    let mut r = Reader { rest: body };
+    let record = r.record()?;
+    if !r.rest.is_empty() {
+        return Err(corrupt("a usage record longer than its fields"));
+    }
+    Ok(record)
+}
+
+fn corrupt(detail: &str) -> StoreError {
+    StoreError::Corrupt {
+        table: "usage_blocks",
+        detail: detail.to_owned(),
+    }
+}
+
+struct Reader<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], StoreError> {
+        if self.rest.len() < n {
+            return Err(corrupt("a usage block ends in the middle of a record"));
+        }
+        let (head, rest) = self.rest.split_at(n);
+        self.rest = rest;
+        Ok(head)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], StoreError> {
+        let b = self.take(N)?;
+        let mut a = [0; N];
+        a.copy_from_slice(b);
+        Ok(a)
+    }
+
+    fn u32(&mut self) -> Result<u32, StoreError> {
+        Ok(u32::from_le_bytes(self.array()?))
+    }
+
+    fn u64(&mut self) -> Result<u64, StoreError> {
+        Ok(u64::from_le_bytes(self.array()?))
+    }
+
+    fn i64(&mut self) -> Result<i64, StoreError> {
+        Ok(i64::from_le_bytes(self.array()?))
+    }
+
+    fn opt_bytes(&mut self) -> Result<Option<&'a [u8]>, StoreError> {
+        let len = self.u32()?;
+        if len == NONE {
+            return Ok(None);
+        }
+        self.take(len as usize).map(Some)
+    }
+
+    fn opt(&mut self) -> Result<Option<String>, StoreError> {
+        self.opt_bytes()?
+            .map(|b| {
+                String::from_utf8(b.to_vec()).map_err(|_| corrupt("usage record text is not UTF-8"))
+            })
+            .transpose()
+    }
+
+    fn text(&mut self) -> Result<String, StoreError> {
+        self.opt()?
+            .ok_or_else(|| corrupt("a required usage record field is missing"))
+    }
+
+    fn record(&mut self) -> Result<UsageRecord, StoreError> {
+        let id = self.text()?;
+        let request_id = self.text()?;
+        let ts_ms = self.i64()?;
+        let mut texts: [Option<String>; 13] = Default::default();
+        for t in &mut texts {
+            *t = self.opt()?;
+        }
+        let [
+            login,
+            display_name,
+            node,
+            node_id,
+            key_id,
+            requested_model,
+            provider,
+            upstream_model,
+            error_class,
+            user_agent,
+            session_id,
+            session_kind,
+            priced_as,
+        ] = texts;
+        let tags = split_tags(&self.text()?);
+        let identity_source = self.text()?;
+        let api_family = self.text()?;
+        let method = self.text()?;
+        let path = self.text()?;
+        let n_tools = self.u32()?;
+        let mut tool_names = Vec::new();
+        for _ in 0..n_tools {
+            tool_names.push(self.text()?);
+        }
+        let status = u16::from_le_bytes(self.array()?);
+        let flags = self.array::<1>()?[0];
+        let mut n = [0u64; 8];
+        for v in &mut n {
+            *v = self.u64()?;
+        }
+        let ttfb_ms = if flags & HAS_TTFB != 0 {
+            Some(self.u64()?)
+        } else {
+            None
+        };
+        let cost_usd = if flags & HAS_COST != 0 {
+            Some(f64::from_le_bytes(self.array()?))
+        } else {
+            None
+        };
+        let capture_batch = if flags & HAS_CAPTURE_BATCH != 0 {
+            Some(self.i64()?)
+        } else {
+            None
+        };
+        let [
+            input_tokens,
+            output_tokens,
+            cache_read_tokens,
+            cache_write_tokens,
+            reasoning_tokens,
+            duration_ms,
+            bytes_in,
+            bytes_out,
+        ] = n;
+        Ok(UsageRecord {
+            id,
+            ts_ms,
+            request_id,
+            login,
+            display_name,
+            tags,
+            node,
+            node_id,
+            identity_source,
+            key_id,
+            api_family,
+            method,
+            path,
+            requested_model,
+            provider,
+            upstream_model,
+            streaming: flags & STREAMING != 0,
+            status,
+            error_class,
+            input_tokens,
+            output_tokens,
+            cache_read_tokens,
+            cache_write_tokens,
+            reasoning_tokens,
+            usage_known: flags & USAGE_KNOWN != 0,
+            ttfb_ms,
+            duration_ms,
+            bytes_in,
+            bytes_out,
+            user_agent,
+            session_id,
+            session_kind,
+            cost_usd,
+            priced_as,
+            tool_names,
+            capture_batch,
+        })
+    }
+}
+
+// ---- The queries' meaning ----
+
+/// The records a [`UsageQuery`] selects (all its filters but the cursor and the limit).
+pub(crate) struct Filter<'a> {
+    q: &'a UsageQuery,
+    tags: Option<String>,
+}
+
+impl<'a> Filter<'a> {
+    /// Fails only for a tag filter no stored record can have (tags with `,`).
+    pub(crate) fn new(q: &'a UsageQuery) -> Result<Self, StoreError> {
+        let tags = q.tags.as_deref().map(join_tags).transpose()?;
+        Ok(Filter { q, tags })
+    }
+
+    pub(crate) fn matches(&self, r: &UsageRecord) -> bool {
+        let q = self.q;
+        q.login.as_ref().is_none_or(|l| r.login.as_ref() == Some(l))
+            && self.tags.as_ref().is_none_or(|t| joined_eq(&r.tags, t))
+            && q.identity_source
+                .as_ref()
+                .is_none_or(|s| &r.identity_source == s)
+            && q.model.as_ref().is_none_or(|m| {
+                r.requested_model.as_ref() == Some(m) || r.upstream_model.as_ref() == Some(m)
+            })
+            && q.provider
+                .as_ref()
+                .is_none_or(|p| r.provider.as_ref() == Some(p))
+            && q.request_id.as_ref().is_none_or(|id| &r.id == id)
+            && (!q.with_tools || !r.tool_names.is_empty())
+            && q.status.is_none_or(|s| r.status == s)
+            && q.since_ms.is_none_or(|s| r.ts_ms >= s)
+            && q.until_ms.is_none_or(|u| r.ts_ms < u)
+    }
+}
+
+/// `tags` joined with `,` equals `joined`, without joining them.
+fn joined_eq(tags: &[String], joined: &str) -> bool {
+    let mut rest = joined;
+    for (i, t) in tags.iter().enumerate() {
+        if i > 0 {
+            match rest.strip_prefix(',') {
+                Some(r) => rest = r,
+                None => return false,
+            }
+        }
+        match rest.strip_prefix(t.as_str()) {
+            Some(r) => rest = r,
+            None => return false,
+        }
+    }
+    rest.is_empty()
+}
+
+/// A page of the log, newest first: `(ts_ms, id)` descending, below the cursor if any.
+pub(crate) struct Newest {
+    limit: usize,
+    below: Option<(i64, String)>,
+    found: Vec<UsageRecord>,
+}
+
+impl Newest {
+    pub(crate) fn new(q: &UsageQuery, below: Option<(i64, String)>) -> Newest {
+        Newest {
+            limit: q.limit.min(UsageQuery::MAX_LIMIT) as usize,
+            below,
+            found: Vec::new(),
+        }
+    }
+
+    pub(crate) fn offer(&mut self, r: UsageRecord) {
+        if self
+            .below
+            .as_ref()
+            .is_none_or(|(ts, id)| (r.ts_ms, r.id.as_str()) < (*ts, id.as_str()))
+        {
+            self.found.push(r);
+            if self.found.len() >= 2 * self.limit.max(64) {
+                self.trim();
+            }
+        }
+    }
+
+    fn trim(&mut self) {
+        self.found
+            .sort_unstable_by(|a, b| (b.ts_ms, &b.id).cmp(&(a.ts_ms, &a.id)));
+        self.found.truncate(self.limit);
+    }
+
+    /// Whether the page is complete before a block whose newest record is `ts_max` (blocks
+    /// come newest `ts_max` first): it is full and every record left is older than its last.
+    pub(crate) fn complete_before(&mut self, ts_max: i64) -> bool {
+        if self.found.len() < self.limit {
+            return false;
+        }
+        self.trim();
+        self.found.last().is_some_and(|r| r.ts_ms > ts_max)
+    }
+
+    pub(crate) fn finish(mut self) -> Vec<UsageRecord> {
+        self.trim();
+        self.found
+    }
+}
+
+/// A session's records, oldest first.
+pub(crate) fn oldest_first(mut rs: Vec<UsageRecord>, q: &UsageQuery) -> Vec<UsageRecord> {
+    rs.sort_unstable_by(|a, b| (a.ts_ms, &a.id).cmp(&(b.ts_ms, &b.id)));
+    rs.truncate(q.limit.min(UsageQuery::MAX_LIMIT) as usize);
+    rs
+}
+
+fn is_error(r: &UsageRecord) -> bool {
+    r.status >= 400 || r.error_class.is_some()
+}
+
+/// The sums every summary group and session has.
+#[derive(Default)]
+struct Totals {
+    requests: u64,
+    errors: u64,
+    tokens: [u64; 5],
+    cost: Option<f64>,
+    unpriced: u64,
+}
+
+impl Totals {
+    fn add(&mut self, r: &UsageRecord) {
+        self.requests += 1;
+        self.errors += u64::from(is_error(r));
+        for (sum, n) in self.tokens.iter_mut().zip([
+            r.input_tokens,
+            r.output_tokens,
+            r.cache_read_tokens,
+            r.cache_write_tokens,
+            r.reasoning_tokens,
+        ]) {
+            *sum = sum.saturating_add(n);
+        }
+        match r.cost_usd {
+            Some(c) => *self.cost.get_or_insert(0.0) += c,
+            None => self.unpriced += u64::from(r.usage_known),
+        }
+    }
+}
+
+/// A caller's name in summaries by user: the login, else the joined tags, else `(loopback)`
+/// or the identity source.
+fn who(login: Option<&str>, tags: &str, source: &str) -> String {
+    match (login, tags, source) {
+        (Some(l), _, _) => l.to_owned(),
+        (None, "", "loopback") => "(loopback)".to_owned(),
+        (None, "", s) => s.to_owned(),
+        (None, t, _) => t.to_owned(),
+    }
+}
+
+/// A summary of the log by one grouping.
+pub(crate) struct Summary {
+    by: GroupBy,
+    groups: HashMap<String, (Totals, HashSet<String>)>,
+}
+
+impl Summary {
+    pub(crate) fn new(by: GroupBy) -> Summary {
+        Summary {
+            by,
+            groups: HashMap::new(),
+        }
+    }
+
+    pub(crate) fn add(&mut self, r: &UsageRecord) {
+        let tags = r.tags.join(",");
+        let key = match self.by {
+            GroupBy::User => who(r.login.as_deref(), &tags, &r.identity_source),
+            GroupBy::Model => r.requested_model.clone().unwrap_or_else(|| "-".into()),
+            GroupBy::Provider => r.provider.clone().unwrap_or_else(|| "-".into()),
+            GroupBy::Day => day(r.ts_ms).map(|d| d.to_string()).unwrap_or_default(),
+            GroupBy::Week => day(r.ts_ms)
+                .map(|d| {
+                    let back = chrono::Datelike::weekday(&d).num_days_from_monday();
+                    (d - chrono::Days::new(u64::from(back))).to_string()
+                })
+                .unwrap_or_default(),
+        };
+        let (totals, users) = self.groups.entry(key).or_default();
+        totals.add(r);
+        // Callers are told apart by login, else tags, else identity source.
+        let user = match (&r.login, tags.is_empty()) {
+            (Some(l), _) => l.clone(),
+            (None, false) => tags,
+            (None, true) => r.identity_source.clone(),
+        };
+        users.insert(user);
+    }
+
+    /// The groups: by day and week in time order, else the busiest first (then by key).
+    pub(crate) fn finish(self) -> Vec<UsageGroup> {
+        let mut v: Vec<UsageGroup> = self
+            .groups
+            .into_iter()
+            .map(|(key, (t, users))| UsageGroup {
+                key,
+                requests: t.requests,
+                errors: t.errors,
+                users: users.len() as u64,
+                cost_usd: t.cost,
+                unpriced_requests: t.unpriced,
+                input_tokens: t.tokens[0],
+                output_tokens: t.tokens[1],
+                cache_read_tokens: t.tokens[2],
+                cache_write_tokens: t.tokens[3],
+                reasoning_tokens: t.tokens[4],
+            })
+            .collect();
+        match self.by {
+            GroupBy::Day | GroupBy::Week => v.sort_unstable_by(|a, b| a.key.cmp(&b.key)),
+            _ => v.sort_unstable_by(|a, b| b.requests.cmp(&a.requests).then(a.key.cmp(&b.key))),
+        }
+        v
+    }
+}
+
+/// The UTC date of a time (whole seconds, as SQLite's `unixepoch` modifier took them).
+fn day(ts_ms: i64) -> Option<chrono::NaiveDate> {
+    chrono::DateTime::from_timestamp(ts_ms / 1000, 0).map(|t| t.date_naive())
+}
+
+/// One session being summed.
+#[derive(Default)]
+struct SessionAcc {
+    kind: Option<String>,
+    login: Option<String>,
+    tags: String,
+    source: Option<String>,
+    first_ms: i64,
+    last_ms: i64,
+    totals: Totals,
+    models: BTreeSet<String>,
+    tools: BTreeMap<String, u64>,
+}
+
+/// Replace `slot` by `v` when `v` is larger: a text column's `MAX`.
+fn keep_max(slot: &mut Option<String>, v: Option<&String>) {
+    if let Some(v) = v
+        && slot.as_ref().is_none_or(|s| v > s)
+    {
+        *slot = Some(v.clone());
+    }
+}
+
+/// The sessions of the records offered, the most recently active first.
+#[derive(Default)]
+pub(crate) struct Sessions {
+    by_id: HashMap<String, SessionAcc>,
+}
+
+impl Sessions {
+    /// Records without a session are skipped.
+    pub(crate) fn add(&mut self, r: &UsageRecord) {
+        let Some(id) = &r.session_id else { return };
+        let end = r
+            .ts_ms
+            .saturating_add(i64::try_from(r.duration_ms).unwrap_or(i64::MAX));
+        let s = self.by_id.entry(id.clone()).or_insert_with(|| SessionAcc {
+            first_ms: r.ts_ms,
+            last_ms: end,
+            ..SessionAcc::default()
+        });
+        s.first_ms = s.first_ms.min(r.ts_ms);
+        s.last_ms = s.last_ms.max(end);
+        keep_max(&mut s.kind, r.session_kind.as_ref());
+        keep_max(&mut s.login, r.login.as_ref());
+        keep_max(&mut s.source, Some(&r.identity_source));
+        let tags = r.tags.join(",");
+        if tags > s.tags {
+            s.tags = tags;
+        }
+        s.totals.add(r);
+        if let Some(m) = &r.requested_model
+            && !s.models.contains(m)
+        {
+            s.models.insert(m.clone());
+        }
+        for t in &r.tool_names {
+            *s.tools.entry(t.clone()).or_default() += 1;
+        }
+    }
+
+    /// Sessions last active before `before_last_ms` (if given), most recent first, at most
+    /// `limit`.
+    pub(crate) fn finish(self, before_last_ms: Option<i64>, limit: u32) -> Vec<SessionSummary> {
+        let mut v: Vec<SessionSummary> = self
+            .by_id
+            .into_iter()
+            .filter(|(_, s)| before_last_ms.is_none_or(|b| s.last_ms < b))
+            .map(|(id, s)| {
+                let source = s.source.unwrap_or_default();
+                let mut tools: Vec<ToolCount> = s
+                    .tools
+                    .into_iter()
+                    .map(|(name, count)| ToolCount { name, count })
+                    .collect();
+                tools.sort_by(|a, b| b.count.cmp(&a.count).then(a.name.cmp(&b.name)));
+                let t = s.totals;
+                SessionSummary {
+                    id,
+                    kind: s.kind,
+                    who: who(s.login.as_deref(), &s.tags, &source),
+                    tags: split_tags(&s.tags),
+                    login: s.login,
+                    first_ms: s.first_ms,
+                    last_ms: s.last_ms,
+                    duration_ms: s.last_ms.saturating_sub(s.first_ms),
+                    requests: t.requests,
+                    errors: t.errors,
+                    models: s.models.into_iter().filter(|m| m != "-").collect(),
+                    input_tokens: t.tokens[0],
+                    output_tokens: t.tokens[1],
+                    cache_read_tokens: t.tokens[2],
+                    cache_write_tokens: t.tokens[3],
+                    reasoning_tokens: t.tokens[4],
+                    cost_usd: t.cost,
+                    unpriced_requests: t.unpriced,
+                    tools,
+                }
+            })
+            .collect();
+        v.sort_unstable_by(|a, b| b.last_ms.cmp(&a.last_ms).then(a.id.cmp(&b.id)));
+        v.truncate(limit.min(UsageQuery::MAX_LIMIT) as usize);
+        v
+    }
+}
+
+/// The request id a single request's session is named after.
+pub(crate) fn single_session_request(session_id: &str) -> Option<&str> {
+    session_id.strip_prefix(SINGLE_SESSION)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(i: u64) -> UsageRecord {
+        let (id, ts) = crate::new_record_id_and_time();
+        UsageRecord {
+            id: id.clone(),
+            ts_ms: ts,
+            request_id: id,
+            login: i.is_multiple_of(2).then(|| "alice".into()),
+            display_name: Some("Alice Ü".into()),
+            tags: if i.is_multiple_of(2) {
+                Vec::new()
+            } else {
+                vec!["tag:a".into(), "tag:b".into()]
+            },
+            node: Some("laptop".into()),
+            identity_source: "whois".into(),
+            api_family: "openai_chat".into(),
+            method: "POST".into(),
+            path: "/v1/chat/completions".into(),
+            requested_model: Some("gpt-4o".into()),
+            streaming: i.is_multiple_of(3),
+            status: 200,
+            input_tokens: i,
+            output_tokens: u64::MAX,
+            usage_known: true,
+            ttfb_ms: i.is_multiple_of(2).then_some(7),
+            duration_ms: 12,
+            session_id: Some(format!("fp_{}", i % 3)),
+            cost_usd: (!i.is_multiple_of(4)).then_some(0.25),
+            tool_names: if i == 3 {
+                vec!["bash".into(), "".into()]
+            } else {
+                Vec::new()
+            },
+            capture_batch: (i == 5).then_some(-9),
+            ..UsageRecord::default()
+        }
+    }
+
+    #[test]
+    fn a_block_gives_back_every_record_as_written_with_counters_saturated() {
+        let rs: Vec<UsageRecord> = (0..10).map(record).collect();
+        let blocks = encode_batch(&rs).unwrap();
+        let back: Vec<UsageRecord> = blocks
+            .iter()
+            .flat_map(|b| decode(&b.data).unwrap())
+            .collect();
+        let want: Vec<UsageRecord> = rs
+            .iter()
+            .map(|r| UsageRecord {
+                output_tokens: i64::MAX as u64,
+                ..r.clone()
+            })
+            .collect();
+        // Records of two buckets would come back block by block; these are of one or two.
+        let mut back_sorted = back.clone();
+        back_sorted.sort_by(|a, b| a.id.cmp(&b.id));
+        assert_eq!(back_sorted, want);
+        assert_eq!(blocks.iter().map(|b| b.records).sum::<i64>(), 10);
+        assert_eq!(blocks.iter().map(|b| b.tools).sum::<i64>(), 1);
+    }
+
+    #[test]
+    fn blocks_are_cut_by_bucket_and_keyed_by_login_session_and_odd_ids() {
+        let mut rs: Vec<UsageRecord> = (0..4).map(record).collect();
+        rs[1].ts_ms = 5 * SPAN_MS + 1;
+        rs[1].id = "not-a-uuid".into();
+        rs[2].session_id = Some(format!("rq_{}", rs[2].id));
+        rs[3].ts_ms = 5 * SPAN_MS + SPAN_MS - 1;
+        let blocks = encode_batch(&rs).unwrap();
+        assert_eq!(blocks.len(), 2);
+        let (now, old) = (&blocks[0], &blocks[1]);
+        assert_eq!(now.records, 2);
+        assert_eq!((old.ts_min, old.ts_max), (5 * SPAN_MS + 1, 6 * SPAN_MS - 1));
+        // Record 3's time is not its id's: it is keyed by id too.
+        let mut keys = old.keys.clone();
+        keys.sort();
+        assert_eq!(
+            keys,
+            [
+                format!("i:{}", rs[3].id),
+                "i:not-a-uuid".into(),
+                "s:fp_0".into(),
+                "s:fp_1".into(),
+            ]
+        );
+        // The single request's session needs no key.
+        assert_eq!(now.keys, ["l:alice".to_owned(), "s:fp_0".into()]);
+        // The same records make the same block; other records another.
+        assert_eq!(encode_batch(&rs).unwrap()[0].batch, now.batch);
+        assert_ne!(encode_batch(&rs[..1]).unwrap()[0].batch, now.batch);
+    }
+
+    #[test]
+    fn find_decodes_the_record_of_an_id_only() {
+        let rs: Vec<UsageRecord> = (0..5).map(record).collect();
+        let refs: Vec<&UsageRecord> = rs.iter().collect();
+        let block = encode_block(&refs).unwrap().data;
+        let back = decode(&block).unwrap();
+        for r in &back {
+            assert_eq!(find(&block, &r.id).unwrap().as_ref(), Some(r));
+        }
+        assert_eq!(find(&block, "missing").unwrap(), None);
+        assert!(find(b"not a block", "x").is_err());
+    }
+
+    #[test]
+    fn uuid_v7_ids_carry_their_time() {
+        let (id, ts) = crate::new_record_id_and_time();
+        assert_eq!(id_time(&id), Some(ts));
+        assert_eq!(id_time("0190b3a2-1c2d-4abc-8def-0123456789ab"), None);
+        assert_eq!(id_time("0190b3a2-1c2d-7abc-8def-0123456789a"), None);
+        assert_eq!(id_time("0190b3a2x1c2d-7abc-8def-0123456789ab"), None);
+        assert_eq!(id_time("0190b3g2-1c2d-7abc-8def-0123456789ab"), None);
+        assert_eq!(id_time("00000000-0001-7abc-8def-0123456789ab"), Some(1));
+    }
+
+    #[test]
+    fn tags_compare_joined_without_joining() {
+        let t = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(joined_eq(&t(&[]), ""));
+        assert!(joined_eq(&t(&["a", "b"]), "a,b"));
+        assert!(!joined_eq(&t(&["a", "b"]), "a,b,"));
+        assert!(!joined_eq(&t(&["a", "b"]), "a"));
+        assert!(!joined_eq(&t(&["a"]), "a,b"));
+        assert!(!joined_eq(&t(&["ab"]), "a,b"));
+        assert!(!joined_eq(&t(&[]), "a"));
+    }
+
+    #[test]
+    fn damaged_blocks_are_errors_not_panics() {
+        let rs: Vec<UsageRecord> = (0..3).map(record).collect();
+        let block = &encode_batch(&rs).unwrap()[0].data;
+        assert!(decode(b"not a block").is_err());
+        for cut in 0..block.len() {
+            let _ = decode(&block[..cut]);
+        }
+        let raw = zstd::bulk::decompress(block, 1 << 20).unwrap();
+        let all = decode(block).unwrap();
+        for cut in 0..raw.len() {
+            // Cut between records, a block holds fewer; anywhere else it is damaged.
+            let short = zstd::bulk::compress(&raw[..cut], 1).unwrap();
+            match decode(&short) {
+                Ok(some) => assert!(cut >= 4 && some.len() < all.len() && all.starts_with(&some)),
+                Err(e) => assert!(matches!(e, StoreError::Corrupt { .. }), "{cut}: {e}"),
+            }
+        }
+        let other = zstd::bulk::compress(b"XXXXsomething", 1).unwrap();
+        assert!(matches!(decode(&other), Err(StoreError::Corrupt { .. })));
+    }
+}
+
