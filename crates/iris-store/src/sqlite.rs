@@ -1259,6 +1259,115 @@ mod tests {
         assert!(used.contains("usage_blocks_ts_max"), "{used:?}");
     }
 
+    /// Records whose id carries their time (every record iris makes) get no key row of their
+    /// own, nor does a single request's session: both are found through the time in the id.
+    #[tokio::test]
+    async fn records_are_found_by_the_time_in_their_id() {
+        let store = SqliteStore::open_temporary().await.unwrap();
+        let mut records = Vec::new();
+        for i in 0..300 {
+            let (id, ts_ms) = crate::new_record_id_and_time();
+            records.push(UsageRecord {
+                request_id: id.clone(),
+                session_id: Some(format!("rq_{id}")),
+                capture_batch: Some(i),
+                id,
+                ts_ms,
+                ..UsageRecord::default()
+            });
+            if i % 100 == 99 {
+                tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+            }
+        }
+        for chunk in records.chunks(64) {
+            store.insert_usage(Arc::new(chunk.to_vec())).await.unwrap();
+        }
+        let keys: i64 = sqlx::query_scalar("SELECT count(*) FROM usage_block_keys")
+            .fetch_one(&store.reader)
+            .await
+            .unwrap();
+        assert_eq!(keys, 0);
+        let q = |request_id: Option<&str>, before_id: Option<&str>| UsageQuery {
+            limit: 1,
+            request_id: request_id.map(Into::into),
+            before_id: before_id.map(Into::into),
+            ..UsageQuery::default()
+        };
+        let mut newest_first = records.clone();
+        newest_first.sort_by(|a, b| (b.ts_ms, &b.id).cmp(&(a.ts_ms, &a.id)));
+        for (i, r) in newest_first.iter().enumerate() {
+            let found = store.recent_usage(&q(Some(&r.id), None)).await.unwrap();
+            assert_eq!(found.as_slice(), std::slice::from_ref(r));
+            let session = store
+                .session_records(r.session_id.as_deref().unwrap(), &q(None, None))
+                .await
+                .unwrap();
+            assert_eq!(session.as_slice(), std::slice::from_ref(r));
+            let next = store.recent_usage(&q(None, Some(&r.id))).await.unwrap();
+            assert_eq!(next.first(), newest_first.get(i + 1));
+        }
+    }
+
+    /// A page ends only when no block left can hold a record that sorts before its last: a
+    /// record of the same millisecond in another block still counts, whichever block is read
+    /// first.
+    #[tokio::test]
+    async fn a_page_takes_ties_from_every_block() {
+        for order in [["a", "b"], ["b", "a"]] {
+            let store = SqliteStore::open_temporary().await.unwrap();
+            for id in order {
+                let r = UsageRecord {
+                    id: id.into(),
+                    ts_ms: 1_000,
+                    ..UsageRecord::default()
+                };
+                store.insert_usage(Arc::new(vec![r])).await.unwrap();
+            }
+            let page = store
+                .recent_usage(&UsageQuery {
+                    limit: 1,
+                    ..UsageQuery::default()
+                })
+                .await
+                .unwrap();
+            assert_eq!(page[0].id, "b", "{order:?}");
+        }
+    }
+
+    /// A block whose records straddle the end of a time range is read for the records before
+    /// it, and one that straddles its start for those after it.
+    #[tokio::test]
+    async fn blocks_straddling_a_range_are_read() {
+        let store = SqliteStore::open_temporary().await.unwrap();
+        let at = |id: &str, ts_ms: i64| UsageRecord {
+            id: id.into(),
+            ts_ms,
+            ..UsageRecord::default()
+        };
+        let span = usage_log::SPAN_MS;
+        store
+            .insert_usage(Arc::new(vec![at("first", 1), at("last", span - 1)]))
+            .await
+            .unwrap();
+        let ids = |q: UsageQuery| {
+            let store = &store;
+            async move {
+                let page = store.recent_usage(&q).await.unwrap();
+                page.into_iter().map(|r| r.id).collect::<Vec<_>>()
+            }
+        };
+        let until = UsageQuery {
+            until_ms: Some(2),
+            ..UsageQuery::default()
+        };
+        assert_eq!(ids(until).await, ["first"]);
+        let since = UsageQuery {
+            since_ms: Some(span - 2),
+            ..UsageQuery::default()
+        };
+        assert_eq!(ids(since).await, ["last"]);
+    }
+
     fn old_record(i: i64) -> UsageRecord {
         let (id, ts) = crate::new_record_id_and_time();
         UsageRecord {

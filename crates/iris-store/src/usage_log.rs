@@ -1002,4 +1002,3 @@ mod tests {
         assert!(matches!(decode(&other), Err(StoreError::Corrupt { .. })));
     }
 }
-
