@@ -103,19 +103,9 @@ pub async fn session(gw: Gw, Extension(c): Who, Path(id): Path<String>) -> ApiRe
     if records.is_empty() {
         return Err(not_found("no such session"));
     }
-    let mut sq = UsageQuery {
-        limit: 1,
-        ..q.clone()
-    };
-    sq.since_ms = records.first().map(|r| r.ts_ms);
-    sq.until_ms = records.last().map(|r| r.ts_ms + 1);
-    let summary = gw
-        .store
-        .sessions(&sq, None)
-        .await
-        .map_err(store_err)?
-        .into_iter()
-        .find(|s| s.id == id);
+    // Summed from the records themselves: a summary through `sessions` over their time range
+    // could miss this session among others active then.
+    let summary = iris_store::session_summary(&id, &records);
     Ok(Json(
         json!({"session": summary, "requests": records.iter().map(with_tool_calls).collect::<Vec<_>>()}),
     ))

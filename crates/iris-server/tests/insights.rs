@@ -94,6 +94,14 @@ async fn captures_are_redacted_and_sessions_costs_group() {
         .json();
     let reqs = one["requests"].as_array().unwrap();
     assert_eq!(reqs.len(), 3);
+    // The page's summary is the list's (costs to rounding: summed in another order).
+    let (mut page, mut listed) = (one["session"].clone(), cc[0].clone());
+    let (pc, lc) = (page["cost_usd"].take(), listed["cost_usd"].take());
+    assert_eq!(page, listed);
+    assert!(
+        (pc.as_f64().unwrap() - lc.as_f64().unwrap()).abs() < 1e-12,
+        "{pc} {lc}"
+    );
     assert!(reqs.iter().all(|r| {
         r["priced_as"]
             .as_str()

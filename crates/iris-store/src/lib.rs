@@ -64,6 +64,7 @@ mod usage_log;
 mod writer;
 
 pub use sqlite::SqliteStore;
+pub use usage_log::session_summary;
 pub use writer::{
     UsageSink, UsageWriterConfig, UsageWriterHandle, WriterStats, spawn_usage_writer,
 };

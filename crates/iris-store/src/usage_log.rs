@@ -843,6 +843,19 @@ impl Sessions {
     }
 }
 
+/// The summary of one session, from its records (as [`crate::Store::sessions`] sums them).
+/// `None` without records; records of other sessions are not counted.
+pub fn session_summary(session_id: &str, records: &[UsageRecord]) -> Option<SessionSummary> {
+    let mut sessions = Sessions::default();
+    for r in records
+        .iter()
+        .filter(|r| r.session_id.as_deref() == Some(session_id))
+    {
+        sessions.add(r);
+    }
+    sessions.finish(None, 1).pop()
+}
+
 /// The request id a single request's session is named after.
 pub(crate) fn single_session_request(session_id: &str) -> Option<&str> {
     session_id.strip_prefix(SINGLE_SESSION)

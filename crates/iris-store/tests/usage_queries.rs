@@ -459,6 +459,24 @@ async fn every_usage_query_agrees_with_a_model_of_the_log() {
     }
     // The generated log is varied enough that most filters select something.
     assert!(nonempty >= 14, "{nonempty}");
+
+    // One session summed from its records (the session page) is the same as in the list.
+    let every = UsageQuery {
+        limit: UsageQuery::MAX_LIMIT,
+        ..UsageQuery::default()
+    };
+    let listed = model_sessions(&all, &every, None);
+    assert!(listed.len() > 3);
+    for want in &listed {
+        let got = iris_store::session_summary(&want.id, &shuffled);
+        agree(
+            std::slice::from_ref(&got.unwrap()),
+            std::slice::from_ref(want),
+            |s| &mut s.cost_usd,
+            &format!("session {}", want.id),
+        );
+    }
+    assert_eq!(iris_store::session_summary("none", &shuffled), None);
 }
 
 #[tokio::test]
