@@ -796,26 +796,48 @@ fn version_from_row(r: &SqliteRow, with_text: bool) -> Result<ConfigVersion, Sto
 /// A usage block to read: its row id and its newest record's time.
 type BlockRef = (i64, i64);
 
-/// The blocks that may hold records of `login` (or anyone) between `lo` and `hi` (inclusive),
-/// newest first.
+/// Hand `f` each block that may hold records of `key` (a login, a session, an id; or anyone)
+/// between `lo` and `hi` (inclusive), newest first, until it returns `false`. The blocks are
+/// stepped through as SQLite finds them: a page of the log stops after a few.
+fn each_block(
+    conn: &rusqlite::Connection,
+    key: Option<&str>,
+    lo: i64,
+    hi: i64,
+    mut f: impl FnMut(BlockRef) -> Result<bool, StoreError>,
+) -> Result<(), StoreError> {
+    let ts_max_hi = hi.saturating_add(usage_log::SPAN_MS);
+    let mut statement;
+    let mut rows = match key {
+        None => {
+            statement = conn.prepare_cached(BLOCKS_IN_RANGE)?;
+            statement.query(rusqlite::params![lo, ts_max_hi, hi])?
+        }
+        Some(k) => {
+            statement = conn.prepare_cached(BLOCKS_OF_KEY)?;
+            statement.query(rusqlite::params![lo, ts_max_hi, hi, k])?
+        }
+    };
+    while let Some(row) = rows.next()? {
+        if !f((row.get(0)?, row.get(1)?))? {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// The blocks [`each_block`] hands out, all of them.
 fn select_blocks(
     conn: &rusqlite::Connection,
     key: Option<&str>,
     lo: i64,
     hi: i64,
 ) -> Result<Vec<BlockRef>, StoreError> {
-    let ts_max_hi = hi.saturating_add(usage_log::SPAN_MS);
-    let read = |r: &rusqlite::Row<'_>| Ok((r.get(0)?, r.get(1)?));
-    let found = match key {
-        None => conn
-            .prepare_cached(BLOCKS_IN_RANGE)?
-            .query_map(rusqlite::params![lo, ts_max_hi, hi], read)?
-            .collect::<Result<_, _>>()?,
-        Some(k) => conn
-            .prepare_cached(BLOCKS_OF_KEY)?
-            .query_map(rusqlite::params![lo, ts_max_hi, hi, k], read)?
-            .collect::<Result<_, _>>()?,
-    };
+    let mut found = Vec::new();
+    each_block(conn, key, lo, hi, |b| {
+        found.push(b);
+        Ok(true)
+    })?;
     Ok(found)
 }
 
@@ -836,13 +858,18 @@ fn newest_first(mut blocks: Vec<BlockRef>) -> Vec<BlockRef> {
     blocks
 }
 
-/// The records of one block (none when it is gone).
-fn read_block(conn: &rusqlite::Connection, block: i64) -> Result<Vec<UsageRecord>, StoreError> {
+/// The records of one block that `filter` selects (none when the block is gone).
+fn scan_block(
+    conn: &rusqlite::Connection,
+    block: i64,
+    filter: &usage_log::Filter<'_>,
+    f: impl FnMut(UsageRecord),
+) -> Result<(), StoreError> {
     let data: Option<Vec<u8>> = conn
         .prepare_cached(BLOCK_DATA)?
         .query_row([block], |r| r.get(0))
         .optional()?;
-    data.map_or(Ok(Vec::new()), |d| usage_log::decode(&d))
+    data.map_or(Ok(()), |d| usage_log::each_match(&d, filter, f))
 }
 
 /// The record with this id.
@@ -865,21 +892,27 @@ fn time_range(q: &UsageQuery) -> (i64, i64) {
     )
 }
 
-/// The blocks a query reads: those of its request id, else of its login in its time range, else
-/// of its time range.
+/// Hand `f` the blocks a query reads, newest first, until it returns `false`: those of its
+/// request id, else of its login in its time range (up to `hi`), else of its time range.
 fn query_blocks(
     conn: &rusqlite::Connection,
     q: &UsageQuery,
     hi: i64,
-) -> Result<Vec<BlockRef>, StoreError> {
+    mut f: impl FnMut(BlockRef) -> Result<bool, StoreError>,
+) -> Result<(), StoreError> {
     if let Some(id) = &q.request_id {
-        return blocks_of_id(conn, id);
+        for b in blocks_of_id(conn, id)? {
+            if !f(b)? {
+                break;
+            }
+        }
+        return Ok(());
     }
     let key = q
         .login
         .as_ref()
         .map(|l| format!("{}{l}", usage_log::LOGIN_KEY));
-    select_blocks(conn, key.as_deref(), time_range(q).0, hi)
+    each_block(conn, key.as_deref(), time_range(q).0, hi, f)
 }
 
 /// Every record `q` selects (its cursor and limit aside), in no particular order.
@@ -889,14 +922,10 @@ fn for_each_match(
     mut f: impl FnMut(UsageRecord),
 ) -> Result<(), StoreError> {
     let filter = usage_log::Filter::new(q)?;
-    for (block, _) in query_blocks(conn, q, time_range(q).1)? {
-        for r in read_block(conn, block)? {
-            if filter.matches(&r) {
-                f(r);
-            }
-        }
-    }
-    Ok(())
+    query_blocks(conn, q, time_range(q).1, |(block, _)| {
+        scan_block(conn, block, &filter, &mut f)?;
+        Ok(true)
+    })
 }
 
 /// A page of the log, newest first: blocks are read newest first until no block left can hold
@@ -919,16 +948,13 @@ fn read_recent(
         },
     };
     let mut page = usage_log::Newest::new(q, below);
-    for (block, ts_max) in query_blocks(conn, q, hi)? {
+    query_blocks(conn, q, hi, |(block, ts_max)| {
         if page.complete_before(ts_max) {
-            break;
+            return Ok(false);
         }
-        for r in read_block(conn, block)? {
-            if filter.matches(&r) {
-                page.offer(r);
-            }
-        }
-    }
+        scan_block(conn, block, &filter, |r| page.offer(r))?;
+        Ok(true)
+    })?;
     Ok(page.finish())
 }
 
@@ -939,7 +965,7 @@ fn read_session(
     session_id: &str,
     q: &UsageQuery,
 ) -> Result<Vec<UsageRecord>, StoreError> {
-    let filter = usage_log::Filter::new(q)?;
+    let filter = usage_log::Filter::new(q)?.in_session(session_id);
     let key = format!("{}{session_id}", usage_log::SESSION_KEY);
     let mut blocks = select_blocks(conn, Some(&key), i64::MIN, i64::MAX)?;
     if let Some(id) = usage_log::single_session_request(session_id) {
@@ -947,11 +973,7 @@ fn read_session(
     }
     let mut found = Vec::new();
     for (block, _) in newest_first(blocks) {
-        for r in read_block(conn, block)? {
-            if r.session_id.as_deref() == Some(session_id) && filter.matches(&r) {
-                found.push(r);
-            }
-        }
+        scan_block(conn, block, &filter, |r| found.push(r))?;
     }
     Ok(usage_log::oldest_first(found, q))
 }

@@ -511,56 +511,127 @@ impl<'a> Reader<'a> {
 
 // ---- The queries' meaning ----
 
-/// The records a [`UsageQuery`] selects (all its filters but the cursor and the limit).
+/// The records a [`UsageQuery`] selects (all its filters but the cursor and the limit), and
+/// optionally only those of one session. It is tested on a record's fields where they lie in
+/// the block ([`View`]): a record is decoded only when it matches.
 pub(crate) struct Filter<'a> {
     q: &'a UsageQuery,
     tags: Option<String>,
+    session_id: Option<&'a str>,
 }
 
 impl<'a> Filter<'a> {
     /// Fails only for a tag filter no stored record can have (tags with `,`).
     pub(crate) fn new(q: &'a UsageQuery) -> Result<Self, StoreError> {
         let tags = q.tags.as_deref().map(join_tags).transpose()?;
-        Ok(Filter { q, tags })
+        Ok(Filter {
+            q,
+            tags,
+            session_id: None,
+        })
     }
 
-    pub(crate) fn matches(&self, r: &UsageRecord) -> bool {
+    /// Only the records of this session.
+    pub(crate) fn in_session(self, session_id: &'a str) -> Self {
+        Filter {
+            session_id: Some(session_id),
+            ..self
+        }
+    }
+
+    fn matches(&self, v: &View<'_>) -> bool {
         let q = self.q;
-        q.login.as_ref().is_none_or(|l| r.login.as_ref() == Some(l))
-            && self.tags.as_ref().is_none_or(|t| joined_eq(&r.tags, t))
-            && q.identity_source
-                .as_ref()
-                .is_none_or(|s| &r.identity_source == s)
+        let eq = |want: &Option<String>, got: Option<&[u8]>| {
+            want.as_ref().is_none_or(|w| got == Some(w.as_bytes()))
+        };
+        eq(&q.login, v.login)
+            && self.tags.as_ref().is_none_or(|t| v.tags == t.as_bytes())
+            && eq(&q.identity_source, Some(v.identity_source))
             && q.model.as_ref().is_none_or(|m| {
-                r.requested_model.as_ref() == Some(m) || r.upstream_model.as_ref() == Some(m)
+                v.requested_model == Some(m.as_bytes()) || v.upstream_model == Some(m.as_bytes())
             })
-            && q.provider
-                .as_ref()
-                .is_none_or(|p| r.provider.as_ref() == Some(p))
-            && q.request_id.as_ref().is_none_or(|id| &r.id == id)
-            && (!q.with_tools || !r.tool_names.is_empty())
-            && q.status.is_none_or(|s| r.status == s)
-            && q.since_ms.is_none_or(|s| r.ts_ms >= s)
-            && q.until_ms.is_none_or(|u| r.ts_ms < u)
+            && eq(&q.provider, v.provider)
+            && eq(&q.request_id, Some(v.id))
+            && (!q.with_tools || v.tools > 0)
+            && q.status.is_none_or(|s| v.status == s)
+            && q.since_ms.is_none_or(|s| v.ts_ms >= s)
+            && q.until_ms.is_none_or(|u| v.ts_ms < u)
+            && self
+                .session_id
+                .is_none_or(|id| v.session_id == Some(id.as_bytes()))
     }
 }
 
-/// `tags` joined with `,` equals `joined`, without joining them.
-fn joined_eq(tags: &[String], joined: &str) -> bool {
-    let mut rest = joined;
-    for (i, t) in tags.iter().enumerate() {
-        if i > 0 {
-            match rest.strip_prefix(',') {
-                Some(r) => rest = r,
-                None => return false,
-            }
-        }
-        match rest.strip_prefix(t.as_str()) {
-            Some(r) => rest = r,
-            None => return false,
+/// The records of a stored block that `filter` selects, decoded, in the order they were
+/// written.
+pub(crate) fn each_match(
+    block: &[u8],
+    filter: &Filter<'_>,
+    mut f: impl FnMut(UsageRecord),
+) -> Result<(), StoreError> {
+    let raw = decompress(block)?;
+    for body in bodies(&raw)? {
+        let body = body?;
+        if filter.matches(&View::of(body)?) {
+            f(record(body)?);
         }
     }
-    rest.is_empty()
+    Ok(())
+}
+
+/// The fields a [`Filter`] looks at, borrowed from an encoded record.
+struct View<'a> {
+    id: &'a [u8],
+    ts_ms: i64,
+    login: Option<&'a [u8]>,
+    requested_model: Option<&'a [u8]>,
+    provider: Option<&'a [u8]>,
+    upstream_model: Option<&'a [u8]>,
+    session_id: Option<&'a [u8]>,
+    tags: &'a [u8],
+    identity_source: &'a [u8],
+    tools: u32,
+    status: u16,
+}
+
+impl<'a> View<'a> {
+    /// Walks the record's fields in the order [`put_record`] wrote them.
+    fn of(body: &'a [u8]) -> Result<View<'a>, StoreError> {
+        let mut r = Reader { rest: body };
+        let required = |b: Option<&'a [u8]>| {
+            b.ok_or_else(|| corrupt("a required usage record field is missing"))
+        };
+        let id = required(r.opt_bytes()?)?;
+        r.opt_bytes()?;
+        let ts_ms = r.i64()?;
+        let mut texts: [Option<&'a [u8]>; 13] = [None; 13];
+        for t in &mut texts {
+            *t = r.opt_bytes()?;
+        }
+        let tags = required(r.opt_bytes()?)?;
+        let identity_source = required(r.opt_bytes()?)?;
+        for _ in 0..3 {
+            r.opt_bytes()?;
+        }
+        let tools = r.u32()?;
+        for _ in 0..tools {
+            r.opt_bytes()?;
+        }
+        let status = u16::from_le_bytes(r.array()?);
+        Ok(View {
+            id,
+            ts_ms,
+            login: texts[0],
+            requested_model: texts[5],
+            provider: texts[6],
+            upstream_model: texts[7],
+            session_id: texts[10],
+            tags,
+            identity_source,
+            tools,
+            status,
+        })
+    }
 }
 
 /// A page of the log, newest first: `(ts_ms, id)` descending, below the cursor if any.
@@ -979,18 +1050,6 @@ mod tests {
         assert_eq!(id_time("0190b3a2x1c2d-7abc-8def-0123456789ab"), None);
         assert_eq!(id_time("0190b3g2-1c2d-7abc-8def-0123456789ab"), None);
         assert_eq!(id_time("00000000-0001-7abc-8def-0123456789ab"), Some(1));
-    }
-
-    #[test]
-    fn tags_compare_joined_without_joining() {
-        let t = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert!(joined_eq(&t(&[]), ""));
-        assert!(joined_eq(&t(&["a", "b"]), "a,b"));
-        assert!(!joined_eq(&t(&["a", "b"]), "a,b,"));
-        assert!(!joined_eq(&t(&["a", "b"]), "a"));
-        assert!(!joined_eq(&t(&["a"]), "a,b"));
-        assert!(!joined_eq(&t(&["ab"]), "a,b"));
-        assert!(!joined_eq(&t(&[]), "a"));
     }
 
     #[test]
