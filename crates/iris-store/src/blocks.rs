@@ -15,6 +15,7 @@
 //! block): a version tag, then each capture as length-prefixed fields. Decoding checks every
 //! length against what is there; a damaged block is an error, never a panic.
 
+use crate::wire::{self, Reader};
 use crate::{CaptureRow, StoreError};
 
 /// The first bytes of every (uncompressed) block: the format's name and version.
@@ -44,8 +45,11 @@ const WINDOW_LOG: u32 = 22;
 const HASH_LOG: u32 = 12;
 const _: () = assert!(1 << WINDOW_LOG >= MAX_BLOCK_BYTES);
 
-/// Length of an absent optional text.
-const NONE: u32 = u32::MAX;
+/// The table the blocks are stored in (named in errors).
+const TABLE: &str = "capture_blocks";
+
+/// What an oversized text is called in errors.
+const TEXT: &str = "capture text";
 
 /// Where a block's captures lie in a batch, and their time span.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,11 +100,11 @@ pub(crate) fn encode(rows: &[CaptureRow]) -> Result<Vec<u8>, StoreError> {
     let mut raw = Vec::with_capacity(MAGIC.len() + rows.iter().map(encoded_len).sum::<usize>());
     raw.extend_from_slice(MAGIC);
     for r in rows {
-        put_text(&mut raw, Some(&r.request_id))?;
+        wire::put_text(&mut raw, Some(&r.request_id), TEXT)?;
         raw.extend_from_slice(&r.ts_ms.to_le_bytes());
-        put_text(&mut raw, Some(&r.body))?;
-        put_text(&mut raw, r.request_body.as_deref())?;
-        put_text(&mut raw, r.response_body.as_deref())?;
+        wire::put_text(&mut raw, Some(&r.body), TEXT)?;
+        wire::put_text(&mut raw, r.request_body.as_deref(), TEXT)?;
+        wire::put_text(&mut raw, r.response_body.as_deref(), TEXT)?;
     }
     compress(&raw)
         .map_err(|e| StoreError::InvalidRecord(format!("cannot compress a capture block: {e}")))
@@ -114,51 +118,38 @@ fn compress(raw: &[u8]) -> std::io::Result<Vec<u8>> {
     c.compress(raw)
 }
 
-fn put_text(out: &mut Vec<u8>, text: Option<&str>) -> Result<(), StoreError> {
-    match text {
-        None => out.extend_from_slice(&NONE.to_le_bytes()),
-        Some(t) => {
-            let len = u32::try_from(t.len())
-                .ok()
-                .filter(|&n| n != NONE)
-                .ok_or_else(|| {
-                    StoreError::InvalidRecord(format!("capture text of {} bytes", t.len()))
-                })?;
-            out.extend_from_slice(&len.to_le_bytes());
-            out.extend_from_slice(t.as_bytes());
-        }
-    }
-    Ok(())
-}
-
 /// All captures of a stored block, in the order they were written.
 pub(crate) fn decode(block: &[u8]) -> Result<Vec<CaptureRow>, StoreError> {
-    let raw = decompress(block)?;
+    let raw = wire::decompress(block, TABLE)?;
     let mut rows = Vec::new();
-    let mut r = Reader::new(&raw)?;
+    let mut r = Reader::after(&raw, MAGIC, TABLE)?;
     while !r.at_end() {
-        rows.push(r.row()?);
+        rows.push(CaptureRow {
+            request_id: r.required("an id")?,
+            ts_ms: r.i64()?,
+            body: r.required("a document")?,
+            request_body: r.text()?,
+            response_body: r.text()?,
+        });
     }
     Ok(rows)
 }
 
 /// The first capture of the block with this request id.
 pub(crate) fn find(block: &[u8], request_id: &str) -> Result<Option<CaptureRow>, StoreError> {
-    let raw = decompress(block)?;
-    let mut r = Reader::new(&raw)?;
+    let raw = wire::decompress(block, TABLE)?;
+    let mut r = Reader::after(&raw, MAGIC, TABLE)?;
     while !r.at_end() {
         // The id and time first; the texts are only made into strings for the match.
         let id = r
             .bytes()?
-            .ok_or_else(|| corrupt("a capture without an id"))?;
-        let ts = r.ts()?;
+            .ok_or_else(|| r.corrupt("a capture without an id"))?;
+        let ts = r.i64()?;
         if id == request_id.as_bytes() {
             return Ok(Some(CaptureRow {
                 request_id: request_id.to_owned(),
                 ts_ms: ts,
-                body: r
-                    .text()?
-                    .ok_or_else(|| corrupt("a capture without a document"))?,
+                body: r.required("a document")?,
                 request_body: r.text()?,
                 response_body: r.text()?,
             }));
@@ -168,81 +159,6 @@ pub(crate) fn find(block: &[u8], request_id: &str) -> Result<Option<CaptureRow>,
         }
     }
     Ok(None)
-}
-
-fn decompress(block: &[u8]) -> Result<Vec<u8>, StoreError> {
-    // The streaming decoder grows its output as the frame says, so a damaged length cannot
-    // make it allocate more than the frame really holds.
-    zstd::stream::decode_all(block).map_err(|e| corrupt(&format!("undecodable block: {e}")))
-}
-
-fn corrupt(detail: &str) -> StoreError {
-    StoreError::Corrupt {
-        table: "capture_blocks",
-        detail: detail.to_owned(),
-    }
-}
-
-struct Reader<'a> {
-    rest: &'a [u8],
-}
-
-impl<'a> Reader<'a> {
-    fn new(raw: &'a [u8]) -> Result<Self, StoreError> {
-        let rest = raw
-            .strip_prefix(MAGIC.as_slice())
-            .ok_or_else(|| corrupt("not a capture block (unknown format)"))?;
-        Ok(Reader { rest })
-    }
-
-    fn at_end(&self) -> bool {
-        self.rest.is_empty()
-    }
-
-    fn take(&mut self, n: usize) -> Result<&'a [u8], StoreError> {
-        if self.rest.len() < n {
-            return Err(corrupt("a capture block ends in the middle of a capture"));
-        }
-        let (head, rest) = self.rest.split_at(n);
-        self.rest = rest;
-        Ok(head)
-    }
-
-    fn ts(&mut self) -> Result<i64, StoreError> {
-        let b = self.take(8)?;
-        Ok(i64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
-    }
-
-    fn bytes(&mut self) -> Result<Option<&'a [u8]>, StoreError> {
-        let b = self.take(4)?;
-        let len = u32::from_le_bytes(b.try_into().unwrap_or([0; 4]));
-        if len == NONE {
-            return Ok(None);
-        }
-        self.take(len as usize).map(Some)
-    }
-
-    fn text(&mut self) -> Result<Option<String>, StoreError> {
-        self.bytes()?
-            .map(|b| {
-                String::from_utf8(b.to_vec()).map_err(|_| corrupt("capture text is not UTF-8"))
-            })
-            .transpose()
-    }
-
-    fn row(&mut self) -> Result<CaptureRow, StoreError> {
-        Ok(CaptureRow {
-            request_id: self
-                .text()?
-                .ok_or_else(|| corrupt("a capture without an id"))?,
-            ts_ms: self.ts()?,
-            body: self
-                .text()?
-                .ok_or_else(|| corrupt("a capture without a document"))?,
-            request_body: self.text()?,
-            response_body: self.text()?,
-        })
-    }
 }
 
 #[cfg(test)]

@@ -14,6 +14,8 @@
 //!   and every usage query's meaning: the filter, the newest-first page, the summaries, the
 //!   sessions.
 //! - `blocks.rs` — capture blocks, likewise.
+//! - `wire.rs` — the length-prefixed fields both block formats are made of, and their checked
+//!   reader.
 //! - `bulk.rs` — the connections usage records and captures are written on, one each, and the
 //!   usage log's read connections (rusqlite, on the blocking pool: sqlx's per-argument overhead
 //!   was half the store's CPU).
@@ -61,6 +63,7 @@ mod blocks;
 mod bulk;
 mod sqlite;
 mod usage_log;
+mod wire;
 mod writer;
 
 pub use sqlite::SqliteStore;

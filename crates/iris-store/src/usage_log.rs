@@ -24,6 +24,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
+use crate::wire::{self, Reader};
 use crate::{GroupBy, SessionSummary, StoreError, ToolCount, UsageGroup, UsageQuery, UsageRecord};
 
 /// The time span of one block's bucket: ten minutes. A stream's record reaches the writer when
@@ -38,8 +39,11 @@ const MAGIC: &[u8; 4] = b"IUB1";
 /// level that finds that.
 const LEVEL: i32 = 1;
 
-/// Length of an absent optional text.
-const NONE: u32 = u32::MAX;
+/// The table the blocks are stored in (named in errors).
+const TABLE: &str = "usage_blocks";
+
+/// What an oversized field is called in errors.
+const FIELD: &str = "a usage record field";
 
 /// Key prefixes in `usage_block_keys`.
 pub(crate) const LOGIN_KEY: &str = "l:";
@@ -200,8 +204,8 @@ fn saturate(v: u64) -> u64 {
 fn put_record(out: &mut Vec<u8>, r: &UsageRecord) -> Result<(), StoreError> {
     let at = out.len();
     out.extend_from_slice(&0u32.to_le_bytes());
-    put_text(out, Some(&r.id))?;
-    put_text(out, Some(&r.request_id))?;
+    wire::put_text(out, Some(&r.id), FIELD)?;
+    wire::put_text(out, Some(&r.request_id), FIELD)?;
     out.extend_from_slice(&r.ts_ms.to_le_bytes());
     for t in [
         &r.login,
@@ -218,19 +222,19 @@ fn put_record(out: &mut Vec<u8>, r: &UsageRecord) -> Result<(), StoreError> {
         &r.session_kind,
         &r.priced_as,
     ] {
-        put_text(out, t.as_deref())?;
+        wire::put_text(out, t.as_deref(), FIELD)?;
     }
     if r.tags.is_empty() {
-        put_text(out, Some(""))?;
+        wire::put_text(out, Some(""), FIELD)?;
     } else {
-        put_text(out, Some(&join_tags(&r.tags)?))?;
+        wire::put_text(out, Some(&join_tags(&r.tags)?), FIELD)?;
     }
     for t in [&r.identity_source, &r.api_family, &r.method, &r.path] {
-        put_text(out, Some(t))?;
+        wire::put_text(out, Some(t), FIELD)?;
     }
-    out.extend_from_slice(&len32(r.tool_names.len())?.to_le_bytes());
+    wire::put_len(out, r.tool_names.len(), FIELD)?;
     for t in &r.tool_names {
-        put_text(out, Some(t))?;
+        wire::put_text(out, Some(t), FIELD)?;
     }
     out.extend_from_slice(&r.status.to_le_bytes());
     let cost = r.cost_usd.filter(|c| c.is_finite());
@@ -265,32 +269,14 @@ fn put_record(out: &mut Vec<u8>, r: &UsageRecord) -> Result<(), StoreError> {
     if let Some(b) = r.capture_batch {
         out.extend_from_slice(&b.to_le_bytes());
     }
-    let len = len32(out.len() - at - 4)?;
+    let len = wire::len32(out.len() - at - 4, "a usage record")?;
     out[at..at + 4].copy_from_slice(&len.to_le_bytes());
-    Ok(())
-}
-
-fn len32(n: usize) -> Result<u32, StoreError> {
-    u32::try_from(n)
-        .ok()
-        .filter(|&n| n != NONE)
-        .ok_or_else(|| StoreError::InvalidRecord(format!("a usage record field of {n} bytes")))
-}
-
-fn put_text(out: &mut Vec<u8>, text: Option<&str>) -> Result<(), StoreError> {
-    match text {
-        None => out.extend_from_slice(&NONE.to_le_bytes()),
-        Some(t) => {
-            out.extend_from_slice(&len32(t.len())?.to_le_bytes());
-            out.extend_from_slice(t.as_bytes());
-        }
-    }
     Ok(())
 }
 
 /// Every record of a stored block, in the order they were written.
 pub(crate) fn decode(block: &[u8]) -> Result<Vec<UsageRecord>, StoreError> {
-    let raw = decompress(block)?;
+    let raw = wire::decompress(block, TABLE)?;
     let mut out = Vec::new();
     for body in bodies(&raw)? {
         out.push(record(body?)?);
@@ -300,213 +286,139 @@ pub(crate) fn decode(block: &[u8]) -> Result<Vec<UsageRecord>, StoreError> {
 
 /// The first record of a stored block with this id; only that record is decoded.
 pub(crate) fn find(block: &[u8], id: &str) -> Result<Option<UsageRecord>, StoreError> {
-    let raw = decompress(block)?;
+    let raw = wire::decompress(block, TABLE)?;
     for body in bodies(&raw)? {
         let body = body?;
-        if (Reader { rest: body }).opt_bytes()? == Some(id.as_bytes()) {
+        if Reader::of(body, TABLE).bytes()? == Some(id.as_bytes()) {
             return record(body).map(Some);
         }
     }
     Ok(None)
 }
 
-fn decompress(block: &[u8]) -> Result<Vec<u8>, StoreError> {
-    // The streaming decoder grows its output as the frame says, so a damaged length cannot make
-    // it allocate more than the frame really holds.
-    zstd::stream::decode_all(block).map_err(|e| corrupt(&format!("undecodable block: {e}")))
-}
-
 /// The encoded records of an uncompressed block.
 fn bodies(raw: &[u8]) -> Result<impl Iterator<Item = Result<&[u8], StoreError>>, StoreError> {
-    let mut rest = raw
-        .strip_prefix(MAGIC.as_slice())
-        .ok_or_else(|| corrupt("not a usage block (unknown format)"))?;
+    let mut outer = Reader::after(raw, MAGIC, TABLE)?;
     Ok(std::iter::from_fn(move || {
-        if rest.is_empty() {
+        if outer.at_end() {
             return None;
         }
-        let mut outer = Reader { rest };
         let body = outer.u32().and_then(|len| outer.take(len as usize));
-        // After a damaged length nothing further can be read.
-        rest = if body.is_ok() { outer.rest } else { &[] };
+        if body.is_err() {
+            // After a damaged length nothing further can be read.
+            outer.rest = &[];
+        }
         Some(body)
     }))
 }
 
 /// One encoded record.
 fn record(body: &[u8]) -> Result<UsageRecord, StoreError> {
-    let mut r = Reader { rest: body };
-    let record = r.record()?;
-    if !r.rest.is_empty() {
-        return Err(corrupt("a usage record longer than its fields"));
+    let mut r = Reader::of(body, TABLE);
+    let id = r.required("an id")?;
+    let request_id = r.required("a request id")?;
+    let ts_ms = r.i64()?;
+    let mut texts: [Option<String>; 13] = Default::default();
+    for t in &mut texts {
+        *t = r.text()?;
     }
-    Ok(record)
-}
-
-fn corrupt(detail: &str) -> StoreError {
-    StoreError::Corrupt {
-        table: "usage_blocks",
-        detail: detail.to_owned(),
+    let [
+        login,
+        display_name,
+        node,
+        node_id,
+        key_id,
+        requested_model,
+        provider,
+        upstream_model,
+        error_class,
+        user_agent,
+        session_id,
+        session_kind,
+        priced_as,
+    ] = texts;
+    let tags = split_tags(&r.required("tags")?);
+    let identity_source = r.required("an identity source")?;
+    let api_family = r.required("an API family")?;
+    let method = r.required("a method")?;
+    let path = r.required("a path")?;
+    let n_tools = r.u32()?;
+    let mut tool_names = Vec::new();
+    for _ in 0..n_tools {
+        tool_names.push(r.required("a tool name")?);
     }
-}
-
-struct Reader<'a> {
-    rest: &'a [u8],
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], StoreError> {
-        if self.rest.len() < n {
-            return Err(corrupt("a usage block ends in the middle of a record"));
-        }
-        let (head, rest) = self.rest.split_at(n);
-        self.rest = rest;
-        Ok(head)
+    let status = u16::from_le_bytes(r.array()?);
+    let [flags] = r.array::<1>()?;
+    let mut n = [0u64; 8];
+    for v in &mut n {
+        *v = r.u64()?;
     }
-
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], StoreError> {
-        let b = self.take(N)?;
-        let mut a = [0; N];
-        a.copy_from_slice(b);
-        Ok(a)
+    let ttfb_ms = if flags & HAS_TTFB != 0 {
+        Some(r.u64()?)
+    } else {
+        None
+    };
+    let cost_usd = if flags & HAS_COST != 0 {
+        Some(f64::from_le_bytes(r.array()?))
+    } else {
+        None
+    };
+    let capture_batch = if flags & HAS_CAPTURE_BATCH != 0 {
+        Some(r.i64()?)
+    } else {
+        None
+    };
+    if !r.at_end() {
+        return Err(r.corrupt("a usage record longer than its fields"));
     }
-
-    fn u32(&mut self) -> Result<u32, StoreError> {
-        Ok(u32::from_le_bytes(self.array()?))
-    }
-
-    fn u64(&mut self) -> Result<u64, StoreError> {
-        Ok(u64::from_le_bytes(self.array()?))
-    }
-
-    fn i64(&mut self) -> Result<i64, StoreError> {
-        Ok(i64::from_le_bytes(self.array()?))
-    }
-
-    fn opt_bytes(&mut self) -> Result<Option<&'a [u8]>, StoreError> {
-        let len = self.u32()?;
-        if len == NONE {
-            return Ok(None);
-        }
-        self.take(len as usize).map(Some)
-    }
-
-    fn opt(&mut self) -> Result<Option<String>, StoreError> {
-        self.opt_bytes()?
-            .map(|b| {
-                String::from_utf8(b.to_vec()).map_err(|_| corrupt("usage record text is not UTF-8"))
-            })
-            .transpose()
-    }
-
-    fn text(&mut self) -> Result<String, StoreError> {
-        self.opt()?
-            .ok_or_else(|| corrupt("a required usage record field is missing"))
-    }
-
-    fn record(&mut self) -> Result<UsageRecord, StoreError> {
-        let id = self.text()?;
-        let request_id = self.text()?;
-        let ts_ms = self.i64()?;
-        let mut texts: [Option<String>; 13] = Default::default();
-        for t in &mut texts {
-            *t = self.opt()?;
-        }
-        let [
-            login,
-            display_name,
-            node,
-            node_id,
-            key_id,
-            requested_model,
-            provider,
-            upstream_model,
-            error_class,
-            user_agent,
-            session_id,
-            session_kind,
-            priced_as,
-        ] = texts;
-        let tags = split_tags(&self.text()?);
-        let identity_source = self.text()?;
-        let api_family = self.text()?;
-        let method = self.text()?;
-        let path = self.text()?;
-        let n_tools = self.u32()?;
-        let mut tool_names = Vec::new();
-        for _ in 0..n_tools {
-            tool_names.push(self.text()?);
-        }
-        let status = u16::from_le_bytes(self.array()?);
-        let flags = self.array::<1>()?[0];
-        let mut n = [0u64; 8];
-        for v in &mut n {
-            *v = self.u64()?;
-        }
-        let ttfb_ms = if flags & HAS_TTFB != 0 {
-            Some(self.u64()?)
-        } else {
-            None
-        };
-        let cost_usd = if flags & HAS_COST != 0 {
-            Some(f64::from_le_bytes(self.array()?))
-        } else {
-            None
-        };
-        let capture_batch = if flags & HAS_CAPTURE_BATCH != 0 {
-            Some(self.i64()?)
-        } else {
-            None
-        };
-        let [
-            input_tokens,
-            output_tokens,
-            cache_read_tokens,
-            cache_write_tokens,
-            reasoning_tokens,
-            duration_ms,
-            bytes_in,
-            bytes_out,
-        ] = n;
-        Ok(UsageRecord {
-            id,
-            ts_ms,
-            request_id,
-            login,
-            display_name,
-            tags,
-            node,
-            node_id,
-            identity_source,
-            key_id,
-            api_family,
-            method,
-            path,
-            requested_model,
-            provider,
-            upstream_model,
-            streaming: flags & STREAMING != 0,
-            status,
-            error_class,
-            input_tokens,
-            output_tokens,
-            cache_read_tokens,
-            cache_write_tokens,
-            reasoning_tokens,
-            usage_known: flags & USAGE_KNOWN != 0,
-            ttfb_ms,
-            duration_ms,
-            bytes_in,
-            bytes_out,
-            user_agent,
-            session_id,
-            session_kind,
-            cost_usd,
-            priced_as,
-            tool_names,
-            capture_batch,
-        })
-    }
+    let [
+        input_tokens,
+        output_tokens,
+        cache_read_tokens,
+        cache_write_tokens,
+        reasoning_tokens,
+        duration_ms,
+        bytes_in,
+        bytes_out,
+    ] = n;
+    Ok(UsageRecord {
+        id,
+        ts_ms,
+        request_id,
+        login,
+        display_name,
+        tags,
+        node,
+        node_id,
+        identity_source,
+        key_id,
+        api_family,
+        method,
+        path,
+        requested_model,
+        provider,
+        upstream_model,
+        streaming: flags & STREAMING != 0,
+        status,
+        error_class,
+        input_tokens,
+        output_tokens,
+        cache_read_tokens,
+        cache_write_tokens,
+        reasoning_tokens,
+        usage_known: flags & USAGE_KNOWN != 0,
+        ttfb_ms,
+        duration_ms,
+        bytes_in,
+        bytes_out,
+        user_agent,
+        session_id,
+        session_kind,
+        cost_usd,
+        priced_as,
+        tool_names,
+        capture_batch,
+    })
 }
 
 // ---- The queries' meaning ----
@@ -569,7 +481,7 @@ pub(crate) fn each_match(
     filter: &Filter<'_>,
     mut f: impl FnMut(UsageRecord),
 ) -> Result<(), StoreError> {
-    let raw = decompress(block)?;
+    let raw = wire::decompress(block, TABLE)?;
     for body in bodies(&raw)? {
         let body = body?;
         if filter.matches(&View::of(body)?) {
@@ -597,25 +509,26 @@ struct View<'a> {
 impl<'a> View<'a> {
     /// Walks the record's fields in the order [`put_record`] wrote them.
     fn of(body: &'a [u8]) -> Result<View<'a>, StoreError> {
-        let mut r = Reader { rest: body };
-        let required = |b: Option<&'a [u8]>| {
-            b.ok_or_else(|| corrupt("a required usage record field is missing"))
+        let mut r = Reader::of(body, TABLE);
+        let required = |r: &mut Reader<'a>| {
+            r.bytes()?
+                .ok_or_else(|| r.corrupt("a required usage record field is missing"))
         };
-        let id = required(r.opt_bytes()?)?;
-        r.opt_bytes()?;
+        let id = required(&mut r)?;
+        r.bytes()?;
         let ts_ms = r.i64()?;
         let mut texts: [Option<&'a [u8]>; 13] = [None; 13];
         for t in &mut texts {
-            *t = r.opt_bytes()?;
+            *t = r.bytes()?;
         }
-        let tags = required(r.opt_bytes()?)?;
-        let identity_source = required(r.opt_bytes()?)?;
+        let tags = required(&mut r)?;
+        let identity_source = required(&mut r)?;
         for _ in 0..3 {
-            r.opt_bytes()?;
+            r.bytes()?;
         }
         let tools = r.u32()?;
         for _ in 0..tools {
-            r.opt_bytes()?;
+            r.bytes()?;
         }
         let status = u16::from_le_bytes(r.array()?);
         Ok(View {

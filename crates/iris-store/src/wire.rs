@@ -1,0 +1,139 @@
+//! The fields both block formats are made of (captures, `blocks.rs`; usage records,
+//! `usage_log.rs`): a text is a little-endian `u32` length ([`NONE`] for an absent one) and its
+//! bytes, a number its little-endian bytes. Reading checks every length against what is there:
+//! a damaged block is a [`StoreError::Corrupt`] of its table, never a panic.
+
+use crate::StoreError;
+
+/// Length of an absent optional text.
+pub(crate) const NONE: u32 = u32::MAX;
+
+/// A length as written: it fits a `u32` and is not [`NONE`]. `what` names the field in the
+/// error.
+pub(crate) fn len32(n: usize, what: &str) -> Result<u32, StoreError> {
+    u32::try_from(n)
+        .ok()
+        .filter(|&n| n != NONE)
+        .ok_or_else(|| StoreError::InvalidRecord(format!("{what} of {n} bytes")))
+}
+
+/// A length, as [`len32`] checks it.
+pub(crate) fn put_len(out: &mut Vec<u8>, n: usize, what: &str) -> Result<(), StoreError> {
+    out.extend_from_slice(&len32(n, what)?.to_le_bytes());
+    Ok(())
+}
+
+/// An optional text, length-prefixed.
+pub(crate) fn put_text(
+    out: &mut Vec<u8>,
+    text: Option<&str>,
+    what: &str,
+) -> Result<(), StoreError> {
+    match text {
+        None => out.extend_from_slice(&NONE.to_le_bytes()),
+        Some(t) => {
+            put_len(out, t.len(), what)?;
+            out.extend_from_slice(t.as_bytes());
+        }
+    }
+    Ok(())
+}
+
+/// The uncompressed bytes of a stored block of `table`.
+pub(crate) fn decompress(block: &[u8], table: &'static str) -> Result<Vec<u8>, StoreError> {
+    // The streaming decoder grows its output as the frame says, so a damaged length cannot
+    // make it allocate more than the frame really holds.
+    zstd::stream::decode_all(block).map_err(|e| corrupt(table, &format!("undecodable block: {e}")))
+}
+
+pub(crate) fn corrupt(table: &'static str, detail: &str) -> StoreError {
+    StoreError::Corrupt {
+        table,
+        detail: detail.to_owned(),
+    }
+}
+
+/// Reads fields off the front of a block of `table`.
+pub(crate) struct Reader<'a> {
+    pub rest: &'a [u8],
+    table: &'static str,
+}
+
+impl<'a> Reader<'a> {
+    /// The fields after `magic`, the block's format tag.
+    pub(crate) fn after(
+        raw: &'a [u8],
+        magic: &[u8],
+        table: &'static str,
+    ) -> Result<Self, StoreError> {
+        let rest = raw
+            .strip_prefix(magic)
+            .ok_or_else(|| corrupt(table, "not a block of this table (unknown format)"))?;
+        Ok(Reader { rest, table })
+    }
+
+    /// Fields already cut out of a block of `table`.
+    pub(crate) fn of(rest: &'a [u8], table: &'static str) -> Self {
+        Reader { rest, table }
+    }
+
+    pub(crate) fn at_end(&self) -> bool {
+        self.rest.is_empty()
+    }
+
+    pub(crate) fn corrupt(&self, detail: &str) -> StoreError {
+        corrupt(self.table, detail)
+    }
+
+    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], StoreError> {
+        if self.rest.len() < n {
+            return Err(self.corrupt("the block ends in the middle of a field"));
+        }
+        let (head, rest) = self.rest.split_at(n);
+        self.rest = rest;
+        Ok(head)
+    }
+
+    pub(crate) fn array<const N: usize>(&mut self) -> Result<[u8; N], StoreError> {
+        let mut a = [0; N];
+        a.copy_from_slice(self.take(N)?);
+        Ok(a)
+    }
+
+    pub(crate) fn u32(&mut self) -> Result<u32, StoreError> {
+        Ok(u32::from_le_bytes(self.array()?))
+    }
+
+    pub(crate) fn u64(&mut self) -> Result<u64, StoreError> {
+        Ok(u64::from_le_bytes(self.array()?))
+    }
+
+    pub(crate) fn i64(&mut self) -> Result<i64, StoreError> {
+        Ok(i64::from_le_bytes(self.array()?))
+    }
+
+    /// An optional text's bytes.
+    pub(crate) fn bytes(&mut self) -> Result<Option<&'a [u8]>, StoreError> {
+        let len = self.u32()?;
+        if len == NONE {
+            return Ok(None);
+        }
+        self.take(len as usize).map(Some)
+    }
+
+    /// An optional text.
+    pub(crate) fn text(&mut self) -> Result<Option<String>, StoreError> {
+        match self.bytes()? {
+            None => Ok(None),
+            Some(b) => String::from_utf8(b.to_vec())
+                .map(Some)
+                .map_err(|_| self.corrupt("a text is not UTF-8")),
+        }
+    }
+
+    /// A text that must be there; `what` names it in the error.
+    pub(crate) fn required(&mut self, what: &str) -> Result<String, StoreError> {
+        self.text()?
+            .ok_or_else(|| self.corrupt(&format!("a record without {what}")))
+    }
+}
