@@ -10,6 +10,7 @@ pub(crate) const NONE: u32 = u32::MAX;
 
 /// A length as written: it fits a `u32` and is not [`NONE`]. `what` names the field in the
 /// error.
+#[inline]
 pub(crate) fn len32(n: usize, what: &str) -> Result<u32, StoreError> {
     u32::try_from(n)
         .ok()
@@ -18,12 +19,14 @@ pub(crate) fn len32(n: usize, what: &str) -> Result<u32, StoreError> {
 }
 
 /// A length, as [`len32`] checks it.
+#[inline]
 pub(crate) fn put_len(out: &mut Vec<u8>, n: usize, what: &str) -> Result<(), StoreError> {
     out.extend_from_slice(&len32(n, what)?.to_le_bytes());
     Ok(())
 }
 
 /// An optional text, length-prefixed.
+#[inline]
 pub(crate) fn put_text(
     out: &mut Vec<u8>,
     text: Option<&str>,
