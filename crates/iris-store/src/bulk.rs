@@ -251,9 +251,12 @@ impl ReadPool {
                 let tx = conn.unchecked_transaction()?;
                 f(&tx)
             };
-            if result.is_ok() && !this.closed.load(std::sync::atomic::Ordering::Acquire) {
+            if result.is_ok() {
                 let mut idle = this.idle.lock().unwrap_or_else(|p| p.into_inner());
-                if idle.len() < READ_CONNECTIONS {
+                // Under the lock `close` takes: a connection is never kept after it.
+                if idle.len() < READ_CONNECTIONS
+                    && !this.closed.load(std::sync::atomic::Ordering::Acquire)
+                {
                     idle.push(conn);
                 }
             }
@@ -265,9 +268,10 @@ impl ReadPool {
 
     /// Close the idle connections; later reads are refused.
     pub(crate) fn close(&self) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         self.closed
             .store(true, std::sync::atomic::Ordering::Release);
-        self.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        idle.clear();
     }
 }
 

@@ -113,10 +113,10 @@ pub(crate) fn prepare_capture_writes(conn: &rusqlite::Connection) -> rusqlite::R
 
 /// Write the encoded blocks of a batch of usage records, with their keys, in `tx`.
 ///
-/// A block's `batch` is a hash of its records: a block whose hash is stored already is either
-/// the same block (the batch was written before and is written again: a retry after a commit
-/// whose answer was lost), which is skipped, or, with odds of 2^-64, another one, which is
-/// stored under the next free value. So a retried batch adds nothing and no batch is lost.
+/// A block's `batch` is a hash of its records' ids and times: a block whose hash is stored
+/// already holds either the same records (the batch was written before and is written again: a
+/// retry after a commit whose answer was lost), and is skipped, or, with odds of 2^-64, others,
+/// and is stored under the next free value. So a retried batch adds nothing and no batch is lost.
 fn insert_usage_blocks(
     tx: &rusqlite::Transaction<'_>,
     blocks: &[usage_log::Block],
@@ -132,12 +132,13 @@ fn insert_usage_blocks(
             if added == 1 {
                 break;
             }
-            let same: bool = tx.query_row(
-                "SELECT data = ?2 FROM usage_blocks WHERE batch = ?1",
-                rusqlite::params![batch, b.data],
+            let stored: Vec<u8> = tx.query_row(
+                "SELECT data FROM usage_blocks WHERE batch = ?1",
+                [batch],
                 |r| r.get(0),
             )?;
-            if same {
+            // The same records (by id and time: retention may have rewritten their tools).
+            if usage_log::same_records(&stored, &b.data) {
                 continue 'blocks;
             }
             batch = batch.wrapping_add(1);
@@ -641,9 +642,14 @@ impl Store for SqliteStore {
         let q = q.clone();
         self.usage_reads
             .read(move |conn| {
-                let mut sessions = usage_log::Sessions::default();
+                let mut sessions = usage_log::Sessions::new(before_last_ms, q.limit);
                 for_each_match(conn, &q, |r| sessions.add(&r))?;
-                Ok(sessions.finish(before_last_ms, q.limit))
+                if let Some(list) = sessions.finish() {
+                    return Ok(list);
+                }
+                let mut sessions = usage_log::Sessions::all(before_last_ms, q.limit);
+                for_each_match(conn, &q, |r| sessions.add(&r))?;
+                Ok(sessions.finish().unwrap_or_default())
             })
             .await
     }
@@ -869,7 +875,22 @@ fn scan_block(
         .prepare_cached(BLOCK_DATA)?
         .query_row([block], |r| r.get(0))
         .optional()?;
-    data.map_or(Ok(()), |d| usage_log::each_match(&d, filter, f))
+    match data.map(|d| usage_log::each_match(&d, filter, f)) {
+        Some(Err(e)) => skip_damaged(block, e),
+        _ => Ok(()),
+    }
+}
+
+/// A damaged usage block is read as far as it can be and then skipped, with a warning: it must
+/// not make every later query over its time range fail (nothing can repair it).
+fn skip_damaged(block: i64, e: StoreError) -> Result<(), StoreError> {
+    match e {
+        StoreError::Corrupt { .. } => {
+            tracing::warn!(block, error = %e, "damaged usage block skipped");
+            Ok(())
+        }
+        e => Err(e),
+    }
 }
 
 /// The record with this id.
@@ -877,8 +898,10 @@ fn find_record(conn: &rusqlite::Connection, id: &str) -> Result<Option<UsageReco
     let mut read = conn.prepare_cached(BLOCK_DATA)?;
     for (block, _) in blocks_of_id(conn, id)? {
         let data: Option<Vec<u8>> = read.query_row([block], |r| r.get(0)).optional()?;
-        if let Some(r) = data.map(|d| usage_log::find(&d, id)).transpose()?.flatten() {
-            return Ok(Some(r));
+        match data.map(|d| usage_log::find(&d, id)) {
+            Some(Ok(Some(r))) => return Ok(Some(r)),
+            Some(Err(e)) => skip_damaged(block, e)?,
+            _ => {}
         }
     }
     Ok(None)
@@ -971,16 +994,18 @@ fn read_session(
     if let Some(id) = usage_log::single_session_request(session_id) {
         blocks.extend(blocks_of_id(conn, id)?);
     }
-    let mut found = Vec::new();
+    let mut page = usage_log::Oldest::new(q);
     for (block, _) in newest_first(blocks) {
-        scan_block(conn, block, &filter, |r| found.push(r))?;
+        scan_block(conn, block, &filter, |r| page.offer(r))?;
     }
-    Ok(usage_log::oldest_first(found, q))
+    Ok(page.finish())
 }
 
 /// One step of converting schema 8's rows to blocks: up to [`CONVERT_CHUNK`] rows, oldest row
 /// first, become blocks and leave the table, in one transaction; the table goes when it is
-/// empty. Returns (records converted, whether there may be more).
+/// empty. A row that does not make a record (a negative counter: it failed every query that
+/// read it before) is left out with a warning, not allowed to stop the store from opening.
+/// Returns (records converted, whether there may be more).
 fn convert_usage_chunk(tx: &rusqlite::Transaction<'_>) -> Result<(u64, bool), StoreError> {
     let exists: bool = tx.query_row(
         "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'usage_records')",
@@ -998,15 +1023,21 @@ fn convert_usage_chunk(tx: &rusqlite::Transaction<'_>) -> Result<(u64, bool), St
         ))?;
         let mut rows = select.query([CONVERT_CHUNK])?;
         while let Some(row) = rows.next()? {
-            last = Some(row.get::<_, i64>(0)?);
-            records.push(usage_from_row(row, 1)?);
+            let rowid = row.get::<_, i64>(0)?;
+            last = Some(rowid);
+            match usage_from_row(row, 1) {
+                Ok(r) => records.push(r),
+                Err(e) => tracing::warn!(rowid, error = %e, "unreadable usage row left out"),
+            }
         }
     }
     let Some(last) = last else {
         tx.execute_batch("DROP TABLE usage_records")?;
         return Ok((0, false));
     };
-    insert_usage_blocks(tx, &usage_log::encode_batch(&records)?)?;
+    if !records.is_empty() {
+        insert_usage_blocks(tx, &usage_log::encode_batch(&records)?)?;
+    }
     tx.execute("DELETE FROM usage_records WHERE rowid <= ?1", [last])?;
     Ok((records.len() as u64, true))
 }
@@ -1390,6 +1421,62 @@ mod tests {
         assert_eq!(ids(since).await, ["last"]);
     }
 
+    /// A batch written again after retention rewrote its block (its tool names cleared) is
+    /// still recognised as the same batch.
+    #[tokio::test]
+    async fn a_batch_rewritten_by_retention_is_still_the_same_batch() {
+        let store = SqliteStore::open_temporary().await.unwrap();
+        let batch: Vec<UsageRecord> = (0..10)
+            .map(|i| UsageRecord {
+                id: format!("r{i}"),
+                ts_ms: 1_000 + i,
+                tool_names: vec!["bash".into()],
+                ..UsageRecord::default()
+            })
+            .collect();
+        store.insert_usage(Arc::new(batch.clone())).await.unwrap();
+        store.purge(i64::MAX, true).await.unwrap();
+        store.insert_usage(Arc::new(batch)).await.unwrap();
+        assert_eq!(store.count_usage().await.unwrap(), 10);
+    }
+
+    /// A damaged usage block is skipped by every read, with a warning: the records of the other
+    /// blocks are still listed, summed and found.
+    #[tokio::test]
+    async fn a_damaged_block_is_skipped_not_fatal() {
+        let store = SqliteStore::open_temporary().await.unwrap();
+        for i in 0..3i64 {
+            let r = UsageRecord {
+                id: format!("r{i}"),
+                ts_ms: 1_000 + i,
+                session_id: Some("cc_s".into()),
+                ..UsageRecord::default()
+            };
+            store.insert_usage(Arc::new(vec![r])).await.unwrap();
+        }
+        sqlx::query("UPDATE usage_blocks SET data = x'28b52ffd00' WHERE id = 2")
+            .execute(&store.writer)
+            .await
+            .unwrap();
+        let all = UsageQuery {
+            limit: 100,
+            ..UsageQuery::default()
+        };
+        let ids: Vec<String> = store
+            .recent_usage(&all)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(ids, ["r2", "r0"]);
+        let summary = store.usage_summary(&all, GroupBy::Model).await.unwrap();
+        assert_eq!(summary[0].requests, 2);
+        assert_eq!(store.sessions(&all, None).await.unwrap()[0].requests, 2);
+        assert_eq!(store.session_records("cc_s", &all).await.unwrap().len(), 2);
+        assert_eq!(store.capture("r1").await.unwrap(), None);
+    }
+
     fn old_record(i: i64) -> UsageRecord {
         let (id, ts) = crate::new_record_id_and_time();
         UsageRecord {
@@ -1500,6 +1587,22 @@ mod tests {
         let path = dir.path().join("old.db");
         let records: Vec<UsageRecord> = (0..12_000).map(old_record).collect();
         schema_8_database(&path, &records);
+        // A row no record can be made of (it failed every query that read it before).
+        rusqlite::Connection::open(&path)
+            .unwrap()
+            .execute(
+                &format!(
+                    "INSERT INTO usage_records ({USAGE_COLUMNS}) SELECT 'bad', ts_ms, 'bad', \
+                     login, display_name, tags, node, node_id, identity_source, key_id, \
+                     api_family, method, path, requested_model, provider, upstream_model, \
+                     streaming, status, error_class, -1, output_tokens, cache_read_tokens, \
+                     cache_write_tokens, reasoning_tokens, usage_known, ttfb_ms, duration_ms, \
+                     bytes_in, bytes_out, user_agent, session_id, session_kind, cost_usd, \
+                     priced_as, tool_names, capture_batch FROM usage_records LIMIT 1"
+                ),
+                [],
+            )
+            .unwrap();
         let store = SqliteStore::open(&path).await.unwrap();
         assert_eq!(store.count_usage().await.unwrap(), 12_000);
         let all = |before_id: Option<String>| UsageQuery {

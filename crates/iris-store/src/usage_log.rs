@@ -296,6 +296,23 @@ pub(crate) fn find(block: &[u8], id: &str) -> Result<Option<UsageRecord>, StoreE
     Ok(None)
 }
 
+/// Whether two stored blocks hold the same records, by id and time, in the same order (a
+/// damaged block holds none).
+pub(crate) fn same_records(a: &[u8], b: &[u8]) -> bool {
+    let keys = |block: &[u8]| -> Result<Vec<(Vec<u8>, i64)>, StoreError> {
+        let raw = wire::decompress(block, TABLE)?;
+        bodies(&raw)?
+            .map(|body| {
+                let mut r = Reader::of(body?, TABLE);
+                let id = r.bytes()?.unwrap_or_default().to_vec();
+                r.bytes()?;
+                Ok((id, r.i64()?))
+            })
+            .collect()
+    };
+    matches!((keys(a), keys(b)), (Ok(a), Ok(b)) if a == b)
+}
+
 /// The encoded records of an uncompressed block.
 fn bodies(raw: &[u8]) -> Result<impl Iterator<Item = Result<&[u8], StoreError>>, StoreError> {
     let mut outer = Reader::after(raw, MAGIC, TABLE)?;
@@ -598,11 +615,37 @@ impl Newest {
     }
 }
 
-/// A session's records, oldest first.
-pub(crate) fn oldest_first(mut rs: Vec<UsageRecord>, q: &UsageQuery) -> Vec<UsageRecord> {
-    rs.sort_unstable_by(|a, b| (a.ts_ms, &a.id).cmp(&(b.ts_ms, &b.id)));
-    rs.truncate(q.limit.min(UsageQuery::MAX_LIMIT) as usize);
-    rs
+/// The oldest records offered, oldest first, at most the query's limit (a session's page).
+pub(crate) struct Oldest {
+    limit: usize,
+    found: Vec<UsageRecord>,
+}
+
+impl Oldest {
+    pub(crate) fn new(q: &UsageQuery) -> Oldest {
+        Oldest {
+            limit: q.limit.min(UsageQuery::MAX_LIMIT) as usize,
+            found: Vec::new(),
+        }
+    }
+
+    pub(crate) fn offer(&mut self, r: UsageRecord) {
+        self.found.push(r);
+        if self.found.len() >= 2 * self.limit.max(64) {
+            self.trim();
+        }
+    }
+
+    fn trim(&mut self) {
+        self.found
+            .sort_unstable_by(|a, b| (a.ts_ms, &a.id).cmp(&(b.ts_ms, &b.id)));
+        self.found.truncate(self.limit);
+    }
+
+    pub(crate) fn finish(mut self) -> Vec<UsageRecord> {
+        self.trim();
+        self.found
+    }
 }
 
 fn is_error(r: &UsageRecord) -> bool {
@@ -674,7 +717,10 @@ impl Summary {
             GroupBy::Week => day(r.ts_ms)
                 .map(|d| {
                     let back = chrono::Datelike::weekday(&d).num_days_from_monday();
-                    (d - chrono::Days::new(u64::from(back))).to_string()
+                    // Out of the calendar's range: no key, as SQLite's NULL.
+                    d.checked_sub_days(chrono::Days::new(u64::from(back)))
+                        .map(|d| d.to_string())
+                        .unwrap_or_default()
                 })
                 .unwrap_or_default(),
         };
@@ -716,9 +762,12 @@ impl Summary {
     }
 }
 
-/// The UTC date of a time (whole seconds, as SQLite's `unixepoch` modifier took them).
+/// The UTC date of a time (whole seconds, as SQLite's `unixepoch` modifier took them), within
+/// the years SQLite's date functions cover (0000–9999; outside them it gave NULL).
 fn day(ts_ms: i64) -> Option<chrono::NaiveDate> {
-    chrono::DateTime::from_timestamp(ts_ms / 1000, 0).map(|t| t.date_naive())
+    chrono::DateTime::from_timestamp(ts_ms / 1000, 0)
+        .map(|t| t.date_naive())
+        .filter(|d| (0..=9999).contains(&chrono::Datelike::year(d)))
 }
 
 /// One session being summed.
@@ -744,19 +793,69 @@ fn keep_max(slot: &mut Option<String>, v: Option<&String>) {
     }
 }
 
-/// The sessions of the records offered, the most recently active first.
-#[derive(Default)]
+/// The end of a record: its start plus its duration.
+fn end_of(r: &UsageRecord) -> i64 {
+    r.ts_ms
+        .saturating_add(i64::try_from(r.duration_ms).unwrap_or(i64::MAX))
+}
+
+/// The sessions of the records offered, the most recently active first, at most `limit`, of
+/// those last active before `before_last_ms` (if given).
+///
+/// Most requests without a client's session marker are sessions of their own (`rq_<id>`, one
+/// record each), as many as the records: those are kept apart, only the `limit` most recent
+/// (a session's sums cannot change once its one record is seen), so memory follows the sessions
+/// of several requests, not the log's size. Only a record of another kind that claims such a
+/// session's id (never in logs iris writes) could join one; if that happens to a session
+/// already let go, [`Sessions::finish`] says so and the caller sums again with [`Sessions::all`].
 pub(crate) struct Sessions {
     by_id: HashMap<String, SessionAcc>,
+    /// Single requests' sessions: (last, record), trimmed to the `limit` most recent.
+    singles: Vec<(i64, UsageRecord)>,
+    /// Hashes of the ids of the single sessions trimmed away.
+    dropped: HashSet<u64>,
+    before_last_ms: Option<i64>,
+    limit: usize,
+    /// False: every session is summed in `by_id`.
+    bounded: bool,
 }
 
 impl Sessions {
+    pub(crate) fn new(before_last_ms: Option<i64>, limit: u32) -> Sessions {
+        Sessions {
+            by_id: HashMap::new(),
+            singles: Vec::new(),
+            dropped: HashSet::new(),
+            before_last_ms,
+            limit: limit.min(UsageQuery::MAX_LIMIT) as usize,
+            bounded: true,
+        }
+    }
+
+    /// Every session summed as a group, single requests' too.
+    pub(crate) fn all(before_last_ms: Option<i64>, limit: u32) -> Sessions {
+        Sessions {
+            bounded: false,
+            ..Sessions::new(before_last_ms, limit)
+        }
+    }
+
     /// Records without a session are skipped.
     pub(crate) fn add(&mut self, r: &UsageRecord) {
         let Some(id) = &r.session_id else { return };
-        let end = r
-            .ts_ms
-            .saturating_add(i64::try_from(r.duration_ms).unwrap_or(i64::MAX));
+        let end = end_of(r);
+        if self.bounded && single_session_request(id) == Some(r.id.as_str()) {
+            if self.before_last_ms.is_none_or(|b| end < b) {
+                self.singles.push((end, r.clone()));
+                if self.singles.len() >= 2 * self.limit.max(64) {
+                    self.trim_singles();
+                }
+            } else {
+                // Active too late to be listed, and so would be any session it joined.
+                self.dropped.insert(id_hash(id));
+            }
+            return;
+        }
         let s = self.by_id.entry(id.clone()).or_insert_with(|| SessionAcc {
             first_ms: r.ts_ms,
             last_ms: end,
@@ -782,9 +881,30 @@ impl Sessions {
         }
     }
 
-    /// Sessions last active before `before_last_ms` (if given), most recent first, at most
-    /// `limit`.
-    pub(crate) fn finish(self, before_last_ms: Option<i64>, limit: u32) -> Vec<SessionSummary> {
+    fn trim_singles(&mut self) {
+        self.singles
+            .sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.id.cmp(&b.1.id)));
+        for (_, r) in self.singles.drain(self.limit..) {
+            self.dropped
+                .insert(id_hash(r.session_id.as_deref().unwrap_or_default()));
+        }
+    }
+
+    /// The sessions; `None` when a single request's session that was let go turned out to
+    /// have other records (sum again with [`Sessions::all`]).
+    pub(crate) fn finish(mut self) -> Option<Vec<SessionSummary>> {
+        if self
+            .by_id
+            .keys()
+            .any(|id| self.dropped.contains(&id_hash(id)))
+        {
+            return None;
+        }
+        for (_, r) in std::mem::take(&mut self.singles) {
+            self.bounded = false;
+            self.add(&r);
+        }
+        let (before_last_ms, limit) = (self.before_last_ms, self.limit);
         let mut v: Vec<SessionSummary> = self
             .by_id
             .into_iter()
@@ -809,7 +929,11 @@ impl Sessions {
                     duration_ms: s.last_ms.saturating_sub(s.first_ms),
                     requests: t.requests,
                     errors: t.errors,
-                    models: s.models.into_iter().filter(|m| m != "-").collect(),
+                    models: s
+                        .models
+                        .into_iter()
+                        .filter(|m| !m.is_empty() && m != "-")
+                        .collect(),
                     input_tokens: t.tokens[0],
                     output_tokens: t.tokens[1],
                     cache_read_tokens: t.tokens[2],
@@ -822,22 +946,29 @@ impl Sessions {
             })
             .collect();
         v.sort_unstable_by(|a, b| b.last_ms.cmp(&a.last_ms).then(a.id.cmp(&b.id)));
-        v.truncate(limit.min(UsageQuery::MAX_LIMIT) as usize);
-        v
+        v.truncate(limit);
+        Some(v)
     }
+}
+
+/// A session id's hash, for the set of sessions let go.
+fn id_hash(id: &str) -> u64 {
+    let mut h = Fnv::new();
+    h.write(id.as_bytes());
+    h.0
 }
 
 /// The summary of one session, from its records (as [`crate::Store::sessions`] sums them).
 /// `None` without records; records of other sessions are not counted.
 pub fn session_summary(session_id: &str, records: &[UsageRecord]) -> Option<SessionSummary> {
-    let mut sessions = Sessions::default();
+    let mut sessions = Sessions::all(None, 1);
     for r in records
         .iter()
         .filter(|r| r.session_id.as_deref() == Some(session_id))
     {
         sessions.add(r);
     }
-    sessions.finish(None, 1).pop()
+    sessions.finish()?.pop()
 }
 
 /// The request id a single request's session is named after.
@@ -952,6 +1083,94 @@ mod tests {
         }
         assert_eq!(find(&block, "missing").unwrap(), None);
         assert!(find(b"not a block", "x").is_err());
+    }
+
+    /// Single requests' sessions are kept only as many as listed; one that was let go and then
+    /// joined by another record makes the list ask to be summed again, in full.
+    #[test]
+    fn single_sessions_are_bounded_and_a_late_joiner_is_noticed() {
+        let singles: Vec<UsageRecord> = (0..300)
+            .map(|i| {
+                let mut r = record(i);
+                r.ts_ms = 1_000 + i as i64;
+                r.session_id = Some(format!("rq_{}", r.id));
+                r
+            })
+            .collect();
+        let mut s = Sessions::new(None, 2);
+        for r in &singles {
+            s.add(r);
+        }
+        assert!(s.singles.len() < 2 * 64);
+        let list = s.finish().unwrap();
+        let ids: Vec<_> = list.iter().map(|x| x.id.clone()).collect();
+        assert_eq!(
+            ids,
+            [
+                singles[299].session_id.clone().unwrap(),
+                singles[298].session_id.clone().unwrap()
+            ]
+        );
+        assert_eq!(list[0].requests, 1);
+
+        // The oldest single's session is joined by a record of another id, later than all.
+        let mut joiner = record(1_000);
+        joiner.ts_ms = 9_000;
+        joiner.session_id = singles[0].session_id.clone();
+        let mut s = Sessions::new(None, 2);
+        for r in singles.iter().chain([&joiner]) {
+            s.add(r);
+        }
+        assert!(s.finish().is_none());
+        let mut s = Sessions::all(None, 2);
+        for r in singles.iter().chain([&joiner]) {
+            s.add(r);
+        }
+        let list = s.finish().unwrap();
+        assert_eq!(list[0].id, joiner.session_id.clone().unwrap());
+        assert_eq!(list[0].requests, 2);
+
+        // A single too recent for the page, joined by an older record: the session is too
+        // recent as a whole, so it is not listed.
+        let mut early = record(2_000);
+        early.ts_ms = 500;
+        early.duration_ms = 0;
+        early.session_id = singles[299].session_id.clone();
+        let before = Some(singles[299].ts_ms);
+        let mut s = Sessions::new(before, 500);
+        for r in singles.iter().chain([&early]) {
+            s.add(r);
+        }
+        let listed = match s.finish() {
+            Some(list) => list,
+            None => {
+                let mut s = Sessions::all(before, 500);
+                for r in singles.iter().chain([&early]) {
+                    s.add(r);
+                }
+                s.finish().unwrap()
+            }
+        };
+        assert!(
+            !listed
+                .iter()
+                .any(|x| Some(&x.id) == early.session_id.as_ref())
+        );
+    }
+
+    /// Times whose week or day falls outside the calendar get no key, as SQLite gave NULL:
+    /// never a panic.
+    #[test]
+    fn a_week_before_the_calendar_has_no_key() {
+        for ts in [-8_334_601_228_800_000, i64::MIN, i64::MAX] {
+            let mut r = record(1);
+            r.ts_ms = ts;
+            for by in [GroupBy::Week, GroupBy::Day] {
+                let mut s = Summary::new(by);
+                s.add(&r);
+                assert_eq!(s.finish()[0].key, "", "{ts} {by:?}");
+            }
+        }
     }
 
     #[test]

@@ -44,7 +44,7 @@ const START_MS: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z, a Thursday
 fn records(n: usize) -> Vec<UsageRecord> {
     let mut g = Gen(0x9e37_79b9_7f4a_7c15);
     let s = |v: &str| Some(v.to_owned());
-    (0..n)
+    let mut all: Vec<UsageRecord> = (0..n)
         .map(|i| {
             let mut r = sample_record(i as u64);
             // Two records to a millisecond (ties ordered by id), and a third of a day later every
@@ -92,7 +92,18 @@ fn records(n: usize) -> Vec<UsageRecord> {
             r.cache_write_tokens = g.below(2) * g.below(1_000);
             r.reasoning_tokens = g.below(2) * g.below(500);
             r.cost_usd = (r.usage_known && g.below(3) != 0).then(|| g.below(10_000) as f64 / 7e4);
-            r.session_id = g.pick(&[s("cc_a"), s("cc_b"), s("cx_c"), s("cx_d"), None, None]);
+            // A request without a client's marker is a session of its own, named by its id.
+            let single = Some(format!("rq_{}", r.id));
+            r.session_id = g.pick(&[
+                s("cc_a"),
+                s("cc_b"),
+                s("cx_c"),
+                s("cx_d"),
+                None,
+                None,
+                single.clone(),
+                single,
+            ]);
             // Sessions of callers without a login, named by their tags or as loopback.
             if r.login.is_none() && g.below(2) == 0 {
                 r.session_id = Some(format!("np_{}", joined(&r.tags)));
@@ -110,7 +121,15 @@ fn records(n: usize) -> Vec<UsageRecord> {
             };
             r
         })
-        .collect()
+        .collect();
+    // Records that claim another request's own session (iris never writes such): summed with it.
+    for i in (90..n).step_by(170) {
+        let claimed = all[i - 80].session_id.clone();
+        if claimed.as_deref().is_some_and(|c| c.starts_with("rq_")) {
+            all[i].session_id = claimed;
+        }
+    }
+    all
 }
 
 fn joined(tags: &[String]) -> String {
