@@ -152,19 +152,26 @@ pub fn new_record_id() -> String {
 /// the id itself carries: one clock read for both (a request's id and its `ts_ms` always agree).
 pub fn new_record_id_and_time() -> (String, i64) {
     let id = uuid::Uuid::now_v7();
-    let ms = id
-        .get_timestamp()
-        .and_then(|t| {
-            let (secs, nanos) = t.to_unix();
-            i64::try_from(secs)
-                .ok()?
-                .checked_mul(1000)?
-                .checked_add(i64::from(nanos / 1_000_000))
-        })
-        .unwrap_or_else(now_ms);
+    let ms = uuid_ms(&id).unwrap_or_else(now_ms);
     // Encoded into a stack buffer: `to_string` goes through the formatting machinery.
     let mut buf = uuid::Uuid::encode_buffer();
     (id.hyphenated().encode_lower(&mut buf).to_owned(), ms)
+}
+
+/// The unix milliseconds a time-based UUID carries.
+fn uuid_ms(id: &uuid::Uuid) -> Option<i64> {
+    let (secs, nanos) = id.get_timestamp()?.to_unix();
+    i64::try_from(secs)
+        .ok()?
+        .checked_mul(1000)?
+        .checked_add(i64::from(nanos / 1_000_000))
+}
+
+/// The unix milliseconds a record id made by [`new_record_id_and_time`] carries (a UUIDv7's);
+/// `None` for any other id.
+pub(crate) fn record_id_time(id: &str) -> Option<i64> {
+    let id = uuid::Uuid::try_parse(id).ok()?;
+    (id.get_version_num() == 7).then(|| uuid_ms(&id)).flatten()
 }
 
 /// The current wall-clock time in unix milliseconds.
@@ -427,9 +434,10 @@ pub trait Store: Send + Sync + 'static {
     /// batch again (the same records, as the usage writer retries a write that failed) is a
     /// no-op, so a retried batch does not duplicate records even when its first write landed
     /// although it reported an error. (The SQLite store recognises the batch, not each record:
-    /// records sent again in another batch are stored again.) The batch is shared, not borrowed, so a backend can write it
-    /// from another thread without copying it; a backend must not keep it past the call, so
-    /// the caller gets it back uncopied (`Arc::try_unwrap`) once the call has returned.
+    /// records sent again in another batch are stored again.) The batch is shared, not
+    /// borrowed, so a backend can write it from another thread without copying it; a backend
+    /// must not keep it past the call, so the caller gets it back uncopied (`Arc::try_unwrap`)
+    /// once the call has returned.
     async fn insert_usage(&self, batch: Arc<Vec<UsageRecord>>) -> Result<(), StoreError>;
     /// A page of the usage log, newest first (by `ts_ms`, then `id`).
     async fn recent_usage(&self, q: &UsageQuery) -> Result<Vec<UsageRecord>, StoreError>;
@@ -508,6 +516,22 @@ mod tests {
         let mut sorted = ids.clone();
         sorted.sort();
         assert_eq!(ids, sorted);
+    }
+
+    #[test]
+    fn only_uuid_v7_ids_carry_a_time() {
+        let (id, ts) = new_record_id_and_time();
+        assert_eq!(record_id_time(&id), Some(ts));
+        assert_eq!(record_id_time("0190b3a2-1c2d-4abc-8def-0123456789ab"), None);
+        // A version-1 UUID carries a time too, but not a record's.
+        assert_eq!(record_id_time("c232ab00-9414-11ec-b3c8-9f6bdeced846"), None);
+        assert_eq!(record_id_time("0190b3a2-1c2d-7abc-8def-0123456789a"), None);
+        assert_eq!(record_id_time("0190b3a2x1c2d-7abc-8def-0123456789ab"), None);
+        assert_eq!(record_id_time("0190b3g2-1c2d-7abc-8def-0123456789ab"), None);
+        assert_eq!(
+            record_id_time("00000000-0001-7abc-8def-0123456789ab"),
+            Some(1)
+        );
     }
 
     #[test]

@@ -851,7 +851,7 @@ fn select_blocks(
 fn blocks_of_id(conn: &rusqlite::Connection, id: &str) -> Result<Vec<BlockRef>, StoreError> {
     let key = format!("{}{id}", usage_log::ID_KEY);
     let mut found = select_blocks(conn, Some(&key), i64::MIN, i64::MAX)?;
-    if let Some(t) = usage_log::id_time(id) {
+    if let Some(t) = crate::record_id_time(id) {
         found.extend(select_blocks(conn, None, t, t)?);
     }
     Ok(newest_first(found))
@@ -864,6 +864,14 @@ fn newest_first(mut blocks: Vec<BlockRef>) -> Vec<BlockRef> {
     blocks
 }
 
+/// A usage block's stored data (none when the block is gone).
+fn block_data(conn: &rusqlite::Connection, block: i64) -> Result<Option<Vec<u8>>, StoreError> {
+    Ok(conn
+        .prepare_cached(BLOCK_DATA)?
+        .query_row([block], |r| r.get(0))
+        .optional()?)
+}
+
 /// The records of one block that `filter` selects (none when the block is gone).
 fn scan_block(
     conn: &rusqlite::Connection,
@@ -871,11 +879,7 @@ fn scan_block(
     filter: &usage_log::Filter<'_>,
     f: impl FnMut(UsageRecord),
 ) -> Result<(), StoreError> {
-    let data: Option<Vec<u8>> = conn
-        .prepare_cached(BLOCK_DATA)?
-        .query_row([block], |r| r.get(0))
-        .optional()?;
-    match data.map(|d| usage_log::each_match(&d, filter, f)) {
+    match block_data(conn, block)?.map(|d| usage_log::each_match(&d, filter, f)) {
         Some(Err(e)) => skip_damaged(block, e),
         _ => Ok(()),
     }
@@ -895,10 +899,8 @@ fn skip_damaged(block: i64, e: StoreError) -> Result<(), StoreError> {
 
 /// The record with this id.
 fn find_record(conn: &rusqlite::Connection, id: &str) -> Result<Option<UsageRecord>, StoreError> {
-    let mut read = conn.prepare_cached(BLOCK_DATA)?;
     for (block, _) in blocks_of_id(conn, id)? {
-        let data: Option<Vec<u8>> = read.query_row([block], |r| r.get(0)).optional()?;
-        match data.map(|d| usage_log::find(&d, id)) {
+        match block_data(conn, block)?.map(|d| usage_log::find(&d, id)) {
             Some(Ok(Some(r))) => return Ok(Some(r)),
             Some(Err(e)) => skip_damaged(block, e)?,
             _ => {}
@@ -970,7 +972,7 @@ fn read_recent(
             }
         },
     };
-    let mut page = usage_log::Newest::new(q, below);
+    let mut page = usage_log::Page::newest(q, below);
     query_blocks(conn, q, hi, |(block, ts_max)| {
         if page.complete_before(ts_max) {
             return Ok(false);
@@ -994,7 +996,7 @@ fn read_session(
     if let Some(id) = usage_log::single_session_request(session_id) {
         blocks.extend(blocks_of_id(conn, id)?);
     }
-    let mut page = usage_log::Oldest::new(q);
+    let mut page = usage_log::Page::oldest(q);
     for (block, _) in newest_first(blocks) {
         scan_block(conn, block, &filter, |r| page.offer(r))?;
     }
@@ -1083,7 +1085,7 @@ fn purge_usage_tools(
         let mut records = match usage_log::decode(data) {
             Ok(records) => records,
             Err(e) => {
-                tracing::warn!(block, error = %e, "damaged usage block");
+                skip_damaged(*block, e)?;
                 continue;
             }
         };

@@ -14,7 +14,7 @@
 //! time (records of other stores, tests) gets an `i:` key instead.
 //!
 //! Reading is one loop for every query: the blocks a query's time range and login (or session)
-//! select, decoded, filtered by [`Filter`], then listed ([`Newest`]), summed by group
+//! select, decoded, filtered by [`Filter`], then listed ([`Page`]), summed by group
 //! ([`Summary`]) or by session ([`Sessions`]). The functions here are the queries' meaning; the
 //! model-based test `tests/usage_queries.rs` holds them to an independent model.
 //!
@@ -119,7 +119,7 @@ pub(crate) fn encode_block(rs: &[&UsageRecord]) -> Result<Block, StoreError> {
         if let Some(login) = &r.login {
             add_key(&mut keyed, LOGIN_KEY, login);
         }
-        if id_time(&r.id) != Some(r.ts_ms) {
+        if crate::record_id_time(&r.id) != Some(r.ts_ms) {
             id_keys.push(r.id.as_str());
         }
         if let Some(session) = &r.session_id {
@@ -142,20 +142,6 @@ pub(crate) fn encode_block(rs: &[&UsageRecord]) -> Result<Block, StoreError> {
         data,
         keys,
     })
-}
-
-/// The unix milliseconds a UUIDv7 id carries (its first 48 bits); `None` for any other id.
-pub(crate) fn id_time(id: &str) -> Option<i64> {
-    let b = id.as_bytes();
-    if b.len() != 36 || b[8] != b'-' || b[13] != b'-' || b[14] != b'7' {
-        return None;
-    }
-    let mut ms: i64 = 0;
-    for &c in b[..8].iter().chain(&b[9..13]) {
-        let d = char::from(c).to_digit(16)?;
-        ms = ms * 16 + i64::from(d);
-    }
-    Some(ms)
 }
 
 /// FNV-1a, 64 bits: a stable hash (std's may change between releases) of a block's records.
@@ -302,12 +288,7 @@ pub(crate) fn same_records(a: &[u8], b: &[u8]) -> bool {
     let keys = |block: &[u8]| -> Result<Vec<(Vec<u8>, i64)>, StoreError> {
         let raw = wire::decompress(block, TABLE)?;
         bodies(&raw)?
-            .map(|body| {
-                let mut r = Reader::of(body?, TABLE);
-                let id = r.bytes()?.unwrap_or_default().to_vec();
-                r.bytes()?;
-                Ok((id, r.i64()?))
-            })
+            .map(|body| View::of(body?).map(|v| (v.id.to_vec(), v.ts_ms)))
             .collect()
     };
     matches!((keys(a), keys(b)), (Ok(a), Ok(b)) if a == b)
@@ -564,19 +545,32 @@ impl<'a> View<'a> {
     }
 }
 
-/// A page of the log, newest first: `(ts_ms, id)` descending, below the cursor if any.
-pub(crate) struct Newest {
+/// A page of records in `(ts_ms, id)` order, newest first (the log, below its cursor if any) or
+/// oldest first (a session), at most the query's limit. It keeps twice the page at most while
+/// records are offered in any order.
+pub(crate) struct Page {
     limit: usize,
+    newest_first: bool,
     below: Option<(i64, String)>,
     found: Vec<UsageRecord>,
 }
 
-impl Newest {
-    pub(crate) fn new(q: &UsageQuery, below: Option<(i64, String)>) -> Newest {
-        Newest {
+impl Page {
+    /// Newest first, only records before `below` (the cursor's time and id).
+    pub(crate) fn newest(q: &UsageQuery, below: Option<(i64, String)>) -> Page {
+        Page {
             limit: q.limit.min(UsageQuery::MAX_LIMIT) as usize,
+            newest_first: true,
             below,
             found: Vec::new(),
+        }
+    }
+
+    /// Oldest first.
+    pub(crate) fn oldest(q: &UsageQuery) -> Page {
+        Page {
+            newest_first: false,
+            ..Page::newest(q, None)
         }
     }
 
@@ -594,52 +588,23 @@ impl Newest {
     }
 
     fn trim(&mut self) {
-        self.found
-            .sort_unstable_by(|a, b| (b.ts_ms, &b.id).cmp(&(a.ts_ms, &a.id)));
+        let newest_first = self.newest_first;
+        self.found.sort_unstable_by(|a, b| {
+            let order = (a.ts_ms, &a.id).cmp(&(b.ts_ms, &b.id));
+            if newest_first { order.reverse() } else { order }
+        });
         self.found.truncate(self.limit);
     }
 
-    /// Whether the page is complete before a block whose newest record is `ts_max` (blocks
-    /// come newest `ts_max` first): it is full and every record left is older than its last.
+    /// Only for a newest-first page: whether it is complete before a block whose newest record is
+    /// `ts_max` (blocks come newest `ts_max` first): it is full and every record left is older
+    /// than its last.
     pub(crate) fn complete_before(&mut self, ts_max: i64) -> bool {
         if self.found.len() < self.limit {
             return false;
         }
         self.trim();
         self.found.last().is_some_and(|r| r.ts_ms > ts_max)
-    }
-
-    pub(crate) fn finish(mut self) -> Vec<UsageRecord> {
-        self.trim();
-        self.found
-    }
-}
-
-/// The oldest records offered, oldest first, at most the query's limit (a session's page).
-pub(crate) struct Oldest {
-    limit: usize,
-    found: Vec<UsageRecord>,
-}
-
-impl Oldest {
-    pub(crate) fn new(q: &UsageQuery) -> Oldest {
-        Oldest {
-            limit: q.limit.min(UsageQuery::MAX_LIMIT) as usize,
-            found: Vec::new(),
-        }
-    }
-
-    pub(crate) fn offer(&mut self, r: UsageRecord) {
-        self.found.push(r);
-        if self.found.len() >= 2 * self.limit.max(64) {
-            self.trim();
-        }
-    }
-
-    fn trim(&mut self) {
-        self.found
-            .sort_unstable_by(|a, b| (a.ts_ms, &a.id).cmp(&(b.ts_ms, &b.id)));
-        self.found.truncate(self.limit);
     }
 
     pub(crate) fn finish(mut self) -> Vec<UsageRecord> {
@@ -1171,17 +1136,6 @@ mod tests {
                 assert_eq!(s.finish()[0].key, "", "{ts} {by:?}");
             }
         }
-    }
-
-    #[test]
-    fn uuid_v7_ids_carry_their_time() {
-        let (id, ts) = crate::new_record_id_and_time();
-        assert_eq!(id_time(&id), Some(ts));
-        assert_eq!(id_time("0190b3a2-1c2d-4abc-8def-0123456789ab"), None);
-        assert_eq!(id_time("0190b3a2-1c2d-7abc-8def-0123456789a"), None);
-        assert_eq!(id_time("0190b3a2x1c2d-7abc-8def-0123456789ab"), None);
-        assert_eq!(id_time("0190b3g2-1c2d-7abc-8def-0123456789ab"), None);
-        assert_eq!(id_time("00000000-0001-7abc-8def-0123456789ab"), Some(1));
     }
 
     #[test]
