@@ -493,13 +493,14 @@ pub fn render(info: &RunInfo, plan: &Plan, r: &Results) -> String {
     let _ = writeln!(w, "| nginx | {} |", info.nginx);
     let _ = writeln!(
         w,
-        "| method | {}: {} repetition(s) per scenario, medians; targets interleaved, their order rotated each repetition, each window begun once the previous target's processes were idle (at most 2 s); comparisons with the baseline paired per repetition |",
+        "| method | {}: {} repetition(s) per scenario ({} of the SSE scenario), medians; targets interleaved, their order rotated each repetition, each window begun once the previous target's processes were idle (at most 2 s); comparisons with the baseline paired per repetition |",
         if plan.quick {
             "**quick** (numbers are rough)"
         } else {
             "full"
         },
-        plan.reps
+        plan.reps,
+        plan.sse_reps
     );
     let _ = writeln!(
         w,
@@ -683,14 +684,16 @@ fn render_sse(w: &mut String, plan: &Plan, recs: &[SseRecord]) {
         w,
         "## Anthropic SSE, {} chunks\n\n`POST /v1/messages` with `stream: true`; the mock sends \
          `message_start`, `content_block_start` and `ping` at once, then {} `content_block_delta` \
-         events {} ms apart, then the closing events. {} streams at a time, {} s per repetition. \
+         events {} ms apart, then the closing events. {} streams at a time, {} s per repetition, \
+         {} repetitions. \
          First byte = first body byte. \"frames\" = body reads that delivered data; a proxy that \
          held chunks back would deliver fewer, fuller frames.\n",
         plan.sse_chunks,
         plan.sse_chunks,
         plan.sse_chunk_delay_ms,
         plan.sse_concurrency,
-        plan.sse_duration.as_secs_f64()
+        plan.sse_duration.as_secs_f64(),
+        plan.sse_reps
     );
     if recs.is_empty() {
         let _ = writeln!(w, "Not run.\n");

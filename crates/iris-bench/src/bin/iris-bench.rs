@@ -21,9 +21,12 @@ struct Args {
     /// A try-out: a few seconds per scenario, 2 repetitions, 1,000 streams.
     #[arg(long)]
     quick: bool,
-    /// Repetitions per scenario (default 5, quick 2).
+    /// Repetitions per scenario (default 5, quick 2; the SSE scenario's default is 9).
     #[arg(long)]
     reps: Option<usize>,
+    /// Repetitions of the SSE scenario (default 9, quick 2; else `--reps` when given).
+    #[arg(long)]
+    sse_reps: Option<usize>,
     /// Scenarios to run (comma-separated); default all.
     #[arg(long, value_delimiter = ',', value_enum)]
     scenarios: Vec<Scenario>,
@@ -125,6 +128,10 @@ async fn run(args: Args, nofile: u64) -> anyhow::Result<ExitCode> {
     };
     if let Some(r) = args.reps {
         plan.reps = r.max(1);
+        plan.sse_reps = plan.reps;
+    }
+    if let Some(r) = args.sse_reps {
+        plan.sse_reps = r.max(1);
     }
     if let Some(s) = args.streams {
         plan.streams = s.max(1);
