@@ -187,15 +187,19 @@ impl BulkWriter {
 }
 
 /// Connections the usage log is read on (rusqlite, like its writes: a read decodes blocks, which
-/// is CPU work for the blocking pool, not for a request worker). Opened on demand, at most
-/// [`READ_CONNECTIONS`] kept idle.
+/// is CPU work for the blocking pool, not for a request worker). Connections are opened on
+/// demand; at most [`READ_CONNECTIONS`] reads run at once, and as many connections stay idle.
 pub(crate) struct ReadPool {
     path: PathBuf,
     idle: Mutex<Vec<Connection>>,
     closed: std::sync::atomic::AtomicBool,
+    /// One permit per read running. A read is CPU work (decoding blocks) and holds blocks in
+    /// memory: more reads at once than this only share the same cores and add memory, and
+    /// each would open a connection of its own. Later reads wait their turn.
+    running: Arc<tokio::sync::Semaphore>,
 }
 
-/// Idle read connections kept open.
+/// Read connections: at most this many reads run at once, and as many connections stay open.
 const READ_CONNECTIONS: usize = 4;
 
 /// Statements a read connection keeps prepared (the few block selections and the block read).
@@ -215,6 +219,7 @@ impl ReadPool {
             path,
             idle: Mutex::new(Vec::new()),
             closed: std::sync::atomic::AtomicBool::new(false),
+            running: Arc::new(tokio::sync::Semaphore::new(READ_CONNECTIONS)),
         })
     }
 
@@ -225,8 +230,14 @@ impl ReadPool {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
+        // Given back when the read ends, also if its task is cancelled or panics.
+        let permit = Arc::clone(&self.running)
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::Unavailable("the store is closed".into()))?;
         let this = Arc::clone(self);
         tokio::task::spawn_blocking(move || {
+            let _permit = permit;
             if this.closed.load(std::sync::atomic::Ordering::Acquire) {
                 return Err(StoreError::Unavailable("the store is closed".into()));
             }
@@ -266,11 +277,12 @@ impl ReadPool {
         .map_err(|e| StoreError::Unavailable(format!("the store's read task failed: {e}")))?
     }
 
-    /// Close the idle connections; later reads are refused.
+    /// Close the idle connections; later reads are refused, and so are reads waiting their turn.
     pub(crate) fn close(&self) {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         self.closed
             .store(true, std::sync::atomic::Ordering::Release);
+        self.running.close();
         idle.clear();
     }
 }
@@ -400,5 +412,69 @@ mod tests {
         let refused = writer.write(insert("e")).await.unwrap_err();
         assert!(matches!(refused, StoreError::Unavailable(_)), "{refused}");
         assert_eq!(count(&path), 3);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reads_beyond_the_pool_wait_their_turn_and_closing_refuses_them() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let (_dir, path) = scratch();
+        let pool = ReadPool::new(path);
+        let now = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let reads: Vec<_> = (0..4 * READ_CONNECTIONS)
+            .map(|_| {
+                let (pool, now, most) = (pool.clone(), now.clone(), most.clone());
+                tokio::spawn(async move {
+                    pool.read(move |c| {
+                        let n = now.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(n, Ordering::SeqCst);
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                        let rows: i64 = c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?;
+                        now.fetch_sub(1, Ordering::SeqCst);
+                        Ok(rows)
+                    })
+                    .await
+                })
+            })
+            .collect();
+        for r in reads {
+            assert_eq!(r.await.unwrap().unwrap(), 0);
+        }
+        assert_eq!(most.load(Ordering::SeqCst), READ_CONNECTIONS);
+        assert!(pool.idle.lock().unwrap().len() <= READ_CONNECTIONS);
+
+        // Reads waiting for a turn when the pool closes are refused, not run.
+        let (hold, release) = std::sync::mpsc::channel::<()>();
+        let release = Arc::new(Mutex::new(release));
+        let busy: Vec<_> = (0..READ_CONNECTIONS)
+            .map(|_| {
+                let (pool, release) = (pool.clone(), release.clone());
+                tokio::spawn(async move {
+                    pool.read(move |_| {
+                        let _ = release.lock().unwrap().recv();
+                        Ok(())
+                    })
+                    .await
+                })
+            })
+            .collect();
+        while pool.running.available_permits() > 0 {
+            tokio::task::yield_now().await;
+        }
+        let waiting = tokio::spawn({
+            let pool = pool.clone();
+            async move { pool.read(|_| Ok(())).await }
+        });
+        tokio::task::yield_now().await;
+        pool.close();
+        let refused = waiting.await.unwrap().unwrap_err();
+        assert!(matches!(refused, StoreError::Unavailable(_)), "{refused}");
+        drop(hold);
+        for b in busy {
+            // Begun before the close: they end as they would (here, refused at their start or
+            // finished), and no connection is kept.
+            let _ = b.await.unwrap();
+        }
+        assert!(pool.idle.lock().unwrap().is_empty());
     }
 }
