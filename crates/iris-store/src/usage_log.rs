@@ -101,13 +101,7 @@ pub(crate) fn encode_block(rs: &[&UsageRecord]) -> Result<Block, StoreError> {
     let mut hash = Fnv::new();
     let (mut ts_min, mut ts_max) = (i64::MAX, i64::MIN);
     let mut tools = 0;
-    // Distinct logins and sessions: a handful a batch, so a linear search beats hashing.
-    let mut keyed: Vec<(&str, &str)> = Vec::new();
-    fn add_key<'r>(keyed: &mut Vec<(&'static str, &'r str)>, prefix: &'static str, value: &'r str) {
-        if !keyed.iter().any(|&(p, v)| p == prefix && v == value) {
-            keyed.push((prefix, value));
-        }
-    }
+    let mut keyed = Keyed::default();
     let mut id_keys = Vec::new();
     for &r in rs {
         put_record(&mut raw, r)?;
@@ -117,7 +111,7 @@ pub(crate) fn encode_block(rs: &[&UsageRecord]) -> Result<Block, StoreError> {
         ts_max = ts_max.max(r.ts_ms);
         tools += i64::from(!r.tool_names.is_empty());
         if let Some(login) = &r.login {
-            add_key(&mut keyed, LOGIN_KEY, login);
+            keyed.add(LOGIN_KEY, login);
         }
         if crate::record_id_time(&r.id) != Some(r.ts_ms) {
             id_keys.push(r.id.as_str());
@@ -125,11 +119,11 @@ pub(crate) fn encode_block(rs: &[&UsageRecord]) -> Result<Block, StoreError> {
         if let Some(session) = &r.session_id {
             // A single request's session is found through its id.
             if session.strip_prefix(SINGLE_SESSION) != Some(r.id.as_str()) {
-                add_key(&mut keyed, SESSION_KEY, session);
+                keyed.add(SESSION_KEY, session);
             }
         }
     }
-    let mut keys: Vec<String> = keyed.iter().map(|(p, v)| format!("{p}{v}")).collect();
+    let mut keys: Vec<String> = keyed.list.iter().map(|(p, v)| format!("{p}{v}")).collect();
     keys.extend(id_keys.into_iter().map(|id| format!("{ID_KEY}{id}")));
     let data = zstd::bulk::compress(&raw, LEVEL)
         .map_err(|e| StoreError::InvalidRecord(format!("cannot compress a usage block: {e}")))?;
@@ -142,6 +136,38 @@ pub(crate) fn encode_block(rs: &[&UsageRecord]) -> Result<Block, StoreError> {
         data,
         keys,
     })
+}
+
+/// The distinct keys of a block, in the order first met. Usually a handful (one login, a few
+/// sessions), where a linear search beats hashing; a batch of many conversations has one
+/// session per record, and a linear search would then make the batch quadratic.
+#[derive(Default)]
+struct Keyed<'r> {
+    list: Vec<(&'static str, &'r str)>,
+    /// Set once `list` outgrows a linear search.
+    set: Option<std::collections::HashSet<(&'static str, &'r str)>>,
+}
+
+impl<'r> Keyed<'r> {
+    /// Beyond this many keys, they are looked up in a hash set.
+    const LINEAR: usize = 16;
+
+    fn add(&mut self, prefix: &'static str, value: &'r str) {
+        let key = (prefix, value);
+        let new = match &mut self.set {
+            Some(set) => set.insert(key),
+            None => {
+                let new = !self.list.contains(&key);
+                if new && self.list.len() == Self::LINEAR {
+                    self.set = Some(self.list.iter().copied().chain([key]).collect());
+                }
+                new
+            }
+        };
+        if new {
+            self.list.push(key);
+        }
+    }
 }
 
 /// FNV-1a, 64 bits: a stable hash (std's may change between releases) of a block's records.
@@ -1035,6 +1061,36 @@ mod tests {
         // The same records make the same block; other records another.
         assert_eq!(encode_batch(&rs).unwrap()[0].batch, now.batch);
         assert_ne!(encode_batch(&rs[..1]).unwrap()[0].batch, now.batch);
+    }
+
+    #[test]
+    fn a_block_of_many_sessions_keys_each_once_in_the_order_met() {
+        let rs: Vec<UsageRecord> = (0..200u64)
+            .map(|i| {
+                let mut r = record(i);
+                r.ts_ms = 7;
+                r.id = format!("id-{i}");
+                r.login = Some(format!("user{}", i % 5));
+                r.session_id = Some(format!("fp_{}", (i * 7) % 60));
+                r
+            })
+            .collect();
+        let refs: Vec<&UsageRecord> = rs.iter().collect();
+        let block = encode_block(&refs).unwrap();
+        let mut want: Vec<String> = Vec::new();
+        for r in &rs {
+            for k in [
+                format!("l:{}", r.login.as_ref().unwrap()),
+                format!("s:{}", r.session_id.as_ref().unwrap()),
+            ] {
+                if !want.contains(&k) {
+                    want.push(k);
+                }
+            }
+        }
+        want.extend(rs.iter().map(|r| format!("i:{}", r.id)));
+        assert_eq!(want.len(), 5 + 60 + 200);
+        assert_eq!(block.keys, want);
     }
 
     #[test]
