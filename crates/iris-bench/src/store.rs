@@ -79,7 +79,10 @@ pub fn sample_record(i: u64) -> UsageRecord {
         user_agent: Some("claude-cli/2.1.197 (external, sdk-cli)".into()),
         // Claude Code's session header: a team's gateway sees many conversations at once, and
         // a block keys each of its sessions.
-        session_id: Some(format!("cc_6f1c{:04x}-9d2e-4c1b-8a7f-3e5d2c1b0a99", i % 256)),
+        session_id: Some(format!(
+            "cc_6f1c{:04x}-9d2e-4c1b-8a7f-3e5d2c1b0a99",
+            i % 256
+        )),
         session_kind: Some("claude_code".into()),
         cost_usd: Some(0.0712),
         priced_as: None,
