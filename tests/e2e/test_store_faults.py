@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator
 
+import httpx
 import pytest
 
 import harness as h
@@ -413,3 +414,46 @@ def test_read_only_file_system_keeps_serving_and_accounts_for_every_record(
     )
     print(f"\n{report}")
     record_property("report", report)
+
+
+def test_damaged_usage_block_is_skipped_and_reported(start_gateway) -> None:
+    """A usage block damaged on disk (bytes that still make a zstd frame but not a block): the
+    log keeps answering with every other block's records, and /api/health turns degraded and
+    counts the block, instead of every read over its time range failing."""
+    gw = start_gateway()
+    answered: set[str] = set()
+    # Two loads more than a flush interval (1 s) apart: at least two blocks.
+    for _ in range(2):
+        load = h.Load(gw, clients=2).start()
+        load.wait_answers(load.count() + 20)
+        load.stop()
+        assert not load.failures, load.failures[:5]
+        answered |= load.ids()
+        _wait("every record landed", lambda: answered <= set(h.stored_request_ids(gw.db_path())), 15, lambda: str(gw.health()))
+        time.sleep(1.2)
+    assert gw.health()["store"]["damaged_usage_blocks"] == 0
+
+    con = sqlite3.connect(gw.db_path(), timeout=10, isolation_level=None)
+    try:
+        blocks = con.execute("SELECT id, records FROM usage_blocks ORDER BY id").fetchall()
+        total = sum(n for _, n in blocks)
+        assert len(blocks) >= 2, blocks
+        damaged, lost = blocks[0]
+        # An empty zstd frame header, cut: decompressing it fails.
+        con.execute("UPDATE usage_blocks SET data = x'28b52ffd00' WHERE id = ?", (damaged,))
+    finally:
+        con.close()
+
+    with httpx.Client(transport=httpx.HTTPTransport(local_address=h.LOOPBACK), timeout=10) as c:
+        r = c.get(f"{gw.url}/api/logs", params={"limit": 1000})
+    assert r.status_code == 200, r.text
+    assert len(r.json()["records"]) == total - lost
+    health = gw.health()
+    assert health["status"] == "degraded", health
+    assert health["store"] == {"ok": False, "error": None, "damaged_usage_blocks": 1}, health
+    assert "damaged usage block skipped" in gw.proc.stderr_text()
+    # Requests are still answered and recorded.
+    load = h.Load(gw, clients=1).start()
+    load.wait_answers(5)
+    load.stop()
+    assert not load.failures, load.failures[:5]

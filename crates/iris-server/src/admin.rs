@@ -169,7 +169,10 @@ async fn health(gw: Gw, who: Option<Who>) -> Json<Value> {
     let snap = gw.config_file.snapshot();
     // Reads keep working while writes fail (disk full, locked, read-only): ask the writer too.
     let sink = gw.observer.sink();
-    let store_ok = !sink.store_failing() && gw.store.count_usage().await.is_ok();
+    // A damaged usage block (found by a read) leaves its records out of every answer.
+    let damaged = gw.store.damaged_usage_blocks();
+    let store_working = !sink.store_failing() && gw.store.count_usage().await.is_ok();
+    let store_ok = store_working && damaged == 0;
     let degraded = !store_ok || !snap.pending_problems.is_empty();
     let mut body = json!({
         "status": if degraded { "degraded" } else { "ok" },
@@ -190,7 +193,11 @@ async fn health(gw: Gw, who: Option<Who>) -> Json<Value> {
         );
         o.insert(
             "store".into(),
-            json!({"ok": store_ok, "error": sink.last_store_error().filter(|_| !store_ok)}),
+            json!({
+                "ok": store_ok,
+                "error": sink.last_store_error().filter(|_| !store_working),
+                "damaged_usage_blocks": damaged,
+            }),
         );
         o.insert(
             "usage".into(),

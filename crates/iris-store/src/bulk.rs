@@ -197,6 +197,27 @@ pub(crate) struct ReadPool {
     /// memory: more reads at once than this only share the same cores and add memory, and
     /// each would open a connection of its own. Later reads wait their turn.
     running: Arc<tokio::sync::Semaphore>,
+    /// The damaged blocks reads have skipped (see [`note_skipped_block`]), at most
+    /// [`DAMAGED_KEPT`] of them.
+    damaged: Mutex<std::collections::BTreeSet<i64>>,
+}
+
+/// Damaged blocks a pool remembers (distinct ids): enough to say how bad it is.
+const DAMAGED_KEPT: usize = 10_000;
+
+thread_local! {
+    /// The damaged blocks the read running on this thread skipped.
+    static SKIPPED: std::cell::RefCell<Vec<i64>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A read skipped block `block` as damaged: the pool running the read counts it
+/// ([`ReadPool::damaged_blocks`]). Outside a pool's read it is forgotten.
+pub(crate) fn note_skipped_block(block: i64) {
+    SKIPPED.with(|s| s.borrow_mut().push(block));
+}
+
+fn take_skipped() -> Vec<i64> {
+    SKIPPED.with(|s| std::mem::take(&mut *s.borrow_mut()))
 }
 
 /// Read connections: at most this many reads run at once, and as many connections stay open.
@@ -220,7 +241,14 @@ impl ReadPool {
             idle: Mutex::new(Vec::new()),
             closed: std::sync::atomic::AtomicBool::new(false),
             running: Arc::new(tokio::sync::Semaphore::new(READ_CONNECTIONS)),
+            damaged: Mutex::new(std::collections::BTreeSet::new()),
         })
+    }
+
+    /// Distinct damaged blocks reads have skipped since the pool was made (at most
+    /// [`DAMAGED_KEPT`]).
+    pub(crate) fn damaged_blocks(&self) -> u64 {
+        self.damaged.lock().unwrap_or_else(|p| p.into_inner()).len() as u64
     }
 
     /// Run `f` on a connection, in one read transaction (one snapshot of the database), on the
@@ -258,10 +286,20 @@ impl ReadPool {
                     c
                 }
             };
+            take_skipped();
             let result = {
                 let tx = conn.unchecked_transaction()?;
                 f(&tx)
             };
+            let skipped = take_skipped();
+            if !skipped.is_empty() {
+                let mut damaged = this.damaged.lock().unwrap_or_else(|p| p.into_inner());
+                for block in skipped {
+                    if damaged.len() < DAMAGED_KEPT {
+                        damaged.insert(block);
+                    }
+                }
+            }
             if result.is_ok() {
                 let mut idle = this.idle.lock().unwrap_or_else(|p| p.into_inner());
                 // Under the lock `close` takes: a connection is never kept after it.

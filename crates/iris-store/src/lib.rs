@@ -458,6 +458,11 @@ pub trait Store: Send + Sync + 'static {
     fn key_revocations(&self) -> u64 {
         0
     }
+    /// Distinct damaged usage blocks this store object's reads have skipped since it opened
+    /// (their records are missing from every answer; the store cannot repair them). Default: 0.
+    fn damaged_usage_blocks(&self) -> u64 {
+        0
+    }
     /// Record that a key was used. Never moves `last_used_ms` backwards; unknown ids are
     /// ignored.
     async fn touch_key(&self, id: &str, at_ms: i64) -> Result<(), StoreError>;

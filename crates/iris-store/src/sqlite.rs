@@ -495,6 +495,10 @@ impl Store for SqliteStore {
         self.revocations.load(std::sync::atomic::Ordering::Acquire)
     }
 
+    fn damaged_usage_blocks(&self) -> u64 {
+        self.usage_reads.damaged_blocks()
+    }
+
     async fn touch_key(&self, id: &str, at_ms: i64) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE api_keys SET last_used_ms = ? \
@@ -889,10 +893,12 @@ fn scan_block(
 }
 
 /// A damaged usage block is read as far as it can be and then skipped, with a warning: it must
-/// not make every later query over its time range fail (nothing can repair it).
+/// not make every later query over its time range fail (nothing can repair it). Reads count it
+/// ([`Store::damaged_usage_blocks`], shown by `/api/health`).
 fn skip_damaged(block: i64, e: StoreError) -> Result<(), StoreError> {
     match e {
         StoreError::Corrupt { .. } => {
+            crate::bulk::note_skipped_block(block);
             tracing::warn!(block, error = %e, "damaged usage block skipped");
             Ok(())
         }
@@ -1473,6 +1479,15 @@ mod tests {
             };
             store.insert_usage(Arc::new(vec![r])).await.unwrap();
         }
+        assert_eq!(
+            store
+                .usage_summary(&UsageQuery::default(), GroupBy::Model)
+                .await
+                .unwrap()[0]
+                .requests,
+            3
+        );
+        assert_eq!(store.damaged_usage_blocks(), 0);
         sqlx::query("UPDATE usage_blocks SET data = x'28b52ffd00' WHERE id = 2")
             .execute(&store.writer)
             .await
@@ -1494,6 +1509,8 @@ mod tests {
         assert_eq!(store.sessions(&all, None).await.unwrap()[0].requests, 2);
         assert_eq!(store.session_records("cc_s", &all).await.unwrap().len(), 2);
         assert_eq!(store.capture("r1").await.unwrap(), None);
+        // Every read skipped the same block: it is counted once.
+        assert_eq!(store.damaged_usage_blocks(), 1);
     }
 
     fn old_record(i: i64) -> UsageRecord {
