@@ -140,3 +140,30 @@ impl<'a> Reader<'a> {
             .ok_or_else(|| self.corrupt(&format!("a record without {what}")))
     }
 }
+
+/// Copies of a stored block with 1–4 bytes of its uncompressed form changed at random (a random
+/// byte, 0xff or 0), compressed again so that zstd's checksum does not catch the damage: what a
+/// decoder meets when a block is wrong inside. Deterministic (xorshift from `seed`).
+#[cfg(test)]
+pub(crate) fn damaged_copies(block: &[u8], n: usize, seed: u64) -> impl Iterator<Item = Vec<u8>> {
+    let raw = zstd::bulk::decompress(block, 1 << 24).unwrap();
+    let mut state = seed.max(1);
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    (0..n).map(move |_| {
+        let mut bad = raw.clone();
+        for _ in 0..1 + next() % 4 {
+            let at = (next() % bad.len() as u64) as usize;
+            bad[at] = match next() % 3 {
+                0 => next() as u8,
+                1 => 0xff,
+                _ => 0,
+            };
+        }
+        zstd::bulk::compress(&bad, 1).unwrap()
+    })
+}
