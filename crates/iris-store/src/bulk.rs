@@ -472,7 +472,7 @@ mod tests {
                     pool.read(move |c| {
                         let n = now.fetch_add(1, Ordering::SeqCst) + 1;
                         most.fetch_max(n, Ordering::SeqCst);
-                        std::thread::sleep(std::time::Duration::from_millis(20));
+                        std::thread::sleep(std::time::Duration::from_millis(50));
                         let rows: i64 = c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?;
                         now.fetch_sub(1, Ordering::SeqCst);
                         Ok(rows)
@@ -484,10 +484,11 @@ mod tests {
         for r in reads {
             assert_eq!(r.await.unwrap().unwrap(), 0);
         }
+        // Never more at once than the pool's bound, and the bound is used (each read lasts
+        // 50 ms, so the four running reads overlap).
         assert_eq!(most.load(Ordering::SeqCst), READ_CONNECTIONS);
-        assert!(pool.idle.lock().unwrap().len() <= READ_CONNECTIONS);
 
-        // Reads waiting for a turn when the pool closes are refused, not run.
+        // A read waiting for its turn when the pool closes is refused, not run.
         let (hold, release) = std::sync::mpsc::channel::<()>();
         let release = Arc::new(Mutex::new(release));
         let busy: Vec<_> = (0..READ_CONNECTIONS)
@@ -505,18 +506,29 @@ mod tests {
         while pool.running.available_permits() > 0 {
             tokio::task::yield_now().await;
         }
-        let waiting = tokio::spawn({
-            let pool = pool.clone();
-            async move { pool.read(|_| Ok(())).await }
-        });
-        tokio::task::yield_now().await;
+        let ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut waiting = Box::pin(pool.read({
+            let ran = ran.clone();
+            move |_| {
+                ran.store(true, Ordering::SeqCst);
+                Ok(())
+            }
+        }));
+        let short = std::time::Duration::from_millis(50);
+        assert!(
+            tokio::time::timeout(short, &mut waiting).await.is_err(),
+            "the fifth read waits while four run"
+        );
         pool.close();
-        let refused = waiting.await.unwrap().unwrap_err();
+        let refused = tokio::time::timeout(std::time::Duration::from_secs(5), waiting)
+            .await
+            .expect("a waiting read is refused when the pool closes")
+            .unwrap_err();
         assert!(matches!(refused, StoreError::Unavailable(_)), "{refused}");
+        assert!(!ran.load(Ordering::SeqCst));
         drop(hold);
         for b in busy {
-            // Begun before the close: they end as they would (here, refused at their start or
-            // finished), and no connection is kept.
+            // Begun before the close: they end as they would, and no connection is kept.
             let _ = b.await.unwrap();
         }
         assert!(pool.idle.lock().unwrap().is_empty());
