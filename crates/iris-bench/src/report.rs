@@ -779,7 +779,8 @@ fn render_store(w: &mut String, plan: &Plan, recs: &[StoreRecord]) {
         "## Usage store, request path idle\n\niris's `SqliteStore` (a file in WAL mode) and its \
          batched writer with iris's default settings (queue 65,536, batches of 1,000, flush every \
          second), driven directly: records shaped like a Claude Code request's (256 sessions a batch: a \
-         block has a key row per distinct session), offered for {} s. \
+         block has a key row per distinct session), offered for {} s; then, reported and not \
+         judged, the worst case for those key rows: a new session per record, its id random. \
          The rate counts records written until the writer has drained. CPU is this process's \
          (producer and writer).\n",
         plan.store_duration.as_secs_f64()

@@ -43,8 +43,34 @@ pub fn iris_default_writer() -> UsageWriterConfig {
     }
 }
 
-/// A record shaped like the ones iris writes for a Claude Code request.
-pub fn sample_record(i: u64) -> UsageRecord {
+/// Whose sessions the records belong to. A block has a key row per distinct session in it, and
+/// each distinct session of a batch costs the commit a page of the key index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sessions {
+    /// 256 conversations going at once (a team's gateway), each with many requests: the judged
+    /// case.
+    Team,
+    /// A new session per record, its id random (an OpenAI chat batch job: every request opens
+    /// a conversation of its own and gets a fingerprint session): the worst case, reported.
+    EachNew,
+}
+
+impl Sessions {
+    fn id(self, i: u64) -> String {
+        match self {
+            Sessions::Team => format!("cc_6f1c{:04x}-9d2e-4c1b-8a7f-3e5d2c1b0a99", i % 256),
+            Sessions::EachNew => format!("fp_{:032x}", u128::from(i).wrapping_mul(PHI)),
+        }
+    }
+}
+
+/// 2^128 divided by the golden ratio, odd: multiplying by it scatters consecutive numbers over
+/// the id space as a hash would.
+const PHI: u128 = 0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835;
+
+/// A record shaped like the ones iris writes for a Claude Code request (its session as
+/// `sessions` says).
+pub fn sample_record(i: u64, sessions: Sessions) -> UsageRecord {
     let (id, ts_ms) = iris_store::new_record_id_and_time();
     UsageRecord {
         id,
@@ -77,13 +103,14 @@ pub fn sample_record(i: u64) -> UsageRecord {
         bytes_in: 80_000,
         bytes_out: 41_000,
         user_agent: Some("claude-cli/2.1.197 (external, sdk-cli)".into()),
-        // Claude Code's session header: a team's gateway sees many conversations at once, and
-        // a block keys each of its sessions.
-        session_id: Some(format!(
-            "cc_6f1c{:04x}-9d2e-4c1b-8a7f-3e5d2c1b0a99",
-            i % 256
-        )),
-        session_kind: Some("claude_code".into()),
+        session_id: Some(sessions.id(i)),
+        session_kind: Some(
+            match sessions {
+                Sessions::Team => "claude_code",
+                Sessions::EachNew => "fingerprint",
+            }
+            .into(),
+        ),
         cost_usd: Some(0.0712),
         priced_as: None,
         tool_names: Vec::new(),
@@ -105,11 +132,12 @@ pub enum Offer {
 pub async fn run(
     dir: &Path,
     offer: Offer,
+    sessions: Sessions,
     duration: Duration,
     cfg: UsageWriterConfig,
 ) -> anyhow::Result<StoreRecord> {
     let path = dir.join(format!(
-        "usage-{}.db",
+        "usage-{}-{sessions:?}.db",
         match offer {
             Offer::Max => "max".to_owned(),
             Offer::Rate(r) => format!("rate-{r}"),
@@ -134,7 +162,7 @@ pub async fn run(
             if matches!(offer, Offer::Max) && sink.queued() >= high_water {
                 break;
             }
-            sink.record(sample_record(offered));
+            sink.record(sample_record(offered, sessions));
             offered += 1;
         }
         max_queued = max_queued.max(sink.queued());
@@ -158,9 +186,16 @@ pub async fn run(
         stats.written
     );
     Ok(StoreRecord {
-        mode: match offer {
-            Offer::Max => "max (queue kept under 3/4)".to_owned(),
-            Offer::Rate(r) => format!("fixed {r}/s"),
+        mode: match (offer, sessions) {
+            (Offer::Max, Sessions::Team) => "max (queue kept under 3/4)".to_owned(),
+            (Offer::Rate(r), Sessions::Team) => format!("fixed {r}/s"),
+            // Not named "max" or "fixed": the verdict reads the judged rows by those names.
+            (Offer::Max, Sessions::EachNew) => {
+                "worst case: a new session per record, max (not judged)".to_owned()
+            }
+            (Offer::Rate(r), Sessions::EachNew) => {
+                format!("worst case: a new session per record, {r}/s (not judged)")
+            }
         },
         offered,
         written: stats.written,
@@ -189,6 +224,7 @@ mod tests {
         let r = run(
             dir.path(),
             Offer::Rate(2000),
+            Sessions::Team,
             Duration::from_millis(300),
             cfg,
         )
@@ -208,11 +244,33 @@ mod tests {
             batch_size: 256,
             flush_interval: Duration::from_millis(50),
         };
-        let r = run(dir.path(), Offer::Max, Duration::from_millis(300), cfg)
-            .await
-            .unwrap();
+        let r = run(
+            dir.path(),
+            Offer::Max,
+            Sessions::EachNew,
+            Duration::from_millis(300),
+            cfg,
+        )
+        .await
+        .unwrap();
         assert_eq!(r.dropped, 0, "{r:?}");
         assert_eq!(r.written, r.offered);
         assert!(r.max_queued <= 2048);
+    }
+
+    #[test]
+    fn team_sessions_recur_and_new_sessions_do_not() {
+        let ids = |s: Sessions| {
+            (0..1000)
+                .map(|i| sample_record(i, s).session_id.unwrap())
+                .collect::<std::collections::HashSet<_>>()
+                .len()
+        };
+        assert_eq!(ids(Sessions::Team), 256);
+        assert_eq!(ids(Sessions::EachNew), 1000);
+        // Scattered, not in the order written.
+        let a = Sessions::EachNew.id(1);
+        let b = Sessions::EachNew.id(2);
+        assert_ne!(a[3..5], b[3..5]);
     }
 }

@@ -390,7 +390,14 @@ fn select(
 
 async fn run_store(plan: &Plan, dir: &Path, results: &mut Results) -> anyhow::Result<()> {
     let cfg = store::iris_default_writer();
-    let max = store::run(dir, store::Offer::Max, plan.store_duration, cfg.clone()).await?;
+    let max = store::run(
+        dir,
+        store::Offer::Max,
+        store::Sessions::Team,
+        plan.store_duration,
+        cfg.clone(),
+    )
+    .await?;
     eprintln!(
         "iris-bench: store max: {:.0} records/s ({} written, {} dropped)",
         max.records_per_s, max.written, max.dropped
@@ -399,8 +406,9 @@ async fn run_store(plan: &Plan, dir: &Path, results: &mut Results) -> anyhow::Re
     let fixed = store::run(
         dir,
         store::Offer::Rate(plan.store_rate),
+        store::Sessions::Team,
         plan.store_duration,
-        cfg,
+        cfg.clone(),
     )
     .await?;
     eprintln!(
@@ -408,6 +416,19 @@ async fn run_store(plan: &Plan, dir: &Path, results: &mut Results) -> anyhow::Re
         plan.store_rate, fixed.written, fixed.offered, fixed.dropped, fixed.max_queued
     );
     results.store.push(fixed);
+    let worst = store::run(
+        dir,
+        store::Offer::Max,
+        store::Sessions::EachNew,
+        plan.store_duration,
+        cfg,
+    )
+    .await?;
+    eprintln!(
+        "iris-bench: store max, a new session per record: {:.0} records/s ({} written, {} dropped)",
+        worst.records_per_s, worst.written, worst.dropped
+    );
+    results.store.push(worst);
     Ok(())
 }
 
