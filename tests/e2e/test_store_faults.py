@@ -444,10 +444,14 @@ def test_damaged_usage_block_is_skipped_and_reported(start_gateway) -> None:
     finally:
         con.close()
 
-    with httpx.Client(transport=httpx.HTTPTransport(local_address=h.LOOPBACK), timeout=10) as c:
-        r = c.get(f"{gw.url}/api/logs", params={"limit": 1000})
-    assert r.status_code == 200, r.text
-    assert len(r.json()["records"]) == total - lost
+    def listed() -> set[str]:
+        with httpx.Client(transport=httpx.HTTPTransport(local_address=h.LOOPBACK), timeout=10) as c:
+            r = c.get(f"{gw.url}/api/logs", params={"limit": 1000})
+        assert r.status_code == 200, r.text
+        return {rec["request_id"] for rec in r.json()["records"]}
+
+    before = listed()
+    assert len(before) == total - lost
     health = gw.health()
     assert health["status"] == "degraded", health
     assert health["store"] == {"ok": False, "error": None, "damaged_usage_blocks": 1}, health
@@ -457,3 +461,4 @@ def test_damaged_usage_block_is_skipped_and_reported(start_gateway) -> None:
     load.wait_answers(5)
     load.stop()
     assert not load.failures, load.failures[:5]
+    _wait("the new records are listed", lambda: listed() == before | load.ids(), 15, lambda: str(gw.health()))

@@ -363,8 +363,9 @@ pub fn verdicts(plan: &Plan, r: &Results) -> Vec<Verdict> {
     }
 
     // 5. The usage store.
-    let max = r.store.iter().find(|s| s.mode.starts_with("max"));
-    let fixed = r.store.iter().find(|s| s.mode.starts_with("fixed"));
+    let judged = || r.store.iter().filter(|s| s.judged);
+    let max = judged().find(|s| s.mode.starts_with("max"));
+    let fixed = judged().find(|s| s.mode.starts_with("fixed"));
     if let (Some(m), Some(f)) = (max, fixed) {
         let fixed_ok = f.dropped == 0 && f.written == f.offered;
         v.push(Verdict {

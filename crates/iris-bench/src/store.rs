@@ -19,6 +19,8 @@ use crate::procfs::{ProcSet, cpu_between};
 #[derive(Debug, Clone, Serialize)]
 pub struct StoreRecord {
     pub mode: String,
+    /// Held to the target (the team's sessions); the worst case is only reported.
+    pub judged: bool,
     pub offered: u64,
     pub written: u64,
     pub dropped: u64,
@@ -189,7 +191,6 @@ pub async fn run(
         mode: match (offer, sessions) {
             (Offer::Max, Sessions::Team) => "max (queue kept under 3/4)".to_owned(),
             (Offer::Rate(r), Sessions::Team) => format!("fixed {r}/s"),
-            // Not named "max" or "fixed": the verdict reads the judged rows by those names.
             (Offer::Max, Sessions::EachNew) => {
                 "worst case: a new session per record, max (not judged)".to_owned()
             }
@@ -197,6 +198,7 @@ pub async fn run(
                 format!("worst case: a new session per record, {r}/s (not judged)")
             }
         },
+        judged: sessions == Sessions::Team,
         offered,
         written: stats.written,
         dropped: stats.dropped,

@@ -211,15 +211,10 @@ thread_local! {
 }
 
 /// A read skipped block `block` as damaged: the pool running the read counts it
-/// ([`ReadPool::damaged_blocks`]). Outside a pool's read (retention's purge on a write
-/// connection) it is forgotten when the thread next runs a read; bounded meanwhile.
+/// ([`ReadPool::damaged_blocks`]). Only reads call it (the list is emptied at each read's start
+/// and end).
 pub(crate) fn note_skipped_block(block: i64) {
-    SKIPPED.with(|s| {
-        let mut s = s.borrow_mut();
-        if s.len() < DAMAGED_KEPT {
-            s.push(block);
-        }
-    });
+    SKIPPED.with(|s| s.borrow_mut().push(block));
 }
 
 fn take_skipped() -> Vec<i64> {

@@ -1108,7 +1108,8 @@ fn purge_usage_tools(
         let mut records = match usage_log::decode(data) {
             Ok(records) => records,
             Err(e) => {
-                skip_damaged(*block, e)?;
+                // Left as it is; the reads that meet it count it (`skip_damaged`).
+                tracing::warn!(block, error = %e, "damaged usage block left as it is");
                 continue;
             }
         };

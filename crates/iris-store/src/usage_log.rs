@@ -329,8 +329,7 @@ fn bodies(raw: &[u8]) -> Result<impl Iterator<Item = Result<&[u8], StoreError>>,
         }
         let body = outer.u32().and_then(|len| outer.take(len as usize));
         if body.is_err() {
-            // After a damaged length nothing further can be read.
-            outer.rest = &[];
+            outer.stop();
         }
         Some(body)
     }))
@@ -534,19 +533,15 @@ impl<'a> View<'a> {
     /// Walks the record's fields in the order [`put_record`] wrote them.
     fn of(body: &'a [u8]) -> Result<View<'a>, StoreError> {
         let mut r = Reader::of(body, TABLE);
-        let required = |r: &mut Reader<'a>| {
-            r.bytes()?
-                .ok_or_else(|| r.corrupt("a required usage record field is missing"))
-        };
-        let id = required(&mut r)?;
+        let id = r.required_bytes("an id")?;
         r.bytes()?;
         let ts_ms = r.i64()?;
         let mut texts: [Option<&'a [u8]>; 13] = [None; 13];
         for t in &mut texts {
             *t = r.bytes()?;
         }
-        let tags = required(&mut r)?;
-        let identity_source = required(&mut r)?;
+        let tags = r.required_bytes("tags")?;
+        let identity_source = r.required_bytes("an identity source")?;
         for _ in 0..3 {
             r.bytes()?;
         }

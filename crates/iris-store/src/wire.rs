@@ -58,7 +58,7 @@ pub(crate) fn corrupt(table: &'static str, detail: &str) -> StoreError {
 
 /// Reads fields off the front of a block of `table`.
 pub(crate) struct Reader<'a> {
-    pub rest: &'a [u8],
+    rest: &'a [u8],
     table: &'static str,
 }
 
@@ -82,6 +82,11 @@ impl<'a> Reader<'a> {
 
     pub(crate) fn at_end(&self) -> bool {
         self.rest.is_empty()
+    }
+
+    /// Read no further (after a damaged length nothing further can be read).
+    pub(crate) fn stop(&mut self) {
+        self.rest = &[];
     }
 
     pub(crate) fn corrupt(&self, detail: &str) -> StoreError {
@@ -137,6 +142,12 @@ impl<'a> Reader<'a> {
     /// A text that must be there; `what` names it in the error.
     pub(crate) fn required(&mut self, what: &str) -> Result<String, StoreError> {
         self.text()?
+            .ok_or_else(|| self.corrupt(&format!("a record without {what}")))
+    }
+
+    /// The bytes of a text that must be there; `what` names it in the error.
+    pub(crate) fn required_bytes(&mut self, what: &str) -> Result<&'a [u8], StoreError> {
+        self.bytes()?
             .ok_or_else(|| self.corrupt(&format!("a record without {what}")))
     }
 }
