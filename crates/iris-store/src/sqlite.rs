@@ -649,14 +649,9 @@ impl Store for SqliteStore {
         let q = q.clone();
         self.usage_reads
             .read(move |conn| {
-                let mut sessions = usage_log::Sessions::new(before_last_ms, q.limit);
-                for_each_match(conn, &q, |r| sessions.add(&r))?;
-                if let Some(list) = sessions.finish() {
-                    return Ok(list);
-                }
-                let mut sessions = usage_log::Sessions::all(before_last_ms, q.limit);
-                for_each_match(conn, &q, |r| sessions.add(&r))?;
-                Ok(sessions.finish().unwrap_or_default())
+                usage_log::list_sessions(before_last_ms, q.limit, |offer| {
+                    for_each_match(conn, &q, |r| offer(&r))
+                })
             })
             .await
     }

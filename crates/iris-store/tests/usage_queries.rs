@@ -530,3 +530,65 @@ async fn paging_by_cursor_under_every_filter_visits_each_record_once() {
         assert_eq!(seen, want, "{name}");
     }
 }
+
+/// Many sessions, as an OpenAI chat batch job makes (a fingerprint session per request), with
+/// long requests among them: the sessions list holds only a few at once (lets the others go
+/// and sums some again), and each page of it, followed by its cursor, is the model's.
+#[tokio::test]
+async fn paging_a_list_of_many_sessions_agrees_with_the_model() {
+    let mut all = records(900);
+    let mut g = Gen(11);
+    for r in all.iter_mut().skip(1).step_by(2) {
+        r.session_id = Some(format!("fp_{:03}", g.below(300)));
+        r.session_kind = None;
+        r.duration_ms = g.pick(&[0, 0, 3, 40, 4_000, 90_000, 2 * DAY_MS as u64]);
+    }
+    let store = SqliteStore::open_temporary().await.unwrap();
+    let mut shuffled = all.clone();
+    for i in (1..shuffled.len()).rev() {
+        shuffled.swap(i, g.below(i as u64 + 1) as usize);
+    }
+    for chunk in shuffled.chunks(61) {
+        store.insert_usage(Arc::new(chunk.to_vec())).await.unwrap();
+    }
+    let mid = all[all.len() / 2].ts_ms;
+    let filters = [
+        ("everything", UsageQuery::default()),
+        (
+            "login",
+            UsageQuery {
+                login: Some("bob@example.com".into()),
+                ..UsageQuery::default()
+            },
+        ),
+        (
+            "since",
+            UsageQuery {
+                since_ms: Some(mid),
+                ..UsageQuery::default()
+            },
+        ),
+    ];
+    for (name, q) in filters {
+        for limit in [3, 7, 150] {
+            let q = UsageQuery { limit, ..q.clone() };
+            let mut before = None;
+            let mut listed = 0;
+            loop {
+                let page = store.sessions(&q, before).await.unwrap();
+                agree(
+                    &page,
+                    &model_sessions(&all, &q, before),
+                    |s| &mut s.cost_usd,
+                    &format!("{name}, limit {limit}, before {before:?}"),
+                );
+                listed += page.len();
+                match page.last() {
+                    Some(last) if page.len() == limit as usize => before = Some(last.last_ms),
+                    _ => break,
+                }
+            }
+            assert!(listed > 10, "{name}, limit {limit}: {listed}");
+        }
+    }
+}
