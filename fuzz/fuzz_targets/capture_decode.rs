@@ -52,7 +52,7 @@ fuzz_target!(|data: &[u8]| {
                 .all(|c| matches!(c.trim(), "" | "identity"))
                 || body.is_empty()
             {
-                assert_eq!(d.bytes, body[..body.len().min(max_output)]);
+                assert_eq!(*d.bytes, body[..body.len().min(max_output)]);
             }
         }
         Err(DecodeError::Corrupt { .. }) => assert!(n > 0 && !body.is_empty()),

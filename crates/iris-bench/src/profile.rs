@@ -51,20 +51,17 @@ pub struct ProfileResult {
 pub struct ProfilePlan {
     pub chat_requests: u64,
     pub sse_streams: u64,
+    /// The chat workload's prompt, as the chat scenario's (`--chat-prompt-bytes`; 0: small).
+    pub chat_prompt_bytes: usize,
 }
 
 impl ProfilePlan {
-    pub fn new(quick: bool) -> ProfilePlan {
-        if quick {
-            ProfilePlan {
-                chat_requests: 300,
-                sse_streams: 20,
-            }
-        } else {
-            ProfilePlan {
-                chat_requests: 1500,
-                sse_streams: 30,
-            }
+    pub fn new(quick: bool, chat_prompt_bytes: usize) -> ProfilePlan {
+        let (chat_requests, sse_streams) = if quick { (300, 20) } else { (1500, 30) };
+        ProfilePlan {
+            chat_requests,
+            sse_streams,
+            chat_prompt_bytes,
         }
     }
 }
@@ -155,7 +152,7 @@ async fn profile_process(
 ) -> anyhow::Result<Vec<ProfilePart>> {
     let ep = Endpoint::new(server.addr()?);
     let pid = server.pid;
-    let chat = chat_spec(0);
+    let chat = chat_spec(plan.chat_prompt_bytes);
     let sse = anthropic_stream_spec(200, 1)?;
     let mut parts = Vec::new();
 
@@ -167,11 +164,12 @@ async fn profile_process(
     };
     let _ = load::closed_loop(&ep, &chat, &warm).await;
 
+    let chat_label = match plan.chat_prompt_bytes {
+        0 => "chat (small, non-streaming)".to_owned(),
+        n => format!("chat ({n}-byte prompt, non-streaming)"),
+    };
     let workloads: [(&str, Workload); 2] = [
-        (
-            "chat (small, non-streaming)",
-            Workload::Chat(chat, plan.chat_requests),
-        ),
+        (&chat_label, Workload::Chat(chat, plan.chat_requests)),
         (
             "anthropic SSE, 200 chunks 1 ms apart",
             Workload::Sse(sse, plan.sse_streams),

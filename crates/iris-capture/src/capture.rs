@@ -412,7 +412,7 @@ fn reassemble_now(
 }
 
 /// The part of a decoded body that is stored (before the cap) and must be searched.
-fn decoded_window(d: &Result<Decoded, DecodeError>, window: usize) -> &[u8] {
+fn decoded_window<'a>(d: &'a Result<Decoded<'_>, DecodeError>, window: usize) -> &'a [u8] {
     match d {
         Ok(d) => &d.bytes[..d.bytes.len().min(window)],
         Err(_) => &[],

@@ -19,6 +19,7 @@
 //! caller says the input itself was cut short, what could be decoded before the cut is returned
 //! as a truncated result instead of an error.
 
+use std::borrow::Cow;
 use std::io::{self, BufRead, BufReader, Read};
 
 use thiserror::Error;
@@ -58,8 +59,9 @@ impl Coding {
 
 /// The decoded body.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Decoded {
-    pub bytes: Vec<u8>,
+pub struct Decoded<'a> {
+    /// The body itself when it had no coding to undo (a 64 KiB prompt is not copied).
+    pub bytes: Cow<'a, [u8]>,
     /// Output stopped at the cap, or the input was cut short.
     pub truncated: bool,
 }
@@ -110,12 +112,12 @@ pub fn parse_content_encoding(value: &str) -> Result<Vec<Coding>, DecodeError> {
 /// Decode `body` as described by `content_encoding` (the header value, `None` for none), keeping
 /// at most `max_output` bytes. `input_complete` is false when `body` is only the start of the
 /// real body.
-pub fn decode_body(
+pub fn decode_body<'a>(
     content_encoding: Option<&str>,
-    body: &[u8],
+    body: &'a [u8],
     input_complete: bool,
     max_output: usize,
-) -> Result<Decoded, DecodeError> {
+) -> Result<Decoded<'a>, DecodeError> {
     let codings = match content_encoding {
         Some(v) => parse_content_encoding(v)?,
         None => Vec::new(),
@@ -125,7 +127,7 @@ pub fn decode_body(
         // byte arrived).
         let keep = body.len().min(max_output);
         return Ok(Decoded {
-            bytes: body[..keep].to_vec(),
+            bytes: Cow::Borrowed(&body[..keep]),
             truncated: !input_complete || body.len() > max_output,
         });
     }
@@ -173,16 +175,16 @@ pub fn decode_body(
     let over = out.len() > max_output;
     out.truncate(max_output);
     Ok(Decoded {
-        bytes: out,
+        bytes: Cow::Owned(out),
         truncated: over || !input_complete,
     })
 }
 
 /// What was decoded before the input (or an inner layer's bound) ended it.
-fn cut_short(mut out: Vec<u8>, max_output: usize) -> Decoded {
+fn cut_short(mut out: Vec<u8>, max_output: usize) -> Decoded<'static> {
     out.truncate(max_output);
     Decoded {
-        bytes: out,
+        bytes: Cow::Owned(out),
         truncated: true,
     }
 }
@@ -326,11 +328,11 @@ mod tests {
         let body = gzip(&members);
         assert!(body.len() < 64 << 10, "{}", body.len());
         let got = decode_body(Some("gzip, gzip"), &body, true, 1000).unwrap();
-        assert_eq!(got.bytes, b"");
+        assert_eq!(*got.bytes, *b"");
         assert!(got.truncated, "the intermediate layer was read to its end");
         // Under a cap that leaves room for the whole inner layer, it is read to its end.
         let got = decode_body(Some("gzip, gzip"), &body, true, 16 << 20).unwrap();
-        assert_eq!(got.bytes, b"");
+        assert_eq!(*got.bytes, *b"");
         assert!(!got.truncated);
         // Incompressible data coded twice: the inner layer is a little larger than the output,
         // and the whole of it decodes under a cap of exactly its size.
@@ -343,7 +345,8 @@ mod tests {
                 x as u8
             })
             .collect();
-        let got = decode_body(Some("gzip, br"), &br(&gzip(&noise)), true, noise.len()).unwrap();
+        let body = br(&gzip(&noise));
+        let got = decode_body(Some("gzip, br"), &body, true, noise.len()).unwrap();
         assert_eq!(got.bytes, noise);
         assert!(!got.truncated);
         // A legitimate stack whose inner layer is larger than the output cap is only capped.
@@ -359,8 +362,8 @@ mod tests {
         let mut body = gzip(b"abc");
         body.extend(gzip(b"def"));
         assert_eq!(
-            decode_body(Some("gzip"), &body, true, 100).unwrap().bytes,
-            b"abcdef"
+            *decode_body(Some("gzip"), &body, true, 100).unwrap().bytes,
+            *b"abcdef"
         );
     }
 
@@ -379,7 +382,8 @@ mod tests {
             assert!(got.truncated, "{enc}");
         }
         // Exactly at the cap is not truncated.
-        let got = decode_body(Some("gzip"), &gzip(&[7u8; 100]), true, 100).unwrap();
+        let body = gzip(&[7u8; 100]);
+        let got = decode_body(Some("gzip"), &body, true, 100).unwrap();
         assert_eq!((got.bytes.len(), got.truncated), (100, false));
         let got = decode_body(None, &[7u8; 101], true, 100).unwrap();
         assert_eq!((got.bytes.len(), got.truncated), (100, true));
@@ -431,6 +435,6 @@ mod tests {
         let got = decode_body(Some("gzip"), b"", true, 10).unwrap();
         assert_eq!((got.bytes.len(), got.truncated), (0, false));
         let got = decode_body(None, b"abc", false, 10).unwrap();
-        assert_eq!((got.bytes, got.truncated), (b"abc".to_vec(), true));
+        assert_eq!((&*got.bytes, got.truncated), (&b"abc"[..], true));
     }
 }

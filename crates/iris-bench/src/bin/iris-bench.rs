@@ -262,7 +262,13 @@ async fn run(args: Args, nofile: u64) -> anyhow::Result<ExitCode> {
         if profile::available() {
             eprintln!("iris-bench: profiling iris and the baseline under callgrind");
             let keep = repo_root.join("target/iris-bench/callgrind");
-            match profile::run(&stack, profile::ProfilePlan::new(plan.quick), Some(&keep)).await {
+            match profile::run(
+                &stack,
+                profile::ProfilePlan::new(plan.quick, plan.chat_prompt_bytes),
+                Some(&keep),
+            )
+            .await
+            {
                 Ok(p) => results.profile = Some(p),
                 Err(e) => {
                     eprintln!("iris-bench: profile failed: {e:#}");
