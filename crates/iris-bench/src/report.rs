@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::micro::MicroResult;
 use crate::profile::ProfileResult;
-use crate::scenarios::{HoldRecord, Plan, RunRecord, SseRecord};
+use crate::scenarios::{HoldRecord, Plan, RunRecord, SseRecord, chat_spec};
 use crate::stats::{median, median_by};
 use crate::store::StoreRecord;
 
@@ -48,6 +48,8 @@ pub const DEFAULT_BUILD_NOTE: &str =
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Results {
     pub chat: Vec<RunRecord>,
+    /// The `large` scenario: a coding agent's chat (reported, not judged).
+    pub large: Vec<RunRecord>,
     pub rate: Vec<RunRecord>,
     pub sse: Vec<SseRecord>,
     pub streams: Vec<HoldRecord>,
@@ -402,6 +404,11 @@ pub fn verdicts(plan: &Plan, r: &Results) -> Vec<Verdict> {
             !r.rate.is_empty(),
         ),
         (
+            "large",
+            r.large.iter().map(|x| x.errors.total()).sum(),
+            !r.large.is_empty(),
+        ),
+        (
             "sse",
             r.sse.iter().map(|x| x.errors.total()).sum(),
             !r.sse.is_empty(),
@@ -571,6 +578,7 @@ pub fn render(info: &RunInfo, plan: &Plan, r: &Results) -> String {
     );
 
     render_chat(w, plan, &r.chat);
+    render_large(w, plan, &r.large);
     render_rate(w, plan, &r.rate);
     render_sse(w, plan, &r.sse);
     render_streams(w, plan, &r.streams);
@@ -606,6 +614,30 @@ fn render_chat(w: &mut String, plan: &Plan, recs: &[RunRecord]) {
         plan.chat_duration.as_secs_f64(),
         plan.warmup.as_millis()
     );
+    chat_table(w, recs);
+}
+
+/// The `large` scenario: reported, not judged.
+fn render_large(w: &mut String, plan: &Plan, recs: &[RunRecord]) {
+    if recs.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        w,
+        "## A coding agent's chat, closed loop at {} connections (reported, not judged)\n\n\
+         The small chat's scenario with a user message of {} bytes of source code (quotes, \
+         backslashes and newlines, as a coding agent sends; ~{} KB a request on the wire): \
+         iris's per-byte costs, which the small chat hides. iris reads the whole body before \
+         routing it (the duplicate-key check needs every top-level key), and with captures on \
+         keeps, redacts and compresses it. Not one of the issue's targets.\n",
+        plan.chat_connections,
+        plan.large_prompt_bytes,
+        chat_spec(plan.large_prompt_bytes).body.len() / 1000,
+    );
+    chat_table(w, recs);
+}
+
+fn chat_table(w: &mut String, recs: &[RunRecord]) {
     if recs.is_empty() {
         let _ = writeln!(w, "Not run.\n");
         return;
@@ -986,6 +1018,20 @@ fn render_raw(w: &mut String, r: &Results) {
         let _ = writeln!(
             w,
             "chat  rep {} {:<10} {:>9.0} req/s p50 {:>7.0} p99 {:>7.0} max {:>8.0} us cpu {:.3} s/1k errors {}",
+            x.rep,
+            x.target,
+            x.throughput,
+            x.latency.p50_us,
+            x.latency.p99_us,
+            x.latency.max_us,
+            x.cpu_per_1k(),
+            x.errors.total()
+        );
+    }
+    for x in &r.large {
+        let _ = writeln!(
+            w,
+            "large rep {} {:<10} {:>9.0} req/s p50 {:>7.0} p99 {:>7.0} max {:>8.0} us cpu {:.3} s/1k errors {}",
             x.rep,
             x.target,
             x.throughput,

@@ -28,15 +28,19 @@ pub enum Scenario {
     Streams,
     /// The usage store's sustained insert rate, request path idle.
     Store,
+    /// A coding agent's chat (a 64 KiB prompt of source code), closed loop: reported, not
+    /// judged (the targets are the issue's, for the small chat).
+    Large,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 5] = [
+    pub const ALL: [Scenario; 6] = [
         Scenario::Chat,
         Scenario::Rate,
         Scenario::Sse,
         Scenario::Streams,
         Scenario::Store,
+        Scenario::Large,
     ];
 }
 
@@ -51,6 +55,8 @@ pub struct Plan {
     /// Bytes of prompt text in the chat scenarios' request (0: the small chat). A coding
     /// agent's request is tens to hundreds of kilobytes of code and conversation.
     pub chat_prompt_bytes: usize,
+    /// Bytes of prompt in the `large` scenario's request.
+    pub large_prompt_bytes: usize,
     pub rate_rps: f64,
     pub rate_connections: usize,
     pub rate_duration: Duration,
@@ -82,6 +88,7 @@ impl Plan {
             chat_connections: 64,
             chat_duration: Duration::from_secs(2),
             chat_prompt_bytes: 0,
+            large_prompt_bytes: 64 << 10,
             rate_rps: 2000.0,
             rate_connections: 32,
             rate_duration: Duration::from_millis(2500),
@@ -296,9 +303,16 @@ fn progress(line: &str) {
     eprintln!("iris-bench: {line}");
 }
 
-/// Small chat, closed loop at `chat_connections`.
-pub async fn chat(plan: &Plan, targets: &[Target], mock: &ProcSet) -> Vec<RunRecord> {
-    let spec = chat_spec(plan.chat_prompt_bytes);
+/// A chat of `prompt_bytes` (0: the small chat), closed loop at `chat_connections`; `label`
+/// names the scenario in progress lines.
+pub async fn chat(
+    plan: &Plan,
+    targets: &[Target],
+    mock: &ProcSet,
+    prompt_bytes: usize,
+    label: &str,
+) -> Vec<RunRecord> {
+    let spec = chat_spec(prompt_bytes);
     let warm = ClosedLoop {
         connections: plan.chat_connections,
         duration: plan.warmup,
@@ -321,7 +335,7 @@ pub async fn chat(plan: &Plan, targets: &[Target], mock: &ProcSet) -> Vec<RunRec
             let rec = RunRecord::new(&t.name, rep, &r, meter.stop());
             settle(&t.procs).await;
             progress(&format!(
-                "chat rep {rep} {:<10} {:>8.0} req/s  p50 {:>7.0} us  p99 {:>7.0} us  errors {}",
+                "{label} rep {rep} {:<10} {:>8.0} req/s  p50 {:>7.0} us  p99 {:>7.0} us  errors {}",
                 t.name,
                 rec.throughput,
                 rec.latency.p50_us,

@@ -206,7 +206,17 @@ async fn run(args: Args, nofile: u64) -> anyhow::Result<ExitCode> {
         let outcome: anyhow::Result<()> = match sc {
             Scenario::Chat => {
                 let targets = select(stack.targets(true)?, &args.targets);
-                results.chat = scenarios::chat(&plan, &targets, &mock).await;
+                results.chat =
+                    scenarios::chat(&plan, &targets, &mock, plan.chat_prompt_bytes, "chat").await;
+                Ok(())
+            }
+            Scenario::Large => {
+                let mut targets = select(stack.targets(true)?, &args.targets);
+                // The identity variants cost what `iris` does per byte: their difference is
+                // per request, and the small chat measures it.
+                targets.retain(|t| t.name != "iris-whois" && t.name != "iris-key");
+                results.large =
+                    scenarios::chat(&plan, &targets, &mock, plan.large_prompt_bytes, "large").await;
                 Ok(())
             }
             Scenario::Rate => {
