@@ -23,6 +23,7 @@
 //! never a panic.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::hash::BuildHasher as _;
 
 use crate::wire::{self, Reader};
 use crate::{GroupBy, SessionSummary, StoreError, ToolCount, UsageGroup, UsageQuery, UsageRecord};
@@ -867,10 +868,11 @@ const MIN_ROOM: usize = 64;
 /// most `limit`, of those last active before `before_last_ms` (if given), each summed over all
 /// its records offered.
 ///
-/// `scan` offers the records of the query, in any order, each time it is called: once, or
-/// twice or three times when the first ranking cannot tell (see [`Ranking`]). Memory follows
-/// `limit`, not the log: at most `2 × max(limit, 64)` sessions are summed at once, plus, with
-/// `before_last_ms`, 8 bytes for each session active at or after it.
+/// `scan` offers the records of the query, in any order, each time it is called: once; again
+/// when a cursor made the first ranking unsound (see [`Ranking`]); and once more when a listed
+/// session must be summed again. Memory follows `limit`, not the log: at most
+/// `2 × max(limit, 64)` sessions are summed at once, plus, with `before_last_ms`, ~16 bytes for
+/// each session active at or after it.
 pub(crate) fn list_sessions(
     before_last_ms: Option<i64>,
     limit: u32,
@@ -890,7 +892,7 @@ fn list_sessions_with_room(
         return Ok(Vec::new());
     }
     let room = limit.max(min_room);
-    let mut ranking = Ranking::new(before_last_ms, limit, room, HashSet::new());
+    let mut ranking = Ranking::new(before_last_ms, limit, room, Excluded::default());
     scan(&mut |r| ranking.add(r))?;
     if ranking.unsound {
         // Every session active too late is known now: rank again, leaving them out from the
@@ -949,14 +951,14 @@ struct Candidate {
 /// again in a second pass.
 ///
 /// With `before_last_ms`, a session with a record ending at or after it is not listed at all:
-/// its hash goes into `excluded`, and it is dropped if held. If it was held once the floor was
-/// set, the floor may stand on too few sessions, so the ranking is `unsound` and is done again
-/// with every excluded session known from the start.
+/// it goes into `excluded`, and it is dropped if held. If it was held once the floor was set,
+/// the floor may stand on too few sessions (it rises only while no held session is dropped), so
+/// the ranking is `unsound` and is done again with every excluded session known from the start.
 struct Ranking {
     held: HashMap<String, Candidate>,
     floor: Option<i64>,
     left_out: LeftOut,
-    excluded: HashSet<u64>,
+    excluded: Excluded,
     before_last_ms: Option<i64>,
     limit: usize,
     room: usize,
@@ -966,12 +968,7 @@ struct Ranking {
 }
 
 impl Ranking {
-    fn new(
-        before_last_ms: Option<i64>,
-        limit: usize,
-        room: usize,
-        excluded: HashSet<u64>,
-    ) -> Ranking {
+    fn new(before_last_ms: Option<i64>, limit: usize, room: usize, excluded: Excluded) -> Ranking {
         Ranking {
             held: HashMap::new(),
             floor: None,
@@ -991,13 +988,13 @@ impl Ranking {
         let end = end_of(r);
         if let Some(before) = self.before_last_ms {
             if end >= before {
-                self.excluded.insert(id_hash(id));
+                self.excluded.insert(id);
                 if self.held.remove(id.as_str()).is_some() && self.floor.is_some() {
                     self.unsound = true;
                 }
                 return;
             }
-            if !self.excluded.is_empty() && self.excluded.contains(&id_hash(id)) {
+            if self.excluded.holds(id) {
                 return;
             }
         }
@@ -1093,7 +1090,27 @@ impl LeftOut {
     }
 }
 
-/// A session id's hash (FNV-1a, then mixed so every bit depends on every byte).
+/// The sessions active at or after a page's cursor, as hashes under a key drawn for the query
+/// (SipHash, `RandomState`): ~16 bytes a session instead of its id, and a collision, which
+/// would hide a session from the page, cannot be chosen by whoever names the sessions.
+#[derive(Default)]
+struct Excluded {
+    key: std::hash::RandomState,
+    hashes: HashSet<u64>,
+}
+
+impl Excluded {
+    fn insert(&mut self, id: &str) {
+        self.hashes.insert(self.key.hash_one(id));
+    }
+
+    fn holds(&self, id: &str) -> bool {
+        !self.hashes.is_empty() && self.hashes.contains(&self.key.hash_one(id))
+    }
+}
+
+/// A session id's hash for the Bloom filter (FNV-1a, then mixed so every bit depends on every
+/// byte). Colliding ids only cost a session a second pass.
 fn id_hash(id: &str) -> u64 {
     let mut h = Fnv::new();
     h.write(id.as_bytes());
@@ -1305,6 +1322,8 @@ mod tests {
             let mut records: Vec<UsageRecord> = (0..(20 + next(900)))
                 .map(|i| {
                     let mut r = record(i);
+                    // Ids of the test's own, so a failure reproduces (ties go by id).
+                    r.id = format!("r{round:02}-{i:04}");
                     r.ts_ms = 1_000_000 + next(100_000) as i64;
                     r.duration_ms = match next(10) {
                         0 => next(50_000),
@@ -1366,6 +1385,36 @@ mod tests {
         assert!(again > 5, "{again}");
     }
 
+    /// A session that holds up the floor and is then found active after the cursor: the ranking
+    /// is done again without it (limit 1, room 1: B sets the floor at 20, C's 15 is left out,
+    /// then B ends at 100, past the cursor 50). Without the rerun the page would be empty.
+    #[test]
+    fn a_floor_standing_on_a_session_past_the_cursor_is_ranked_again() {
+        let at = |i: u64, id: &str, ts: i64| {
+            let mut r = record(i);
+            r.ts_ms = ts;
+            r.duration_ms = 0;
+            r.session_id = Some(id.to_owned());
+            r
+        };
+        let records = [
+            at(0, "a", 10),
+            at(1, "b", 20),
+            at(2, "c", 15),
+            at(3, "b", 100),
+        ];
+        let mut passes = 0;
+        let got = list_sessions_with_room(Some(50), 1, 1, |offer| {
+            passes += 1;
+            records.iter().for_each(&mut *offer);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(passes, 2);
+        assert_eq!(got, every_session(&records, Some(50), 1));
+        assert_eq!(got[0].id, "c");
+    }
+
     /// A log of a new session per record (an OpenAI chat batch job makes one per request):
     /// the ranking holds a bounded number of sessions, not one per record.
     #[test]
@@ -1379,7 +1428,7 @@ mod tests {
             })
             .collect();
         for (before, limit) in [(None, 10), (Some(15_000), 10), (None, 500)] {
-            let mut ranking = Ranking::new(before, limit, limit.max(MIN_ROOM), HashSet::new());
+            let mut ranking = Ranking::new(before, limit, limit.max(MIN_ROOM), Excluded::default());
             records.iter().for_each(|r| ranking.add(r));
             assert!(!ranking.unsound);
             assert!(ranking.peak <= 2 * limit.max(MIN_ROOM), "{}", ranking.peak);

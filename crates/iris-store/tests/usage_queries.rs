@@ -532,8 +532,9 @@ async fn paging_by_cursor_under_every_filter_visits_each_record_once() {
 }
 
 /// Many sessions, as an OpenAI chat batch job makes (a fingerprint session per request), with
-/// long requests among them: the sessions list holds only a few at once (lets the others go
-/// and sums some again), and each page of it, followed by its cursor, is the model's.
+/// long requests among them: the sessions list holds only a few at once and lets the others go
+/// (its second passes are tested in `usage_log`'s unit tests, on records in any order; a store
+/// offers them newest first), and each page of it, followed by its cursor, is the model's.
 #[tokio::test]
 async fn paging_a_list_of_many_sessions_agrees_with_the_model() {
     let mut all = records(900);
