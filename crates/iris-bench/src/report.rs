@@ -1014,24 +1014,15 @@ fn render_raw(w: &mut String, r: &Results) {
         "## Every repetition\n\n<details><summary>raw numbers</summary>\n"
     );
     let _ = writeln!(w, "```");
-    for x in &r.chat {
+    for (label, x) in r
+        .chat
+        .iter()
+        .map(|x| ("chat ", x))
+        .chain(r.large.iter().map(|x| ("large", x)))
+    {
         let _ = writeln!(
             w,
-            "chat  rep {} {:<10} {:>9.0} req/s p50 {:>7.0} p99 {:>7.0} max {:>8.0} us cpu {:.3} s/1k errors {}",
-            x.rep,
-            x.target,
-            x.throughput,
-            x.latency.p50_us,
-            x.latency.p99_us,
-            x.latency.max_us,
-            x.cpu_per_1k(),
-            x.errors.total()
-        );
-    }
-    for x in &r.large {
-        let _ = writeln!(
-            w,
-            "large rep {} {:<10} {:>9.0} req/s p50 {:>7.0} p99 {:>7.0} max {:>8.0} us cpu {:.3} s/1k errors {}",
+            "{label} rep {} {:<10} {:>9.0} req/s p50 {:>7.0} p99 {:>7.0} max {:>8.0} us cpu {:.3} s/1k errors {}",
             x.rep,
             x.target,
             x.throughput,
