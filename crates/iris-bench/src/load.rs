@@ -104,7 +104,7 @@ impl RequestSpec {
 }
 
 /// Requests that did not succeed, by kind.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Errors {
     /// A non-2xx status.
     pub status: u64,

@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::bail;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::load::{self, ClosedLoop, Endpoint, RequestSpec, SseRun};
 use crate::procs::{Server, run_output};
@@ -21,7 +21,7 @@ use crate::stack::{Stack, start_iris_slow};
 const STORE_SETTLE: Duration = Duration::from_millis(2500);
 
 /// One workload of one profiled process.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ProfilePart {
     pub process: String,
     pub workload: String,
@@ -40,7 +40,7 @@ pub struct ProfilePart {
 }
 
 /// All profiles of a run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ProfileResult {
     pub parts: Vec<ProfilePart>,
     pub command: String,

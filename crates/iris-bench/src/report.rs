@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::micro::MicroResult;
 use crate::profile::ProfileResult;
@@ -16,7 +16,7 @@ use crate::stats::{median, median_by};
 use crate::store::StoreRecord;
 
 /// Where and how the run happened.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct RunInfo {
     pub date_utc: String,
     pub commit: String,
@@ -38,6 +38,9 @@ pub struct RunInfo {
     pub server_env: String,
     /// How iris and the baseline were built (`--build-note`).
     pub build: String,
+    /// Set when the report was rendered again from the run's saved results (`--from-json`).
+    #[serde(default)]
+    pub rendered_again: Option<String>,
 }
 
 /// The build [`RunInfo::build`] names when nothing else is said.
@@ -45,10 +48,11 @@ pub const DEFAULT_BUILD_NOTE: &str =
     "`dist` build: release with fat LTO, like every binary of the run";
 
 /// Everything one run measured.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Results {
     pub chat: Vec<RunRecord>,
     /// The `large` scenario: a coding agent's chat (reported, not judged).
+    #[serde(default)]
     pub large: Vec<RunRecord>,
     pub rate: Vec<RunRecord>,
     pub sse: Vec<SseRecord>,
@@ -65,7 +69,7 @@ pub struct Results {
 }
 
 /// One target of the issue, checked.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Verdict {
     pub target: String,
     pub threshold: String,
@@ -467,6 +471,12 @@ pub fn render(info: &RunInfo, plan: &Plan, r: &Results) -> String {
          edit by hand: run `scripts/bench` (about 30 minutes on 2 cores with its profile-guided \
          builds, 10 with `--no-pgo`; `--quick` for a try-out) to regenerate it.\n"
     );
+    let _ = writeln!(
+        w,
+        "What dominated the profiles below, and what was changed because of it, session by \
+         session: [performance.md](performance.md) (its last section, \"What is left\", lists \
+         the next gains in order).\n"
+    );
 
     let _ = writeln!(w, "## The run\n");
     let _ = writeln!(w, "| | |\n|---|---|");
@@ -482,6 +492,9 @@ pub fn render(info: &RunInfo, plan: &Plan, r: &Results) -> String {
         }
     );
     let _ = writeln!(w, "| command | `{}` |", info.command);
+    if let Some(again) = &info.rendered_again {
+        let _ = writeln!(w, "| rendered again | {again} |");
+    }
     if !info.build.is_empty() {
         let _ = writeln!(w, "| build of iris and the baseline | {} |", info.build);
     }
@@ -1148,6 +1161,35 @@ mod tests {
             run_paired(&recs, "iris", |t, b| t.latency.p99_us - b.latency.p99_us),
             150.0
         );
+    }
+
+    /// A run saved as JSON (`--json`) renders the same report again (`--from-json`).
+    #[test]
+    fn a_saved_run_renders_the_same_report() {
+        let plan = Plan::full();
+        let results = Results {
+            chat: vec![
+                rec("baseline", 0, 10_000.0, 100.0),
+                rec("iris", 0, 8_500.0, 120.0),
+            ],
+            large: vec![
+                rec("baseline", 0, 900.0, 900.0),
+                rec("iris", 0, 500.0, 2_000.0),
+            ],
+            notes: vec!["a note".into()],
+            ..Results::default()
+        };
+        let info = RunInfo {
+            commit: "abc".into(),
+            ..RunInfo::default()
+        };
+        let saved = serde_json::to_vec(&(&info, &plan, &results)).unwrap();
+        let (info2, plan2, results2): (RunInfo, Plan, Results) =
+            serde_json::from_slice(&saved).unwrap();
+        let first = render(&info, &plan, &results);
+        assert_eq!(render(&info2, &plan2, &results2), first);
+        assert!(first.contains("## A coding agent's chat"));
+        assert!(first.contains("large 0"));
     }
 
     #[test]

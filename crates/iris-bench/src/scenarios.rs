@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::load::{
     self, ClosedLoop, Errors, HoldRun, LoadReport, OpenLoop, RequestSpec, SseReport, SseRun,
@@ -16,7 +16,9 @@ use crate::stack::Target;
 use crate::stats::{Summary, median};
 
 /// Which scenarios to run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum,
+)]
 pub enum Scenario {
     /// Small non-streaming chat, closed loop at N connections (throughput).
     Chat,
@@ -45,7 +47,7 @@ impl Scenario {
 }
 
 /// Sizes and durations of one run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Plan {
     pub quick: bool,
     pub reps: usize,
@@ -175,7 +177,7 @@ fn with_target(spec: &RequestSpec, t: &Target) -> RequestSpec {
 }
 
 /// CPU and memory of the target (and the mock) over one measured window.
-#[derive(Debug, Clone, Copy, Default, Serialize)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 pub struct Window {
     /// CPU seconds of the target's processes.
     pub cpu_s: f64,
@@ -220,7 +222,7 @@ impl<'a> Meter<'a> {
 }
 
 /// One target in one repetition of a request/response scenario.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunRecord {
     pub target: String,
     pub rep: usize,
@@ -389,7 +391,7 @@ pub async fn rate(plan: &Plan, targets: &[Target], mock: &ProcSet) -> Vec<RunRec
 }
 
 /// One target in one repetition of the SSE scenario.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SseRecord {
     pub target: String,
     pub rep: usize,
@@ -485,7 +487,7 @@ pub async fn sse(
 }
 
 /// One target in one round of the many-streams scenario.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HoldRecord {
     pub target: String,
     pub round: usize,

@@ -80,7 +80,7 @@ impl LatencyHist {
 }
 
 /// Percentiles of one histogram, in microseconds.
-#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Summary {
     pub count: u64,
     pub p50_us: f64,

@@ -11,12 +11,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use iris_store::{SqliteStore, Store, UsageRecord, UsageWriterConfig};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::procfs::{ProcSet, cpu_between};
 
 /// One measurement of the store.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StoreRecord {
     pub mode: String,
     /// Held to the target (the team's sessions); the worst case is only reported.

@@ -93,6 +93,11 @@ struct Args {
     /// Exit with status 1 when a target is missed.
     #[arg(long)]
     fail_on_miss: bool,
+    /// Measure nothing: render the report again from a run's `--json` file (scripts/bench keeps
+    /// the last in target/iris-bench/results.json), after a change to the report's text. The
+    /// report says that it was rendered again, and by which commit.
+    #[arg(long)]
+    from_json: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -119,6 +124,9 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args, nofile: u64) -> anyhow::Result<ExitCode> {
+    if let Some(path) = &args.from_json {
+        return render_again(&args, path);
+    }
     let started = Instant::now();
     let load_before = loadavg();
     let mut plan = if args.quick {
@@ -335,12 +343,58 @@ async fn run(args: Args, nofile: u64) -> anyhow::Result<ExitCode> {
     }
     std::fs::write(&out, &doc).with_context(|| format!("cannot write {}", out.display()))?;
     if let Some(j) = &args.json {
-        let v = serde_json::json!({"info": info, "plan": plan, "results": results});
+        let v = Saved {
+            info: info.clone(),
+            plan: plan.clone(),
+            results: results.clone(),
+        };
         std::fs::write(j, serde_json::to_vec_pretty(&v)?)?;
     }
+    print_verdicts(&args, &out, &plan, &results)
+}
 
+/// What `--json` keeps of a run: enough to render its report again.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Saved {
+    info: RunInfo,
+    plan: Plan,
+    results: Results,
+}
+
+/// `--from-json`: the report of a saved run, rendered by this build of the harness.
+fn render_again(args: &Args, path: &Path) -> anyhow::Result<ExitCode> {
+    let text = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut saved: Saved = serde_json::from_slice(&text)
+        .with_context(|| format!("{} is not a run's --json file", path.display()))?;
+    let repo_root = args
+        .repo_root
+        .canonicalize()
+        .unwrap_or(args.repo_root.clone());
+    let mut git = Command::new("git");
+    git.arg("-C").arg(&repo_root).args(["rev-parse", "HEAD"]);
+    let now = first_line(git).unwrap_or_else(|| "unknown".into());
+    saved.info.rendered_again = Some(format!(
+        "`iris-bench --from-json` at `{now}`, {}: the report's text is this commit's, every \
+         number the run's",
+        chrono::Utc::now().format("%Y-%m-%d %H:%M UTC")
+    ));
+    let doc = report::render(&saved.info, &saved.plan, &saved.results);
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| repo_root.join("docs/benchmarks.md"));
+    std::fs::write(&out, &doc).with_context(|| format!("cannot write {}", out.display()))?;
+    print_verdicts(args, &out, &saved.plan, &saved.results)
+}
+
+fn print_verdicts(
+    args: &Args,
+    out: &Path,
+    plan: &Plan,
+    results: &Results,
+) -> anyhow::Result<ExitCode> {
     println!("\nTargets ({}):", out.display());
-    let verdicts = report::verdicts(&plan, &results);
+    let verdicts = report::verdicts(plan, results);
     for v in &verdicts {
         let word = match v.pass {
             Some(true) => "met",
@@ -528,5 +582,6 @@ fn run_info(args: &Args, repo: &Path, stack: &Stack, wall: Duration) -> RunInfo 
         load_before: String::new(),
         load_after: String::new(),
         server_env: String::new(),
+        rendered_again: None,
     }
 }
