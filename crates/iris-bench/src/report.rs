@@ -15,8 +15,9 @@ use crate::scenarios::{HoldRecord, Plan, RunRecord, SseRecord, chat_spec};
 use crate::stats::{median, median_by};
 use crate::store::StoreRecord;
 
-/// Where and how the run happened.
+/// Where and how the run happened. Fields added since a run was saved read as their defaults.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct RunInfo {
     pub date_utc: String,
     pub commit: String,
@@ -39,7 +40,6 @@ pub struct RunInfo {
     /// How iris and the baseline were built (`--build-note`).
     pub build: String,
     /// Set when the report was rendered again from the run's saved results (`--from-json`).
-    #[serde(default)]
     pub rendered_again: Option<String>,
 }
 
@@ -47,12 +47,12 @@ pub struct RunInfo {
 pub const DEFAULT_BUILD_NOTE: &str =
     "`dist` build: release with fat LTO, like every binary of the run";
 
-/// Everything one run measured.
+/// Everything one run measured. Scenarios added since a run was saved read as not run.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Results {
     pub chat: Vec<RunRecord>,
     /// The `large` scenario: a coding agent's chat (reported, not judged).
-    #[serde(default)]
     pub large: Vec<RunRecord>,
     pub rate: Vec<RunRecord>,
     pub sse: Vec<SseRecord>,
@@ -66,6 +66,14 @@ pub struct Results {
     pub losses: Vec<crate::losses::LossRecord>,
     /// Scenario failures and other remarks, printed in the report.
     pub notes: Vec<String>,
+}
+
+/// What `--json` keeps of a run, and `--from-json` reads back: enough to render its report again.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SavedRun {
+    pub info: RunInfo,
+    pub plan: Plan,
+    pub results: Results,
 }
 
 /// One target of the issue, checked.
@@ -642,7 +650,10 @@ fn render_large(w: &mut String, plan: &Plan, recs: &[RunRecord]) {
          backslashes and newlines, as a coding agent sends; ~{} KB a request on the wire): \
          iris's per-byte costs, which the small chat hides. iris reads the whole body before \
          routing it (the duplicate-key check needs every top-level key), and with captures on \
-         keeps, redacts and compresses it. Not one of the issue's targets.\n",
+         keeps, redacts and compresses it. Not one of the issue's targets (its errors and lost \
+         records do count in \"zero errors in every scenario\"). It runs last: its peak RSS \
+         includes what earlier scenarios left in each process (glibc keeps the streams' memory \
+         in the baseline and the mock), so that column is not the prompt's cost.\n",
         plan.chat_connections,
         plan.large_prompt_bytes,
         chat_spec(plan.large_prompt_bytes).body.len() / 1000,
@@ -1075,14 +1086,13 @@ fn render_raw(w: &mut String, r: &Results) {
         );
     }
     let _ = writeln!(w, "```\n\n</details>\n");
-    let errs: Vec<String> = r
-        .chat
-        .iter()
-        .chain(&r.rate)
-        .filter_map(|x| {
+    let errs: Vec<String> = [("chat", &r.chat), ("rate", &r.rate), ("large", &r.large)]
+        .into_iter()
+        .flat_map(|(scenario, recs)| recs.iter().map(move |x| (scenario, x)))
+        .filter_map(|(scenario, x)| {
             x.first_error
                 .as_ref()
-                .map(|e| format!("{} rep {}: {e}", x.target, x.rep))
+                .map(|e| format!("{scenario} {} rep {}: {e}", x.target, x.rep))
         })
         .chain(r.sse.iter().filter_map(|x| {
             x.first_error
@@ -1183,13 +1193,41 @@ mod tests {
             commit: "abc".into(),
             ..RunInfo::default()
         };
-        let saved = serde_json::to_vec(&(&info, &plan, &results)).unwrap();
-        let (info2, plan2, results2): (RunInfo, Plan, Results) =
-            serde_json::from_slice(&saved).unwrap();
-        let first = render(&info, &plan, &results);
-        assert_eq!(render(&info2, &plan2, &results2), first);
+        let saved = SavedRun {
+            info,
+            plan,
+            results,
+        };
+        let json = serde_json::to_value(&saved).unwrap();
+        let back: SavedRun = serde_json::from_value(json.clone()).unwrap();
+        let first = render(&saved.info, &saved.plan, &saved.results);
+        assert_eq!(render(&back.info, &back.plan, &back.results), first);
         assert!(first.contains("## A coding agent's chat"));
         assert!(first.contains("large 0"));
+
+        // A run saved before fields were added (here the `large` scenario, its prompt size and
+        // `rendered_again`) still loads: they read as their defaults.
+        let mut old = json;
+        old["results"].as_object_mut().unwrap().remove("large");
+        old["plan"]
+            .as_object_mut()
+            .unwrap()
+            .remove("large_prompt_bytes");
+        old["plan"]
+            .as_object_mut()
+            .unwrap()
+            .remove("chat_prompt_bytes");
+        old["info"]
+            .as_object_mut()
+            .unwrap()
+            .remove("rendered_again");
+        let back: SavedRun = serde_json::from_value(old).unwrap();
+        assert!(back.results.large.is_empty());
+        assert_eq!(
+            back.plan.large_prompt_bytes,
+            Plan::full().large_prompt_bytes
+        );
+        assert!(!render(&back.info, &back.plan, &back.results).contains("A coding agent's chat"));
     }
 
     #[test]

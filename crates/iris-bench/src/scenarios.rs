@@ -46,8 +46,9 @@ impl Scenario {
     ];
 }
 
-/// Sizes and durations of one run.
+/// Sizes and durations of one run. Fields added since a run was saved read as the full run's.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Plan {
     pub quick: bool,
     pub reps: usize,
@@ -78,6 +79,12 @@ pub struct Plan {
     pub streams_rounds: usize,
     pub store_duration: Duration,
     pub store_rate: u64,
+}
+
+impl Default for Plan {
+    fn default() -> Plan {
+        Plan::full()
+    }
 }
 
 impl Plan {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::Context as _;
 use clap::Parser;
 use iris_bench::losses::{self, Counters};
-use iris_bench::report::{self, Results, RunInfo};
+use iris_bench::report::{self, Results, RunInfo, SavedRun};
 use iris_bench::scenarios::{self, Plan, Scenario};
 use iris_bench::stack::{Stack, StackOptions};
 use iris_bench::{micro, profile, store};
@@ -95,7 +95,8 @@ struct Args {
     fail_on_miss: bool,
     /// Measure nothing: render the report again from a run's `--json` file (scripts/bench keeps
     /// the last in target/iris-bench/results.json), after a change to the report's text. The
-    /// report says that it was rendered again, and by which commit.
+    /// report says that it was rendered again, and at which commit. Only `--out` and
+    /// `--repo-root` apply; the other flags are the saved run's.
     #[arg(long)]
     from_json: Option<PathBuf>,
 }
@@ -342,40 +343,43 @@ async fn run(args: Args, nofile: u64) -> anyhow::Result<ExitCode> {
         std::fs::create_dir_all(dir)?;
     }
     std::fs::write(&out, &doc).with_context(|| format!("cannot write {}", out.display()))?;
+    let saved = SavedRun {
+        info,
+        plan,
+        results,
+    };
     if let Some(j) = &args.json {
-        let v = Saved {
-            info: info.clone(),
-            plan: plan.clone(),
-            results: results.clone(),
-        };
-        std::fs::write(j, serde_json::to_vec_pretty(&v)?)?;
+        std::fs::write(j, serde_json::to_vec_pretty(&saved)?)?;
     }
-    print_verdicts(&args, &out, &plan, &results)
-}
-
-/// What `--json` keeps of a run: enough to render its report again.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct Saved {
-    info: RunInfo,
-    plan: Plan,
-    results: Results,
+    print_verdicts(&args, &out, &saved.plan, &saved.results)
 }
 
 /// `--from-json`: the report of a saved run, rendered by this build of the harness.
 fn render_again(args: &Args, path: &Path) -> anyhow::Result<ExitCode> {
     let text = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mut saved: Saved = serde_json::from_slice(&text)
+    let mut saved: SavedRun = serde_json::from_slice(&text)
         .with_context(|| format!("{} is not a run's --json file", path.display()))?;
     let repo_root = args
         .repo_root
         .canonicalize()
         .unwrap_or(args.repo_root.clone());
-    let mut git = Command::new("git");
-    git.arg("-C").arg(&repo_root).args(["rev-parse", "HEAD"]);
-    let now = first_line(git).unwrap_or_else(|| "unknown".into());
+    let git = |a: &[&str]| {
+        let mut c = Command::new("git");
+        c.arg("-C").arg(&repo_root).args(a);
+        c
+    };
+    let now = first_line(git(&["rev-parse", "HEAD"])).unwrap_or_else(|| "unknown".into());
+    let dirty = git(&["status", "--porcelain"])
+        .output()
+        .is_ok_and(|o| !o.stdout.is_empty());
     saved.info.rendered_again = Some(format!(
-        "`iris-bench --from-json` at `{now}`, {}: the report's text is this commit's, every \
-         number the run's",
+        "by `iris-bench --from-json` with the repository at `{now}`{}, {}: every number is \
+         the run's",
+        if dirty {
+            " plus uncommitted changes"
+        } else {
+            ""
+        },
         chrono::Utc::now().format("%Y-%m-%d %H:%M UTC")
     ));
     let doc = report::render(&saved.info, &saved.plan, &saved.results);
@@ -383,6 +387,9 @@ fn render_again(args: &Args, path: &Path) -> anyhow::Result<ExitCode> {
         .out
         .clone()
         .unwrap_or_else(|| repo_root.join("docs/benchmarks.md"));
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
     std::fs::write(&out, &doc).with_context(|| format!("cannot write {}", out.display()))?;
     print_verdicts(args, &out, &saved.plan, &saved.results)
 }
