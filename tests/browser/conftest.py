@@ -74,6 +74,9 @@ def _tier_available() -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if UPDATER_EGRESS:
+        print(f"\nbrowser tier: Chromium's updaters, refused by the egress proxy: {UPDATER_EGRESS}",
+              file=sys.__stdout__, flush=True)
     if STARTUP_EGRESS:
         print(f"\nbrowser tier: Chromium's own start-up connections, refused by the egress proxy: {STARTUP_EGRESS}",
               file=sys.__stdout__, flush=True)
@@ -83,6 +86,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 SCREENSHOTS: dict[str, str] = {}
 STARTUP_EGRESS: list[str] = []
+# Connections of the whole session to Chromium's update hosts, reported at its end.
+UPDATER_EGRESS: list[str] = []
 
 
 @pytest.fixture(scope="session")
@@ -96,6 +101,7 @@ def server() -> Iterator[fake_api.FakeServer]:
 def egress() -> Iterator[fake_api.EgressRecorder]:
     e = fake_api.EgressRecorder()
     yield e
+    UPDATER_EGRESS.extend(e.updaters)
     e.stop()
 
 
