@@ -334,20 +334,12 @@ async fn run(args: Args, nofile: u64) -> anyhow::Result<ExitCode> {
         Err(e) => eprintln!("iris-bench: the server logs were not kept: {e:#}"),
     }
     drop(stack);
-    let doc = report::render(&info, &plan, &results);
-    let out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| repo_root.join("docs/benchmarks.md"));
-    if let Some(dir) = out.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    std::fs::write(&out, &doc).with_context(|| format!("cannot write {}", out.display()))?;
     let saved = SavedRun {
         info,
         plan,
         results,
     };
+    let out = write_report(&args, &repo_root, &saved)?;
     if let Some(j) = &args.json {
         std::fs::write(j, serde_json::to_vec_pretty(&saved)?)?;
     }
@@ -382,6 +374,12 @@ fn render_again(args: &Args, path: &Path) -> anyhow::Result<ExitCode> {
         },
         chrono::Utc::now().format("%Y-%m-%d %H:%M UTC")
     ));
+    let out = write_report(args, &repo_root, &saved)?;
+    print_verdicts(args, &out, &saved.plan, &saved.results)
+}
+
+/// The report of `saved`, written to `--out` (default REPO_ROOT/docs/benchmarks.md).
+fn write_report(args: &Args, repo_root: &Path, saved: &SavedRun) -> anyhow::Result<PathBuf> {
     let doc = report::render(&saved.info, &saved.plan, &saved.results);
     let out = args
         .out
@@ -391,7 +389,7 @@ fn render_again(args: &Args, path: &Path) -> anyhow::Result<ExitCode> {
         std::fs::create_dir_all(dir)?;
     }
     std::fs::write(&out, &doc).with_context(|| format!("cannot write {}", out.display()))?;
-    print_verdicts(args, &out, &saved.plan, &saved.results)
+    Ok(out)
 }
 
 fn print_verdicts(
