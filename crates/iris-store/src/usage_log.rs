@@ -1308,13 +1308,8 @@ mod tests {
     /// records out, and pages past sessions active too late.
     #[test]
     fn the_sessions_ranking_agrees_with_summing_every_session() {
-        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
-        let mut next = move |n: u64| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed % n
-        };
+        let mut random = crate::wire::xorshift(0x2545_f491_4f6c_dd1d);
+        let mut next = move |n: u64| random() % n;
         let mut rounds = 0;
         let mut again = 0;
         for round in 0..60 {

@@ -152,19 +152,26 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// A small deterministic generator for the store's randomized tests (xorshift64), so a failure
+/// reproduces from its seed.
+#[cfg(test)]
+pub(crate) fn xorshift(seed: u64) -> impl FnMut() -> u64 {
+    let mut state = seed.max(1);
+    move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    }
+}
+
 /// Copies of a stored block with 1–4 bytes of its uncompressed form changed at random (a random
 /// byte, 0xff or 0), compressed again so that zstd's checksum does not catch the damage: what a
 /// decoder meets when a block is wrong inside. Deterministic (xorshift from `seed`).
 #[cfg(test)]
 pub(crate) fn damaged_copies(block: &[u8], n: usize, seed: u64) -> impl Iterator<Item = Vec<u8>> {
     let raw = zstd::bulk::decompress(block, 1 << 24).unwrap();
-    let mut state = seed.max(1);
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
+    let mut next = xorshift(seed);
     (0..n).map(move |_| {
         let mut bad = raw.clone();
         for _ in 0..1 + next() % 4 {
