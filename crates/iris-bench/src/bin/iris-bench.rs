@@ -355,15 +355,7 @@ fn render_again(args: &Args, path: &Path) -> anyhow::Result<ExitCode> {
         .repo_root
         .canonicalize()
         .unwrap_or(args.repo_root.clone());
-    let git = |a: &[&str]| {
-        let mut c = Command::new("git");
-        c.arg("-C").arg(&repo_root).args(a);
-        c
-    };
-    let now = first_line(git(&["rev-parse", "HEAD"])).unwrap_or_else(|| "unknown".into());
-    let dirty = git(&["status", "--porcelain"])
-        .output()
-        .is_ok_and(|o| !o.stdout.is_empty());
+    let (now, dirty) = repo_state(&repo_root);
     saved.info.rendered_again = Some(format!(
         "by `iris-bench --from-json` with the repository at `{now}`{}, {}: every number is \
          the run's",
@@ -527,7 +519,8 @@ fn first_line(mut cmd: Command) -> Option<String> {
         .map(|l| l.trim().to_owned())
 }
 
-fn run_info(args: &Args, repo: &Path, stack: &Stack, wall: Duration) -> RunInfo {
+/// The repository's commit, and whether it has uncommitted changes.
+fn repo_state(repo: &Path) -> (String, bool) {
     let git = |a: &[&str]| {
         let mut c = Command::new("git");
         c.arg("-C").arg(repo).args(a);
@@ -537,6 +530,11 @@ fn run_info(args: &Args, repo: &Path, stack: &Stack, wall: Duration) -> RunInfo 
     let dirty = git(&["status", "--porcelain"])
         .output()
         .is_ok_and(|o| !o.stdout.is_empty());
+    (commit, dirty)
+}
+
+fn run_info(args: &Args, repo: &Path, stack: &Stack, wall: Duration) -> RunInfo {
+    let (commit, dirty) = repo_state(repo);
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let cpu_model = cpuinfo
         .lines()
