@@ -35,6 +35,8 @@ pub mod peek;
 pub mod routing;
 pub mod sse;
 pub mod stream_filter;
+#[cfg(test)]
+mod test_rng;
 pub mod usage;
 
 pub use api::{ApiFamily, Dialect, serves};

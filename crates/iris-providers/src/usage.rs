@@ -777,6 +777,7 @@ pub fn reference_body_reading(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_rng::Rng;
 
     fn run(family: ApiFamily, streaming: bool, input: &[u8], step: usize) -> Extracted {
         let mut x = UsageExtractor::new(family, streaming);
@@ -873,27 +874,6 @@ mod tests {
     fn scanned(family: ApiFamily, body: &[u8]) -> Option<(Option<String>, Option<TokenUsage>)> {
         let got = run(family, false, body, body.len().max(1));
         (!got.malformed_body).then_some((got.response_model, got.usage))
-    }
-
-    /// xorshift64*: deterministic, so a failure names its seed and case.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-        }
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-        fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
-            from[self.below(from.len())]
-        }
-        fn chance(&mut self, in_100: usize) -> bool {
-            self.below(100) < in_100
-        }
     }
 
     const KEYS: [&str; 26] = [
