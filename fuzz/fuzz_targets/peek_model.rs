@@ -10,9 +10,12 @@
 //!   `model` set to `m`;
 //! - after `with_include_usage(body)`, the peek reads `include_usage: true` and the same `model`
 //!   and `stream`; the JSON is otherwise unchanged;
-//! - a rewrite never succeeds on a body the peek refuses.
+//! - a rewrite never succeeds on a body the peek refuses;
+//! - the peek's fast path agrees with serde: `peek_request` answers exactly what
+//!   `peek::peek_request_by_serde` answers, result or error.
 #![no_main]
 
+use iris_providers::peek::peek_request_by_serde;
 use iris_providers::{peek_request, with_include_usage, with_model};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
@@ -26,6 +29,7 @@ fuzz_target!(|data: &[u8]| {
         None => (data, "provider-model".to_owned()),
     };
     let peeked = peek_request(body);
+    assert_eq!(peeked, peek_request_by_serde(body), "the fast path and serde differ");
     let rewritten_model = with_model(body, &model);
     let rewritten_usage = with_include_usage(body);
     let Ok(peeked) = peeked else {

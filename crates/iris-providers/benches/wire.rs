@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use iris_providers::api::ApiFamily;
+use iris_providers::json_text::{next_special, string_end};
 use iris_providers::peek::{peek_request, with_include_usage, with_model};
 use iris_providers::routing::RouteTable;
 use iris_providers::usage::UsageExtractor;
@@ -147,6 +148,39 @@ fn code_chat_body(len: usize) -> Vec<u8> {
         "max_tokens": 64,
     }))
     .unwrap_or_default()
+}
+
+/// The number of strings in `body`, each found from its opening quote and passed over by
+/// stopping at every escape.
+fn strings_by_next_special(body: &[u8]) -> usize {
+    let (mut i, mut n) = (0, 0);
+    while let Some(open) = memchr::memchr(b'"', &body[i..]) {
+        let mut at = i + open + 1;
+        loop {
+            at = next_special(body, at);
+            match body.get(at) {
+                Some(b'"') => break,
+                Some(b'\\') => at += 2,
+                _ => return n,
+            }
+        }
+        i = at + 1;
+        n += 1;
+    }
+    n
+}
+
+/// As [`strings_by_next_special`], with the bit-mask scan.
+fn strings_by_string_end(body: &[u8]) -> usize {
+    let (mut i, mut n) = (0, 0);
+    while let Some(open) = memchr::memchr(b'"', &body[i..]) {
+        let Some((end, _)) = string_end(body, i + open + 1) else {
+            return n;
+        };
+        i = end + 1;
+        n += 1;
+    }
+    n
 }
 
 fn small_chat_body() -> Vec<u8> {
@@ -348,6 +382,14 @@ fn peek(c: &mut Criterion) {
     g.throughput(Throughput::Bytes(code.len() as u64));
     g.bench_function("chat_code_64k", |b| {
         b.iter(|| peek_request(black_box(&code)))
+    });
+    // The strings of that body, each passed over: stopping at every escape (`next_special`, as
+    // the usage scanner does) or 64 bytes at a time as bit masks (`string_end`).
+    g.bench_function("strings_code_64k_next_special", |b| {
+        b.iter(|| strings_by_next_special(black_box(&code)))
+    });
+    g.bench_function("strings_code_64k_string_end", |b| {
+        b.iter(|| strings_by_string_end(black_box(&code)))
     });
     let small = small_chat_body();
     g.throughput(Throughput::Bytes(small.len() as u64));

@@ -1,10 +1,15 @@
 //! JSON string text: finding the bytes of a string's contents that need attention, eight at a
-//! time; decoding an escape; writing a string escaped exactly as serde_json escapes it.
+//! time; finding a string's end 64 bytes at a time; decoding an escape; writing a string
+//! escaped exactly as serde_json escapes it.
 //!
 //! serde_json looks at a string one byte at a time on both ways, through a 256-entry table;
 //! iris reads every non-streaming answer (`body_scan`) and writes every capture's document with
-//! these instead, and the session fingerprint (in iris-capture) decodes escapes with
-//! [`decode_escape`]. Safe code: the eight bytes are one `u64` word.
+//! these instead, the request peek's fast path passes over strings with [`string_end`], and the
+//! session fingerprint (in iris-capture) decodes escapes with [`decode_escape`]. Safe code: the
+//! eight bytes are one `u64` word, the 64 are four vectors of the `wide` crate (SSE2 on x86-64,
+//! NEON on aarch64, plain arrays elsewhere), whose comparisons and bit masks are safe calls.
+
+use wide::u8x16;
 
 const ONES: u64 = 0x0101_0101_0101_0101;
 const HIGHS: u64 = 0x8080_8080_8080_8080;
@@ -46,6 +51,173 @@ pub fn next_special(bytes: &[u8], from: usize) -> usize {
         i += 1;
     }
     bytes.len()
+}
+
+/// The end of a JSON string whose contents start at `bytes[from]` (just past its opening
+/// quote): the index of its closing quote, and whether the contents hold escapes. `None` when
+/// the string is not well formed the way serde_json checks a string it skips: closed, no raw
+/// control byte (below 0x20), every escape one of `\" \\ \/ \b \f \n \r \t` or `\u` and four
+/// hex digits (a surrogate's pairing is not checked, as serde_json does not for a skipped
+/// string). UTF-8 is not checked.
+///
+/// Unlike [`next_special`], which stops at each escape, this looks at 64 bytes at a time as
+/// three bit masks (quotes, backslashes, control bytes) and finds the escaped bytes with bit
+/// arithmetic, so that source code, with an escape every dozen bytes, is read at the pace of
+/// text without one. Each mask bit stands for one byte, the first byte lowest.
+pub fn string_end(bytes: &[u8], from: usize) -> Option<(usize, bool)> {
+    // Most strings of a request are short (keys, types, names) and end before a first escape:
+    // one or two words find their end without building a block's masks.
+    let mut i = from;
+    for _ in 0..2 {
+        let Some(word) = bytes
+            .get(i..i + 8)
+            .and_then(|w| <[u8; 8]>::try_from(w).ok())
+        else {
+            break;
+        };
+        let found = special(u64::from_le_bytes(word));
+        if found != 0 {
+            let at = i + (found.trailing_zeros() / 8) as usize;
+            if bytes[at] == b'"' {
+                return Some((at, false));
+            }
+            break;
+        }
+        i += 8;
+    }
+    // Whether the block's first byte is escaped by an odd run of backslashes ending the last.
+    let mut carry = 0u64;
+    let mut escapes = false;
+    loop {
+        let block = Block::at(bytes, i);
+        let backslash = block.backslash & !carry;
+        let escaped = escaped_bytes(backslash, carry);
+        let quote = block.quote & !escaped;
+        // The bytes of the string's contents in this block.
+        let inside = if quote == 0 {
+            u64::MAX
+        } else {
+            (1u64 << quote.trailing_zeros()) - 1
+        };
+        if block.control & inside != 0 {
+            return None;
+        }
+        let letters = escaped & inside;
+        if letters != 0 {
+            escapes = true;
+            let (valid, unicode) = block.escape_letters();
+            if letters & !valid != 0 {
+                return None;
+            }
+            let mut unicode = letters & unicode;
+            while unicode != 0 {
+                let at = i + unicode.trailing_zeros() as usize;
+                if !bytes.get(at + 1..at + 5)?.iter().all(u8::is_ascii_hexdigit) {
+                    return None;
+                }
+                unicode &= unicode - 1;
+            }
+        }
+        if quote != 0 {
+            return Some((i + quote.trailing_zeros() as usize, escapes));
+        }
+        carry = escaped_carry(backslash, carry);
+        i += 64;
+    }
+}
+
+/// Bit `k` set where byte `k` of a block is escaped: preceded by an odd run of backslashes.
+/// `backslash` holds the block's backslashes that are not themselves escaped by `carry` (bit 0:
+/// the block's first byte is escaped). A run that starts on an odd bit escapes the even bits
+/// after its start up to one past its end, a run on an even bit the odd ones; adding the
+/// odd-started runs' starts to the backslashes turns each odd-started run into one bit past its
+/// end and leaves the even-started ones as they are, which tells the two apart.
+#[inline]
+fn escaped_bytes(backslash: u64, carry: u64) -> u64 {
+    const EVEN: u64 = 0x5555_5555_5555_5555;
+    let follows = (backslash << 1) | carry;
+    let odd_starts = backslash & !EVEN & !follows;
+    let runs = odd_starts.wrapping_add(backslash);
+    (EVEN ^ (runs << 1)) & follows
+}
+
+/// Whether the next block's first byte is escaped: a run started on an odd bit reaches the
+/// block's end (the addition in [`escaped_bytes`] carries out of it), or, for runs started on
+/// an even bit, never (their length to the end is even).
+#[inline]
+fn escaped_carry(backslash: u64, carry: u64) -> u64 {
+    const EVEN: u64 = 0x5555_5555_5555_5555;
+    let follows = (backslash << 1) | carry;
+    let odd_starts = backslash & !EVEN & !follows;
+    u64::from(odd_starts.overflowing_add(backslash).1)
+}
+
+/// 64 bytes from `at` as vectors, with their masks of quotes, backslashes and control bytes
+/// (past the end of the text: zero bytes, which count as control bytes, so that a string not
+/// closed before the end is refused).
+struct Block {
+    v: [u8x16; 4],
+    quote: u64,
+    backslash: u64,
+    control: u64,
+}
+
+impl Block {
+    #[inline]
+    fn at(bytes: &[u8], at: usize) -> Block {
+        match bytes
+            .get(at..at + 64)
+            .and_then(|c| <&[u8; 64]>::try_from(c).ok())
+        {
+            Some(chunk) => Block::of(chunk),
+            None => Block::tail(bytes.get(at..).unwrap_or_default()),
+        }
+    }
+
+    #[cold]
+    fn tail(rest: &[u8]) -> Block {
+        let mut tail = [0u8; 64];
+        tail[..rest.len()].copy_from_slice(rest);
+        Block::of(&tail)
+    }
+
+    #[inline]
+    fn of(chunk: &[u8; 64]) -> Block {
+        let v = std::array::from_fn(|k| {
+            let mut part = [0u8; 16];
+            part.copy_from_slice(&chunk[16 * k..16 * k + 16]);
+            u8x16::new(part)
+        });
+        Block {
+            quote: mask(&v, |v| v.simd_eq(u8x16::splat(b'"'))),
+            backslash: mask(&v, |v| v.simd_eq(u8x16::splat(b'\\'))),
+            control: mask(&v, |v| (v & u8x16::splat(0xE0)).simd_eq(u8x16::splat(0))),
+            v,
+        }
+    }
+
+    /// The bytes that may follow a backslash, and of those the `u`s (which four hex digits
+    /// must follow).
+    #[inline]
+    fn escape_letters(&self) -> (u64, u64) {
+        let valid = mask(&self.v, |v| {
+            b"/bfnrtu"
+                .iter()
+                .fold(v.simd_eq(u8x16::splat(b'"')), |m, &c| {
+                    m | v.simd_eq(u8x16::splat(c))
+                })
+        });
+        let unicode = mask(&self.v, |v| v.simd_eq(u8x16::splat(b'u')));
+        (valid | self.backslash, unicode)
+    }
+}
+
+/// One bit for each byte of the block where `f` sets the byte's lane, the first byte lowest.
+#[inline]
+fn mask(v: &[u8x16; 4], f: impl Fn(u8x16) -> u8x16) -> u64 {
+    v.iter().enumerate().fold(0, |m, (k, &v)| {
+        m | (u64::from(f(v).to_bitmask()) << (16 * k))
+    })
 }
 
 /// The character of the escape at `bytes[at]` (a `\`) and the escape's length in bytes: a
@@ -147,6 +319,64 @@ mod tests {
             let mut ours = String::new();
             push_json_string(&mut ours, t);
             assert_eq!(ours, serde_json::to_string(t).unwrap(), "{t:?}");
+        }
+    }
+
+    /// The end of a string read one byte at a time: what [`string_end`] must agree with.
+    fn string_end_bytewise(b: &[u8], from: usize) -> Option<(usize, bool)> {
+        let (mut i, mut escapes) = (from, false);
+        loop {
+            match *b.get(i)? {
+                b'"' => return Some((i, escapes)),
+                b'\\' => {
+                    escapes = true;
+                    match *b.get(i + 1)? {
+                        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => i += 2,
+                        b'u' if b.get(i + 2..i + 6)?.iter().all(u8::is_ascii_hexdigit) => i += 6,
+                        _ => return None,
+                    }
+                }
+                c if c < 0x20 => return None,
+                _ => i += 1,
+            }
+        }
+    }
+
+    #[test]
+    fn string_end_agrees_with_reading_byte_by_byte() {
+        // Runs of backslashes of every length across every block boundary, and random text
+        // drawn mostly from the bytes that matter.
+        for run in 0..70 {
+            for at in 0..140 {
+                for last in [b'"', b'n', b'u', b'x', 0x01] {
+                    let mut b = vec![b'a'; at];
+                    b.extend(std::iter::repeat_n(b'\\', run));
+                    b.push(last);
+                    b.extend_from_slice(b"00a0 tail\" end\"");
+                    for from in [0, 1, at.saturating_sub(1)] {
+                        assert_eq!(
+                            string_end(&b, from),
+                            string_end_bytewise(&b, from),
+                            "run {run} at {at} last {last} from {from}"
+                        );
+                    }
+                }
+            }
+        }
+        const ALPHABET: &[u8] = b"\\\\\\\"\"unrtbf/x0aF9 \x01\x1f\x7f\xc3\xa9";
+        let mut rng = crate::test_rng::Rng(0x5eed);
+        for round in 0..200_000 {
+            let len = rng.below(200);
+            let b: Vec<u8> = (0..len)
+                .map(|_| ALPHABET[rng.below(ALPHABET.len())])
+                .collect();
+            let from = rng.below(3).min(len);
+            assert_eq!(
+                string_end(&b, from),
+                string_end_bytewise(&b, from),
+                "round {round}: {:?}",
+                String::from_utf8_lossy(&b)
+            );
         }
     }
 

@@ -15,15 +15,16 @@
 //! - [`api`]: `ApiFamily` (chat, responses, completions, embeddings, messages, count_tokens) and
 //!   its dialect; path recognition; which compatibility flag serves which family.
 //! - [`peek`]: read `model` / `stream` / `stream_options.include_usage` from a request body
-//!   without building a JSON tree, and rewrite `model` or `stream_options` without reordering or
+//!   without building a JSON tree (a fast path of its own, serde where it gives up), and rewrite `model` or `stream_options` without reordering or
 //!   reformatting anything else.
 //! - [`routing`]: the route table built from the config, upstream URL, auth and header policy.
 //! - [`usage`]: incremental SSE parsing and token-usage extraction with bounded memory.
 //! - [`stream_filter`]: drops the usage-only chunk of an OpenAI chat stream when iris (not the
 //!   client) asked for it.
 //! - [`errors`]: the one place that knows error bodies, per dialect, and their statuses.
-//! - [`json_text`]: JSON string contents eight bytes at a time, and their escapes (the
-//!   whole-body usage scanner, the capture documents' writer, the session fingerprint).
+//! - [`json_text`]: JSON string contents eight bytes at a time, a string's end 64 at a time, and
+//!   their escapes (the whole-body usage scanner, the peek, the capture documents' writer, the
+//!   session fingerprint).
 //! - [`models_list`]: `GET /v1/models` bodies in OpenAI's and Anthropic's shapes.
 
 pub mod api;

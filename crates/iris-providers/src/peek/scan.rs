@@ -1,0 +1,679 @@
+//! The peek's fast path: the same reading as the serde peek in `peek.rs`, in one pass over the
+//! bytes, with string contents passed over 64 bytes at a time ([`string_end`]).
+//!
+//! A coding agent's request is mostly one or two long strings of source code, with an escape
+//! every dozen bytes; serde_json leaves its fast loop at each escape, which made the peek 82%
+//! of iris's instructions for a 64 KiB prompt (docs/performance.md, session 18), on the request
+//! path before forwarding. This reads the same body about four times faster.
+//!
+//! It only ever answers what the serde peek would answer on success. Wherever the serde peek
+//! could fail, or where matching it exactly would take more code than the case is worth, it
+//! gives up (`None`) and the serde peek reads the body instead, so every error message and
+//! every rare shape stays serde's. It gives up on:
+//! - anything that is not well formed, as serde_json judges it;
+//! - a key with an escape, where serde decodes keys it compares or hands to a visitor;
+//! - `model` that is not a string without escapes, `stream` that is not a boolean or `null`,
+//!   `stream_options` that is not an object or `null`, `include_usage` that is not a boolean or
+//!   `null`, and a duplicate of any of them;
+//! - a number or an escaped string where the serde peek reads any value with `deserialize_any`
+//!   (a message, a `role`, `messages` itself): serde converts such a number to f64 (which can
+//!   overflow) and decodes such a string (a lone surrogate is an error);
+//! - containers nested deeper than 128.
+//!
+//! Values the serde peek skips (`IgnoredAny`, `RawValue`) are checked here as serde_json's
+//! `ignore_value` checks them: JSON's grammar, strings closed with valid escapes and no raw
+//! control byte, a `\u` escape's surrogate pairing not checked. UTF-8 is checked by the caller
+//! over the whole body. `peek.rs`'s tests compare the two paths on generated and mutated
+//! bodies.
+
+use std::ops::Range;
+
+use super::{ChatOpening, SessionParts};
+use crate::json_text::string_end;
+
+/// What the fast path read: as `RequestPeek`, with the model borrowed.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct Fast<'a> {
+    pub(super) model: Option<&'a str>,
+    pub(super) stream: bool,
+    pub(super) include_usage: Option<bool>,
+    pub(super) session: SessionParts,
+}
+
+/// Read `text` (a whole request body, valid UTF-8), or give up: see the module's documentation.
+pub(super) fn peek(text: &str) -> Option<Fast<'_>> {
+    let mut s = Scan {
+        b: text.as_bytes(),
+        i: 0,
+    };
+    let mut fast = Fast {
+        model: None,
+        stream: false,
+        include_usage: None,
+        session: SessionParts::default(),
+    };
+    let (mut model, mut stream, mut options) = (false, false, false);
+    s.object(|s, key| {
+        match key {
+            b"model" => {
+                if std::mem::replace(&mut model, true) {
+                    return None;
+                }
+                let range = s.plain_string()?;
+                fast.model = Some(text.get(range)?);
+            }
+            b"stream" => {
+                if std::mem::replace(&mut stream, true) {
+                    return None;
+                }
+                fast.stream = s.flag()?.unwrap_or(false);
+            }
+            b"stream_options" => {
+                if std::mem::replace(&mut options, true) {
+                    return None;
+                }
+                fast.include_usage = s.stream_options()?;
+            }
+            b"metadata" => fast.session.metadata = Some(s.raw()?),
+            b"prompt_cache_key" => fast.session.prompt_cache_key = Some(s.raw()?),
+            b"messages" => fast.session.opening = s.messages()?,
+            _ => s.skip()?,
+        }
+        Some(())
+    })?;
+    if s.peek().is_some() {
+        return None;
+    }
+    Some(fast)
+}
+
+/// Containers nested deeper than this make the fast path give up (serde_json's `ignore_value`
+/// has no limit; the serde peek then reads the body).
+const MAX_DEPTH: usize = 128;
+
+struct Scan<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+impl Scan<'_> {
+    /// The next byte that is not JSON whitespace, not consumed.
+    #[inline]
+    fn peek(&mut self) -> Option<u8> {
+        while let Some(&c) = self.b.get(self.i) {
+            if !matches!(c, b' ' | b'\n' | b'\r' | b'\t') {
+                return Some(c);
+            }
+            self.i += 1;
+        }
+        None
+    }
+
+    #[inline]
+    fn eat(&mut self, want: u8) -> Option<()> {
+        (self.peek()? == want).then(|| self.i += 1)
+    }
+
+    /// An object's members, the cursor before its `{`: `f(scan, key)` reads each value. Keys
+    /// with an escape make it give up.
+    fn object(&mut self, mut f: impl FnMut(&mut Self, &[u8]) -> Option<()>) -> Option<()> {
+        self.eat(b'{')?;
+        if self.peek()? == b'}' {
+            self.i += 1;
+            return Some(());
+        }
+        loop {
+            let key = self.plain_string()?;
+            self.eat(b':')?;
+            let b = self.b;
+            f(self, b.get(key)?)?;
+            match self.peek()? {
+                b',' => self.i += 1,
+                b'}' => {
+                    self.i += 1;
+                    return Some(());
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// An array's elements, the cursor before its `[`: `f(scan)` reads each one.
+    fn array(&mut self, mut f: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
+        self.eat(b'[')?;
+        if self.peek()? == b']' {
+            self.i += 1;
+            return Some(());
+        }
+        loop {
+            f(self)?;
+            match self.peek()? {
+                b',' => self.i += 1,
+                b']' => {
+                    self.i += 1;
+                    return Some(());
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// A string, the cursor before its opening quote: the range of its contents, and whether
+    /// they hold escapes. The cursor ends past the closing quote.
+    #[inline]
+    fn string(&mut self) -> Option<(Range<usize>, bool)> {
+        self.eat(b'"')?;
+        let (end, escaped) = string_end(self.b, self.i)?;
+        let contents = self.i..end;
+        self.i = end + 1;
+        Some((contents, escaped))
+    }
+
+    /// A string without escapes: the range of its contents (which are then its text).
+    #[inline]
+    fn plain_string(&mut self) -> Option<Range<usize>> {
+        match self.string()? {
+            (range, false) => Some(range),
+            (_, true) => None,
+        }
+    }
+
+    /// `true`, `false` or `null` (`None`); anything else gives up.
+    fn flag(&mut self) -> Option<Option<bool>> {
+        Some(match self.peek()? {
+            b't' => self.literal(b"true").map(|()| Some(true))?,
+            b'f' => self.literal(b"false").map(|()| Some(false))?,
+            b'n' => self.literal(b"null").map(|()| None)?,
+            _ => return None,
+        })
+    }
+
+    /// `stream_options`: `null`, or an object whose `include_usage` is read.
+    fn stream_options(&mut self) -> Option<Option<bool>> {
+        if self.peek()? == b'n' {
+            self.literal(b"null")?;
+            return Some(None);
+        }
+        let (mut include_usage, mut seen) = (None, false);
+        self.object(|s, key| {
+            if key == b"include_usage" {
+                if std::mem::replace(&mut seen, true) {
+                    return None;
+                }
+                include_usage = s.flag()?;
+                Some(())
+            } else {
+                s.skip()
+            }
+        })?;
+        Some(include_usage)
+    }
+
+    /// Any value, passed over: its range.
+    fn raw(&mut self) -> Option<Range<usize>> {
+        self.peek()?;
+        let start = self.i;
+        self.skip()?;
+        Some(start..self.i)
+    }
+
+    /// `messages`: `None` for `null`; the opening of an array; an empty opening for any other
+    /// value the serde peek accepts there.
+    fn messages(&mut self) -> Option<Option<ChatOpening>> {
+        let mut opening = ChatOpening::default();
+        match self.peek()? {
+            b'n' => {
+                self.literal(b"null")?;
+                return Some(None);
+            }
+            b'[' => self.array(|s| {
+                if opening.first_user.is_some() {
+                    return s.skip();
+                }
+                match s.message()? {
+                    (Some(Role::System), content) => opening.system.push(content),
+                    (Some(Role::User), content) => opening.first_user = Some(content),
+                    (None, _) => {}
+                }
+                Some(())
+            })?,
+            _ => self.visited()?,
+        }
+        Some(Some(opening))
+    }
+
+    /// One message before the first user message: its role (`None` unless the last `role` is a
+    /// string; other roles are `None` too, as they count for nothing) and its last `content`.
+    fn message(&mut self) -> Option<(Option<Role>, Option<Range<usize>>)> {
+        if self.peek()? != b'{' {
+            self.visited()?;
+            return Some((None, None));
+        }
+        let (mut role, mut content) = (None, None);
+        self.object(|s, key| {
+            match key {
+                b"role" => {
+                    role = if s.peek()? == b'"' {
+                        let range = s.plain_string()?;
+                        match s.b.get(range)? {
+                            b"system" | b"developer" => Some(Role::System),
+                            b"user" => Some(Role::User),
+                            _ => None,
+                        }
+                    } else {
+                        s.visited()?;
+                        None
+                    };
+                }
+                b"content" => content = Some(s.raw()?),
+                _ => s.skip()?,
+            }
+            Some(())
+        })?;
+        Some((role, content))
+    }
+
+    /// A value the serde peek reads with `deserialize_any` and then discards: an object's keys
+    /// are decoded there (so must have no escape here), its values and an array's elements are
+    /// only checked, a string is decoded (so must have no escape), a number is converted (so
+    /// gives up).
+    fn visited(&mut self) -> Option<()> {
+        match self.peek()? {
+            b'{' => self.object(|s, _| s.skip()),
+            b'[' => self.array(Self::skip),
+            b'"' => self.plain_string().map(drop),
+            b't' | b'f' | b'n' => self.flag().map(drop),
+            _ => None,
+        }
+    }
+
+    /// Any value, checked and passed over as serde_json's `ignore_value` does. Nesting is kept
+    /// as bits (1 for an object), so no input can exhaust the stack.
+    fn skip(&mut self) -> Option<()> {
+        let mut open: u128 = 0;
+        let mut depth = 0;
+        loop {
+            // A value.
+            match self.peek()? {
+                start @ (b'{' | b'[') => {
+                    let object = start == b'{';
+                    self.i += 1;
+                    if self.peek()? == if object { b'}' } else { b']' } {
+                        self.i += 1;
+                    } else {
+                        if depth == MAX_DEPTH {
+                            return None;
+                        }
+                        open = (open << 1) | u128::from(object);
+                        depth += 1;
+                        if object {
+                            self.member_key()?;
+                        }
+                        continue;
+                    }
+                }
+                b'"' => {
+                    self.string()?;
+                }
+                b'0'..=b'9' | b'-' => self.number()?,
+                b't' => self.literal(b"true")?,
+                b'f' => self.literal(b"false")?,
+                b'n' => self.literal(b"null")?,
+                _ => return None,
+            }
+            // What follows a value: the next element or member, or the end of containers.
+            loop {
+                if depth == 0 {
+                    return Some(());
+                }
+                let object = open & 1 == 1;
+                match self.peek()? {
+                    b',' => {
+                        self.i += 1;
+                        if object {
+                            self.member_key()?;
+                        }
+                        break;
+                    }
+                    b'}' if object => {}
+                    b']' if !object => {}
+                    _ => return None,
+                }
+                self.i += 1;
+                open >>= 1;
+                depth -= 1;
+            }
+        }
+    }
+
+    /// `"key":` of a member being skipped (its key only checked, as serde_json does).
+    fn member_key(&mut self) -> Option<()> {
+        self.string()?;
+        self.eat(b':')
+    }
+
+    /// A number by JSON's grammar, the cursor on its first byte.
+    fn number(&mut self) -> Option<()> {
+        if self.b.get(self.i) == Some(&b'-') {
+            self.i += 1;
+        }
+        match self.b.get(self.i)? {
+            b'0' => self.i += 1,
+            b'1'..=b'9' => self.digits(),
+            _ => return None,
+        }
+        if self.b.get(self.i) == Some(&b'.') {
+            self.i += 1;
+            self.b.get(self.i)?.is_ascii_digit().then_some(())?;
+            self.digits();
+        }
+        if matches!(self.b.get(self.i), Some(b'e' | b'E')) {
+            self.i += 1;
+            if matches!(self.b.get(self.i), Some(b'+' | b'-')) {
+                self.i += 1;
+            }
+            self.b.get(self.i)?.is_ascii_digit().then_some(())?;
+            self.digits();
+        }
+        Some(())
+    }
+
+    #[inline]
+    fn digits(&mut self) {
+        while self.b.get(self.i).is_some_and(u8::is_ascii_digit) {
+            self.i += 1;
+        }
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Option<()> {
+        self.b.get(self.i..)?.starts_with(word).then(|| {
+            self.i += word.len();
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// `system` or `developer`.
+    System,
+    User,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::peek::{peek_request, peek_request_by_serde};
+    use crate::test_rng::Rng;
+
+    const STRINGS: &[&str] = &[
+        r#""gpt-4o""#,
+        r#""system""#,
+        r#""developer""#,
+        r#""user""#,
+        r#""assistant""#,
+        r#""""#,
+        r#""us\u0065r""#,
+        r#""a\"b\\c\/d\n\t\r\b\f""#,
+        r#""\ud83d\ude00 pair""#,
+        r#""\ud83d lone""#,
+        r#""\udc00""#,
+        r#""\u12g4""#,
+        r#""\x""#,
+        "\"raw \u{1} control\"",
+        "\"caf\u{e9} \u{1F600}\"",
+        r#""fn main() {\n    println!(\"hi\\n\");\n}\n""#,
+    ];
+
+    const NUMBERS: &[&str] = &[
+        "0",
+        "7",
+        "-0",
+        "12.5",
+        "1e3",
+        "1E-2",
+        "2.5e+1",
+        "1e400",
+        "-1e400",
+        "01",
+        "1.",
+        "-",
+        "18446744073709551616",
+    ];
+
+    const KEYS: &[&str] = &[
+        "model",
+        "stream",
+        "stream_options",
+        "include_usage",
+        "metadata",
+        "prompt_cache_key",
+        "messages",
+        "role",
+        "content",
+        "max_tokens",
+        "tools",
+        "mod\\u0065l",
+        "r\\u006fle",
+        "x",
+    ];
+
+    fn ws(r: &mut Rng, out: &mut String) {
+        if r.chance(15) {
+            out.push_str(r.pick(&[" ", "\n", "\t", "\r\n  "]));
+        }
+    }
+
+    /// Any value, nesting up to `depth`.
+    fn value(r: &mut Rng, depth: usize, out: &mut String) {
+        ws(r, out);
+        match r.below(if depth == 0 { 3 } else { 6 }) {
+            0 => out.push_str(r.pick(NUMBERS)),
+            1 => out.push_str(r.pick(STRINGS)),
+            2 => out.push_str(r.pick(&["null", "true", "false"])),
+            3 | 4 => object(r, depth - 1, out, value),
+            _ => array(r, depth - 1, out, value),
+        }
+        ws(r, out);
+    }
+
+    fn object(
+        r: &mut Rng,
+        depth: usize,
+        out: &mut String,
+        mut member: impl FnMut(&mut Rng, usize, &mut String),
+    ) {
+        out.push('{');
+        for i in 0..r.below(5) {
+            if i > 0 {
+                out.push(',');
+            }
+            ws(r, out);
+            out.push('"');
+            out.push_str(r.pick(KEYS));
+            out.push_str("\":");
+            member(r, depth, out);
+        }
+        ws(r, out);
+        out.push('}');
+    }
+
+    fn array(
+        r: &mut Rng,
+        depth: usize,
+        out: &mut String,
+        mut element: impl FnMut(&mut Rng, usize, &mut String),
+    ) {
+        out.push('[');
+        for i in 0..r.below(4) {
+            if i > 0 {
+                out.push(',');
+            }
+            element(r, depth, out);
+        }
+        ws(r, out);
+        out.push(']');
+    }
+
+    /// A chat message: mostly an object with a role and a content.
+    fn message(r: &mut Rng, out: &mut String) {
+        if r.chance(10) {
+            return value(r, 2, out);
+        }
+        out.push('{');
+        let mut first = true;
+        for key in ["role", "content", "role", "name", "content"] {
+            if r.chance(if first { 90 } else { 20 }) {
+                if !first {
+                    out.push(',');
+                }
+                first = false;
+                out.push_str(&format!("\"{key}\":"));
+                ws(r, out);
+                match key {
+                    "role" if r.chance(85) => out.push_str(r.pick(&STRINGS[..7])),
+                    "content" if r.chance(60) => out.push_str(r.pick(STRINGS)),
+                    _ => value(r, 2, out),
+                }
+            }
+        }
+        out.push('}');
+    }
+
+    /// A request body: mostly the members the peek reads, in their usual shapes.
+    fn body(r: &mut Rng) -> String {
+        let mut out = String::new();
+        ws(r, &mut out);
+        out.push('{');
+        for i in 0..r.below(7) {
+            if i > 0 {
+                out.push(',');
+            }
+            let key = r.pick(KEYS);
+            out.push_str(&format!("\"{key}\":"));
+            ws(r, &mut out);
+            match key {
+                "model" if r.chance(80) => out.push_str(r.pick(&STRINGS[..6])),
+                "stream" | "include_usage" if r.chance(80) => {
+                    out.push_str(r.pick(&["true", "false", "null"]))
+                }
+                "stream_options" if r.chance(80) => {
+                    object(r, 1, &mut out, |r, _, out| {
+                        if r.chance(70) {
+                            out.push_str(r.pick(&["true", "false", "null"]))
+                        } else {
+                            value(r, 1, out)
+                        }
+                    });
+                }
+                "messages" if r.chance(85) => {
+                    array(r, 0, &mut out, |r, _, out| message(r, out));
+                }
+                _ => value(r, 3, &mut out),
+            }
+            ws(r, &mut out);
+        }
+        out.push('}');
+        ws(r, &mut out);
+        out
+    }
+
+    const EDITS: &[u8] = b"{}[]\":,\\ 0123456789.eE+-ntfu\x01";
+
+    #[test]
+    fn the_fast_path_reads_what_serde_reads() {
+        let mut r = Rng(0x51ED_270B_2F0C_99A1);
+        let (mut accepted, mut fast, mut refused) = (0, 0, 0);
+        for case in 0..60_000 {
+            let mut doc = body(&mut r).into_bytes();
+            // Some cases get up to three single-byte edits.
+            if r.chance(40) {
+                for _ in 0..1 + r.below(3) {
+                    let at = r.below(doc.len() + 1);
+                    match r.below(3) {
+                        0 if at < doc.len() => {
+                            doc.remove(at);
+                        }
+                        1 if at < doc.len() => doc[at] = EDITS[r.below(EDITS.len())],
+                        _ => doc.insert(at, EDITS[r.below(EDITS.len())]),
+                    }
+                }
+            }
+            let want = peek_request_by_serde(&doc);
+            let got = peek_request(&doc);
+            assert_eq!(got, want, "case {case}: {}", String::from_utf8_lossy(&doc));
+            if want.is_ok() {
+                accepted += 1;
+                let text = std::str::from_utf8(&doc).unwrap_or_default();
+                fast += usize::from(peek(text).is_some());
+            } else {
+                refused += 1;
+            }
+        }
+        // Every outcome in earnest: most accepted bodies take the fast path, and many are
+        // refused (by both).
+        assert!(
+            accepted > 15_000 && refused > 15_000,
+            "{accepted} {refused}"
+        );
+        assert!(fast * 10 > accepted * 7, "{fast} of {accepted}");
+    }
+
+    #[test]
+    fn the_fast_path_gives_up_where_serde_could_refuse() {
+        for body in [
+            // Numbers serde reads as f64 where it reads any value.
+            r#"{"messages":[{"role":1e400}]}"#,
+            r#"{"messages":[1e400]}"#,
+            r#"{"messages":1e400}"#,
+            // Strings serde decodes there.
+            r#"{"messages":[{"role":"\ud800"}]}"#,
+            r#"{"messages":["\ud800"]}"#,
+            r#"{"model":"\ud800"}"#,
+            // Keys serde decodes.
+            r#"{"\ud800":1}"#,
+            r#"{"messages":[{"role":{"\ud800":1}}]}"#,
+            // Duplicates of what routes the request.
+            r#"{"model":"a","model":"b"}"#,
+            r#"{"stream":true,"stream":false}"#,
+            r#"{"stream_options":{"include_usage":true,"include_usage":false}}"#,
+        ] {
+            assert_eq!(peek(body), None, "{body}");
+        }
+        // Brackets that pair up in number but not in kind.
+        for body in [r#"{"x":[{"a":1]}}"#, r#"{"x":[1}}"#, r#"{"x":{"a":[}]}"#] {
+            assert_eq!(peek(body), None, "{body}");
+            assert!(peek_request(body.as_bytes()).is_err(), "{body}");
+        }
+        // Nesting past the limit is left to serde, which has none for skipped values. (The
+        // innermost array is empty: 129 brackets nest 128 deep.)
+        let nested = |n: usize| format!(r#"{{"x":{}{}}}"#, "[".repeat(n), "]".repeat(n));
+        assert!(peek(&nested(MAX_DEPTH + 1)).is_some());
+        assert_eq!(peek(&nested(MAX_DEPTH + 2)), None);
+        assert!(peek_request(nested(MAX_DEPTH + 2).as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn the_fast_path_reads_a_coding_agents_request() {
+        let code = "fn main() {\n    println!(\"hi \\\\ there\");\n}\n".repeat(2_000);
+        let body = serde_json::json!({
+            "model": "claude-opus-4-8",
+            "stream": true,
+            "system": [{"type": "text", "text": "You are Claude Code."}],
+            "metadata": {"user_id": "user_1_account_2_session_3"},
+            "messages": [
+                {"role": "system", "content": "Be careful."},
+                {"role": "user", "content": [{"type": "text", "text": code}]},
+                {"role": "assistant", "content": "ok"},
+            ],
+        })
+        .to_string();
+        let fast = peek(&body).expect("the fast path reads it");
+        assert_eq!(fast.model, Some("claude-opus-4-8"));
+        assert!(fast.stream);
+        let want = peek_request_by_serde(body.as_bytes()).unwrap();
+        assert_eq!(fast.session, want.session);
+        let opening = fast.session.opening.unwrap();
+        assert_eq!(&body[opening.system[0].clone().unwrap()], "\"Be careful.\"");
+        assert!(body[opening.first_user.clone().unwrap().unwrap()].len() > code.len());
+    }
+}
