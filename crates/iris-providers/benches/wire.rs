@@ -384,7 +384,7 @@ fn peek(c: &mut Criterion) {
         b.iter(|| peek_request(black_box(&code)))
     });
     // The strings of that body, each passed over: stopping at every escape (`next_special`, as
-    // the usage scanner does) or 64 bytes at a time as bit masks (`string_end`).
+    // the peek and the usage scanner did) or 64 bytes at a time as bit masks (`string_end`).
     g.bench_function("strings_code_64k_next_special", |b| {
         b.iter(|| strings_by_next_special(black_box(&code)))
     });
