@@ -116,14 +116,18 @@ fn object_text(body: &[u8]) -> Result<&str, PeekError> {
     // out, not in those it skips, so without this a body with invalid UTF-8 in an unread field
     // passed the peek, then failed the rewrites (400 only when a rewrite was needed) or reached
     // the provider as invalid JSON. Found by fuzzing (fuzz/fuzz_targets/peek_model.rs).
-    // simdutf8 checks 64 bytes at a time with SIMD (a fifth of the peek's time for a Claude
-    // Code body with std's check); below a few KB its dispatch costs more than it saves.
-    let checked = if body.len() < 4096 {
+    utf8(body).map_err(|at| PeekError::NotJson(format!("invalid UTF-8 at byte {at}")))
+}
+
+/// The body as text, or where its UTF-8 breaks. simdutf8 checks 64 bytes at a time with SIMD (a
+/// fifth of the peek's time for a Claude Code body with std's check); below a few KB its
+/// dispatch costs more than it saves.
+fn utf8(body: &[u8]) -> Result<&str, usize> {
+    if body.len() < 4096 {
         std::str::from_utf8(body).map_err(|e| e.valid_up_to())
     } else {
         simdutf8::compat::from_utf8(body).map_err(|e| e.valid_up_to())
-    };
-    checked.map_err(|at| PeekError::NotJson(format!("invalid UTF-8 at byte {at}")))
+    }
 }
 
 fn by_serde(text: &str) -> Result<RequestPeek, PeekError> {
@@ -176,9 +180,9 @@ pub fn with_include_usage(body: &[u8]) -> Result<Vec<u8>, PeekError> {
     rewrite_member(body, "stream_options", |old| {
         let mut options = match old {
             None => OrderedObject::default(),
-            Some(raw) => match first_byte(raw.get().as_bytes()) {
+            Some(raw) => match first_byte(raw.as_bytes()) {
                 Some(b'n') => OrderedObject::default(),
-                Some(b'{') => serde_json::from_str::<OrderedObject<'_>>(raw.get())
+                Some(b'{') => serde_json::from_str::<OrderedObject<'_>>(raw)
                     .map_err(|e| PeekError::InvalidField(format!("`stream_options`: {e}")))?,
                 other => {
                     return Err(PeekError::InvalidField(format!(
@@ -250,12 +254,30 @@ fn json_string(s: &str) -> String {
 fn rewrite_member(
     body: &[u8],
     key: &str,
-    f: impl FnOnce(Option<&RawValue>) -> Result<String, PeekError>,
+    f: impl FnOnce(Option<&str>) -> Result<String, PeekError>,
+) -> Result<Vec<u8>, PeekError> {
+    rewrite_member_by(body, key, f, true)
+}
+
+/// [`rewrite_member`], its members read by the fast path (`scan::members`) when `fast` and it
+/// does not give up, else through serde (`OrderedObject`).
+fn rewrite_member_by(
+    body: &[u8],
+    key: &str,
+    f: impl FnOnce(Option<&str>) -> Result<String, PeekError>,
+    fast: bool,
 ) -> Result<Vec<u8>, PeekError> {
     check_object(body)?;
-    let obj: OrderedObject<'_> = serde_json::from_slice(body).map_err(classify)?;
+    let read_fast = || scan::members(utf8(body).ok()?);
+    let entries = match fast.then(read_fast).flatten() {
+        Some(entries) => entries,
+        None => {
+            let obj: OrderedObject<'_> = serde_json::from_slice(body).map_err(classify)?;
+            obj.entries.into_iter().map(|(k, v)| (k, v.get())).collect()
+        }
+    };
     let mut found: Option<usize> = None;
-    for (i, (k, _)) in obj.entries.iter().enumerate() {
+    for (i, (k, _)) in entries.iter().enumerate() {
         if k.as_ref() == key {
             if found.is_some() {
                 return Err(PeekError::InvalidField(format!("duplicate field `{key}`")));
@@ -263,11 +285,11 @@ fn rewrite_member(
             found = Some(i);
         }
     }
-    let new_value = f(found.and_then(|i| obj.entries.get(i).map(|(_, v)| *v)))?;
+    let new_value = f(found.and_then(|i| entries.get(i).map(|(_, v)| *v)))?;
     let mut out = Vec::with_capacity(body.len() + key.len() + new_value.len() + 8);
     out.push(b'{');
     let mut first = true;
-    for (i, (k, v)) in obj.entries.iter().enumerate() {
+    for (i, (k, v)) in entries.iter().enumerate() {
         if !first {
             out.push(b',');
         }
@@ -277,7 +299,7 @@ fn rewrite_member(
         if Some(i) == found {
             out.extend_from_slice(new_value.as_bytes());
         } else {
-            out.extend_from_slice(v.get().as_bytes());
+            out.extend_from_slice(v.as_bytes());
         }
     }
     if found.is_none() {

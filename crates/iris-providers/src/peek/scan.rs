@@ -26,6 +26,7 @@
 //! over the whole body. `peek.rs`'s tests compare the two paths on generated and mutated
 //! bodies.
 
+use std::borrow::Cow;
 use std::ops::Range;
 
 use super::{ChatOpening, SessionParts};
@@ -87,6 +88,29 @@ pub(super) fn peek(text: &str) -> Option<Fast<'_>> {
     Some(fast)
 }
 
+/// The top-level members of `text` (a whole body, valid UTF-8), in order: each key and its
+/// value's text. `None` where the serde reading could differ (an escaped key, which serde
+/// decodes) or refuse; what the rewrites then read through serde.
+pub(super) fn members(text: &str) -> Option<Vec<(Cow<'_, str>, &str)>> {
+    let mut s = Scan {
+        b: text.as_bytes(),
+        i: 0,
+    };
+    let mut members = Vec::new();
+    s.object(|s, key| {
+        let value = s.raw()?;
+        members.push((
+            Cow::Borrowed(std::str::from_utf8(key).ok()?),
+            text.get(value)?,
+        ));
+        Some(())
+    })?;
+    if s.peek().is_some() {
+        return None;
+    }
+    Some(members)
+}
+
 /// Containers nested deeper than this make the fast path give up (serde_json's `ignore_value`
 /// has no limit; the serde peek then reads the body).
 const MAX_DEPTH: usize = 128;
@@ -96,7 +120,7 @@ struct Scan<'a> {
     i: usize,
 }
 
-impl Scan<'_> {
+impl<'a> Scan<'a> {
     /// The next byte that is not JSON whitespace, not consumed.
     #[inline]
     fn peek(&mut self) -> Option<u8> {
@@ -116,7 +140,7 @@ impl Scan<'_> {
 
     /// An object's members, the cursor before its `{`: `f(scan, key)` reads each value. Keys
     /// with an escape make it give up.
-    fn object(&mut self, mut f: impl FnMut(&mut Self, &[u8]) -> Option<()>) -> Option<()> {
+    fn object(&mut self, mut f: impl FnMut(&mut Self, &'a [u8]) -> Option<()>) -> Option<()> {
         self.eat(b'{')?;
         if self.peek()? == b'}' {
             self.i += 1;
@@ -402,7 +426,7 @@ enum Role {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::peek::{peek_request, peek_request_by_serde};
+    use crate::peek::{peek_request, peek_request_by_serde, rewrite_member_by};
     use crate::test_rng::Rng;
 
     const STRINGS: &[&str] = &[
@@ -583,6 +607,7 @@ mod tests {
     fn the_fast_path_reads_what_serde_reads() {
         let mut r = Rng(0x51ED_270B_2F0C_99A1);
         let (mut accepted, mut fast, mut refused) = (0, 0, 0);
+        let (mut rewritten, mut rewritten_fast) = (0, 0);
         for case in 0..60_000 {
             let mut doc = body(&mut r).into_bytes();
             // Some cases get up to three single-byte edits.
@@ -601,6 +626,28 @@ mod tests {
             let want = peek_request_by_serde(&doc);
             let got = peek_request(&doc);
             assert_eq!(got, want, "case {case}: {}", String::from_utf8_lossy(&doc));
+            // The rewrites read the top-level members by the fast path too.
+            for key in ["model", "stream_options"] {
+                let rewrite = |fast| {
+                    rewrite_member_by(
+                        &doc,
+                        key,
+                        |old| Ok(format!("[{}]", old.unwrap_or("0"))),
+                        fast,
+                    )
+                };
+                assert_eq!(
+                    rewrite(true),
+                    rewrite(false),
+                    "case {case}, {key}: {}",
+                    String::from_utf8_lossy(&doc)
+                );
+            }
+            if let Ok(text) = std::str::from_utf8(&doc) {
+                let by_serde = serde_json::from_str::<crate::peek::OrderedObject<'_>>(text);
+                rewritten += usize::from(by_serde.is_ok());
+                rewritten_fast += usize::from(members(text).is_some());
+            }
             if want.is_ok() {
                 accepted += 1;
                 let text = std::str::from_utf8(&doc).unwrap_or_default();
@@ -616,6 +663,10 @@ mod tests {
             "{accepted} {refused}"
         );
         assert!(fast * 10 > accepted * 7, "{fast} of {accepted}");
+        assert!(
+            rewritten_fast * 10 > rewritten * 7,
+            "{rewritten_fast} of {rewritten}"
+        );
     }
 
     #[test]
