@@ -29,7 +29,8 @@
 
 use std::borrow::Cow;
 
-use crate::json_text::{decode_escape, string_end};
+use crate::json_scan::Cursor;
+use crate::json_text::decode_escape;
 use crate::usage::TokenUsage;
 
 /// The body is not one well-formed answer object.
@@ -60,7 +61,7 @@ pub(crate) struct BodyFields {
 }
 
 pub(crate) fn read_body(shape: Shape, body: &[u8]) -> R<BodyFields> {
-    let mut c = Cursor { b: body, i: 0 };
+    let mut c = Cursor::new(body);
     let mut out = BodyFields::default();
     // `fields` refuses anything but an object: a top-level array too.
     match shape {
@@ -90,34 +91,9 @@ pub(crate) fn read_body(shape: Shape, body: &[u8]) -> R<BodyFields> {
     Ok(out)
 }
 
-struct Cursor<'a> {
-    b: &'a [u8],
-    i: usize,
-}
-
+/// The reading of an answer's fields, on the crate's JSON cursor (which checks the grammar and
+/// passes over strings and skipped values).
 impl<'a> Cursor<'a> {
-    /// The next byte that is not JSON whitespace, not consumed.
-    #[inline]
-    fn peek(&mut self) -> Option<u8> {
-        while let Some(&c) = self.b.get(self.i) {
-            if !matches!(c, b' ' | b'\n' | b'\r' | b'\t') {
-                return Some(c);
-            }
-            self.i += 1;
-        }
-        None
-    }
-
-    #[inline]
-    fn expect(&mut self, want: u8) -> R<()> {
-        if self.peek() == Some(want) {
-            self.i += 1;
-            Ok(())
-        } else {
-            Err(Malformed)
-        }
-    }
-
     /// An object's members, the cursor on its `{`: `f(cursor, n)` reads the value of `names[n]`;
     /// the values of other keys are skipped. A name met twice is malformed.
     fn fields<const N: usize>(
@@ -125,19 +101,15 @@ impl<'a> Cursor<'a> {
         names: [&[u8]; N],
         mut f: impl FnMut(&mut Self, usize) -> R<()>,
     ) -> R<()> {
-        self.expect(b'{')?;
+        self.eat(b'{').ok_or(Malformed)?;
         if self.peek() == Some(b'}') {
             self.i += 1;
             return Ok(());
         }
         let mut seen = 0u32;
         loop {
-            if self.peek() != Some(b'"') {
-                return Err(Malformed);
-            }
-            self.i += 1;
             let key = self.key()?;
-            self.expect(b':')?;
+            self.eat(b':').ok_or(Malformed)?;
             match names.iter().position(|n| *n == &*key) {
                 Some(k) => {
                     if seen & (1 << k) != 0 {
@@ -146,7 +118,7 @@ impl<'a> Cursor<'a> {
                     seen |= 1 << k;
                     f(self, k)?;
                 }
-                None => self.skip()?,
+                None => self.skip().ok_or(Malformed)?,
             }
             match self.peek() {
                 Some(b',') => self.i += 1,
@@ -183,7 +155,7 @@ impl<'a> Cursor<'a> {
             Some(b'"') => {
                 self.text()?;
             }
-            _ => self.skip()?,
+            _ => self.skip().ok_or(Malformed)?,
         }
         Ok(())
     }
@@ -273,8 +245,8 @@ impl<'a> Cursor<'a> {
             self.other()?;
             return Ok(None);
         }
-        self.i += 1;
-        let (raw, escaped) = self.string()?;
+        let (raw, escaped) = self.string().ok_or(Malformed)?;
+        let raw = &self.b[raw];
         let bytes = if escaped {
             unescape(raw)?
         } else {
@@ -283,9 +255,11 @@ impl<'a> Cursor<'a> {
         String::from_utf8(bytes).map(Some).map_err(|_| Malformed)
     }
 
-    /// A key, the cursor past its opening quote: its bytes, unescaped when it has escapes.
+    /// A key: its bytes, unescaped when it has escapes.
     fn key(&mut self) -> R<Cow<'a, [u8]>> {
-        let (raw, escaped) = self.string()?;
+        let b = self.b;
+        let (raw, escaped) = self.string().ok_or(Malformed)?;
+        let raw = &b[raw];
         Ok(if escaped {
             Cow::Owned(unescape(raw)?)
         } else {
@@ -299,140 +273,13 @@ impl<'a> Cursor<'a> {
         match self.peek() {
             Some(b'0'..=b'9' | b'-') => {
                 let start = self.i;
-                let integer = self.number()?;
+                let integer = self.number().ok_or(Malformed)?;
                 count(&self.b[start..self.i], integer)
             }
             _ => {
                 self.other()?;
                 Ok(None)
             }
-        }
-    }
-
-    /// The rest of a string, the cursor past its opening quote: its raw bytes (between the
-    /// quotes) and whether they hold escapes. The cursor ends past the closing quote.
-    #[inline]
-    fn string(&mut self) -> R<(&'a [u8], bool)> {
-        let b = self.b;
-        let (end, escaped) = string_end(b, self.i).ok_or(Malformed)?;
-        let raw = &b[self.i..end];
-        self.i = end + 1;
-        Ok((raw, escaped))
-    }
-
-    /// A number by JSON's grammar, the cursor on its first byte; whether it is an integer
-    /// (no fraction, no exponent).
-    fn number(&mut self) -> R<bool> {
-        if self.b.get(self.i) == Some(&b'-') {
-            self.i += 1;
-        }
-        match self.b.get(self.i) {
-            Some(b'0') => self.i += 1,
-            Some(b'1'..=b'9') => self.digits(),
-            _ => return Err(Malformed),
-        }
-        let mut integer = true;
-        if self.b.get(self.i) == Some(&b'.') {
-            self.i += 1;
-            if !matches!(self.b.get(self.i), Some(b'0'..=b'9')) {
-                return Err(Malformed);
-            }
-            self.digits();
-            integer = false;
-        }
-        if matches!(self.b.get(self.i), Some(b'e' | b'E')) {
-            self.i += 1;
-            if matches!(self.b.get(self.i), Some(b'+' | b'-')) {
-                self.i += 1;
-            }
-            if !matches!(self.b.get(self.i), Some(b'0'..=b'9')) {
-                return Err(Malformed);
-            }
-            self.digits();
-            integer = false;
-        }
-        Ok(integer)
-    }
-
-    #[inline]
-    fn digits(&mut self) {
-        while matches!(self.b.get(self.i), Some(b'0'..=b'9')) {
-            self.i += 1;
-        }
-    }
-
-    /// Any one value, checked and passed over. Nesting is tracked on a stack of its own, so no
-    /// depth of input can exhaust the thread's stack.
-    fn skip(&mut self) -> R<()> {
-        // `true` for an object, `false` for an array.
-        let mut open: Vec<bool> = Vec::new();
-        loop {
-            // A value.
-            match self.peek().ok_or(Malformed)? {
-                start @ (b'{' | b'[') => {
-                    let object = start == b'{';
-                    self.i += 1;
-                    if self.peek() == Some(if object { b'}' } else { b']' }) {
-                        self.i += 1;
-                    } else {
-                        open.push(object);
-                        if object {
-                            self.member_key()?;
-                        }
-                        continue;
-                    }
-                }
-                b'"' => {
-                    self.i += 1;
-                    self.string()?;
-                }
-                b'0'..=b'9' | b'-' => {
-                    self.number()?;
-                }
-                b't' => self.literal(b"true")?,
-                b'f' => self.literal(b"false")?,
-                b'n' => self.literal(b"null")?,
-                _ => return Err(Malformed),
-            }
-            // What follows a value: the next element or member, or the end of containers.
-            loop {
-                let Some(&object) = open.last() else {
-                    return Ok(());
-                };
-                match self.peek() {
-                    Some(b',') => {
-                        self.i += 1;
-                        if object {
-                            self.member_key()?;
-                        }
-                        break;
-                    }
-                    Some(close @ (b'}' | b']')) if (close == b'}') == object => {
-                        self.i += 1;
-                        open.pop();
-                    }
-                    _ => return Err(Malformed),
-                }
-            }
-        }
-    }
-
-    /// `"key":` of a member being skipped.
-    fn member_key(&mut self) -> R<()> {
-        if self.peek() != Some(b'"') {
-            return Err(Malformed);
-        }
-        self.i += 1;
-        self.string()?;
-        self.expect(b':')
-    }
-
-    fn literal(&mut self, word: &[u8]) -> R<()> {
-        if self.b[self.i..].starts_with(word) {
-            self.i += word.len();
-            Ok(())
-        } else {
-            Err(Malformed)
         }
     }
 }

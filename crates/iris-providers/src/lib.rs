@@ -30,6 +30,7 @@
 pub mod api;
 mod body_scan;
 pub mod errors;
+mod json_scan;
 pub mod json_text;
 pub mod models_list;
 pub mod peek;

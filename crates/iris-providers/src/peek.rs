@@ -9,8 +9,9 @@
 //! original order: numbers keep their exact digits, nothing is re-sorted, nothing is re-escaped
 //! except top-level key names.
 //!
-//! A duplicated `model`, `stream` or `stream_options` key is an error, not "last one wins": a
-//! gateway that checks one `model` while the provider reads another is a policy bypass.
+//! A duplicated `model`, `stream`, `stream_options` or `stream_options.include_usage` key is an
+//! error, not "last one wins": a gateway that checks one `model` while the provider reads
+//! another is a policy bypass.
 //!
 //! The same pass notes where the fields session detection reads are ([`SessionParts`]: byte
 //! ranges of `metadata`, `prompt_cache_key` and the opening of `messages`), so the observer never

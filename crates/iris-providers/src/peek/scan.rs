@@ -1,5 +1,6 @@
 //! The peek's fast path: the same reading as the serde peek in `peek.rs`, in one pass over the
-//! bytes, with string contents passed over 64 bytes at a time ([`string_end`]).
+//! bytes, on the crate's JSON cursor (`json_scan`, which passes over strings 64 bytes at a time
+//! with `json_text::string_end`).
 //!
 //! A coding agent's request is mostly one or two long strings of source code, with an escape
 //! every dozen bytes; serde_json leaves its fast loop at each escape, which made the peek 82%
@@ -17,20 +18,19 @@
 //!   `null`, and a duplicate of any of them;
 //! - a number or an escaped string where the serde peek reads any value with `deserialize_any`
 //!   (a message, a `role`, `messages` itself): serde converts such a number to f64 (which can
-//!   overflow) and decodes such a string (a lone surrogate is an error);
-//! - containers nested deeper than 128.
+//!   overflow) and decodes such a string (a lone surrogate is an error).
 //!
 //! Values the serde peek skips (`IgnoredAny`, `RawValue`) are checked here as serde_json's
-//! `ignore_value` checks them: JSON's grammar, strings closed with valid escapes and no raw
-//! control byte, a `\u` escape's surrogate pairing not checked. UTF-8 is checked by the caller
-//! over the whole body. `peek.rs`'s tests compare the two paths on generated and mutated
-//! bodies.
+//! `ignore_value` checks them (the cursor's `skip`): JSON's grammar, strings closed with valid
+//! escapes and no raw control byte, a `\u` escape's surrogate pairing not checked, any depth.
+//! UTF-8 is checked by the caller over the whole body. The tests below compare the two paths
+//! on generated and mutated bodies, and the fuzz target `peek_model` on every body it tries.
 
 use std::borrow::Cow;
 use std::ops::Range;
 
 use super::{ChatOpening, SessionParts};
-use crate::json_text::string_end;
+use crate::json_scan::Cursor;
 
 /// What the fast path read: as `RequestPeek`, with the model borrowed.
 #[derive(Debug, PartialEq, Eq)]
@@ -43,10 +43,7 @@ pub(super) struct Fast<'a> {
 
 /// Read `text` (a whole request body, valid UTF-8), or give up: see the module's documentation.
 pub(super) fn peek(text: &str) -> Option<Fast<'_>> {
-    let mut s = Scan {
-        b: text.as_bytes(),
-        i: 0,
-    };
+    let mut s = Cursor::new(text.as_bytes());
     let mut fast = Fast {
         model: None,
         stream: false,
@@ -92,10 +89,7 @@ pub(super) fn peek(text: &str) -> Option<Fast<'_>> {
 /// value's text. `None` where the serde reading could differ (an escaped key, which serde
 /// decodes) or refuse; what the rewrites then read through serde.
 pub(super) fn members(text: &str) -> Option<Vec<(Cow<'_, str>, &str)>> {
-    let mut s = Scan {
-        b: text.as_bytes(),
-        i: 0,
-    };
+    let mut s = Cursor::new(text.as_bytes());
     let mut members = Vec::new();
     s.object(|s, key| {
         let value = s.raw()?;
@@ -111,33 +105,8 @@ pub(super) fn members(text: &str) -> Option<Vec<(Cow<'_, str>, &str)>> {
     Some(members)
 }
 
-/// Containers nested deeper than this make the fast path give up (serde_json's `ignore_value`
-/// has no limit; the serde peek then reads the body).
-const MAX_DEPTH: usize = 128;
-
-struct Scan<'a> {
-    b: &'a [u8],
-    i: usize,
-}
-
-impl<'a> Scan<'a> {
-    /// The next byte that is not JSON whitespace, not consumed.
-    #[inline]
-    fn peek(&mut self) -> Option<u8> {
-        while let Some(&c) = self.b.get(self.i) {
-            if !matches!(c, b' ' | b'\n' | b'\r' | b'\t') {
-                return Some(c);
-            }
-            self.i += 1;
-        }
-        None
-    }
-
-    #[inline]
-    fn eat(&mut self, want: u8) -> Option<()> {
-        (self.peek()? == want).then(|| self.i += 1)
-    }
-
+/// The peek's reading of a request's fields, on the crate's JSON cursor.
+impl<'a> Cursor<'a> {
     /// An object's members, the cursor before its `{`: `f(scan, key)` reads each value. Keys
     /// with an escape make it give up.
     fn object(&mut self, mut f: impl FnMut(&mut Self, &'a [u8]) -> Option<()>) -> Option<()> {
@@ -180,17 +149,6 @@ impl<'a> Scan<'a> {
                 _ => return None,
             }
         }
-    }
-
-    /// A string, the cursor before its opening quote: the range of its contents, and whether
-    /// they hold escapes. The cursor ends past the closing quote.
-    #[inline]
-    fn string(&mut self) -> Option<(Range<usize>, bool)> {
-        self.eat(b'"')?;
-        let (end, escaped) = string_end(self.b, self.i)?;
-        let contents = self.i..end;
-        self.i = end + 1;
-        Some((contents, escaped))
     }
 
     /// A string without escapes: the range of its contents (which are then its text).
@@ -310,110 +268,6 @@ impl<'a> Scan<'a> {
             _ => None,
         }
     }
-
-    /// Any value, checked and passed over as serde_json's `ignore_value` does. Nesting is kept
-    /// as bits (1 for an object), so no input can exhaust the stack.
-    fn skip(&mut self) -> Option<()> {
-        let mut open: u128 = 0;
-        let mut depth = 0;
-        loop {
-            // A value.
-            match self.peek()? {
-                start @ (b'{' | b'[') => {
-                    let object = start == b'{';
-                    self.i += 1;
-                    if self.peek()? == if object { b'}' } else { b']' } {
-                        self.i += 1;
-                    } else {
-                        if depth == MAX_DEPTH {
-                            return None;
-                        }
-                        open = (open << 1) | u128::from(object);
-                        depth += 1;
-                        if object {
-                            self.member_key()?;
-                        }
-                        continue;
-                    }
-                }
-                b'"' => {
-                    self.string()?;
-                }
-                b'0'..=b'9' | b'-' => self.number()?,
-                b't' => self.literal(b"true")?,
-                b'f' => self.literal(b"false")?,
-                b'n' => self.literal(b"null")?,
-                _ => return None,
-            }
-            // What follows a value: the next element or member, or the end of containers.
-            loop {
-                if depth == 0 {
-                    return Some(());
-                }
-                let object = open & 1 == 1;
-                match self.peek()? {
-                    b',' => {
-                        self.i += 1;
-                        if object {
-                            self.member_key()?;
-                        }
-                        break;
-                    }
-                    b'}' if object => {}
-                    b']' if !object => {}
-                    _ => return None,
-                }
-                self.i += 1;
-                open >>= 1;
-                depth -= 1;
-            }
-        }
-    }
-
-    /// `"key":` of a member being skipped (its key only checked, as serde_json does).
-    fn member_key(&mut self) -> Option<()> {
-        self.string()?;
-        self.eat(b':')
-    }
-
-    /// A number by JSON's grammar, the cursor on its first byte.
-    fn number(&mut self) -> Option<()> {
-        if self.b.get(self.i) == Some(&b'-') {
-            self.i += 1;
-        }
-        match self.b.get(self.i)? {
-            b'0' => self.i += 1,
-            b'1'..=b'9' => self.digits(),
-            _ => return None,
-        }
-        if self.b.get(self.i) == Some(&b'.') {
-            self.i += 1;
-            self.b.get(self.i)?.is_ascii_digit().then_some(())?;
-            self.digits();
-        }
-        if matches!(self.b.get(self.i), Some(b'e' | b'E')) {
-            self.i += 1;
-            if matches!(self.b.get(self.i), Some(b'+' | b'-')) {
-                self.i += 1;
-            }
-            self.b.get(self.i)?.is_ascii_digit().then_some(())?;
-            self.digits();
-        }
-        Some(())
-    }
-
-    #[inline]
-    fn digits(&mut self) {
-        while self.b.get(self.i).is_some_and(u8::is_ascii_digit) {
-            self.i += 1;
-        }
-    }
-
-    fn literal(&mut self, word: &[u8]) -> Option<()> {
-        self.b.get(self.i..)?.starts_with(word).then(|| {
-            self.i += word.len();
-        })
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -492,6 +346,7 @@ mod tests {
         ws(r, out);
         match r.below(if depth == 0 { 3 } else { 6 }) {
             0 => out.push_str(r.pick(NUMBERS)),
+            1 if r.chance(20) => long_string(r, out),
             1 => out.push_str(r.pick(STRINGS)),
             2 => out.push_str(r.pick(&["null", "true", "false"])),
             3 | 4 => object(r, depth - 1, out, value),
@@ -538,6 +393,39 @@ mod tests {
         out.push(']');
     }
 
+    /// A string of 50–300 bytes, so that it spans the scan's 64-byte blocks: text with escapes
+    /// (runs of backslashes among them), now and then a broken one or a raw control byte.
+    fn long_string(r: &mut Rng, out: &mut String) {
+        const PIECES: &[&str] = &[
+            "fn main() {",
+            "\\n",
+            "\\\"",
+            "\\\\",
+            "\\\\\\\"",
+            "\\t",
+            "\\u00e9",
+            "\\ud83d\\ude00",
+            "    ",
+            "caf\u{e9}",
+            "x",
+            "abcdefghijklmnop",
+        ];
+        const BROKEN: &[&str] = &["\\x", "\\u12g4", "\u{1}", "\\"];
+        out.push('"');
+        let len = 50 + r.below(250);
+        let start = out.len();
+        while out.len() - start < len {
+            out.push_str(r.pick(PIECES));
+        }
+        if r.chance(10) {
+            let at = start + r.below(out.len() - start);
+            if out.is_char_boundary(at) {
+                out.insert_str(at, r.pick(BROKEN));
+            }
+        }
+        out.push('"');
+    }
+
     /// A chat message: mostly an object with a role and a content.
     fn message(r: &mut Rng, out: &mut String) {
         if r.chance(10) {
@@ -555,6 +443,7 @@ mod tests {
                 ws(r, out);
                 match key {
                     "role" if r.chance(85) => out.push_str(r.pick(&STRINGS[..7])),
+                    "content" if r.chance(30) => long_string(r, out),
                     "content" if r.chance(60) => out.push_str(r.pick(STRINGS)),
                     _ => value(r, 2, out),
                 }
@@ -670,6 +559,36 @@ mod tests {
     }
 
     #[test]
+    fn every_escape_at_every_offset_of_a_long_string_reads_as_serde_reads() {
+        // In the content of the opening user message (a range the peek must get exactly) and in
+        // a value only passed over, strings of up to 140 bytes cross the scan's first words and
+        // its 64-byte blocks at every offset.
+        let inserts = [
+            "\\\"", "\\\\", "\\n", "\\u00e9", "\\x", "\\u12g", "\u{1}", "\"", "\\",
+        ];
+        let mut fast = 0;
+        for len in 0..140 {
+            for at in 0..=len {
+                for insert in inserts {
+                    let text = format!("{}{insert}{}", "a".repeat(at), "b".repeat(len - at));
+                    for body in [
+                        format!(
+                            r#"{{"model":"m","messages":[{{"role":"user","content":"{text}"}}]}}"#
+                        ),
+                        format!(r#"{{"tools":["{text}"],"model":"m"}}"#),
+                    ] {
+                        let got = peek_request(body.as_bytes());
+                        assert_eq!(got, peek_request_by_serde(body.as_bytes()), "{body}");
+                        fast += usize::from(peek(&body).is_some());
+                    }
+                }
+            }
+        }
+        // The valid escapes (four of the nine) take the fast path.
+        assert!(fast > 2 * 4 * 140 * 70, "{fast}");
+    }
+
+    #[test]
     fn the_fast_path_gives_up_where_serde_could_refuse() {
         for body in [
             // Numbers serde reads as f64 where it reads any value.
@@ -695,12 +614,13 @@ mod tests {
             assert_eq!(peek(body), None, "{body}");
             assert!(peek_request(body.as_bytes()).is_err(), "{body}");
         }
-        // Nesting past the limit is left to serde, which has none for skipped values. (The
-        // innermost array is empty: 129 brackets nest 128 deep.)
+        // Nesting to any depth, as serde_json's `ignore_value` passes over it.
         let nested = |n: usize| format!(r#"{{"x":{}{}}}"#, "[".repeat(n), "]".repeat(n));
-        assert!(peek(&nested(MAX_DEPTH + 1)).is_some());
-        assert_eq!(peek(&nested(MAX_DEPTH + 2)), None);
-        assert!(peek_request(nested(MAX_DEPTH + 2).as_bytes()).is_ok());
+        for depth in [128, 129, 1_000] {
+            let body = nested(depth);
+            assert!(peek(&body).is_some(), "{depth}");
+            assert!(peek_request_by_serde(body.as_bytes()).is_ok(), "{depth}");
+        }
     }
 
     #[test]
