@@ -65,10 +65,10 @@ pub fn next_special(bytes: &[u8], from: usize) -> usize {
 /// arithmetic, so that source code, with an escape every dozen bytes, is read at the pace of
 /// text without one. Each mask bit stands for one byte, the first byte lowest.
 pub fn string_end(bytes: &[u8], from: usize) -> Option<(usize, bool)> {
-    // Most strings of a request are short (keys, types, names) and end before a first escape:
-    // one or two words find their end without building a block's masks.
+    // Most strings of a request or an answer are short (keys, types, names, ids) and end before
+    // a first escape: up to eight words find their end without building a block's masks.
     let mut i = from;
-    for _ in 0..2 {
+    for _ in 0..8 {
         let Some(word) = bytes
             .get(i..i + 8)
             .and_then(|w| <[u8; 8]>::try_from(w).ok())
