@@ -83,8 +83,9 @@ pub enum PeekError {
     NotObject(&'static str),
     #[error("`model` must be a string, found {0}")]
     ModelNotString(&'static str),
-    /// A field iris reads has the wrong type, or is duplicated.
-    #[error("invalid request body: {0}")]
+    /// A field iris reads has the wrong type, or is duplicated. (The server's error says
+    /// "invalid request body" before it.)
+    #[error("{0}")]
     InvalidField(String),
 }
 

@@ -216,6 +216,15 @@ async fn errors_in_the_callers_dialect() {
         (r.status, ant(&r).as_deref()),
         (400, Some("invalid_request_error"))
     );
+    // A duplicated `model` (the fast peek gives up; serde's message, said once).
+    let r = c
+        .post("/v1/chat/completions", &[], r#"{"model":"a","model":"b"}"#)
+        .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(
+        r.json()["error"]["message"],
+        "invalid request body: duplicate field `model` at line 1 column 20"
+    );
     // Missing model, unknown model, the wrong API for a model.
     assert_eq!(c.post("/v1/chat/completions", &[], "{}").await.status, 400);
     let r = c
