@@ -22,4 +22,21 @@ impl Rng {
     pub(crate) fn chance(&mut self, in_100: usize) -> bool {
         self.below(100) < in_100
     }
+
+    /// One to three single-byte edits of a JSON document (a byte removed, replaced or inserted,
+    /// drawn from what JSON's grammar turns on), so that a generated document is also tried
+    /// broken.
+    pub(crate) fn edit(&mut self, doc: &mut Vec<u8>) {
+        const EDITS: &[u8] = b"{}[]\":,\\ 0123456789.eE+-ntfu\x01";
+        for _ in 0..1 + self.below(3) {
+            let at = self.below(doc.len() + 1);
+            match self.below(3) {
+                0 if at < doc.len() => {
+                    doc.remove(at);
+                }
+                1 if at < doc.len() => doc[at] = EDITS[self.below(EDITS.len())],
+                _ => doc.insert(at, EDITS[self.below(EDITS.len())]),
+            }
+        }
+    }
 }
