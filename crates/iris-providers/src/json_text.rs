@@ -29,7 +29,7 @@ fn special(word: u64) -> u64 {
     quote | backslash | control
 }
 
-/// The first byte of `bytes[from..]` that [`special`] is about, as an index into `bytes`;
+/// The first byte of `bytes[from..]` that `special` is about, as an index into `bytes`;
 /// `bytes.len()` when there is none.
 #[inline]
 pub fn next_special(bytes: &[u8], from: usize) -> usize {
