@@ -25,6 +25,7 @@ pub mod net;
 pub mod observe;
 pub mod proxy;
 pub mod upstream;
+pub mod wake;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -321,7 +322,10 @@ pub async fn serve(
             .into_owned();
         let watched = graceful.watch(conn);
         let header_deadline = settings.timeouts.client_header;
-        tokio::spawn(async move {
+        // The connection reads request bodies in its own task, and hyper's body channel wakes the
+        // connection as the body is taken: absorbed here, instead of a yield that wakes another
+        // worker once a request (see `wake`).
+        tokio::spawn(wake::AbsorbSelfWakes::new(async move {
             tokio::pin!(watched);
             // hyper's header timeout starts only once the protocol is known, so a client that
             // sends nothing (or a prefix of the HTTP/2 preface) would hold its slot forever: the
@@ -346,7 +350,7 @@ pub async fn serve(
             }
             drop(open);
             drop(permit);
-        });
+        }));
     }
     drop(listener);
     tracing::info!(

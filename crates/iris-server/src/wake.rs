@@ -1,0 +1,307 @@
+//! A connection's wake-ups of itself, absorbed.
+//!
+//! hyper's HTTP/1 body channel holds one chunk: when the receiver takes it, it wakes the sender,
+//! which for a request body is the connection's own dispatcher. The gateway reads a request's
+//! body inside the service future, which hyper polls in the connection's task, so taking the
+//! body wakes the very task that is running. Tokio treats a wake-up of a running task as a yield:
+//! it queues the task at the back of the worker's queue and wakes an idle worker to come and steal
+//! it (a futex call, two context switches, and often the request continuing on a cold core). At
+//! a fixed 2,000 requests/s that was one futex wake-up a request, which the baseline proxy, whose
+//! upstream connection reads the body in another task, never pays (docs/performance.md, session 20).
+//!
+//! [`AbsorbSelfWakes`] polls the connection with a waker of its own. A wake-up that arrives while
+//! the connection is being polled only marks it, and the connection is polled again at once, as
+//! the scheduler would have done, without involving another worker; a wake-up at any other time
+//! goes to the task's waker as usual. The repolls are bounded and stop when tokio's cooperative
+//! budget is spent, so a connection that keeps waking itself still yields to the others.
+//!
+//! Written here rather than taken from a crate: no well-kept crate offers it, and it is one small
+//! state machine over `std::task::Wake` and `AtomicWaker`.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::task::{Context, Poll, Wake, Waker};
+
+use futures_util::task::AtomicWaker;
+
+/// Repolls in one poll of the task, beyond the first: hyper's dispatcher wakes itself about once
+/// per request; a future that wakes itself more than this is left to the scheduler.
+const MAX_REPOLLS: u32 = 8;
+
+/// Not being polled: wake-ups go to the task.
+const IDLE: u8 = 0;
+/// Being polled, and not woken since the poll began.
+const POLLING: u8 = 1;
+/// Being polled, and woken meanwhile: poll again before returning.
+const WOKEN: u8 = 2;
+
+pin_project_lite::pin_project! {
+    /// A future polled with its own waker: its wake-ups of itself during a poll are turned into an
+    /// immediate repoll instead of a yield to the scheduler (see the module's documentation).
+    pub struct AbsorbSelfWakes<F> {
+        #[pin]
+        inner: F,
+        shared: Arc<Shared>,
+        // Built once, so that the wakers the inner future registers compare equal between polls
+        // (`Waker::will_wake`) and are not cloned again.
+        waker: Waker,
+    }
+}
+
+#[derive(Default)]
+struct Shared {
+    state: AtomicU8,
+    task: AtomicWaker,
+}
+
+impl Wake for Shared {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        match self
+            .state
+            .compare_exchange(POLLING, WOKEN, Ordering::AcqRel, Ordering::Acquire)
+        {
+            // During the poll: the poll sees it and polls again.
+            Ok(_) => {}
+            // Already marked during this poll.
+            Err(WOKEN) => {}
+            // Not being polled (or the poll is just starting, when the extra wake-up only costs a
+            // spurious poll): the task must run again.
+            Err(_) => self.task.wake(),
+        }
+    }
+}
+
+impl<F> AbsorbSelfWakes<F> {
+    pub fn new(inner: F) -> Self {
+        let shared = Arc::new(Shared::default());
+        let waker = Waker::from(shared.clone());
+        AbsorbSelfWakes {
+            inner,
+            shared,
+            waker,
+        }
+    }
+}
+
+impl<F: Future> Future for AbsorbSelfWakes<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let mut this = self.project();
+        let shared = &**this.shared;
+        // Registered before the state leaves IDLE: a wake-up from elsewhere that sees IDLE finds
+        // this task's waker to wake.
+        shared.task.register(cx.waker());
+        shared.state.store(POLLING, Ordering::Release);
+        let mut repolls = 0;
+        loop {
+            let mut inner_cx = Context::from_waker(this.waker);
+            if let Poll::Ready(out) = this.inner.as_mut().poll(&mut inner_cx) {
+                shared.state.store(IDLE, Ordering::Release);
+                return Poll::Ready(out);
+            }
+            if shared
+                .state
+                .compare_exchange(POLLING, IDLE, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                // Not woken during the poll: a later wake-up reaches the task through `task`.
+                return Poll::Pending;
+            }
+            // Woken during the poll (the state is WOKEN; only this poll moves it back).
+            if repolls < MAX_REPOLLS && tokio::task::coop::has_budget_remaining() {
+                repolls += 1;
+                shared.state.store(POLLING, Ordering::Release);
+                continue;
+            }
+            shared.state.store(IDLE, Ordering::Release);
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    /// A waker that counts its wake-ups.
+    #[derive(Default)]
+    struct Count(AtomicUsize);
+
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn counter() -> (Arc<Count>, Waker) {
+        let c = Arc::new(Count::default());
+        let w = Waker::from(c.clone());
+        (c, w)
+    }
+
+    /// Wakes itself `times` times (once per poll), then completes with the number of polls.
+    struct SelfWaking {
+        times: usize,
+        polls: usize,
+    }
+
+    impl Future for SelfWaking {
+        type Output = usize;
+        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<usize> {
+            self.polls += 1;
+            if self.polls > self.times {
+                return Poll::Ready(self.polls);
+            }
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    }
+
+    #[test]
+    fn a_wake_during_the_poll_becomes_a_repoll_not_a_wake_of_the_task() {
+        let (count, waker) = counter();
+        let mut cx = Context::from_waker(&waker);
+        let mut f = std::pin::pin!(AbsorbSelfWakes::new(SelfWaking { times: 3, polls: 0 }));
+        assert_eq!(f.as_mut().poll(&mut cx), Poll::Ready(4));
+        assert_eq!(count.0.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn a_future_that_keeps_waking_itself_is_yielded_to_the_scheduler() {
+        let (count, waker) = counter();
+        let mut cx = Context::from_waker(&waker);
+        let times = MAX_REPOLLS as usize + 5;
+        let mut f = std::pin::pin!(AbsorbSelfWakes::new(SelfWaking { times, polls: 0 }));
+        assert_eq!(f.as_mut().poll(&mut cx), Poll::Pending);
+        // One poll and MAX_REPOLLS repolls, then a yield: the task was woken once.
+        assert_eq!(f.inner.polls, MAX_REPOLLS as usize + 1);
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert_eq!(f.as_mut().poll(&mut cx), Poll::Ready(times + 1));
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_wake_after_the_poll_reaches_the_task_and_only_once_per_registration() {
+        let (count, waker) = counter();
+        let mut cx = Context::from_waker(&waker);
+        let (rx, tx) = futures_util::future::abortable(std::future::pending::<()>());
+        let mut f = std::pin::pin!(AbsorbSelfWakes::new(rx));
+        assert!(f.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(count.0.load(Ordering::SeqCst), 0);
+        // From another thread, as the I/O driver or another task would.
+        std::thread::spawn(move || tx.abort()).join().unwrap();
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            f.as_mut().poll(&mut cx),
+            Poll::Ready(Err(futures_util::future::Aborted))
+        );
+    }
+
+    #[test]
+    fn the_inner_future_sees_one_waker_for_all_its_polls() {
+        struct Wakers(Vec<Waker>);
+        impl Future for Wakers {
+            type Output = ();
+            fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+                self.0.push(cx.waker().clone());
+                if self.0.len() == 3 {
+                    return Poll::Ready(());
+                }
+                Poll::Pending
+            }
+        }
+        let (_count, waker) = counter();
+        let mut cx = Context::from_waker(&waker);
+        let mut f = std::pin::pin!(AbsorbSelfWakes::new(Wakers(Vec::new())));
+        while f.as_mut().poll(&mut cx).is_pending() {}
+        let w = &f.inner.0;
+        assert!(w[0].will_wake(&w[1]) && w[1].will_wake(&w[2]));
+        assert!(!w[0].will_wake(&waker));
+    }
+
+    #[test]
+    fn wakes_racing_with_polls_are_never_lost() {
+        // Another thread wakes the future while it is being polled or just after; every wake
+        // must end in the future being polled again (by a repoll or through the task's waker).
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_time()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            for _ in 0..200 {
+                // A channel of one: each side waits for the other in turn, from two workers.
+                let (tx, mut rx) = tokio::sync::mpsc::channel::<u32>(1);
+                let waiter = tokio::spawn(AbsorbSelfWakes::new(async move {
+                    let mut sum = 0;
+                    while let Some(i) = rx.recv().await {
+                        sum += i;
+                    }
+                    sum
+                }));
+                let sender = tokio::spawn(async move {
+                    for i in 0..50 {
+                        tx.send(i).await.unwrap();
+                    }
+                });
+                let sum = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+                    sender.await.unwrap();
+                    waiter.await.unwrap()
+                })
+                .await
+                .expect("a wake-up was lost");
+                assert_eq!(sum, (0..50).sum::<u32>());
+            }
+        });
+    }
+
+    #[test]
+    fn the_repolls_stop_when_the_cooperative_budget_is_spent() {
+        /// Spends the task's whole budget, then wakes itself: a repoll could do nothing.
+        struct Spender {
+            polls: usize,
+        }
+        impl Future for Spender {
+            type Output = ();
+            fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+                self.polls += 1;
+                if self.polls > 1 {
+                    return Poll::Ready(());
+                }
+                while let Poll::Ready(restore) = tokio::task::coop::poll_proceed(cx) {
+                    restore.made_progress();
+                }
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut f = Box::pin(AbsorbSelfWakes::new(Spender { polls: 0 }));
+            let mut first = true;
+            std::future::poll_fn(|cx| {
+                let r = f.as_mut().poll(cx);
+                if first {
+                    // Out of budget: yielded after the one poll instead of repolling.
+                    assert!(r.is_pending());
+                    assert_eq!(f.inner.polls, 1);
+                    first = false;
+                }
+                r
+            })
+            .await;
+            assert_eq!(f.inner.polls, 2);
+        });
+    }
+}
