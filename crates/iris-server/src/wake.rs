@@ -10,10 +10,13 @@
 //! upstream connection reads the body in another task, never pays (docs/performance.md, session 20).
 //!
 //! [`AbsorbSelfWakes`] polls the connection with a waker of its own. A wake-up that arrives while
-//! the connection is being polled only marks it, and the connection is polled again at once, as
-//! the scheduler would have done, without involving another worker; a wake-up at any other time
-//! goes to the task's waker as usual. The repolls are bounded and stop when tokio's cooperative
-//! budget is spent, so a connection that keeps waking itself still yields to the others.
+//! the connection is being polled only marks it, and the connection is polled again at once,
+//! where the scheduler would have queued it behind the worker's other tasks and woken another
+//! worker; a wake-up at any other time goes to the task's waker as usual. hyper's own fairness
+//! yield (its dispatcher wakes itself after 16 turns of its loop) is repolled the same way. The
+//! repolls are bounded and stop when tokio's cooperative budget is spent (tokio's own yields,
+//! `yield_now` and a spent budget, defer their wake-up past the poll and are not absorbed), so a
+//! connection that keeps waking itself still yields to the others.
 //!
 //! Written here rather than taken from a crate: no well-kept crate offers it, and it is one small
 //! state machine over `std::task::Wake` and `AtomicWaker`.
@@ -62,17 +65,19 @@ impl Wake for Shared {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        match self
+        // Always a read-modify-write, also when the state is already WOKEN: the poll consumes
+        // WOKEN with one too, so it acquires what every waker wrote before waking (an event the
+        // inner future reads with a plain load on its repoll, as tokio's oneshot does).
+        let marked = self
             .state
-            .compare_exchange(POLLING, WOKEN, Ordering::AcqRel, Ordering::Acquire)
-        {
-            // During the poll: the poll sees it and polls again.
-            Ok(_) => {}
-            // Already marked during this poll.
-            Err(WOKEN) => {}
-            // Not being polled (or the poll is just starting, when the extra wake-up only costs a
-            // spurious poll): the task must run again.
-            Err(_) => self.task.wake(),
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| {
+                (s != IDLE).then_some(WOKEN)
+            });
+        if marked.is_err() {
+            // Not being polled: the task must run again. (A wake-up just as a poll begins, before
+            // its state leaves IDLE, wakes the running task: the yield this module avoids, but
+            // only in that rare window.)
+            self.task.wake();
         }
     }
 }
@@ -96,7 +101,8 @@ impl<F: Future> Future for AbsorbSelfWakes<F> {
         let mut this = self.project();
         let shared = &**this.shared;
         // Registered before the state leaves IDLE: a wake-up from elsewhere that sees IDLE finds
-        // this task's waker to wake.
+        // this task's waker to wake, or, if an earlier wake-up took it, is seen by the poll that
+        // follows (`AtomicWaker`'s protocol).
         shared.task.register(cx.waker());
         shared.state.store(POLLING, Ordering::Release);
         let mut repolls = 0;
@@ -114,13 +120,14 @@ impl<F: Future> Future for AbsorbSelfWakes<F> {
                 // Not woken during the poll: a later wake-up reaches the task through `task`.
                 return Poll::Pending;
             }
-            // Woken during the poll (the state is WOKEN; only this poll moves it back).
+            // Woken during the poll (the state is WOKEN; only this poll moves it back, and with a
+            // read-modify-write, which acquires every waker's writes: see `wake_by_ref`).
             if repolls < MAX_REPOLLS && tokio::task::coop::has_budget_remaining() {
                 repolls += 1;
-                shared.state.store(POLLING, Ordering::Release);
+                shared.state.swap(POLLING, Ordering::AcqRel);
                 continue;
             }
-            shared.state.store(IDLE, Ordering::Release);
+            shared.state.swap(IDLE, Ordering::AcqRel);
             cx.waker().wake_by_ref();
             return Poll::Pending;
         }
@@ -190,7 +197,7 @@ mod tests {
     }
 
     #[test]
-    fn a_wake_after_the_poll_reaches_the_task_and_only_once_per_registration() {
+    fn a_wake_after_the_poll_reaches_the_task() {
         let (count, waker) = counter();
         let mut cx = Context::from_waker(&waker);
         let (rx, tx) = futures_util::future::abortable(std::future::pending::<()>());
