@@ -5,9 +5,10 @@
 //! serde_json looks at a string one byte at a time on both ways, through a 256-entry table;
 //! iris writes every capture's document with [`push_json_string`] instead, the request peek's
 //! fast path and the whole-answer usage scanner (`body_scan`) pass over strings with
-//! [`string_end`], and the session fingerprint (in iris-capture) decodes escapes with [`decode_escape`]. Safe code: the
-//! eight bytes are one `u64` word, the 64 are four vectors of the `wide` crate (SSE2 on x86-64,
-//! NEON on aarch64, plain arrays elsewhere), whose comparisons and bit masks are safe calls.
+//! [`string_end`], and the session fingerprint (in iris-capture) decodes escapes with
+//! [`decode_escape`]. Safe code: the eight bytes are one `u64` word, the 64 are four vectors of
+//! the `wide` crate (SSE2 on x86-64, NEON on aarch64, plain arrays elsewhere), whose comparisons
+//! and bit masks are safe calls.
 
 use wide::u8x16;
 
