@@ -25,7 +25,6 @@ pub mod net;
 pub mod observe;
 pub mod proxy;
 pub mod upstream;
-pub mod wake;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -324,8 +323,8 @@ pub async fn serve(
         let header_deadline = settings.timeouts.client_header;
         // The connection reads request bodies in its own task, and hyper's body channel wakes the
         // connection as the body is taken: absorbed here, instead of a yield that wakes another
-        // worker once a request (see `wake`).
-        tokio::spawn(wake::AbsorbSelfWakes::new(async move {
+        // worker once a request (see `iris_wake`).
+        tokio::spawn(iris_wake::AbsorbSelfWakes::new(async move {
             tokio::pin!(watched);
             // hyper's header timeout starts only once the protocol is known, so a client that
             // sends nothing (or a prefix of the HTTP/2 preface) would hold its slot forever: the

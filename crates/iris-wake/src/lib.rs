@@ -19,19 +19,56 @@
 //! connection that keeps waking itself still yields to the others.
 //!
 //! Written here rather than taken from a crate: no well-kept crate offers it, and it is one small
-//! state machine over `std::task::Wake` and `AtomicWaker`.
+//! state machine over `std::task::Wake` and `AtomicWaker`. It is a crate of its own so that its
+//! [loom](https://docs.rs/loom) model (`tests/loom.rs`, built with `RUSTFLAGS="--cfg iris_loom"`,
+//! run by `scripts/test`) explores every interleaving of wake-ups and polls, and every value the
+//! memory model lets a load see, without building the gateway under loom.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::task::{Context, Poll, Wake, Waker};
 
-use futures_util::task::AtomicWaker;
+use sync::{AtomicU8, AtomicWaker, Ordering};
+
+/// The atomics, and the cooperative budget: std's and tokio's, or loom's models of them.
+#[cfg(not(iris_loom))]
+mod sync {
+    pub use futures_util::task::AtomicWaker;
+    pub use std::sync::atomic::{AtomicU8, Ordering};
+
+    pub fn budget_left() -> bool {
+        tokio::task::coop::has_budget_remaining()
+    }
+}
+
+#[cfg(iris_loom)]
+mod sync {
+    pub use loom::sync::atomic::{AtomicU8, Ordering};
+    use std::task::Waker;
+
+    /// loom's model of an `AtomicWaker`, under the name and signature of `futures_util`'s.
+    #[derive(Default)]
+    pub struct AtomicWaker(loom::future::AtomicWaker);
+
+    impl AtomicWaker {
+        pub fn register(&self, waker: &Waker) {
+            self.0.register_by_ref(waker);
+        }
+        pub fn wake(&self) {
+            self.0.wake();
+        }
+    }
+
+    /// The model runs outside tokio: there is always budget left.
+    pub fn budget_left() -> bool {
+        true
+    }
+}
 
 /// Repolls in one poll of the task, beyond the first: hyper's dispatcher wakes itself about once
 /// per request; a future that wakes itself more than this is left to the scheduler.
-const MAX_REPOLLS: u32 = 8;
+pub const MAX_REPOLLS: u32 = 8;
 
 /// Not being polled: wake-ups go to the task.
 const IDLE: u8 = 0;
@@ -53,7 +90,6 @@ pin_project_lite::pin_project! {
     }
 }
 
-#[derive(Default)]
 struct Shared {
     state: AtomicU8,
     task: AtomicWaker,
@@ -82,15 +118,34 @@ impl Wake for Shared {
     }
 }
 
+/// Puts the state back to IDLE if the inner future panics during a poll, so that wake-ups after
+/// it reach the task instead of marking a poll that is no longer running (a future polled again
+/// after a caught panic, as `catch_unwind` allows). Forgotten on every normal return.
+struct IdleOnUnwind<'a>(&'a AtomicU8);
+
+impl Drop for IdleOnUnwind<'_> {
+    fn drop(&mut self) {
+        self.0.swap(IDLE, Ordering::AcqRel);
+    }
+}
+
 impl<F> AbsorbSelfWakes<F> {
     pub fn new(inner: F) -> Self {
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Shared {
+            state: AtomicU8::new(IDLE),
+            task: AtomicWaker::default(),
+        });
         let waker = Waker::from(shared.clone());
         AbsorbSelfWakes {
             inner,
             shared,
             waker,
         }
+    }
+
+    /// The waker the inner future is polled with (the same for every poll).
+    pub fn inner_waker(&self) -> &Waker {
+        &self.waker
     }
 }
 
@@ -105,12 +160,13 @@ impl<F: Future> Future for AbsorbSelfWakes<F> {
         // follows (`AtomicWaker`'s protocol).
         shared.task.register(cx.waker());
         shared.state.store(POLLING, Ordering::Release);
+        let unwinding = IdleOnUnwind(&shared.state);
         let mut repolls = 0;
-        loop {
+        let out = loop {
             let mut inner_cx = Context::from_waker(this.waker);
             if let Poll::Ready(out) = this.inner.as_mut().poll(&mut inner_cx) {
                 shared.state.store(IDLE, Ordering::Release);
-                return Poll::Ready(out);
+                break Poll::Ready(out);
             }
             if shared
                 .state
@@ -118,26 +174,29 @@ impl<F: Future> Future for AbsorbSelfWakes<F> {
                 .is_ok()
             {
                 // Not woken during the poll: a later wake-up reaches the task through `task`.
-                return Poll::Pending;
+                break Poll::Pending;
             }
             // Woken during the poll (the state is WOKEN; only this poll moves it back, and with a
             // read-modify-write, which acquires every waker's writes: see `wake_by_ref`).
-            if repolls < MAX_REPOLLS && tokio::task::coop::has_budget_remaining() {
+            if repolls < MAX_REPOLLS && sync::budget_left() {
                 repolls += 1;
                 shared.state.swap(POLLING, Ordering::AcqRel);
                 continue;
             }
             shared.state.swap(IDLE, Ordering::AcqRel);
             cx.waker().wake_by_ref();
-            return Poll::Pending;
-        }
+            break Poll::Pending;
+        };
+        std::mem::forget(unwinding);
+        out
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(iris_loom)))]
 mod tests {
     use super::*;
     use std::sync::atomic::AtomicUsize;
+    use std::sync::atomic::Ordering;
 
     /// A waker that counts its wake-ups.
     #[derive(Default)]
@@ -233,6 +292,32 @@ mod tests {
         let w = &f.inner.0;
         assert!(w[0].will_wake(&w[1]) && w[1].will_wake(&w[2]));
         assert!(!w[0].will_wake(&waker));
+    }
+
+    #[test]
+    fn after_a_panic_in_the_poll_a_wake_reaches_the_task() {
+        struct PanicsOnce(bool);
+        impl Future for PanicsOnce {
+            type Output = ();
+            fn poll(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
+                if !self.0 {
+                    self.0 = true;
+                    panic!("the inner future panics");
+                }
+                Poll::Pending
+            }
+        }
+        let (count, waker) = counter();
+        let mut cx = Context::from_waker(&waker);
+        let mut f = Box::pin(AbsorbSelfWakes::new(PanicsOnce(false)));
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _ = f.as_mut().poll(&mut cx);
+        }));
+        assert!(caught.is_err());
+        // No poll is running: the wake-up is the task's, not a mark for a repoll.
+        f.inner_waker().wake_by_ref();
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert!(f.as_mut().poll(&mut cx).is_pending());
     }
 
     #[test]
