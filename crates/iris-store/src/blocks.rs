@@ -97,25 +97,27 @@ fn encoded_len(r: &CaptureRow) -> usize {
 
 /// The compressed block of `rows`.
 pub(crate) fn encode(rows: &[CaptureRow]) -> Result<Vec<u8>, StoreError> {
-    let mut raw = Vec::with_capacity(MAGIC.len() + rows.iter().map(encoded_len).sum::<usize>());
-    raw.extend_from_slice(MAGIC);
-    for r in rows {
-        wire::put_text(&mut raw, Some(&r.request_id), TEXT)?;
-        raw.extend_from_slice(&r.ts_ms.to_le_bytes());
-        wire::put_text(&mut raw, Some(&r.body), TEXT)?;
-        wire::put_text(&mut raw, r.request_body.as_deref(), TEXT)?;
-        wire::put_text(&mut raw, r.response_body.as_deref(), TEXT)?;
-    }
-    compress(&raw)
-        .map_err(|e| StoreError::InvalidRecord(format!("cannot compress a capture block: {e}")))
+    wire::encode_block(wire::Kind::Captures, context, "a capture block", |raw| {
+        raw.reserve(MAGIC.len() + rows.iter().map(encoded_len).sum::<usize>());
+        raw.extend_from_slice(MAGIC);
+        for r in rows {
+            wire::put_text(raw, Some(&r.request_id), TEXT)?;
+            raw.extend_from_slice(&r.ts_ms.to_le_bytes());
+            wire::put_text(raw, Some(&r.body), TEXT)?;
+            wire::put_text(raw, r.request_body.as_deref(), TEXT)?;
+            wire::put_text(raw, r.response_body.as_deref(), TEXT)?;
+        }
+        Ok(())
+    })
 }
 
-fn compress(raw: &[u8]) -> std::io::Result<Vec<u8>> {
+/// The compression context of capture blocks (kept by the encoding thread; see `wire::Scratch`).
+fn context() -> std::io::Result<zstd::bulk::Compressor<'static>> {
     use zstd::zstd_safe::CParameter;
     let mut c = zstd::bulk::Compressor::new(LEVEL)?;
     c.set_parameter(CParameter::WindowLog(WINDOW_LOG))?;
     c.set_parameter(CParameter::HashLog(HASH_LOG))?;
-    c.compress(raw)
+    Ok(c)
 }
 
 /// All captures of a stored block, in the order they were written.

@@ -97,37 +97,38 @@ pub(crate) fn encode_batch(batch: &[UsageRecord]) -> Result<Vec<Block>, StoreErr
 
 /// One block of records (all of one bucket).
 pub(crate) fn encode_block(rs: &[&UsageRecord]) -> Result<Block, StoreError> {
-    let mut raw = Vec::with_capacity(MAGIC.len() + rs.len() * 384);
-    raw.extend_from_slice(MAGIC);
     let mut hash = Fnv::new();
     let (mut ts_min, mut ts_max) = (i64::MAX, i64::MIN);
     let mut tools = 0;
     let mut keyed = Keyed::default();
     let mut id_keys = Vec::new();
-    for &r in rs {
-        put_record(&mut raw, r)?;
-        hash.write(r.id.as_bytes());
-        hash.write(&r.ts_ms.to_le_bytes());
-        ts_min = ts_min.min(r.ts_ms);
-        ts_max = ts_max.max(r.ts_ms);
-        tools += i64::from(!r.tool_names.is_empty());
-        if let Some(login) = &r.login {
-            keyed.add(LOGIN_KEY, login);
-        }
-        if crate::record_id_time(&r.id) != Some(r.ts_ms) {
-            id_keys.push(r.id.as_str());
-        }
-        if let Some(session) = &r.session_id {
-            // A single request's session is found through its id.
-            if session.strip_prefix(SINGLE_SESSION) != Some(r.id.as_str()) {
-                keyed.add(SESSION_KEY, session);
+    let data = wire::encode_block(wire::Kind::Usage, context, "a usage block", |raw| {
+        raw.reserve(MAGIC.len() + rs.len() * 384);
+        raw.extend_from_slice(MAGIC);
+        for &r in rs {
+            put_record(raw, r)?;
+            hash.write(r.id.as_bytes());
+            hash.write(&r.ts_ms.to_le_bytes());
+            ts_min = ts_min.min(r.ts_ms);
+            ts_max = ts_max.max(r.ts_ms);
+            tools += i64::from(!r.tool_names.is_empty());
+            if let Some(login) = &r.login {
+                keyed.add(LOGIN_KEY, login);
+            }
+            if crate::record_id_time(&r.id) != Some(r.ts_ms) {
+                id_keys.push(r.id.as_str());
+            }
+            if let Some(session) = &r.session_id {
+                // A single request's session is found through its id.
+                if session.strip_prefix(SINGLE_SESSION) != Some(r.id.as_str()) {
+                    keyed.add(SESSION_KEY, session);
+                }
             }
         }
-    }
+        Ok(())
+    })?;
     let mut keys: Vec<String> = keyed.list.iter().map(|(p, v)| format!("{p}{v}")).collect();
     keys.extend(id_keys.into_iter().map(|id| format!("{ID_KEY}{id}")));
-    let data = zstd::bulk::compress(&raw, LEVEL)
-        .map_err(|e| StoreError::InvalidRecord(format!("cannot compress a usage block: {e}")))?;
     Ok(Block {
         batch: hash.finish(),
         ts_min,
@@ -187,6 +188,11 @@ impl Fnv {
     fn finish(&self) -> i64 {
         i64::from_le_bytes(self.0.to_le_bytes())
     }
+}
+
+/// The compression context of usage blocks (kept by the encoding thread; see `wire::Scratch`).
+fn context() -> std::io::Result<zstd::bulk::Compressor<'static>> {
+    zstd::bulk::Compressor::new(LEVEL)
 }
 
 /// Tags are kept comma-joined (as the SQL rows kept them); refuse tags that would not read
