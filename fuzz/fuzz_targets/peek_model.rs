@@ -12,13 +12,51 @@
 //!   and `stream`; the JSON is otherwise unchanged;
 //! - a rewrite never succeeds on a body the peek refuses;
 //! - the peek's fast path agrees with serde: `peek_request` answers exactly what
-//!   `peek::peek_request_by_serde` answers, result or error.
+//!   `peek::peek_request_by_serde` answers, result or error (but the rewrite spots, which only
+//!   the fast path notes);
+//! - `rewrite` (one splice where the peek found the fields) means what `with_model` then
+//!   `with_include_usage` mean: the same JSON value, or the same error; every top-level member
+//!   it does not rewrite keeps its exact text; without spots, it is the two calls byte for byte.
 #![no_main]
 
+use std::collections::BTreeMap;
+
 use iris_providers::peek::peek_request_by_serde;
-use iris_providers::{peek_request, with_include_usage, with_model};
+use iris_providers::{
+    PeekError, RequestPeek, peek_request, rewrite, with_include_usage, with_model,
+};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
+use serde_json::value::RawValue;
+
+/// The server's upstream body before `rewrite`: the two calls.
+fn two_calls(
+    body: &[u8],
+    peeked: &RequestPeek,
+    model: Option<&str>,
+) -> Result<Option<Vec<u8>>, PeekError> {
+    let mut out = None;
+    if let Some(model) = model {
+        out = Some(with_model(body, model)?);
+    }
+    if peeked.include_usage != Some(true) {
+        out = Some(with_include_usage(out.as_deref().unwrap_or(body))?);
+    }
+    Ok(out)
+}
+
+/// The top-level members of `text` other than `model` and `stream_options`, each with its exact
+/// text (of a repeated key the last); `None` when `text` is not an object serde reads.
+fn kept(text: &[u8]) -> Option<BTreeMap<String, String>> {
+    let mut all: BTreeMap<String, &RawValue> = serde_json::from_slice(text).ok()?;
+    all.remove("model");
+    all.remove("stream_options");
+    Some(
+        all.into_iter()
+            .map(|(k, v)| (k, v.get().to_owned()))
+            .collect(),
+    )
+}
 
 fuzz_target!(|data: &[u8]| {
     let (body, model) = match data.iter().position(|&b| b == 0xFF) {
@@ -29,7 +67,11 @@ fuzz_target!(|data: &[u8]| {
         None => (data, "provider-model".to_owned()),
     };
     let peeked = peek_request(body);
-    assert_eq!(peeked, peek_request_by_serde(body), "the fast path and serde differ");
+    assert_eq!(
+        peeked.clone().map(|p| RequestPeek { spots: None, ..p }),
+        peek_request_by_serde(body),
+        "the fast path and serde differ"
+    );
     let rewritten_model = with_model(body, &model);
     let rewritten_usage = with_include_usage(body);
     let Ok(peeked) = peeked else {
@@ -44,6 +86,37 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let original: Option<Value> = serde_json::from_slice(body).ok();
+
+    for new_model in [Some(model.as_str()), None] {
+        let got = rewrite(body, &peeked, new_model, true);
+        let want = two_calls(body, &peeked, new_model);
+        match (got, want) {
+            (Ok(Some(got)), Ok(Some(want))) => {
+                if peeked.spots.is_none() {
+                    assert_eq!(got, want, "without spots, rewrite is not the two calls");
+                }
+                let p = peek_request(&got)
+                    .unwrap_or_else(|e| panic!("rewrite produced a body the peek refuses: {e}"));
+                assert_eq!(p.model.as_deref(), new_model.or(peeked.model.as_deref()));
+                assert_eq!(p.include_usage, Some(true));
+                assert_eq!(p.stream, peeked.stream);
+                let value = |b: &[u8]| serde_json::from_slice::<Value>(b).ok();
+                assert_eq!(
+                    value(&got),
+                    value(&want),
+                    "rewrite and the two calls differ"
+                );
+                assert_eq!(kept(&got), kept(body), "rewrite changed another member");
+            }
+            (Ok(None), Ok(None)) => {}
+            (Err(got), Err(want)) => assert_eq!(
+                std::mem::discriminant(&got),
+                std::mem::discriminant(&want),
+                "rewrite fails otherwise than the two calls: {got} / {want}"
+            ),
+            (got, want) => panic!("rewrite: {got:?}, the two calls: {want:?}"),
+        }
+    }
 
     match rewritten_model {
         Ok(out) => {

@@ -13,6 +13,9 @@
 //! error, not "last one wins": a gateway that checks one `model` while the provider reads
 //! another is a policy bypass.
 //!
+//! The fast path also notes where the fields the rewrites change are ([`RewriteSpots`]), so that
+//! [`rewrite`] makes the upstream body in one copy, splicing, instead of reading the body again.
+//!
 //! The same pass notes where the fields session detection reads are ([`SessionParts`]: byte
 //! ranges of `metadata`, `prompt_cache_key` and the opening of `messages`), so the observer never
 //! parses the body again. Those are read as a `serde_json::Value` would read them (of a key given
@@ -41,6 +44,41 @@ pub struct RequestPeek {
     pub include_usage: Option<bool>,
     /// Where the fields session detection reads are.
     pub session: SessionParts,
+    /// Where [`rewrite`] splices; `None` when the body was read through serde (the fast path
+    /// gave up), and then [`rewrite`] rebuilds the body as [`with_model`] and
+    /// [`with_include_usage`] do.
+    pub spots: Option<RewriteSpots>,
+}
+
+/// Where, in a body the peek's fast path read, the fields the rewrites change are: byte offsets
+/// into the body. What the fast path accepted has no escaped key and no duplicate `model`,
+/// `stream_options` or `include_usage`, so each of these is the one member of its name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RewriteSpots {
+    /// The top-level object's closing `}`.
+    pub end: usize,
+    /// Whether the top-level object has any member (a member added before `end` then needs a
+    /// comma).
+    pub members: bool,
+    /// The text of `model`'s value, quotes included; `None` when there is no `model`.
+    pub model: Option<Range<usize>>,
+    /// `stream_options`; `None` when there is none.
+    pub stream_options: Option<OptionsSpot>,
+}
+
+/// Where `stream_options` is: see [`RewriteSpots`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OptionsSpot {
+    /// `stream_options: null`: the text of the `null`.
+    Null(Range<usize>),
+    Object {
+        /// The object's closing `}`.
+        end: usize,
+        /// Whether the object has any member.
+        members: bool,
+        /// The text of `include_usage`'s value (`true`, `false` or `null`); `None` when absent.
+        include_usage: Option<Range<usize>>,
+    },
 }
 
 /// Where, in a request body, the fields session detection reads are: byte ranges of their JSON
@@ -98,6 +136,7 @@ pub fn peek_request(body: &[u8]) -> Result<RequestPeek, PeekError> {
             stream: fast.stream,
             include_usage: fast.include_usage,
             session: fast.session,
+            spots: Some(fast.spots),
         }),
         None => by_serde(text),
     }
@@ -173,6 +212,7 @@ fn by_serde(text: &str) -> Result<RequestPeek, PeekError> {
         stream,
         include_usage,
         session,
+        spots: None,
     })
 }
 
@@ -204,6 +244,162 @@ pub fn with_include_usage(body: &[u8]) -> Result<Vec<u8>, PeekError> {
 pub fn with_model(body: &[u8], model: &str) -> Result<Vec<u8>, PeekError> {
     let encoded = json_string(model);
     rewrite_member(body, "model", |_| Ok(encoded))
+}
+
+/// The upstream body of a request `peek` (what [`peek_request`] answered for this same `body`)
+/// was read from: `model` set to `model` when given (added at the end when absent), and, when
+/// `include_usage` and the client did not already ask for it, `stream_options.include_usage`
+/// set to `true` (`stream_options` made an object, or added at the end). `Ok(None)` when
+/// nothing changes. The caller gives `model` only when it differs from the requested one: a
+/// model given is written even when it is the same.
+///
+/// It means the same as [`with_model`] then [`with_include_usage`], but where the peek's fast
+/// path noted the spots ([`RequestPeek::spots`]) it copies the body once, splicing the new text
+/// in: every byte it does not replace is kept (whitespace, key spellings and member order
+/// included, also inside `stream_options`), and the body is not read again: `model` in an 80 KB
+/// Claude Code body 27 → 2.3 µs, model and usage in a 64 KiB code chat 30 → 1.5 µs, usage in
+/// a small chat 450 → 50 ns (benches/wire.rs). A replaced `include_usage` stays where it
+/// was (the two-call path moves it to the end of `stream_options`), which is the same JSON
+/// value. Without spots (the body was read through serde) it calls the two functions, so every
+/// answer and error is theirs.
+pub fn rewrite(
+    body: &[u8],
+    peek: &RequestPeek,
+    model: Option<&str>,
+    include_usage: bool,
+) -> Result<Option<Vec<u8>>, PeekError> {
+    let include_usage = include_usage && peek.include_usage != Some(true);
+    if model.is_none() && !include_usage {
+        return Ok(None);
+    }
+    if let Some(spots) = &peek.spots
+        && let Some(out) = splice(body, spots, model, include_usage)
+    {
+        return Ok(Some(out));
+    }
+    let mut out = None;
+    if let Some(model) = model {
+        out = Some(with_model(body, model)?);
+    }
+    if include_usage {
+        out = Some(with_include_usage(out.as_deref().unwrap_or(body))?);
+    }
+    Ok(out)
+}
+
+/// One change [`splice`] makes: the bytes `at` (empty for an insertion) replaced by the
+/// concatenation of `text`.
+struct Edit<'a> {
+    at: Range<usize>,
+    text: [&'a [u8]; 6],
+}
+
+impl<'a> Edit<'a> {
+    fn new(at: Range<usize>, text: &[&'a [u8]]) -> Self {
+        let mut all: [&[u8]; 6] = [b""; 6];
+        for (slot, t) in all.iter_mut().zip(text) {
+            *slot = t;
+        }
+        Edit { at, text: all }
+    }
+
+    fn len(&self) -> usize {
+        self.text.iter().map(|t| t.len()).sum()
+    }
+}
+
+/// [`rewrite`] by the spots; `None` when a spot does not hold what the peek would have put
+/// there (spots of another body), and the caller then rebuilds the body without them.
+fn splice(
+    body: &[u8],
+    spots: &RewriteSpots,
+    model: Option<&str>,
+    include_usage: bool,
+) -> Option<Vec<u8>> {
+    const USAGE_OBJECT: &[u8] = br#"{"include_usage":true}"#;
+    let comma = |after_member: bool| if after_member { &b","[..] } else { b"" };
+    (body.get(spots.end) == Some(&b'}')).then_some(())?;
+    let model = model.map(json_string);
+    // At most three: `model`'s value, something in `stream_options`, and members added at the
+    // end of the top-level object (in the order the two-call path adds them).
+    let mut edits: [Option<Edit<'_>>; 3] = [None, None, None];
+    let (mut at_end, mut n): ([&[u8]; 6], usize) = ([b""; 6], 0);
+    let mut after_member = spots.members;
+    if let Some(model) = &model {
+        match &spots.model {
+            Some(at) => {
+                let old = body.get(at.clone())?;
+                (old.len() >= 2 && old.first() == Some(&b'"') && old.last() == Some(&b'"'))
+                    .then_some(())?;
+                edits[0] = Some(Edit::new(at.clone(), &[model.as_bytes()]));
+            }
+            None => {
+                at_end[..3].copy_from_slice(&[
+                    comma(after_member),
+                    br#""model":"#,
+                    model.as_bytes(),
+                ]);
+                n = 3;
+                after_member = true;
+            }
+        }
+    }
+    if include_usage {
+        match &spots.stream_options {
+            None => {
+                at_end[n..n + 3].copy_from_slice(&[
+                    comma(after_member),
+                    br#""stream_options":"#,
+                    USAGE_OBJECT,
+                ]);
+                n += 3;
+            }
+            Some(OptionsSpot::Null(at)) => {
+                (body.get(at.clone())? == b"null").then_some(())?;
+                edits[1] = Some(Edit::new(at.clone(), &[USAGE_OBJECT]));
+            }
+            Some(OptionsSpot::Object {
+                include_usage: Some(at),
+                ..
+            }) => {
+                matches!(body.get(at.clone())?, b"true" | b"false" | b"null").then_some(())?;
+                edits[1] = Some(Edit::new(at.clone(), &[b"true"]));
+            }
+            Some(OptionsSpot::Object {
+                end,
+                members,
+                include_usage: None,
+            }) => {
+                (body.get(*end) == Some(&b'}')).then_some(())?;
+                edits[1] = Some(Edit::new(
+                    *end..*end,
+                    &[comma(*members), br#""include_usage":true"#],
+                ));
+            }
+        }
+    }
+    if n > 0 {
+        edits[2] = Some(Edit::new(spots.end..spots.end, &at_end[..n]));
+    }
+    // `model` and `stream_options` may come in either order; the end comes last.
+    if let [Some(m), Some(o), _] = &edits
+        && o.at.start < m.at.start
+    {
+        edits.swap(0, 1);
+    }
+    let added: usize = edits.iter().flatten().map(Edit::len).sum();
+    let mut out = Vec::with_capacity(body.len() + added);
+    let mut from = 0;
+    for edit in edits.iter().flatten() {
+        // Spots that overlap or run backwards (not the peek's) give up here.
+        out.extend_from_slice(body.get(from..edit.at.start)?);
+        for t in edit.text {
+            out.extend_from_slice(t);
+        }
+        from = edit.at.end;
+    }
+    out.extend_from_slice(body.get(from..)?);
+    Some(out)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,16 +1,19 @@
 //! Request peeking and top-level rewrites.
 
-use iris_providers::{PeekError, RequestPeek, peek_request, with_include_usage, with_model};
+use iris_providers::{
+    PeekError, RequestPeek, peek_request, rewrite, with_include_usage, with_model,
+};
 use serde_json::Value;
 
 fn peek(body: &str) -> Result<RequestPeek, PeekError> {
     peek_request(body.as_bytes())
 }
 
-/// What routes the request, without where the session fields are.
+/// What routes the request, without where the session fields and the rewrite spots are.
 fn routing(p: Result<RequestPeek, PeekError>) -> Result<RequestPeek, PeekError> {
     p.map(|p| RequestPeek {
         session: Default::default(),
+        spots: None,
         ..p
     })
 }
@@ -21,6 +24,7 @@ fn ok(model: Option<&str>, stream: bool, include_usage: Option<bool>) -> Request
         stream,
         include_usage,
         session: Default::default(),
+        spots: None,
     }
 }
 
@@ -67,7 +71,7 @@ fn reads_model_stream_and_include_usage() {
         (r#"{}"#, ok(None, false, None)),
     ];
     for (body, want) in cases {
-        assert_eq!(peek(body), Ok(want), "{body}");
+        assert_eq!(routing(peek(body)), Ok(want), "{body}");
     }
 }
 
@@ -420,4 +424,410 @@ fn session_parts_are_found_in_the_same_pass() {
     // The routing fields still refuse a duplicate; the session fields never do.
     assert!(peek(r#"{"model":"a","model":"b"}"#).is_err());
     assert!(peek(r#"{"model":"a","messages":[],"messages":[]}"#).is_ok());
+}
+
+// --- `rewrite`: the upstream body in one splice -----------------------------------------------
+
+/// The upstream body the way the server made it before `rewrite`: `with_model`, then
+/// `with_include_usage` unless the client asked for usage.
+fn two_calls(body: &[u8], model: Option<&str>, usage: bool) -> Result<Option<Vec<u8>>, PeekError> {
+    let p = peek_request(body)?;
+    let mut out = None;
+    if let Some(model) = model {
+        out = Some(with_model(body, model)?);
+    }
+    if usage && p.include_usage != Some(true) {
+        out = Some(with_include_usage(out.as_deref().unwrap_or(body))?);
+    }
+    Ok(out)
+}
+
+/// `rewrite` of `body`, and a check that it means what the two calls mean.
+fn spliced(body: &str, model: Option<&str>, usage: bool) -> Option<String> {
+    let p = peek_request(body.as_bytes()).unwrap_or_else(|e| panic!("{body}: {e}"));
+    let got = rewrite(body.as_bytes(), &p, model, usage).unwrap_or_else(|e| panic!("{body}: {e}"));
+    let want = two_calls(body.as_bytes(), model, usage).unwrap_or_else(|e| panic!("{body}: {e}"));
+    let value = |b: &Vec<u8>| {
+        serde_json::from_slice::<Value>(b)
+            .unwrap_or_else(|e| panic!("{body}: {e}: {}", String::from_utf8_lossy(b)))
+    };
+    assert_eq!(got.as_ref().map(value), want.as_ref().map(value), "{body}");
+    got.map(|b| String::from_utf8(b).unwrap_or_else(|e| panic!("{body}: {e}")))
+}
+
+#[test]
+fn rewrite_splices_include_usage_into_every_shape_of_stream_options() {
+    let cases: &[(&str, &str)] = &[
+        // Absent: added at the end, after a comma only when there are members.
+        (
+            r#"{"model":"m","stream":true}"#,
+            r#"{"model":"m","stream":true,"stream_options":{"include_usage":true}}"#,
+        ),
+        ("{}", r#"{"stream_options":{"include_usage":true}}"#),
+        (
+            " { \n} \n",
+            " { \n\"stream_options\":{\"include_usage\":true}} \n",
+        ),
+        // `null` becomes the object, where it was.
+        (
+            r#"{"stream_options":null,"model":"m"}"#,
+            r#"{"stream_options":{"include_usage":true},"model":"m"}"#,
+        ),
+        (
+            r#"{"stream_options" : null , "model":"m"}"#,
+            r#"{"stream_options" : {"include_usage":true} , "model":"m"}"#,
+        ),
+        // An empty object gets the member, without a comma.
+        (
+            r#"{"stream_options":{},"model":"m"}"#,
+            r#"{"stream_options":{"include_usage":true},"model":"m"}"#,
+        ),
+        (
+            r#"{"stream_options":{ },"model":"m"}"#,
+            r#"{"stream_options":{ "include_usage":true},"model":"m"}"#,
+        ),
+        // Other members are kept as they were, the new one goes last.
+        (
+            r#"{"model":"m","stream_options":{"include_obfuscation":false, "x": [1, 2.50]}}"#,
+            r#"{"model":"m","stream_options":{"include_obfuscation":false, "x": [1, 2.50],"include_usage":true}}"#,
+        ),
+        // An `include_usage` deeper down is not the one.
+        (
+            r#"{"stream_options":{"x":{"include_usage":false}}}"#,
+            r#"{"stream_options":{"x":{"include_usage":false},"include_usage":true}}"#,
+        ),
+        // `false` and `null` are replaced where they are.
+        (
+            r#"{"stream_options":{"include_usage":false,"include_obfuscation":false}}"#,
+            r#"{"stream_options":{"include_usage":true,"include_obfuscation":false}}"#,
+        ),
+        (
+            r#"{"stream_options":{"a":1,"include_usage" :null }}"#,
+            r#"{"stream_options":{"a":1,"include_usage" :true }}"#,
+        ),
+        // Decoys in other members are left alone.
+        (
+            r#"{"tools":[{"model":"x","stream_options":null}],"metadata":{"stream_options":1}}"#,
+            r#"{"tools":[{"model":"x","stream_options":null}],"metadata":{"stream_options":1},"stream_options":{"include_usage":true}}"#,
+        ),
+    ];
+    for (body, want) in cases {
+        assert_eq!(spliced(body, None, true).as_deref(), Some(*want), "{body}");
+        // Taken apart by the fast path, not rebuilt.
+        assert!(peek(body).unwrap().spots.is_some(), "{body}");
+    }
+    // Already asked for: nothing to do.
+    for body in [
+        r#"{"stream_options":{"include_usage":true}}"#,
+        r#"{"stream_options":{"include_usage":true},"model":"m"}"#,
+    ] {
+        assert_eq!(spliced(body, None, true), None, "{body}");
+    }
+    // Nothing asked: nothing to do.
+    assert_eq!(spliced(r#"{"model":"m"}"#, None, false), None);
+}
+
+#[test]
+fn rewrite_splices_the_model() {
+    let cases: &[(&str, &str, bool, &str)] = &[
+        (
+            r#"{"messages":[],"model":"openai/gpt-4o"}"#,
+            "gpt-4o",
+            false,
+            r#"{"messages":[],"model":"gpt-4o"}"#,
+        ),
+        (r#"{}"#, "m", false, r#"{"model":"m"}"#),
+        (r#"{"a":1}"#, "m", false, r#"{"a":1,"model":"m"}"#),
+        // Escaped as JSON.
+        (
+            r#"{"model":"x"}"#,
+            "a\"b\\c\u{1F600}\u{1}",
+            false,
+            "{\"model\":\"a\\\"b\\\\c\u{1F600}\\u0001\"}",
+        ),
+        // Both: the model where it was, usage after it, or both added in the two calls' order.
+        (
+            r#"{"model":"openai/gpt-4o","stream":true}"#,
+            "gpt-4o",
+            true,
+            r#"{"model":"gpt-4o","stream":true,"stream_options":{"include_usage":true}}"#,
+        ),
+        (
+            r#"{"stream_options":{"include_usage":false},"model":"openai/gpt-4o"}"#,
+            "gpt-4o",
+            true,
+            r#"{"stream_options":{"include_usage":true},"model":"gpt-4o"}"#,
+        ),
+        (
+            r#"{"stream_options":null,"model":"p/m"}"#,
+            "m",
+            true,
+            r#"{"stream_options":{"include_usage":true},"model":"m"}"#,
+        ),
+        (
+            "{}",
+            "m",
+            true,
+            r#"{"model":"m","stream_options":{"include_usage":true}}"#,
+        ),
+        (
+            r#"{"stream":true}"#,
+            "m",
+            true,
+            r#"{"stream":true,"model":"m","stream_options":{"include_usage":true}}"#,
+        ),
+        (
+            r#"{"stream_options":{"include_usage":true},"model":"p/m"}"#,
+            "m",
+            true,
+            r#"{"stream_options":{"include_usage":true},"model":"m"}"#,
+        ),
+    ];
+    for (body, model, usage, want) in cases {
+        assert_eq!(
+            spliced(body, Some(model), *usage).as_deref(),
+            Some(*want),
+            "{body}"
+        );
+    }
+}
+
+#[test]
+fn rewrite_keeps_whitespace_and_everything_else() {
+    let body = "{\n  \"model\" :\t\"openai/gpt-4o\" ,\n  \"seed\": 123456789012345678901234567890,\n  \"stream\": true,\r\n  \"stream_options\" : {\n    \"include_usage\" :  false ,\n    \"x\": 1.00000000000000000001\n  },\n  \"messages\": [ {\"role\": \"user\", \"content\": \"caf\\u00e9 \\\"q\\\"\\n\"} ]\n}\n";
+    let want = body
+        .replace("\"openai/gpt-4o\"", "\"gpt-4o\"")
+        .replace(":  false", ":  true");
+    assert_eq!(spliced(body, Some("gpt-4o"), true), Some(want));
+
+    // An 90 KB pretty-printed body: every other member's text, in its place.
+    let big = big_body();
+    let out = spliced(&big, Some("claude-opus-4-8-20261015"), true).unwrap();
+    let model_at = big.rfind("\"claude-opus-4-8\"").unwrap();
+    let end = big.trim_end().len() - 1;
+    let want = format!(
+        "{}\"claude-opus-4-8-20261015\"{},\"stream_options\":{{\"include_usage\":true}}{}",
+        &big[..model_at],
+        &big[model_at + "\"claude-opus-4-8\"".len()..end],
+        &big[end..]
+    );
+    assert_eq!(out, want);
+    assert_eq!(
+        top_level_keys(out.as_bytes()).len(),
+        top_level_keys(big.as_bytes()).len() + 1
+    );
+}
+
+#[test]
+fn rewrite_rebuilds_what_the_peek_read_through_serde() {
+    // Bodies the fast path gives up on (escaped keys, an escaped model, a number where serde
+    // reads any value): the two calls, byte for byte.
+    for body in [
+        r#"{"mo\u0064el":"a","stream":true}"#,
+        r#"{"model":"p/m","stream_options":{"include\u005fusage":false,"a":1}}"#,
+        r#"{"model":"p/m","stream_opti\u006fns":null}"#,
+        r#"{"x\"y":1,"model":"p/m"}"#,
+        r#"{"model":"caf\u00e9","stream":true}"#,
+        r#"{"model":"p/m","messages":[{"role":5,"content":"x"}],"stream_options":{}}"#,
+    ] {
+        let p = peek(body).unwrap();
+        assert_eq!(p.spots, None, "{body}");
+        for (model, usage) in [(Some("m"), true), (None, true), (Some("m"), false)] {
+            let got = rewrite(body.as_bytes(), &p, model, usage).unwrap();
+            assert_eq!(
+                got,
+                two_calls(body.as_bytes(), model, usage).unwrap(),
+                "{body}"
+            );
+        }
+    }
+    assert_eq!(
+        rewrite(
+            br#"{"model":"p/m","messages":[{"role":5}]}"#,
+            &peek(r#"{"model":"p/m","messages":[{"role":5}]}"#).unwrap(),
+            Some("m"),
+            true
+        )
+        .unwrap()
+        .as_deref(),
+        Some(
+            &br#"{"model":"m","messages":[{"role":5}],"stream_options":{"include_usage":true}}"#[..]
+        )
+    );
+}
+
+#[test]
+fn rewrite_without_spots_refuses_what_the_two_calls_refuse() {
+    // Without the peek's spots (here: none at all) it is the two calls, errors included.
+    let none = RequestPeek::default();
+    for (body, model) in [
+        (&br#"{"stream_options":true}"#[..], None),
+        (br#"{"stream_options":[]}"#, Some("m")),
+        (br#"{"stream_options":{},"stream_options":{}}"#, None),
+        (br#"{"model":"a","mo\u0064el":"b"}"#, Some("m")),
+        (b"42", Some("m")),
+        (b"42", None),
+        (b"{\"a\":", None),
+    ] {
+        let got = rewrite(body, &none, model, true);
+        let want = two_calls_unchecked(body, model);
+        match (&got, &want) {
+            (Err(g), Err(w)) => {
+                assert_eq!(
+                    std::mem::discriminant(g),
+                    std::mem::discriminant(w),
+                    "{got:?}"
+                );
+                assert_eq!(g, w);
+            }
+            _ => panic!("{}: {got:?} vs {want:?}", String::from_utf8_lossy(body)),
+        }
+    }
+    // Spots of another body do not splice it: they are checked, and then it is rebuilt.
+    let other = peek(r#"{"messages":[{"role":"user","content":"hello there"}],"model":"p/m","stream_options":null}"#).unwrap();
+    for body in [&br#"{}"#[..], br#"{"model":"p/m"}"#, br#"{"a":[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31]}"#] {
+        let got = rewrite(body, &other, Some("m"), true).unwrap();
+        let mut want = with_model(body, "m").unwrap();
+        want = with_include_usage(&want).unwrap();
+        assert_eq!(got, Some(want), "{}", String::from_utf8_lossy(body));
+    }
+}
+
+/// The two calls without a peek first (for bodies the peek refuses).
+fn two_calls_unchecked(body: &[u8], model: Option<&str>) -> Result<Vec<u8>, PeekError> {
+    let out = match model {
+        Some(model) => with_model(body, model)?,
+        None => body.to_vec(),
+    };
+    with_include_usage(&out)
+}
+
+/// Every combination of the shapes the splice handles, in every order and spacing, against the
+/// two calls: the same JSON value, every member not rewritten kept as its exact text.
+#[test]
+fn rewrite_means_the_two_calls_over_every_combination() {
+    const OPTIONS: &[Option<&str>] = &[
+        None,
+        Some("null"),
+        Some("{}"),
+        Some("{ }"),
+        Some(r#"{"include_usage":true}"#),
+        Some(r#"{"include_usage":false}"#),
+        Some(r#"{"include_usage":null}"#),
+        Some(r#"{"a":1,"include_usage":false,"b":[1, 2.50]}"#),
+        Some(r#"{"include_obfuscation":false}"#),
+        Some(r#"{"x":{"include_usage":1},"y":"include_usage"}"#),
+    ];
+    const OTHERS: &[&str] = &[
+        r#""messages":[{"role":"user","content":"hi \"there\"\n"}]"#,
+        r#""seed":123456789012345678901234567890"#,
+        r#""tools":{"model":"fake","stream_options":null}"#,
+        r#""stream":true"#,
+    ];
+    const SPACES: &[&str] = &["", " ", "\n  ", "\t\r\n"];
+    const MODELS: &[Option<&str>] = &[None, Some("gpt-4o"), Some("a\"b\\c\u{1F600}")];
+    let mut checked = 0;
+    for has_model in [false, true] {
+        for options in OPTIONS {
+            for others in 0..=OTHERS.len() {
+                for rotate in 0..4 {
+                    for space in SPACES {
+                        let mut members: Vec<String> =
+                            OTHERS[..others].iter().map(|m| m.to_string()).collect();
+                        if has_model {
+                            members.push(format!("\"model\"{space}:{space}\"openai/gpt-4o\""));
+                        }
+                        if let Some(o) = options {
+                            members.push(format!("\"stream_options\":{space}{o}"));
+                        }
+                        if members.is_empty() && rotate > 0 {
+                            continue;
+                        }
+                        let len = members.len().max(1);
+                        members.rotate_left(rotate % len);
+                        let body = format!(
+                            "{space}{{{space}{}{space}}}{space}",
+                            members.join(&format!("{space},{space}"))
+                        );
+                        for model in MODELS {
+                            for usage in [false, true] {
+                                check_against_two_calls(&body, *model, usage);
+                                checked += 1;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(checked > 3_000, "{checked}");
+}
+
+fn check_against_two_calls(body: &str, model: Option<&str>, usage: bool) {
+    let p = peek(body).unwrap_or_else(|e| panic!("{body}: {e}"));
+    assert!(p.spots.is_some(), "the fast path reads {body}");
+    let Some(out) = spliced(body, model, usage) else {
+        assert!(model.is_none() && (!usage || p.include_usage == Some(true)));
+        return;
+    };
+    let again = peek(&out).unwrap_or_else(|e| panic!("{out}: {e}"));
+    assert_eq!(
+        again.model.as_deref(),
+        model.or(p.model.as_deref()),
+        "{out}"
+    );
+    assert_eq!(again.stream, p.stream);
+    if usage {
+        assert_eq!(again.include_usage, Some(true), "{out}");
+    } else {
+        assert_eq!(again.include_usage, p.include_usage, "{out}");
+    }
+    let routed = ["model", "stream_options"];
+    assert_eq!(
+        raw_members(&out, &routed),
+        raw_members(body, &routed),
+        "{body} → {out}"
+    );
+    let options = |t: &str| {
+        raw_members(t, &[])
+            .into_iter()
+            .find(|(k, v)| k == "stream_options" && v.starts_with('{'))
+            .map(|(_, v)| raw_members(&v, &["include_usage"]))
+    };
+    if let Some(before) = options(body) {
+        assert_eq!(options(&out), Some(before), "{body} → {out}");
+    }
+    // Where nothing was spliced, nothing moved: the text around the edits is the body's.
+    let lead = body.len() - body.trim_start().len();
+    assert_eq!(&out[..lead], &body[..lead]);
+    let trail = body.len() - body.trim_end().len();
+    assert_eq!(&out[out.len() - trail..], &body[body.len() - trail..]);
+}
+
+/// The members of the object `text` but those named `except`, in order, each with its exact
+/// text (read without `serde_json::Map`, which sorts and takes the last of a repeated key).
+fn raw_members(text: &str, except: &[&str]) -> Vec<(String, String)> {
+    struct Members<'x>(&'x [&'x str]);
+    impl<'de> serde::de::Visitor<'de> for Members<'_> {
+        type Value = Vec<(String, String)>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("object")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut m: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut all = Vec::new();
+            while let Some(k) = m.next_key::<String>()? {
+                let v: &serde_json::value::RawValue = m.next_value()?;
+                if !self.0.contains(&k.as_str()) {
+                    all.push((k, v.get().to_owned()));
+                }
+            }
+            Ok(all)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
+    serde::Deserializer::deserialize_map(&mut de, Members(except))
+        .unwrap_or_else(|e| panic!("not an object: {e}: {text}"))
 }

@@ -367,36 +367,23 @@ async fn llm(
         x.cost = rt.costs.get(&provider.id).cloned();
     }
 
-    // The upstream body: the bare model id, and usage asked for on OpenAI chat streams.
-    let mut up_body = body;
-    if upstream_model != requested {
-        match peek::with_model(&up_body, upstream_model) {
-            Ok(b) => up_body = Bytes::from(b),
-            Err(e) => {
-                return fail(
-                    pending,
-                    GatewayError::BadRequest(e.to_string()),
-                    dialect,
-                    id,
-                );
-            }
-        }
-    }
+    // The upstream body: the bare model id, and usage asked for on OpenAI chat streams; in one
+    // copy of the body, spliced where the peek found the fields (`peek::rewrite`).
+    let bare_model = (upstream_model != requested).then_some(upstream_model);
     let inject_usage =
         family == ApiFamily::OpenAiChat && peeked.stream && peeked.include_usage != Some(true);
-    if inject_usage {
-        match peek::with_include_usage(&up_body) {
-            Ok(b) => up_body = Bytes::from(b),
-            Err(e) => {
-                return fail(
-                    pending,
-                    GatewayError::BadRequest(e.to_string()),
-                    dialect,
-                    id,
-                );
-            }
+    let up_body = match peek::rewrite(&body, &peeked, bare_model, inject_usage) {
+        Ok(Some(b)) => Bytes::from(b),
+        Ok(None) => body,
+        Err(e) => {
+            return fail(
+                pending,
+                GatewayError::BadRequest(e.to_string()),
+                dialect,
+                id,
+            );
         }
-    }
+    };
 
     let upstream = rt.upstreams.get(&provider.id);
     let up_req = match build_upstream_request(&mut parts, provider, upstream, family, up_body) {

@@ -26,11 +26,16 @@
 //! escapes and no raw control byte, a `\u` escape's surrogate pairing not checked, any depth.
 //! UTF-8 is checked by the caller over the whole body. The tests below compare the two paths
 //! on generated and mutated bodies, and the fuzz target `peek_model` on every body it tries.
+//!
+//! On the way it notes where `super::rewrite` would splice ([`RewriteSpots`]): the text of
+//! `model` and of `stream_options` (and of `include_usage` in it), and where the objects end.
+//! The cursor is at each of those places anyway, so this costs a few stores, and saves the
+//! rewrites their own pass over the body.
 
 use std::borrow::Cow;
 use std::ops::Range;
 
-use super::{ChatOpening, SessionParts};
+use super::{ChatOpening, OptionsSpot, RewriteSpots, SessionParts};
 use crate::json_scan::Cursor;
 
 /// What the fast path read: as `RequestPeek`, with the model borrowed.
@@ -40,6 +45,7 @@ pub(super) struct Fast<'a> {
     pub(super) stream: bool,
     pub(super) include_usage: Option<bool>,
     pub(super) session: SessionParts,
+    pub(super) spots: RewriteSpots,
 }
 
 /// Read `text` (a whole request body, valid UTF-8), or give up: see the module's documentation.
@@ -50,16 +56,26 @@ pub(super) fn peek(text: &str) -> Option<Fast<'_>> {
         stream: false,
         include_usage: None,
         session: SessionParts::default(),
+        spots: RewriteSpots {
+            end: 0,
+            members: false,
+            model: None,
+            stream_options: None,
+        },
     };
     let (mut model, mut stream, mut options) = (false, false, false);
-    s.object(|s, key| {
+    let mut members = false;
+    let end = s.object(|s, key| {
+        members = true;
         match key {
             b"model" => {
                 if std::mem::replace(&mut model, true) {
                     return None;
                 }
+                let start = s.value_start()?;
                 let range = s.plain_string()?;
                 fast.model = Some(text.get(range)?);
+                fast.spots.model = Some(start..s.i);
             }
             b"stream" => {
                 if std::mem::replace(&mut stream, true) {
@@ -71,7 +87,9 @@ pub(super) fn peek(text: &str) -> Option<Fast<'_>> {
                 if std::mem::replace(&mut options, true) {
                     return None;
                 }
-                fast.include_usage = s.stream_options()?;
+                let (include_usage, spot) = s.stream_options()?;
+                fast.include_usage = include_usage;
+                fast.spots.stream_options = Some(spot);
             }
             b"metadata" => fast.session.metadata = Some(s.raw()?),
             b"prompt_cache_key" => fast.session.prompt_cache_key = Some(s.raw()?),
@@ -83,6 +101,8 @@ pub(super) fn peek(text: &str) -> Option<Fast<'_>> {
     if s.peek().is_some() {
         return None;
     }
+    fast.spots.end = end;
+    fast.spots.members = members;
     Some(fast)
 }
 
@@ -109,12 +129,12 @@ pub(super) fn members(text: &str) -> Option<Vec<(Cow<'_, str>, &str)>> {
 /// The peek's reading of a request's fields, on the crate's JSON cursor.
 impl<'a> Cursor<'a> {
     /// An object's members, the cursor before its `{`: `f(scan, key)` reads each value. Keys
-    /// with an escape make it give up.
-    fn object(&mut self, mut f: impl FnMut(&mut Self, &'a [u8]) -> Option<()>) -> Option<()> {
+    /// with an escape make it give up. The answer is where its closing `}` is.
+    fn object(&mut self, mut f: impl FnMut(&mut Self, &'a [u8]) -> Option<()>) -> Option<usize> {
         self.eat(b'{')?;
         if self.peek()? == b'}' {
             self.i += 1;
-            return Some(());
+            return Some(self.i - 1);
         }
         loop {
             let key = self.plain_string()?;
@@ -125,7 +145,7 @@ impl<'a> Cursor<'a> {
                 b',' => self.i += 1,
                 b'}' => {
                     self.i += 1;
-                    return Some(());
+                    return Some(self.i - 1);
                 }
                 _ => return None,
             }
@@ -171,25 +191,41 @@ impl<'a> Cursor<'a> {
         })
     }
 
-    /// `stream_options`: `null`, or an object whose `include_usage` is read.
-    fn stream_options(&mut self) -> Option<Option<bool>> {
-        if self.peek()? == b'n' {
+    /// `stream_options`: `null`, or an object whose `include_usage` is read; and where it is.
+    fn stream_options(&mut self) -> Option<(Option<bool>, OptionsSpot)> {
+        let start = self.value_start()?;
+        if self.b.get(start) == Some(&b'n') {
             self.literal(b"null")?;
-            return Some(None);
+            return Some((None, OptionsSpot::Null(start..self.i)));
         }
-        let (mut include_usage, mut seen) = (None, false);
-        self.object(|s, key| {
+        let (mut include_usage, mut at, mut members) = (None, None, false);
+        let end = self.object(|s, key| {
+            members = true;
             if key == b"include_usage" {
-                if std::mem::replace(&mut seen, true) {
+                if at.is_some() {
                     return None;
                 }
+                let start = s.value_start()?;
                 include_usage = s.flag()?;
+                at = Some(start..s.i);
                 Some(())
             } else {
                 s.skip()
             }
         })?;
-        Some(include_usage)
+        let spot = OptionsSpot::Object {
+            end,
+            members,
+            include_usage: at,
+        };
+        Some((include_usage, spot))
+    }
+
+    /// Where the next value starts (past whitespace, not consumed).
+    #[inline]
+    fn value_start(&mut self) -> Option<usize> {
+        self.peek()?;
+        Some(self.i)
     }
 
     /// Any value, passed over: its range.
@@ -262,7 +298,7 @@ impl<'a> Cursor<'a> {
     /// gives up).
     fn visited(&mut self) -> Option<()> {
         match self.peek()? {
-            b'{' => self.object(|s, _| s.skip()),
+            b'{' => self.object(|s, _| s.skip()).map(drop),
             b'[' => self.array(Self::skip),
             b'"' => self.plain_string().map(drop),
             b't' | b'f' | b'n' => self.flag().map(drop),
@@ -281,8 +317,16 @@ enum Role {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::peek::{peek_request, peek_request_by_serde, rewrite_member_by};
+    use crate::peek::{
+        OptionsSpot, PeekError, RequestPeek, peek_request, peek_request_by_serde, rewrite,
+        rewrite_member_by, with_include_usage, with_model,
+    };
     use crate::test_rng::Rng;
+
+    /// The peek without its rewrite spots, which only the fast path notes.
+    fn unspotted(p: Result<RequestPeek, PeekError>) -> Result<RequestPeek, PeekError> {
+        p.map(|p| RequestPeek { spots: None, ..p })
+    }
 
     const STRINGS: &[&str] = &[
         r#""gpt-4o""#,
@@ -503,7 +547,7 @@ mod tests {
                 r.edit(&mut doc);
             }
             let want = peek_request_by_serde(&doc);
-            let got = peek_request(&doc);
+            let got = unspotted(peek_request(&doc));
             assert_eq!(got, want, "case {case}: {}", String::from_utf8_lossy(&doc));
             // The rewrites read the top-level members by the fast path too.
             for key in ["model", "stream_options"] {
@@ -548,6 +592,142 @@ mod tests {
         );
     }
 
+    /// The upstream body as the server made it before [`rewrite`]: `with_model`, then
+    /// `with_include_usage`.
+    fn two_calls(
+        doc: &[u8],
+        p: &RequestPeek,
+        model: Option<&str>,
+        include_usage: bool,
+    ) -> Result<Option<Vec<u8>>, PeekError> {
+        let mut out = None;
+        if let Some(model) = model {
+            out = Some(with_model(doc, model)?);
+        }
+        if include_usage && p.include_usage != Some(true) {
+            out = Some(with_include_usage(out.as_deref().unwrap_or(doc))?);
+        }
+        Ok(out)
+    }
+
+    /// Any JSON value, checked and passed over.
+    type IgnoredValue = serde::de::IgnoredAny;
+
+    /// The members of the object `text` but those named `except`, each as its key and text.
+    fn kept<'t>(text: &'t str, except: &[&str]) -> Vec<(Cow<'t, str>, &'t str)> {
+        let mut all = members(text).unwrap_or_else(|| panic!("not read: {text}"));
+        all.retain(|(k, _)| !except.contains(&k.as_ref()));
+        all
+    }
+
+    #[test]
+    fn the_splice_means_what_the_two_rewrites_mean() {
+        const MODELS: &[Option<&str>] = &[None, Some("gpt-4o"), Some("a\"b\\c\u{1F600}\u{1}")];
+        let mut r = Rng(0x9E37_79B9_7F4A_7C15);
+        let (mut spliced, mut rebuilt) = (0, 0);
+        for case in 0..60_000 {
+            let mut doc = body(&mut r).into_bytes();
+            if r.chance(20) {
+                r.edit(&mut doc);
+            }
+            let Ok(p) = peek_request(&doc) else {
+                continue;
+            };
+            let text = std::str::from_utf8(&doc).unwrap_or_default();
+            // The spots hold what the peek read.
+            if let Some(spots) = &p.spots {
+                assert_eq!(doc.get(spots.end), Some(&b'}'), "case {case}: {text}");
+                let model = spots.model.clone().map(|at| &text[at]);
+                let model = model.map(|m| serde_json::from_str::<String>(m).unwrap());
+                assert_eq!(model, p.model, "case {case}: {text}");
+                match &spots.stream_options {
+                    Some(OptionsSpot::Null(at)) => assert_eq!(&text[at.clone()], "null"),
+                    Some(OptionsSpot::Object {
+                        end,
+                        members,
+                        include_usage,
+                    }) => {
+                        assert_eq!(doc.get(*end), Some(&b'}'), "case {case}: {text}");
+                        let usage = include_usage.clone().map(|at| &text[at]);
+                        assert_eq!(
+                            usage.and_then(|u| serde_json::from_str::<Option<bool>>(u).unwrap()),
+                            p.include_usage,
+                            "case {case}: {text}"
+                        );
+                        let inside = text[..*end].trim_end();
+                        assert_eq!(!inside.ends_with('{'), *members, "case {case}: {text}");
+                    }
+                    None => assert_eq!(p.include_usage, None, "case {case}: {text}"),
+                }
+            }
+            let model = MODELS[r.below(MODELS.len())];
+            let include_usage = r.chance(70);
+            let want = two_calls(&doc, &p, model, include_usage);
+            let got = rewrite(&doc, &p, model, include_usage);
+            let (want, got) = match (want, got) {
+                (Ok(Some(want)), Ok(Some(got))) => (want, got),
+                (Ok(None), Ok(None)) => continue,
+                (Err(want), Err(got)) => {
+                    assert_eq!(
+                        std::mem::discriminant(&want),
+                        std::mem::discriminant(&got),
+                        "case {case}: {text}"
+                    );
+                    continue;
+                }
+                (want, got) => panic!("case {case}: {want:?} but {got:?}: {text}"),
+            };
+            // The same JSON value; where a number is beyond f64 (`1e400`, valid JSON that a
+            // `Value` refuses), neither reads as one and the members are compared below.
+            let value = |b: &[u8]| serde_json::from_slice::<serde_json::Value>(b).ok();
+            let out = std::str::from_utf8(&got).unwrap();
+            assert!(
+                serde_json::from_str::<IgnoredValue>(out).is_ok(),
+                "case {case}: {out}"
+            );
+            assert_eq!(
+                value(&got),
+                value(&want),
+                "case {case}: {text} became {out}"
+            );
+            let again = peek_request(&got).unwrap();
+            assert_eq!(again.model.as_deref(), model.or(p.model.as_deref()));
+            if include_usage {
+                assert_eq!(again.include_usage, Some(true), "case {case}: {out}");
+            }
+            let Some(spots) = &p.spots else {
+                // Without spots it is the two calls.
+                assert_eq!(got, want, "case {case}: {text}");
+                rebuilt += 1;
+                continue;
+            };
+            spliced += 1;
+            // Every member not rewritten keeps its text and place, in `stream_options` too.
+            let routed = ["model", "stream_options"];
+            assert_eq!(
+                kept(out, &routed),
+                kept(text, &routed),
+                "case {case}: {out}"
+            );
+            if let Some(OptionsSpot::Object { .. }) = spots.stream_options {
+                let inner = |t| {
+                    kept(t, &[])
+                        .into_iter()
+                        .find(|(k, _)| k == "stream_options")
+                        .map(|(_, v)| v)
+                        .unwrap()
+                };
+                assert_eq!(
+                    kept(inner(out), &["include_usage"]),
+                    kept(inner(text), &["include_usage"]),
+                    "case {case}: {out}"
+                );
+            }
+        }
+        // Both ways in earnest: the splice mostly, the two calls where the peek read by serde.
+        assert!(spliced > 10_000 && rebuilt > 1_000, "{spliced} {rebuilt}");
+    }
+
     #[test]
     fn every_escape_at_every_offset_of_a_long_string_reads_as_serde_reads() {
         // In the content of the opening user message (a range the peek must get exactly) and in
@@ -567,7 +747,7 @@ mod tests {
                         ),
                         format!(r#"{{"tools":["{text}"],"model":"m"}}"#),
                     ] {
-                        let got = peek_request(body.as_bytes());
+                        let got = unspotted(peek_request(body.as_bytes()));
                         assert_eq!(got, peek_request_by_serde(body.as_bytes()), "{body}");
                         fast += usize::from(peek(&body).is_some());
                     }
