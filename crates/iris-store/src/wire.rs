@@ -274,7 +274,9 @@ mod tests {
 
     #[test]
     fn a_kept_context_compresses_as_a_fresh_one_and_blocks_round_trip() {
-        let text: Vec<u8> = (0..50_000u32).flat_map(|i| (i % 251).to_le_bytes()).collect();
+        let text: Vec<u8> = (0..50_000u32)
+            .flat_map(|i| (i % 251).to_le_bytes())
+            .collect();
         let fresh = zstd::bulk::compress(&text, 1).unwrap();
         for _ in 0..3 {
             let block = encode_block(Kind::Usage, level1, "a test block", |raw| {
