@@ -55,6 +55,9 @@ pub struct RequestPeek {
 /// `stream_options` or `include_usage`, so each of these is the one member of its name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RewriteSpots {
+    /// The length of the body they are spots of: [`rewrite`] given another body (of another
+    /// length) rebuilds it instead of splicing at spots that are not its own.
+    pub body_len: usize,
     /// The top-level object's closing `}`.
     pub end: usize,
     /// Whether the top-level object has any member (a member added before `end` then needs a
@@ -246,8 +249,9 @@ pub fn with_model(body: &[u8], model: &str) -> Result<Vec<u8>, PeekError> {
     rewrite_member(body, "model", |_| Ok(encoded))
 }
 
-/// The upstream body of a request `peek` (what [`peek_request`] answered for this same `body`)
-/// was read from: `model` set to `model` when given (added at the end when absent), and, when
+/// The upstream body of a request `peek` (what [`peek_request`] answered for this same `body`;
+/// only its `spots` and `include_usage` are read, so a caller may have taken its `model` and
+/// `session` out) was read from: `model` set to `model` when given (added at the end when absent), and, when
 /// `include_usage` and the client did not already ask for it, `stream_options.include_usage`
 /// set to `true` (`stream_options` made an object, or added at the end). `Ok(None)` when
 /// nothing changes. The caller gives `model` only when it differs from the requested one: a
@@ -318,7 +322,7 @@ fn splice(
 ) -> Option<Vec<u8>> {
     const USAGE_OBJECT: &[u8] = br#"{"include_usage":true}"#;
     let comma = |after_member: bool| if after_member { &b","[..] } else { b"" };
-    (body.get(spots.end) == Some(&b'}')).then_some(())?;
+    (body.len() == spots.body_len && body.get(spots.end) == Some(&b'}')).then_some(())?;
     let model = model.map(json_string);
     // At most three: `model`'s value, something in `stream_options`, and members added at the
     // end of the top-level object (in the order the two-call path adds them).

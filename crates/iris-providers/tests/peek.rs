@@ -691,6 +691,13 @@ fn rewrite_without_spots_refuses_what_the_two_calls_refuse() {
         want = with_include_usage(&want).unwrap();
         assert_eq!(got, Some(want), "{}", String::from_utf8_lossy(body));
     }
+    // Spots of another body whose closing brace falls, by chance, inside a string of this one:
+    // the lengths differ, so it is rebuilt, not spliced into the string (found in review).
+    let short = peek(r#"{"model":"gpt-4o","stream":true}"#).unwrap();
+    let body = br#"{"model":"gpt-4o","stre":"abcde}xyz"}"#;
+    let got = rewrite(body, &short, None, true).unwrap().unwrap();
+    assert_eq!(got, with_include_usage(body).unwrap());
+    serde_json::from_slice::<serde_json::Value>(&got).unwrap();
 }
 
 /// The two calls without a peek first (for bodies the peek refuses).

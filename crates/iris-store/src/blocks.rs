@@ -97,7 +97,7 @@ fn encoded_len(r: &CaptureRow) -> usize {
 
 /// The compressed block of `rows`.
 pub(crate) fn encode(rows: &[CaptureRow]) -> Result<Vec<u8>, StoreError> {
-    wire::encode_block(wire::Kind::Captures, context, "a capture block", |raw| {
+    wire::encode_block(wire::Kind::Captures, "a capture block", |raw| {
         raw.reserve(MAGIC.len() + rows.iter().map(encoded_len).sum::<usize>());
         raw.extend_from_slice(MAGIC);
         for r in rows {
@@ -111,8 +111,8 @@ pub(crate) fn encode(rows: &[CaptureRow]) -> Result<Vec<u8>, StoreError> {
     })
 }
 
-/// The compression context of capture blocks (kept by the encoding thread; see `wire::Scratch`).
-fn context() -> std::io::Result<zstd::bulk::Compressor<'static>> {
+/// The compression context of capture blocks (kept between blocks; see `wire::Scratch`).
+pub(crate) fn context() -> std::io::Result<zstd::bulk::Compressor<'static>> {
     use zstd::zstd_safe::CParameter;
     let mut c = zstd::bulk::Compressor::new(LEVEL)?;
     c.set_parameter(CParameter::WindowLog(WINDOW_LOG))?;

@@ -102,7 +102,7 @@ pub(crate) fn encode_block(rs: &[&UsageRecord]) -> Result<Block, StoreError> {
     let mut tools = 0;
     let mut keyed = Keyed::default();
     let mut id_keys = Vec::new();
-    let data = wire::encode_block(wire::Kind::Usage, context, "a usage block", |raw| {
+    let data = wire::encode_block(wire::Kind::Usage, "a usage block", |raw| {
         raw.reserve(MAGIC.len() + rs.len() * 384);
         raw.extend_from_slice(MAGIC);
         for &r in rs {
@@ -190,8 +190,8 @@ impl Fnv {
     }
 }
 
-/// The compression context of usage blocks (kept by the encoding thread; see `wire::Scratch`).
-fn context() -> std::io::Result<zstd::bulk::Compressor<'static>> {
+/// The compression context of usage blocks (kept between blocks; see `wire::Scratch`).
+pub(crate) fn context() -> std::io::Result<zstd::bulk::Compressor<'static>> {
     zstd::bulk::Compressor::new(LEVEL)
 }
 

@@ -49,16 +49,31 @@ pub(crate) enum Kind {
     Captures = 1,
 }
 
+impl Kind {
+    /// A compression context with this kind's parameters.
+    fn context(self) -> std::io::Result<zstd::bulk::Compressor<'static>> {
+        match self {
+            Kind::Usage => crate::usage_log::context(),
+            Kind::Captures => crate::blocks::context(),
+        }
+    }
+}
+
 /// What [`encode_block`] keeps of a buffer between blocks, at most: a block of usage records is
 /// ~100 KB, a block of small chats' captures a few hundred; a larger one (a coding agent's
-/// prompts, up to 4 MiB) allocates its own, as before.
+/// prompts, up to 4 MiB) grows the buffer for its own use, and it is cut back to this after.
 const KEEP_BYTES: usize = 1 << 20;
 
-/// The buffers and compression contexts of the thread that encodes blocks (the store's
-/// blocking threads), kept between blocks. A block's buffers are large allocations, whose pages
-/// the allocator returns to the kernel between batches: allocated afresh they cost a page
-/// fault every 4 KB (three quarters of iris's page faults at a fixed 2,000 requests/s, session
-/// 21), and a new zstd context also allocates and clears its tables for every block.
+/// Scratches kept at most: one for each kind of block being written at once (the usage and
+/// capture writers each write one block at a time).
+const KEEP_SCRATCHES: usize = 2;
+
+/// The buffers and compression contexts of block encoding, kept between blocks. A block's
+/// buffers are large allocations, whose pages the allocator returns to the kernel between
+/// batches: allocated afresh they cost a page fault every 4 KB (three quarters of iris's page
+/// faults at a fixed 2,000 requests/s, session 21), and a new zstd context also allocates and
+/// clears its tables for every block. Kept in a small shared pool rather than per thread: the
+/// encoding runs on tokio's blocking threads, of which there may be many.
 #[derive(Default)]
 struct Scratch {
     raw: Vec<u8>,
@@ -66,34 +81,39 @@ struct Scratch {
     contexts: [Option<zstd::bulk::Compressor<'static>>; 2],
 }
 
-thread_local! {
-    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
-}
+/// Scratches kept for reuse (at most [`KEEP_SCRATCHES`]).
+struct Pool(std::sync::Mutex<Vec<Scratch>>);
 
-/// A compressed block: `fill` writes its uncompressed bytes, which are compressed with the
-/// thread's context for `kind` (made by `new_context` the first time) and copied out at their
-/// compressed size. `what` names the block in errors.
+static SCRATCHES: Pool = Pool(std::sync::Mutex::new(Vec::new()));
+
+/// A compressed block: `fill` writes its uncompressed bytes, which are compressed with a kept
+/// context for `kind` and copied out at their compressed size. `what` names the block in errors.
 pub(crate) fn encode_block(
     kind: Kind,
-    new_context: fn() -> std::io::Result<zstd::bulk::Compressor<'static>>,
     what: &str,
     fill: impl FnOnce(&mut Vec<u8>) -> Result<(), StoreError>,
 ) -> Result<Vec<u8>, StoreError> {
-    let failed =
-        |e: std::io::Error| StoreError::InvalidRecord(format!("cannot compress {what}: {e}"));
-    SCRATCH.with(|cell| {
-        // Never re-entered (`fill` encodes fields, not blocks); were it, a fresh scratch serves.
-        let mut fresh = Scratch::default();
-        let mut borrowed = cell.try_borrow_mut();
-        let scratch = match &mut borrowed {
-            Ok(s) => &mut **s,
-            Err(_) => &mut fresh,
-        };
+    SCRATCHES.encode(kind, what, fill)
+}
+
+impl Pool {
+    fn encode(
+        &self,
+        kind: Kind,
+        what: &str,
+        fill: impl FnOnce(&mut Vec<u8>) -> Result<(), StoreError>,
+    ) -> Result<Vec<u8>, StoreError> {
+        let failed =
+            |e: std::io::Error| StoreError::InvalidRecord(format!("cannot compress {what}: {e}"));
+        // A poisoned pool (a panic while it was locked, which nothing in it can do) only costs the
+        // reuse.
+        let taken = self.0.lock().ok().and_then(|mut pool| pool.pop());
+        let mut scratch = taken.unwrap_or_default();
         scratch.raw.clear();
         let result = fill(&mut scratch.raw).and_then(|()| {
             let context = match &mut scratch.contexts[kind as usize] {
                 Some(c) => c,
-                empty => empty.insert(new_context().map_err(failed)?),
+                empty => empty.insert(kind.context().map_err(failed)?),
             };
             scratch.out.clear();
             scratch
@@ -105,12 +125,16 @@ pub(crate) fn encode_block(
             Ok(scratch.out[..n].to_vec())
         });
         for buffer in [&mut scratch.raw, &mut scratch.out] {
-            if buffer.capacity() > KEEP_BYTES {
-                *buffer = Vec::new();
-            }
+            buffer.clear();
+            buffer.shrink_to(KEEP_BYTES);
+        }
+        if let Ok(mut pool) = self.0.lock()
+            && pool.len() < KEEP_SCRATCHES
+        {
+            pool.push(scratch);
         }
         result
-    })
+    }
 }
 
 /// The uncompressed bytes of a stored block of `table`.
@@ -261,62 +285,71 @@ pub(crate) fn damaged_copies(block: &[u8], n: usize, seed: u64) -> impl Iterator
 mod tests {
     use super::*;
 
-    fn level1() -> std::io::Result<zstd::bulk::Compressor<'static>> {
-        zstd::bulk::Compressor::new(1)
+    /// A pool of the test's own (tests run in parallel, and others encode blocks).
+    fn pool() -> Pool {
+        Pool(std::sync::Mutex::new(Vec::new()))
     }
 
-    fn kept() -> (usize, usize) {
-        SCRATCH.with(|s| {
-            let s = s.borrow();
-            (s.raw.capacity(), s.out.capacity())
-        })
+    /// The largest buffers the pool keeps.
+    fn kept(pool: &Pool) -> (usize, usize) {
+        let pool = pool.0.lock().unwrap();
+        let raw = pool.iter().map(|s| s.raw.capacity()).max().unwrap_or(0);
+        let out = pool.iter().map(|s| s.out.capacity()).max().unwrap_or(0);
+        (raw, out)
     }
 
     #[test]
     fn a_kept_context_compresses_as_a_fresh_one_and_blocks_round_trip() {
+        let pool = pool();
         let text: Vec<u8> = (0..50_000u32)
             .flat_map(|i| (i % 251).to_le_bytes())
             .collect();
         let fresh = zstd::bulk::compress(&text, 1).unwrap();
         for _ in 0..3 {
-            let block = encode_block(Kind::Usage, level1, "a test block", |raw| {
-                raw.extend_from_slice(&text);
-                Ok(())
-            })
-            .unwrap();
+            let block = pool
+                .encode(Kind::Usage, "a test block", |raw| {
+                    raw.extend_from_slice(&text);
+                    Ok(())
+                })
+                .unwrap();
             assert_eq!(block, fresh);
             assert_eq!(decompress(&block, "t").unwrap(), text);
         }
         // The buffers are kept for the next block.
-        let (raw, out) = kept();
+        let (raw, out) = kept(&pool);
         assert!(raw >= text.len() && out > 0, "{raw} {out}");
+        assert_eq!(pool.0.lock().unwrap().len(), 1);
     }
 
     #[test]
     fn buffers_beyond_the_limit_are_not_kept() {
+        let pool = pool();
         let big = vec![7u8; 2 * KEEP_BYTES];
-        let block = encode_block(Kind::Captures, level1, "a test block", |raw| {
-            raw.extend_from_slice(&big);
-            Ok(())
-        })
-        .unwrap();
+        let block = pool
+            .encode(Kind::Captures, "a test block", |raw| {
+                raw.extend_from_slice(&big);
+                Ok(())
+            })
+            .unwrap();
         assert_eq!(decompress(&block, "t").unwrap(), big);
-        let (raw, out) = kept();
+        let (raw, out) = kept(&pool);
         assert!(raw <= KEEP_BYTES && out <= KEEP_BYTES, "{raw} {out}");
     }
 
     #[test]
     fn a_failed_block_leaves_nothing_behind_for_the_next() {
-        let err = encode_block(Kind::Usage, level1, "a test block", |raw| {
+        let pool = pool();
+        let err = pool.encode(Kind::Usage, "a test block", |raw| {
             raw.extend_from_slice(b"half a block");
             Err(StoreError::InvalidRecord("a field too long".into()))
         });
         assert!(matches!(err, Err(StoreError::InvalidRecord(_))));
-        let block = encode_block(Kind::Usage, level1, "a test block", |raw| {
-            raw.extend_from_slice(b"whole");
-            Ok(())
-        })
-        .unwrap();
+        let block = pool
+            .encode(Kind::Usage, "a test block", |raw| {
+                raw.extend_from_slice(b"whole");
+                Ok(())
+            })
+            .unwrap();
         assert_eq!(decompress(&block, "t").unwrap(), b"whole");
     }
 }

@@ -68,7 +68,11 @@ mod sync {
 
 /// Repolls in one poll of the task, beyond the first: hyper's dispatcher wakes itself about once
 /// per request; a future that wakes itself more than this is left to the scheduler.
+#[cfg(not(iris_loom))]
 pub const MAX_REPOLLS: u32 = 8;
+/// Two under loom, so that its models reach the yield after the last repoll in a few steps.
+#[cfg(iris_loom)]
+pub const MAX_REPOLLS: u32 = 2;
 
 /// Not being polled: wake-ups go to the task.
 const IDLE: u8 = 0;
@@ -120,12 +124,15 @@ impl Wake for Shared {
 
 /// Puts the state back to IDLE if the inner future panics during a poll, so that wake-ups after
 /// it reach the task instead of marking a poll that is no longer running (a future polled again
-/// after a caught panic, as `catch_unwind` allows). Forgotten on every normal return.
-struct IdleOnUnwind<'a>(&'a AtomicU8);
+/// after a caught panic, as `catch_unwind` allows); a wake-up that came during the panicking
+/// poll, and was only marked, is passed on to the task. Forgotten on every normal return.
+struct IdleOnUnwind<'a>(&'a Shared);
 
 impl Drop for IdleOnUnwind<'_> {
     fn drop(&mut self) {
-        self.0.swap(IDLE, Ordering::AcqRel);
+        if self.0.state.swap(IDLE, Ordering::AcqRel) == WOKEN {
+            self.0.task.wake();
+        }
     }
 }
 
@@ -160,7 +167,7 @@ impl<F: Future> Future for AbsorbSelfWakes<F> {
         // follows (`AtomicWaker`'s protocol).
         shared.task.register(cx.waker());
         shared.state.store(POLLING, Ordering::Release);
-        let unwinding = IdleOnUnwind(&shared.state);
+        let unwinding = IdleOnUnwind(shared);
         let mut repolls = 0;
         let out = loop {
             let mut inner_cx = Context::from_waker(this.waker);
@@ -318,6 +325,27 @@ mod tests {
         f.inner_waker().wake_by_ref();
         assert_eq!(count.0.load(Ordering::SeqCst), 1);
         assert!(f.as_mut().poll(&mut cx).is_pending());
+    }
+
+    #[test]
+    fn a_wake_during_a_poll_that_panics_reaches_the_task() {
+        struct WakesThenPanics;
+        impl Future for WakesThenPanics {
+            type Output = ();
+            fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+                cx.waker().wake_by_ref();
+                panic!("the inner future panics after waking itself");
+            }
+        }
+        let (count, waker) = counter();
+        let mut cx = Context::from_waker(&waker);
+        let mut f = Box::pin(AbsorbSelfWakes::new(WakesThenPanics));
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _ = f.as_mut().poll(&mut cx);
+        }));
+        assert!(caught.is_err());
+        // Marked for a repoll that never came: passed on to the task instead of lost.
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
     }
 
     #[test]

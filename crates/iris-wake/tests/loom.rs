@@ -18,17 +18,21 @@ use std::task::{Context, Poll, Wake, Waker};
 
 use iris_wake::AbsorbSelfWakes;
 
+use loom::sync::atomic::{AtomicBool, Ordering};
+use loom::thread;
+
 /// Interleavings with up to this many preemptions (loom's advice: 2 or 3 finds nearly every
-/// bug; each model here runs in seconds at 3).
+/// bug; the models here take half a second at 3, about two minutes without a bound), unless
+/// `LOOM_MAX_PREEMPTIONS` says otherwise.
 const PREEMPTIONS: usize = 3;
 
 fn model(f: impl Fn() + Sync + Send + 'static) {
     let mut b = loom::model::Builder::new();
-    b.preemption_bound = Some(PREEMPTIONS);
+    if std::env::var_os("LOOM_MAX_PREEMPTIONS").is_none() {
+        b.preemption_bound = Some(PREEMPTIONS);
+    }
     b.check(f);
 }
-use loom::sync::atomic::{AtomicBool, Ordering};
-use loom::thread;
 
 /// The task as an executor sees it: woken means scheduled to be polled again.
 struct Task {
@@ -160,6 +164,30 @@ fn a_self_wake_and_an_outside_wake_together() {
             } else {
                 Poll::Pending
             }
+        });
+        let mut run = Run::new(inner);
+        let threads = wakers(&run, &flags);
+        let done = run.poll();
+        for t in threads {
+            t.join().unwrap();
+        }
+        run.finish(done);
+    });
+}
+
+/// A future that wakes itself on every poll (more often than the repolls allow, so the poll ends
+/// in a yield: the task's own wake-up) while another thread wakes it too.
+#[test]
+fn a_future_past_its_repolls_yields_and_loses_no_outside_wake() {
+    model(|| {
+        let flags = flags(1);
+        let seen = flags.clone();
+        let inner = std::future::poll_fn(move |cx| {
+            if seen[0].load(Ordering::Acquire) {
+                return Poll::Ready(());
+            }
+            cx.waker().wake_by_ref();
+            Poll::Pending
         });
         let mut run = Run::new(inner);
         let threads = wakers(&run, &flags);

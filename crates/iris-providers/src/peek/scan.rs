@@ -57,6 +57,7 @@ pub(super) fn peek(text: &str) -> Option<Fast<'_>> {
         include_usage: None,
         session: SessionParts::default(),
         spots: RewriteSpots {
+            body_len: text.len(),
             end: 0,
             members: false,
             model: None,
