@@ -10,6 +10,8 @@
 //! done has a wake-up pending, and the poll that wake-up brings sees the events. A lost wake-up
 //! is a connection that hangs with its request half read.
 #![cfg(iris_loom)]
+// Test code: a panic is the failure report (clippy.toml only covers #[test] fns).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::future::Future;
 use std::pin::Pin;
@@ -113,18 +115,25 @@ fn wakers(run: &Run<impl Future>, flags: &Arc<Vec<AtomicBool>>) -> Vec<thread::J
         .collect()
 }
 
+/// The race of every model: each flag's thread sets it and wakes the future while the executor
+/// polls it once; once they are done, every wake-up owed must be pending, and the future done
+/// after the polls they bring.
+fn race(run: &mut Run<impl Future>, flags: &Arc<Vec<AtomicBool>>) {
+    let threads = wakers(run, flags);
+    let done = run.poll();
+    for t in threads {
+        t.join().unwrap();
+    }
+    run.finish(done);
+}
+
 #[test]
 fn a_wake_racing_a_poll_is_never_lost() {
     model(|| {
         let flags = flags(1);
         let mut run = Run::new(all_set(flags.clone()));
         assert!(!run.poll());
-        let threads = wakers(&run, &flags);
-        let done = run.poll();
-        for t in threads {
-            t.join().unwrap();
-        }
-        run.finish(done);
+        race(&mut run, &flags);
     });
 }
 
@@ -137,12 +146,7 @@ fn two_wakes_during_one_poll_are_both_seen() {
         let flags = flags(2);
         let mut run = Run::new(all_set(flags.clone()));
         assert!(!run.poll());
-        let threads = wakers(&run, &flags);
-        let done = run.poll();
-        for t in threads {
-            t.join().unwrap();
-        }
-        run.finish(done);
+        race(&mut run, &flags);
     });
 }
 
@@ -166,12 +170,7 @@ fn a_self_wake_and_an_outside_wake_together() {
             }
         });
         let mut run = Run::new(inner);
-        let threads = wakers(&run, &flags);
-        let done = run.poll();
-        for t in threads {
-            t.join().unwrap();
-        }
-        run.finish(done);
+        race(&mut run, &flags);
     });
 }
 
@@ -190,11 +189,6 @@ fn a_future_past_its_repolls_yields_and_loses_no_outside_wake() {
             Poll::Pending
         });
         let mut run = Run::new(inner);
-        let threads = wakers(&run, &flags);
-        let done = run.poll();
-        for t in threads {
-            t.join().unwrap();
-        }
-        run.finish(done);
+        race(&mut run, &flags);
     });
 }
