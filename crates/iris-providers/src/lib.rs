@@ -44,8 +44,8 @@ pub mod usage;
 pub use api::{ApiFamily, Dialect, serves};
 pub use errors::{ErrorKind, error_body, sse_error_event, status};
 pub use peek::{
-    ChatOpening, OptionsSpot, PeekError, RequestPeek, RewriteSpots, SessionParts, peek_request,
-    rewrite, session_parts, with_include_usage, with_model,
+    ChatOpening, PeekError, RequestPeek, RewriteSpots, SessionParts, peek_request, rewrite,
+    session_parts, with_include_usage, with_model,
 };
 pub use routing::{
     ModelEntry, Route, RouteError, RouteTable, auth_header, forward_request_header,

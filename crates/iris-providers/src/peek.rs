@@ -51,27 +51,29 @@ pub struct RequestPeek {
 }
 
 /// Where, in a body the peek's fast path read, the fields the rewrites change are: byte offsets
-/// into the body. What the fast path accepted has no escaped key and no duplicate `model`,
+/// into the body. Only the peek makes them (the fields are the crate's), so [`rewrite`] is only
+/// ever given spots some body really has; it checks they are this body's (its length, and what
+/// stands at each spot) and rebuilds the body otherwise. What the fast path accepted has no escaped key and no duplicate `model`,
 /// `stream_options` or `include_usage`, so each of these is the one member of its name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RewriteSpots {
     /// The length of the body they are spots of: [`rewrite`] given another body (of another
     /// length) rebuilds it instead of splicing at spots that are not its own.
-    pub body_len: usize,
+    pub(crate) body_len: usize,
     /// The top-level object's closing `}`.
-    pub end: usize,
+    pub(crate) end: usize,
     /// Whether the top-level object has any member (a member added before `end` then needs a
     /// comma).
-    pub members: bool,
+    pub(crate) members: bool,
     /// The text of `model`'s value, quotes included; `None` when there is no `model`.
-    pub model: Option<Range<usize>>,
+    pub(crate) model: Option<Range<usize>>,
     /// `stream_options`; `None` when there is none.
-    pub stream_options: Option<OptionsSpot>,
+    pub(crate) stream_options: Option<OptionsSpot>,
 }
 
 /// Where `stream_options` is: see [`RewriteSpots`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum OptionsSpot {
+pub(crate) enum OptionsSpot {
     /// `stream_options: null`: the text of the `null`.
     Null(Range<usize>),
     Object {
