@@ -625,19 +625,25 @@ impl Writer {
         let batch = Arc::new(batch);
         match self.store.insert_usage(Arc::clone(&batch)).await {
             Ok(()) => {
-                self.keep_spare(batch);
+                if let Ok(buffer) = Arc::try_unwrap(batch) {
+                    self.keep_spare(buffer);
+                }
                 self.shared.settle(n, n);
                 self.batch_settled(started);
                 Flush::Done
             }
             Err(e) => {
                 self.shared.failed_batches.fetch_add(1, Ordering::AcqRel);
-                let batch = take_back(batch);
+                let mut batch = take_back(batch);
                 if e.is_permanent() {
                     tracing::warn!(error = %e, records = n, "usage batch refused by the store; writing its records one by one");
                     self.write_one_by_one(batch, started).await
                 } else {
-                    self.pending.splice(0..0, batch);
+                    // Back in front of the records received since, in the batch's buffer; the
+                    // emptied one is kept as the spare.
+                    batch.append(&mut self.pending);
+                    let emptied = std::mem::replace(&mut self.pending, batch);
+                    self.keep_spare(emptied);
                     self.failed_len = Some(n);
                     self.schedule_retry(n, &e);
                     Flush::Failed
@@ -646,12 +652,10 @@ impl Writer {
         }
     }
 
-    /// Keep a written batch's buffer for the next batch, unless the store still holds it or it
-    /// grew far beyond a batch (after an outage `pending` holds up to `queue_capacity`).
-    fn keep_spare(&mut self, batch: Arc<Vec<UsageRecord>>) {
-        if let Ok(mut buffer) = Arc::try_unwrap(batch)
-            && buffer.capacity() <= 2 * self.cfg.batch_size
-        {
+    /// Keep an emptied batch buffer for the next batch, unless it grew far beyond a batch (after
+    /// an outage `pending` holds up to `queue_capacity`).
+    fn keep_spare(&mut self, mut buffer: Vec<UsageRecord>) {
+        if buffer.capacity() <= 2 * self.cfg.batch_size {
             buffer.clear();
             self.spare = buffer;
         }
