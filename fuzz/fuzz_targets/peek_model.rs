@@ -21,29 +21,11 @@
 
 use std::collections::BTreeMap;
 
-use iris_providers::peek::peek_request_by_serde;
-use iris_providers::{
-    PeekError, RequestPeek, peek_request, rewrite, with_include_usage, with_model,
-};
+use iris_providers::peek::{peek_request_by_serde, rewrite_by_rebuilding};
+use iris_providers::{RequestPeek, peek_request, rewrite, with_include_usage, with_model};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 use serde_json::value::RawValue;
-
-/// The server's upstream body before `rewrite`: the two calls.
-fn two_calls(
-    body: &[u8],
-    peeked: &RequestPeek,
-    model: Option<&str>,
-) -> Result<Option<Vec<u8>>, PeekError> {
-    let mut out = None;
-    if let Some(model) = model {
-        out = Some(with_model(body, model)?);
-    }
-    if peeked.include_usage != Some(true) {
-        out = Some(with_include_usage(out.as_deref().unwrap_or(body))?);
-    }
-    Ok(out)
-}
 
 /// The top-level members of `text` other than `model` and `stream_options`, each with its exact
 /// text (of a repeated key the last); `None` when `text` is not an object serde reads.
@@ -89,7 +71,7 @@ fuzz_target!(|data: &[u8]| {
 
     for new_model in [Some(model.as_str()), None] {
         let got = rewrite(body, &peeked, new_model, true);
-        let want = two_calls(body, &peeked, new_model);
+        let want = rewrite_by_rebuilding(body, &peeked, new_model, true);
         match (got, want) {
             (Ok(Some(got)), Ok(Some(want))) => {
                 if peeked.spots.is_none() {

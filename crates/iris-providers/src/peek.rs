@@ -283,6 +283,31 @@ pub fn rewrite(
     {
         return Ok(Some(out));
     }
+    rebuild(body, model, include_usage)
+}
+
+/// [`rewrite`] without the spots: the body rebuilt by [`with_model`], then
+/// [`with_include_usage`], as the server made it before the splice. What the splice must agree
+/// with (the tests and the fuzz target `peek_model` compare the two).
+#[doc(hidden)]
+pub fn rewrite_by_rebuilding(
+    body: &[u8],
+    peek: &RequestPeek,
+    model: Option<&str>,
+    include_usage: bool,
+) -> Result<Option<Vec<u8>>, PeekError> {
+    rebuild(
+        body,
+        model,
+        include_usage && peek.include_usage != Some(true),
+    )
+}
+
+fn rebuild(
+    body: &[u8],
+    model: Option<&str>,
+    include_usage: bool,
+) -> Result<Option<Vec<u8>>, PeekError> {
     let mut out = None;
     if let Some(model) = model {
         out = Some(with_model(body, model)?);

@@ -1,5 +1,6 @@
 //! Request peeking and top-level rewrites.
 
+use iris_providers::peek::rewrite_by_rebuilding;
 use iris_providers::{
     PeekError, RequestPeek, peek_request, rewrite, with_include_usage, with_model,
 };
@@ -431,15 +432,7 @@ fn session_parts_are_found_in_the_same_pass() {
 /// The upstream body the way the server made it before `rewrite`: `with_model`, then
 /// `with_include_usage` unless the client asked for usage.
 fn two_calls(body: &[u8], model: Option<&str>, usage: bool) -> Result<Option<Vec<u8>>, PeekError> {
-    let p = peek_request(body)?;
-    let mut out = None;
-    if let Some(model) = model {
-        out = Some(with_model(body, model)?);
-    }
-    if usage && p.include_usage != Some(true) {
-        out = Some(with_include_usage(out.as_deref().unwrap_or(body))?);
-    }
-    Ok(out)
+    rewrite_by_rebuilding(body, &peek_request(body)?, model, usage)
 }
 
 /// `rewrite` of `body`, and a check that it means what the two calls mean.

@@ -203,7 +203,6 @@ impl<F: Future> Future for AbsorbSelfWakes<F> {
 mod tests {
     use super::*;
     use std::sync::atomic::AtomicUsize;
-    use std::sync::atomic::Ordering;
 
     /// A waker that counts its wake-ups.
     #[derive(Default)]

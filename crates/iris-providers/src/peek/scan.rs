@@ -320,7 +320,7 @@ mod tests {
     use super::*;
     use crate::peek::{
         OptionsSpot, PeekError, RequestPeek, peek_request, peek_request_by_serde, rewrite,
-        rewrite_member_by, with_include_usage, with_model,
+        rewrite_by_rebuilding, rewrite_member_by,
     };
     use crate::test_rng::Rng;
 
@@ -593,27 +593,6 @@ mod tests {
         );
     }
 
-    /// The upstream body as the server made it before [`rewrite`]: `with_model`, then
-    /// `with_include_usage`.
-    fn two_calls(
-        doc: &[u8],
-        p: &RequestPeek,
-        model: Option<&str>,
-        include_usage: bool,
-    ) -> Result<Option<Vec<u8>>, PeekError> {
-        let mut out = None;
-        if let Some(model) = model {
-            out = Some(with_model(doc, model)?);
-        }
-        if include_usage && p.include_usage != Some(true) {
-            out = Some(with_include_usage(out.as_deref().unwrap_or(doc))?);
-        }
-        Ok(out)
-    }
-
-    /// Any JSON value, checked and passed over.
-    type IgnoredValue = serde::de::IgnoredAny;
-
     /// The members of the object `text` but those named `except`, each as its key and text.
     fn kept<'t>(text: &'t str, except: &[&str]) -> Vec<(Cow<'t, str>, &'t str)> {
         let mut all = members(text).unwrap_or_else(|| panic!("not read: {text}"));
@@ -663,7 +642,7 @@ mod tests {
             }
             let model = MODELS[r.below(MODELS.len())];
             let include_usage = r.chance(70);
-            let want = two_calls(&doc, &p, model, include_usage);
+            let want = rewrite_by_rebuilding(&doc, &p, model, include_usage);
             let got = rewrite(&doc, &p, model, include_usage);
             let (want, got) = match (want, got) {
                 (Ok(Some(want)), Ok(Some(got))) => (want, got),
@@ -683,7 +662,7 @@ mod tests {
             let value = |b: &[u8]| serde_json::from_slice::<serde_json::Value>(b).ok();
             let out = std::str::from_utf8(&got).unwrap();
             assert!(
-                serde_json::from_str::<IgnoredValue>(out).is_ok(),
+                serde_json::from_str::<serde::de::IgnoredAny>(out).is_ok(),
                 "case {case}: {out}"
             );
             assert_eq!(
