@@ -12,9 +12,8 @@
 //!   and `stream`; the JSON is otherwise unchanged;
 //! - a rewrite never succeeds on a body the peek refuses;
 //! - the peek's fast path agrees with serde: `peek_request` answers exactly what
-//!   `peek::peek_request_by_serde` answers, result or error (but the rewrite spots, which only
-//!   the fast path notes);
-//! - `rewrite` (one splice where the peek found the fields) means what `with_model` then
+//!   `peek::peek_request_by_serde` answers, result or error;
+//! - `PeekedBody::rewrite` (one splice where the peek found the fields) means what `with_model` then
 //!   `with_include_usage` mean: the same JSON value, or the same error; every top-level member
 //!   it does not rewrite keeps its exact text; without spots, it is the two calls byte for byte.
 #![no_main]
@@ -22,7 +21,7 @@
 use std::collections::BTreeMap;
 
 use iris_providers::peek::{peek_request_by_serde, rewrite_by_rebuilding};
-use iris_providers::{RequestPeek, peek_request, rewrite, with_include_usage, with_model};
+use iris_providers::{peek_body, peek_request, with_include_usage, with_model};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -48,15 +47,18 @@ fuzz_target!(|data: &[u8]| {
         ),
         None => (data, "provider-model".to_owned()),
     };
-    let peeked = peek_request(body);
+    let peeked = peek_body(body);
     assert_eq!(
-        peeked.clone().map(|p| RequestPeek { spots: None, ..p }),
+        peeked
+            .as_ref()
+            .map(|p| p.peek.clone())
+            .map_err(Clone::clone),
         peek_request_by_serde(body),
         "the fast path and serde differ"
     );
     let rewritten_model = with_model(body, &model);
     let rewritten_usage = with_include_usage(body);
-    let Ok(peeked) = peeked else {
+    let Ok(spliceable) = peeked else {
         // The server never rewrites a body the peek refused; a rewrite may still succeed on one
         // (it reads only its own key), but its result must not be something the peek accepts
         // with a different model than the rewrite wrote.
@@ -67,14 +69,15 @@ fuzz_target!(|data: &[u8]| {
         }
         return;
     };
+    let peeked = &spliceable.peek;
     let original: Option<Value> = serde_json::from_slice(body).ok();
 
     for new_model in [Some(model.as_str()), None] {
-        let got = rewrite(body, &peeked, new_model, true);
-        let want = rewrite_by_rebuilding(body, &peeked, new_model, true);
+        let got = spliceable.rewrite(new_model, true);
+        let want = rewrite_by_rebuilding(body, peeked, new_model, true);
         match (got, want) {
             (Ok(Some(got)), Ok(Some(want))) => {
-                if peeked.spots.is_none() {
+                if !spliceable.splices() {
                     assert_eq!(got, want, "without spots, rewrite is not the two calls");
                 }
                 let p = peek_request(&got)

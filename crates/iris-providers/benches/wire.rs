@@ -12,7 +12,7 @@ use std::time::Duration;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use iris_providers::api::ApiFamily;
 use iris_providers::json_text::{next_special, string_end};
-use iris_providers::peek::{peek_request, rewrite, with_include_usage, with_model};
+use iris_providers::peek::{peek_body, peek_request, with_include_usage, with_model};
 use iris_providers::routing::RouteTable;
 use iris_providers::usage::UsageExtractor;
 use serde_json::{Value, json};
@@ -376,16 +376,12 @@ fn peek(c: &mut Criterion) {
         b.iter(|| with_model(black_box(&cc), "claude-opus-4-8-20260101"))
     });
     // The same, spliced where the peek (made once, as the server has it) found `model`.
-    let cc_peek = peek_request(&cc).unwrap_or_default();
+    let Ok(cc_peek) = peek_body(&cc) else {
+        panic!("the bench body `cc` does not peek")
+    };
+    assert!(cc_peek.splices());
     g.bench_function("rewrite_model_claude_code_80k", |b| {
-        b.iter(|| {
-            rewrite(
-                black_box(&cc),
-                &cc_peek,
-                Some("claude-opus-4-8-20260101"),
-                false,
-            )
-        })
+        b.iter(|| black_box(&cc_peek).rewrite(Some("claude-opus-4-8-20260101"), false))
     });
     // An OpenAI chat whose first user message is 64 KiB of code (a coding agent's opening):
     // the peek also delimits that message for session detection.
@@ -412,32 +408,36 @@ fn peek(c: &mut Criterion) {
     // The upstream body of an OpenAI chat stream that did not ask for usage: the two calls the
     // server made (each reading the body again), against one splice where the peek found the
     // fields; usage only, and with `openai/…` made the bare model id too.
-    let small_peek = peek_request(&small).unwrap_or_default();
-    assert!(small_peek.spots.is_some());
+    let Ok(small_peek) = peek_body(&small) else {
+        panic!("the bench body `small` does not peek")
+    };
+    assert!(small_peek.splices());
     g.bench_function("rewrite_include_usage_chat_small", |b| {
-        b.iter(|| rewrite(black_box(&small), &small_peek, None, true))
+        b.iter(|| black_box(&small_peek).rewrite(None, true))
     });
     let both = |body: &[u8]| with_include_usage(&with_model(body, "gpt-4o-mini")?);
     g.bench_function("with_model_and_include_usage_chat_small", |b| {
         b.iter(|| both(black_box(&small)))
     });
     g.bench_function("rewrite_model_and_include_usage_chat_small", |b| {
-        b.iter(|| rewrite(black_box(&small), &small_peek, Some("gpt-4o-mini"), true))
+        b.iter(|| black_box(&small_peek).rewrite(Some("gpt-4o-mini"), true))
     });
-    let code_peek = peek_request(&code).unwrap_or_default();
-    assert!(code_peek.spots.is_some());
+    let Ok(code_peek) = peek_body(&code) else {
+        panic!("the bench body `code` does not peek")
+    };
+    assert!(code_peek.splices());
     g.throughput(Throughput::Bytes(code.len() as u64));
     g.bench_function("with_include_usage_chat_code_64k", |b| {
         b.iter(|| with_include_usage(black_box(&code)))
     });
     g.bench_function("rewrite_include_usage_chat_code_64k", |b| {
-        b.iter(|| rewrite(black_box(&code), &code_peek, None, true))
+        b.iter(|| black_box(&code_peek).rewrite(None, true))
     });
     g.bench_function("with_model_and_include_usage_chat_code_64k", |b| {
         b.iter(|| both(black_box(&code)))
     });
     g.bench_function("rewrite_model_and_include_usage_chat_code_64k", |b| {
-        b.iter(|| rewrite(black_box(&code), &code_peek, Some("gpt-4o-mini"), true))
+        b.iter(|| black_box(&code_peek).rewrite(Some("gpt-4o-mini"), true))
     });
     g.finish();
 }

@@ -44,7 +44,7 @@ pub mod usage;
 pub use api::{ApiFamily, Dialect, serves};
 pub use errors::{ErrorKind, error_body, sse_error_event, status};
 pub use peek::{
-    ChatOpening, PeekError, RequestPeek, RewriteSpots, SessionParts, peek_request, rewrite,
+    ChatOpening, PeekError, PeekedBody, RequestPeek, SessionParts, peek_body, peek_request,
     session_parts, with_include_usage, with_model,
 };
 pub use routing::{

@@ -13,8 +13,10 @@
 //! error, not "last one wins": a gateway that checks one `model` while the provider reads
 //! another is a policy bypass.
 //!
-//! The fast path also notes where the fields the rewrites change are ([`RewriteSpots`]), so that
-//! [`rewrite`] makes the upstream body in one copy, splicing, instead of reading the body again.
+//! The fast path also notes where the fields the rewrites change are (`RewriteSpots`), so that
+//! [`PeekedBody::rewrite`] makes the upstream body in one copy, splicing, instead of reading the
+//! body again. The spots travel with a borrow of the body they were found in ([`peek_body`]), so
+//! they cannot be applied to another.
 //!
 //! The same pass notes where the fields session detection reads are ([`SessionParts`]: byte
 //! ranges of `metadata`, `prompt_cache_key` and the opening of `messages`), so the observer never
@@ -44,22 +46,31 @@ pub struct RequestPeek {
     pub include_usage: Option<bool>,
     /// Where the fields session detection reads are.
     pub session: SessionParts,
-    /// Where [`rewrite`] splices; `None` when the body was read through serde (the fast path
-    /// gave up), and then [`rewrite`] rebuilds the body as [`with_model`] and
-    /// [`with_include_usage`] do.
-    pub spots: Option<RewriteSpots>,
+}
+
+/// A request body and what the peek read in it ([`peek_body`]): what
+/// [`rewrite`](PeekedBody::rewrite) needs to make the upstream body. It borrows the body, so
+/// the spots it splices at are always the ones found in the bytes it splices into.
+#[derive(Debug, Clone)]
+pub struct PeekedBody<'b> {
+    /// What the peek read; the caller may take fields out (the rewrite reads none of them).
+    pub peek: RequestPeek,
+    body: &'b [u8],
+    /// The client's own `stream_options.include_usage`, kept apart from `peek`.
+    include_usage: Option<bool>,
+    /// `None` when the body was read through serde (the fast path gave up): the rewrite then
+    /// rebuilds the body as [`with_model`] and [`with_include_usage`] do.
+    spots: Option<RewriteSpots>,
 }
 
 /// Where, in a body the peek's fast path read, the fields the rewrites change are: byte offsets
-/// into the body. Only the peek makes them (the fields are the crate's), so [`rewrite`] is only
-/// ever given spots some body really has; it checks they are this body's (its length, and what
-/// stands at each spot) and rebuilds the body otherwise. What the fast path accepted has no escaped key and no duplicate `model`,
-/// `stream_options` or `include_usage`, so each of these is the one member of its name.
+/// into the body. Only the peek makes them, and only [`PeekedBody`] holds them, next to the
+/// body they are offsets of. The splice still checks what stands at each spot and rebuilds the
+/// body if it is not what the peek saw (a bug in the fast path, never silently a wrong body).
+/// What the fast path accepted has no escaped key and no duplicate `model`, `stream_options` or
+/// `include_usage`, so each of these is the one member of its name.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RewriteSpots {
-    /// The length of the body they are spots of: [`rewrite`] given another body (of another
-    /// length) rebuilds it instead of splicing at spots that are not its own.
-    pub(crate) body_len: usize,
+pub(crate) struct RewriteSpots {
     /// The top-level object's closing `}`.
     pub(crate) end: usize,
     /// Whether the top-level object has any member (a member added before `end` then needs a
@@ -134,17 +145,31 @@ pub enum PeekError {
 
 /// Peek at a request body. See [`RequestPeek`].
 pub fn peek_request(body: &[u8]) -> Result<RequestPeek, PeekError> {
+    peek_body(body).map(|p| p.peek)
+}
+
+/// Peek at a request body, keeping the body and where the rewrites would change it: see
+/// [`PeekedBody`].
+pub fn peek_body(body: &[u8]) -> Result<PeekedBody<'_>, PeekError> {
     let text = object_text(body)?;
-    match scan::peek(text) {
-        Some(fast) => Ok(RequestPeek {
-            model: fast.model.map(str::to_owned),
-            stream: fast.stream,
-            include_usage: fast.include_usage,
-            session: fast.session,
-            spots: Some(fast.spots),
-        }),
-        None => by_serde(text),
-    }
+    let (peek, spots) = match scan::peek(text) {
+        Some(fast) => (
+            RequestPeek {
+                model: fast.model.map(str::to_owned),
+                stream: fast.stream,
+                include_usage: fast.include_usage,
+                session: fast.session,
+            },
+            Some(fast.spots),
+        ),
+        None => (by_serde(text)?, None),
+    };
+    Ok(PeekedBody {
+        include_usage: peek.include_usage,
+        peek,
+        body,
+        spots,
+    })
 }
 
 /// [`peek_request`] through serde alone, without the fast path (`scan`) that gives up to it:
@@ -217,7 +242,6 @@ fn by_serde(text: &str) -> Result<RequestPeek, PeekError> {
         stream,
         include_usage,
         session,
-        spots: None,
     })
 }
 
@@ -251,42 +275,55 @@ pub fn with_model(body: &[u8], model: &str) -> Result<Vec<u8>, PeekError> {
     rewrite_member(body, "model", |_| Ok(encoded))
 }
 
-/// The upstream body of a request `peek` (what [`peek_request`] answered for this same `body`;
-/// only its `spots` and `include_usage` are read, so a caller may have taken its `model` and
-/// `session` out) was read from: `model` set to `model` when given (added at the end when absent), and, when
-/// `include_usage` and the client did not already ask for it, `stream_options.include_usage`
-/// set to `true` (`stream_options` made an object, or added at the end). `Ok(None)` when
-/// nothing changes. The caller gives `model` only when it differs from the requested one: a
-/// model given is written even when it is the same.
-///
-/// It means the same as [`with_model`] then [`with_include_usage`], but where the peek's fast
-/// path noted the spots ([`RequestPeek::spots`]) it copies the body once, splicing the new text
-/// in: every byte it does not replace is kept (whitespace, key spellings and member order
-/// included, also inside `stream_options`), and the body is not read again: `model` in an 80 KB
-/// Claude Code body 27 → 2.3 µs, model and usage in a 64 KiB code chat 30 → 1.5 µs, usage in
-/// a small chat 450 → 50 ns (benches/wire.rs). A replaced `include_usage` stays where it
-/// was (the two-call path moves it to the end of `stream_options`), which is the same JSON
-/// value. Without spots (the body was read through serde) it calls the two functions, so every
-/// answer and error is theirs.
-pub fn rewrite(
-    body: &[u8],
-    peek: &RequestPeek,
-    model: Option<&str>,
-    include_usage: bool,
-) -> Result<Option<Vec<u8>>, PeekError> {
-    let include_usage = include_usage && peek.include_usage != Some(true);
-    if model.is_none() && !include_usage {
-        return Ok(None);
+impl<'b> PeekedBody<'b> {
+    /// The body the peek read.
+    pub fn body(&self) -> &'b [u8] {
+        self.body
     }
-    if let Some(spots) = &peek.spots
-        && let Some(out) = splice(body, spots, model, include_usage)
-    {
-        return Ok(Some(out));
+
+    /// Whether the fast path read the body, noting where to splice (else [`rewrite`] rebuilds
+    /// it). For tests and benchmarks.
+    ///
+    /// [`rewrite`]: PeekedBody::rewrite
+    #[doc(hidden)]
+    pub fn splices(&self) -> bool {
+        self.spots.is_some()
     }
-    rebuild(body, model, include_usage)
+
+    /// The upstream body: `model` set to `model` when given (added at the end when absent),
+    /// and, when `include_usage` and the client did not already ask for it,
+    /// `stream_options.include_usage` set to `true` (`stream_options` made an object, or added
+    /// at the end). `Ok(None)` when nothing changes. The caller gives `model` only when it
+    /// differs from the requested one: a model given is written even when it is the same.
+    ///
+    /// It means the same as [`with_model`] then [`with_include_usage`], but where the peek's
+    /// fast path noted the spots it copies the body once, splicing the new text in: every byte
+    /// it does not replace is kept (whitespace, key spellings and member order included, also
+    /// inside `stream_options`), and the body is not read again: `model` in an 80 KB Claude
+    /// Code body 27 → 2.3 µs, model and usage in a 64 KiB code chat 30 → 1.5 µs, usage in a
+    /// small chat 450 → 50 ns (benches/wire.rs). A replaced `include_usage` stays where it was
+    /// (the two-call path moves it to the end of `stream_options`), which is the same JSON
+    /// value. Without spots (the body was read through serde) it calls the two functions, so
+    /// every answer and error is theirs.
+    pub fn rewrite(
+        &self,
+        model: Option<&str>,
+        include_usage: bool,
+    ) -> Result<Option<Vec<u8>>, PeekError> {
+        let include_usage = include_usage && self.include_usage != Some(true);
+        if model.is_none() && !include_usage {
+            return Ok(None);
+        }
+        if let Some(spots) = &self.spots
+            && let Some(out) = splice(self.body, spots, model, include_usage)
+        {
+            return Ok(Some(out));
+        }
+        rebuild(self.body, model, include_usage)
+    }
 }
 
-/// [`rewrite`] without the spots: the body rebuilt by [`with_model`], then
+/// [`PeekedBody::rewrite`] without the spots: the body rebuilt by [`with_model`], then
 /// [`with_include_usage`], as the server made it before the splice. What the splice must agree
 /// with (the tests and the fuzz target `peek_model` compare the two).
 #[doc(hidden)]
@@ -339,8 +376,8 @@ impl<'a> Edit<'a> {
     }
 }
 
-/// [`rewrite`] by the spots; `None` when a spot does not hold what the peek would have put
-/// there (spots of another body), and the caller then rebuilds the body without them.
+/// [`PeekedBody::rewrite`] by the spots; `None` when a spot does not hold what the peek saw
+/// there (which would be a bug of the fast path), and the caller then rebuilds the body.
 fn splice(
     body: &[u8],
     spots: &RewriteSpots,
@@ -349,7 +386,7 @@ fn splice(
 ) -> Option<Vec<u8>> {
     const USAGE_OBJECT: &[u8] = br#"{"include_usage":true}"#;
     let comma = |after_member: bool| if after_member { &b","[..] } else { b"" };
-    (body.len() == spots.body_len && body.get(spots.end) == Some(&b'}')).then_some(())?;
+    (body.get(spots.end) == Some(&b'}')).then_some(())?;
     let model = model.map(json_string);
     // At most three: `model`'s value, something in `stream_options`, and members added at the
     // end of the top-level object (in the order the two-call path adds them).

@@ -2,7 +2,7 @@
 
 use iris_providers::peek::rewrite_by_rebuilding;
 use iris_providers::{
-    PeekError, RequestPeek, peek_request, rewrite, with_include_usage, with_model,
+    PeekError, RequestPeek, peek_body, peek_request, with_include_usage, with_model,
 };
 use serde_json::Value;
 
@@ -10,11 +10,10 @@ fn peek(body: &str) -> Result<RequestPeek, PeekError> {
     peek_request(body.as_bytes())
 }
 
-/// What routes the request, without where the session fields and the rewrite spots are.
+/// What routes the request, without where the session fields are.
 fn routing(p: Result<RequestPeek, PeekError>) -> Result<RequestPeek, PeekError> {
     p.map(|p| RequestPeek {
         session: Default::default(),
-        spots: None,
         ..p
     })
 }
@@ -25,7 +24,6 @@ fn ok(model: Option<&str>, stream: bool, include_usage: Option<bool>) -> Request
         stream,
         include_usage,
         session: Default::default(),
-        spots: None,
     }
 }
 
@@ -437,8 +435,10 @@ fn two_calls(body: &[u8], model: Option<&str>, usage: bool) -> Result<Option<Vec
 
 /// `rewrite` of `body`, and a check that it means what the two calls mean.
 fn spliced(body: &str, model: Option<&str>, usage: bool) -> Option<String> {
-    let p = peek_request(body.as_bytes()).unwrap_or_else(|e| panic!("{body}: {e}"));
-    let got = rewrite(body.as_bytes(), &p, model, usage).unwrap_or_else(|e| panic!("{body}: {e}"));
+    let p = peek_body(body.as_bytes()).unwrap_or_else(|e| panic!("{body}: {e}"));
+    let got = p
+        .rewrite(model, usage)
+        .unwrap_or_else(|e| panic!("{body}: {e}"));
     let want = two_calls(body.as_bytes(), model, usage).unwrap_or_else(|e| panic!("{body}: {e}"));
     let value = |b: &Vec<u8>| {
         serde_json::from_slice::<Value>(b)
@@ -507,7 +507,7 @@ fn rewrite_splices_include_usage_into_every_shape_of_stream_options() {
     for (body, want) in cases {
         assert_eq!(spliced(body, None, true).as_deref(), Some(*want), "{body}");
         // Taken apart by the fast path, not rebuilt.
-        assert!(peek(body).unwrap().spots.is_some(), "{body}");
+        assert!(peek_body(body.as_bytes()).unwrap().splices(), "{body}");
     }
     // Already asked for: nothing to do.
     for body in [
@@ -623,10 +623,10 @@ fn rewrite_rebuilds_what_the_peek_read_through_serde() {
         r#"{"model":"caf\u00e9","stream":true}"#,
         r#"{"model":"p/m","messages":[{"role":5,"content":"x"}],"stream_options":{}}"#,
     ] {
-        let p = peek(body).unwrap();
-        assert_eq!(p.spots, None, "{body}");
+        let p = peek_body(body.as_bytes()).unwrap();
+        assert!(!p.splices(), "{body}");
         for (model, usage) in [(Some("m"), true), (None, true), (Some("m"), false)] {
-            let got = rewrite(body.as_bytes(), &p, model, usage).unwrap();
+            let got = p.rewrite(model, usage).unwrap();
             assert_eq!(
                 got,
                 two_calls(body.as_bytes(), model, usage).unwrap(),
@@ -635,71 +635,15 @@ fn rewrite_rebuilds_what_the_peek_read_through_serde() {
         }
     }
     assert_eq!(
-        rewrite(
-            br#"{"model":"p/m","messages":[{"role":5}]}"#,
-            &peek(r#"{"model":"p/m","messages":[{"role":5}]}"#).unwrap(),
-            Some("m"),
-            true
-        )
-        .unwrap()
-        .as_deref(),
+        peek_body(br#"{"model":"p/m","messages":[{"role":5}]}"#)
+            .unwrap()
+            .rewrite(Some("m"), true)
+            .unwrap()
+            .as_deref(),
         Some(
             &br#"{"model":"m","messages":[{"role":5}],"stream_options":{"include_usage":true}}"#[..]
         )
     );
-}
-
-#[test]
-fn rewrite_without_spots_refuses_what_the_two_calls_refuse() {
-    // Without the peek's spots (here: none at all) it is the two calls, errors included.
-    let none = RequestPeek::default();
-    for (body, model) in [
-        (&br#"{"stream_options":true}"#[..], None),
-        (br#"{"stream_options":[]}"#, Some("m")),
-        (br#"{"stream_options":{},"stream_options":{}}"#, None),
-        (br#"{"model":"a","mo\u0064el":"b"}"#, Some("m")),
-        (b"42", Some("m")),
-        (b"42", None),
-        (b"{\"a\":", None),
-    ] {
-        let got = rewrite(body, &none, model, true);
-        let want = two_calls_unchecked(body, model);
-        match (&got, &want) {
-            (Err(g), Err(w)) => {
-                assert_eq!(
-                    std::mem::discriminant(g),
-                    std::mem::discriminant(w),
-                    "{got:?}"
-                );
-                assert_eq!(g, w);
-            }
-            _ => panic!("{}: {got:?} vs {want:?}", String::from_utf8_lossy(body)),
-        }
-    }
-    // Spots of another body do not splice it: they are checked, and then it is rebuilt.
-    let other = peek(r#"{"messages":[{"role":"user","content":"hello there"}],"model":"p/m","stream_options":null}"#).unwrap();
-    for body in [&br#"{}"#[..], br#"{"model":"p/m"}"#, br#"{"a":[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31]}"#] {
-        let got = rewrite(body, &other, Some("m"), true).unwrap();
-        let mut want = with_model(body, "m").unwrap();
-        want = with_include_usage(&want).unwrap();
-        assert_eq!(got, Some(want), "{}", String::from_utf8_lossy(body));
-    }
-    // Spots of another body whose closing brace falls, by chance, inside a string of this one:
-    // the lengths differ, so it is rebuilt, not spliced into the string (found in review).
-    let short = peek(r#"{"model":"gpt-4o","stream":true}"#).unwrap();
-    let body = br#"{"model":"gpt-4o","stre":"abcde}xyz"}"#;
-    let got = rewrite(body, &short, None, true).unwrap().unwrap();
-    assert_eq!(got, with_include_usage(body).unwrap());
-    serde_json::from_slice::<serde_json::Value>(&got).unwrap();
-}
-
-/// The two calls without a peek first (for bodies the peek refuses).
-fn two_calls_unchecked(body: &[u8], model: Option<&str>) -> Result<Vec<u8>, PeekError> {
-    let out = match model {
-        Some(model) => with_model(body, model)?,
-        None => body.to_vec(),
-    };
-    with_include_usage(&out)
 }
 
 /// Every combination of the shapes the splice handles, in every order and spacing, against the
@@ -765,7 +709,10 @@ fn rewrite_means_the_two_calls_over_every_combination() {
 
 fn check_against_two_calls(body: &str, model: Option<&str>, usage: bool) {
     let p = peek(body).unwrap_or_else(|e| panic!("{body}: {e}"));
-    assert!(p.spots.is_some(), "the fast path reads {body}");
+    assert!(
+        peek_body(body.as_bytes()).is_ok_and(|p| p.splices()),
+        "the fast path reads {body}"
+    );
     let Some(out) = spliced(body, model, usage) else {
         assert!(model.is_none() && (!usage || p.include_usage == Some(true)));
         return;

@@ -290,7 +290,7 @@ async fn llm(
             )
         }),
     }));
-    let mut peeked = match peek::peek_request(&body) {
+    let mut peeked = match peek::peek_body(&body) {
         Ok(p) => p,
         Err(e) => {
             return fail(
@@ -301,12 +301,12 @@ async fn llm(
             );
         }
     };
-    pending.record.streaming = peeked.stream;
+    pending.record.streaming = peeked.peek.stream;
     if let Some(x) = pending.exchange.as_mut() {
         // The exchange keeps the request body as it came (a copy of `body`, same offsets).
-        x.session_parts = Some(std::mem::take(&mut peeked.session));
+        x.session_parts = Some(std::mem::take(&mut peeked.peek.session));
     }
-    let Some(requested) = peeked.model.take() else {
+    let Some(requested) = peeked.peek.model.take() else {
         return fail(pending, GatewayError::MissingModel, dialect, id);
     };
     // Kept in the record, read from there (no copy).
@@ -368,11 +368,12 @@ async fn llm(
     }
 
     // The upstream body: the bare model id, and usage asked for on OpenAI chat streams; in one
-    // copy of the body, spliced where the peek found the fields (`peek::rewrite`).
+    // copy of the body, spliced where the peek found the fields (`PeekedBody::rewrite`).
     let bare_model = (upstream_model != requested).then_some(upstream_model);
-    let inject_usage =
-        family == ApiFamily::OpenAiChat && peeked.stream && peeked.include_usage != Some(true);
-    let up_body = match peek::rewrite(&body, &peeked, bare_model, inject_usage) {
+    let inject_usage = family == ApiFamily::OpenAiChat
+        && peeked.peek.stream
+        && peeked.peek.include_usage != Some(true);
+    let up_body = match peeked.rewrite(bare_model, inject_usage) {
         Ok(Some(b)) => Bytes::from(b),
         Ok(None) => body,
         Err(e) => {

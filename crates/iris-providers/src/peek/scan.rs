@@ -27,7 +27,7 @@
 //! UTF-8 is checked by the caller over the whole body. The tests below compare the two paths
 //! on generated and mutated bodies, and the fuzz target `peek_model` on every body it tries.
 //!
-//! On the way it notes where `super::rewrite` would splice ([`RewriteSpots`]): the text of
+//! On the way it notes where `PeekedBody::rewrite` would splice ([`RewriteSpots`]): the text of
 //! `model` and of `stream_options` (and of `include_usage` in it), and where the objects end.
 //! The cursor is at each of those places anyway, so this costs a few stores, and saves the
 //! rewrites their own pass over the body.
@@ -57,7 +57,6 @@ pub(super) fn peek(text: &str) -> Option<Fast<'_>> {
         include_usage: None,
         session: SessionParts::default(),
         spots: RewriteSpots {
-            body_len: text.len(),
             end: 0,
             members: false,
             model: None,
@@ -319,15 +318,11 @@ enum Role {
 mod tests {
     use super::*;
     use crate::peek::{
-        OptionsSpot, PeekError, RequestPeek, peek_request, peek_request_by_serde, rewrite,
+        OptionsSpot, PeekedBody, RewriteSpots, peek_body, peek_request, peek_request_by_serde,
         rewrite_by_rebuilding, rewrite_member_by,
     };
     use crate::test_rng::Rng;
-
-    /// The peek without its rewrite spots, which only the fast path notes.
-    fn unspotted(p: Result<RequestPeek, PeekError>) -> Result<RequestPeek, PeekError> {
-        p.map(|p| RequestPeek { spots: None, ..p })
-    }
+    use std::ops::Range;
 
     const STRINGS: &[&str] = &[
         r#""gpt-4o""#,
@@ -548,7 +543,7 @@ mod tests {
                 r.edit(&mut doc);
             }
             let want = peek_request_by_serde(&doc);
-            let got = unspotted(peek_request(&doc));
+            let got = peek_request(&doc);
             assert_eq!(got, want, "case {case}: {}", String::from_utf8_lossy(&doc));
             // The rewrites read the top-level members by the fast path too.
             for key in ["model", "stream_options"] {
@@ -610,12 +605,13 @@ mod tests {
             if r.chance(20) {
                 r.edit(&mut doc);
             }
-            let Ok(p) = peek_request(&doc) else {
+            let Ok(peeked) = peek_body(&doc) else {
                 continue;
             };
+            let p = &peeked.peek;
             let text = std::str::from_utf8(&doc).unwrap_or_default();
             // The spots hold what the peek read.
-            if let Some(spots) = &p.spots {
+            if let Some(spots) = &peeked.spots {
                 assert_eq!(doc.get(spots.end), Some(&b'}'), "case {case}: {text}");
                 let model = spots.model.clone().map(|at| &text[at]);
                 let model = model.map(|m| serde_json::from_str::<String>(m).unwrap());
@@ -642,8 +638,8 @@ mod tests {
             }
             let model = MODELS[r.below(MODELS.len())];
             let include_usage = r.chance(70);
-            let want = rewrite_by_rebuilding(&doc, &p, model, include_usage);
-            let got = rewrite(&doc, &p, model, include_usage);
+            let want = rewrite_by_rebuilding(&doc, p, model, include_usage);
+            let got = peeked.rewrite(model, include_usage);
             let (want, got) = match (want, got) {
                 (Ok(Some(want)), Ok(Some(got))) => (want, got),
                 (Ok(None), Ok(None)) => continue,
@@ -675,7 +671,7 @@ mod tests {
             if include_usage {
                 assert_eq!(again.include_usage, Some(true), "case {case}: {out}");
             }
-            let Some(spots) = &p.spots else {
+            let Some(spots) = &peeked.spots else {
                 // Without spots it is the two calls.
                 assert_eq!(got, want, "case {case}: {text}");
                 rebuilt += 1;
@@ -708,6 +704,89 @@ mod tests {
         assert!(spliced > 10_000 && rebuilt > 1_000, "{spliced} {rebuilt}");
     }
 
+    /// The splice checks what stands at each spot and rebuilds the body when it is not what the
+    /// peek saw: a bug in the fast path's offsets costs a second read, never a wrong body.
+    #[test]
+    fn spots_that_do_not_hold_what_the_peek_saw_are_not_spliced() {
+        let body = br#"{"stream_options":{"include_usage":false,"a":1},"model":"p/m"}"#;
+        let peeked = peek_body(body).unwrap();
+        let rebuilt = rewrite_by_rebuilding(body, &peeked.peek, Some("m"), true).unwrap();
+        // As the peek found them the spots splice: `include_usage` stays where it was, where the
+        // two calls move it to the end of `stream_options`.
+        let spliced = peeked.rewrite(Some("m"), true).unwrap();
+        assert_eq!(
+            spliced.as_deref(),
+            Some(&br#"{"stream_options":{"include_usage":true,"a":1},"model":"m"}"#[..])
+        );
+        assert_ne!(spliced, rebuilt);
+        let spots = peeked.spots.clone().unwrap();
+        let Some(OptionsSpot::Object {
+            end: options_end,
+            members,
+            include_usage: Some(usage_at),
+        }) = spots.stream_options.clone()
+        else {
+            panic!("{spots:?}")
+        };
+        let model_at = spots.model.clone().unwrap();
+        let options = |end: usize, include_usage: Option<Range<usize>>| {
+            Some(OptionsSpot::Object {
+                end,
+                members,
+                include_usage,
+            })
+        };
+        let wrong: Vec<RewriteSpots> = vec![
+            // `model`'s value one byte off (no longer a quoted string).
+            RewriteSpots {
+                model: Some(model_at.start + 1..model_at.end),
+                ..spots.clone()
+            },
+            RewriteSpots {
+                model: Some(model_at.start..body.len() + 3),
+                ..spots.clone()
+            },
+            // The object's end not at a `}`, or past the body.
+            RewriteSpots {
+                end: spots.end - 1,
+                ..spots.clone()
+            },
+            RewriteSpots {
+                end: body.len(),
+                ..spots.clone()
+            },
+            // `include_usage`'s value not a literal.
+            RewriteSpots {
+                stream_options: options(options_end, Some(usage_at.start - 1..usage_at.end)),
+                ..spots.clone()
+            },
+            // `stream_options`'s end not at a `}`.
+            RewriteSpots {
+                stream_options: options(options_end - 1, None),
+                ..spots.clone()
+            },
+            // `null` where there is none.
+            RewriteSpots {
+                stream_options: Some(OptionsSpot::Null(usage_at.clone())),
+                ..spots.clone()
+            },
+            // Edits that run backwards: the object's end (here a `}`, of `stream_options`)
+            // before `model`'s value.
+            RewriteSpots {
+                end: options_end,
+                stream_options: None,
+                ..spots.clone()
+            },
+        ];
+        for spots in wrong {
+            let odd = PeekedBody {
+                spots: Some(spots.clone()),
+                ..peeked.clone()
+            };
+            assert_eq!(odd.rewrite(Some("m"), true).unwrap(), rebuilt, "{spots:?}");
+        }
+    }
+
     #[test]
     fn every_escape_at_every_offset_of_a_long_string_reads_as_serde_reads() {
         // In the content of the opening user message (a range the peek must get exactly) and in
@@ -727,7 +806,7 @@ mod tests {
                         ),
                         format!(r#"{{"tools":["{text}"],"model":"m"}}"#),
                     ] {
-                        let got = unspotted(peek_request(body.as_bytes()));
+                        let got = peek_request(body.as_bytes());
                         assert_eq!(got, peek_request_by_serde(body.as_bytes()), "{body}");
                         fast += usize::from(peek(&body).is_some());
                     }
