@@ -398,87 +398,192 @@ pub struct OpenLoop {
 
 /// Requests at a fixed rate; latency from each request's scheduled time.
 pub async fn open_loop(ep: &Endpoint, spec: &RequestSpec, cfg: &OpenLoop) -> LoadReport {
-    let mut report = LoadReport::default();
+    let slots = Slots {
+        len: cfg.duration,
+        warm: Duration::ZERO,
+    };
+    open_loop_slots(&[(ep, spec)], cfg, slots)
+        .await
+        .pop()
+        .unwrap_or_default()
+}
+
+/// How an open-loop run over several targets shares its time: one request stream at the run's
+/// rate, handed to one target at a time, slot by slot (see [`slot_owner`]), so that whatever
+/// else the machine does in a stretch of seconds falls on every target alike. A request
+/// scheduled in the first `warm` of a slot is sent and answered but its latency not counted:
+/// the target's threads have been idle since its last slot.
+#[derive(Debug, Clone, Copy)]
+pub struct Slots {
+    pub len: Duration,
+    pub warm: Duration,
+}
+
+/// The target (of `n`) that slot `k` goes to: cycle `k / n` gives each target one slot, starting
+/// one target later than the cycle before, so each target has every place in the order in turn.
+pub fn slot_owner(k: u64, n: usize) -> usize {
+    let n = n.max(1) as u64;
+    ((k % n + k / n) % n) as usize
+}
+
+/// One scheduled request: when, and whether its latency counts (see [`Slots::warm`]).
+#[derive(Debug, Clone, Copy)]
+struct Ticket {
+    at: Instant,
+    counted: bool,
+}
+
+/// Where ticket `i` of a run starting at `t0` falls: its time, its slot's owner, and whether it
+/// is counted.
+fn ticket(i: u64, t0: Instant, interval: Duration, slots: Slots, n: usize) -> (usize, Ticket) {
+    let offset = interval.mul_f64(i as f64);
+    let len = slots.len.as_nanos().max(1);
+    let k = (offset.as_nanos() / len) as u64;
+    let into_slot = offset.as_nanos() % len;
+    (
+        slot_owner(k, n),
+        Ticket {
+            at: t0 + offset,
+            counted: into_slot >= slots.warm.as_nanos(),
+        },
+    )
+}
+
+/// The time of a run of `duration` that slot owner `target` (of `n`) has.
+fn owned_time(duration: Duration, slots: Slots, n: usize, target: usize) -> Duration {
+    let len = slots.len.max(Duration::from_nanos(1));
+    let mut k = 0u64;
+    let mut own = Duration::ZERO;
+    loop {
+        let start = len.saturating_mul(k as u32);
+        if start >= duration || k > u64::from(u32::MAX) {
+            return own;
+        }
+        if slot_owner(k, n) == target {
+            own += (duration - start).min(len);
+        }
+        k += 1;
+    }
+}
+
+/// [`open_loop`] over `targets` in turn, slot by slot: one report per target, each over the
+/// time its slots had.
+pub async fn open_loop_slots(
+    targets: &[(&Endpoint, &RequestSpec)],
+    cfg: &OpenLoop,
+    slots: Slots,
+) -> Vec<LoadReport> {
+    let n = targets.len();
+    let mut reports: Vec<LoadReport> = (0..n).map(|_| LoadReport::default()).collect();
+    if n == 0 {
+        return reports;
+    }
     let total = (cfg.rate * cfg.duration.as_secs_f64()).round().max(1.0) as u64;
     let interval = Duration::from_secs_f64(1.0 / cfg.rate.max(0.001));
 
     // Connect every worker first, so connection setup is not measured.
-    let mut conns = Vec::with_capacity(cfg.connections);
-    for _ in 0..cfg.connections.max(1) {
-        match connect(ep).await {
-            Ok(c) => conns.push(c),
-            Err(e) => report.error(ErrorKind::Transport, || format!("connect: {e:#}")),
+    let mut conns: Vec<Vec<Conn>> = Vec::with_capacity(n);
+    for (t, (ep, _)) in targets.iter().enumerate() {
+        let mut own = Vec::with_capacity(cfg.connections);
+        for _ in 0..cfg.connections.max(1) {
+            match connect(ep).await {
+                Ok(c) => own.push(c),
+                Err(e) => reports[t].error(ErrorKind::Transport, || format!("connect: {e:#}")),
+            }
         }
+        conns.push(own);
     }
-    if conns.is_empty() {
-        report.errors.unsent = total;
-        report.elapsed = cfg.duration;
-        return report;
+    let t0 = Instant::now() + Duration::from_millis(20);
+    let assigned: Vec<u64> = {
+        let mut a = vec![0u64; n];
+        for i in 0..total {
+            a[ticket(i, t0, interval, slots, n).0] += 1;
+        }
+        a
+    };
+    for (t, r) in reports.iter_mut().enumerate() {
+        r.elapsed = owned_time(cfg.duration, slots, n, t);
+    }
+    if conns.iter().any(Vec::is_empty) {
+        for (r, a) in reports.iter_mut().zip(&assigned) {
+            r.errors.unsent = *a;
+        }
+        return reports;
     }
 
-    let (tx, rx) = mpsc::unbounded_channel::<Instant>();
-    let rx = Arc::new(Mutex::new(rx));
-    let t0 = Instant::now() + Duration::from_millis(20);
+    let (txs, rxs): (Vec<_>, Vec<_>) = (0..n).map(|_| mpsc::unbounded_channel::<Ticket>()).unzip();
     // Nothing may run past this, however slow the target.
     let hard_deadline = t0 + cfg.duration + Duration::from_secs(15);
     let pacer = std::thread::Builder::new()
         .name("iris-bench-pacer".into())
-        .spawn(move || pace(tx, t0, interval, total, hard_deadline));
+        .spawn(move || pace(txs, t0, interval, total, slots, hard_deadline));
     let pacer = match pacer {
         Ok(p) => p,
         Err(e) => {
-            report.error(ErrorKind::Transport, || {
-                format!("cannot start the pacer: {e}")
-            });
-            report.errors.unsent = total;
-            return report;
+            for (r, a) in reports.iter_mut().zip(&assigned) {
+                r.error(ErrorKind::Transport, || {
+                    format!("cannot start the pacer: {e}")
+                });
+                r.errors.unsent = *a;
+            }
+            return reports;
         }
     };
 
-    let sent = Arc::new(AtomicU64::new(0));
-    let mut tasks = Vec::with_capacity(conns.len());
-    for conn in conns {
-        let spec = spec.clone();
-        let rx = rx.clone();
-        let ep = ep.clone();
-        let sent = sent.clone();
-        tasks.push(tokio::spawn(async move {
-            open_worker(conn, &ep, &spec, &rx, hard_deadline, &sent).await
-        }));
-    }
-    for t in tasks {
-        match t.await {
-            Ok(r) => report.merge(r),
-            Err(e) => report.error(ErrorKind::Transport, || format!("worker failed: {e}")),
+    let mut tasks = Vec::new();
+    let mut sent = Vec::with_capacity(n);
+    for ((own, rx), (ep, spec)) in conns.into_iter().zip(rxs).zip(targets) {
+        let rx = Arc::new(Mutex::new(rx));
+        let count = Arc::new(AtomicU64::new(0));
+        let mut handles = Vec::with_capacity(own.len());
+        for conn in own {
+            let (spec, ep, rx, count) = ((*spec).clone(), (*ep).clone(), rx.clone(), count.clone());
+            handles.push(tokio::spawn(async move {
+                open_worker(conn, &ep, &spec, &rx, hard_deadline, &count).await
+            }));
         }
+        tasks.push(handles);
+        sent.push(count);
+    }
+    for ((handles, r), (count, a)) in tasks
+        .into_iter()
+        .zip(&mut reports)
+        .zip(sent.iter().zip(&assigned))
+    {
+        for h in handles {
+            match h.await {
+                Ok(w) => r.merge(w),
+                Err(e) => r.error(ErrorKind::Transport, || format!("worker failed: {e}")),
+            }
+        }
+        r.errors.unsent = a.saturating_sub(count.load(Ordering::Acquire));
     }
     let _ = tokio::task::spawn_blocking(move || pacer.join()).await;
-    report.errors.unsent = total.saturating_sub(sent.load(Ordering::Acquire));
-    report.elapsed = cfg.duration;
-    report
+    reports
 }
 
-/// The pacer: releases ticket `i` at `t0 + i * interval`. A thread of its own with a 1 ns timer
-/// slack, because the runtime's timer has a 1 ms resolution and 2,000 RPS is one request every
-/// 500 us.
+/// The pacer: releases ticket `i` at `t0 + i * interval`, to the target whose slot it falls in.
+/// A thread of its own with a 1 ns timer slack, because the runtime's timer has a 1 ms
+/// resolution and 2,000 RPS is one request every 500 us.
 fn pace(
-    tx: mpsc::UnboundedSender<Instant>,
+    txs: Vec<mpsc::UnboundedSender<Ticket>>,
     t0: Instant,
     interval: Duration,
     total: u64,
+    slots: Slots,
     hard_deadline: Instant,
 ) {
     let _ = rustix::thread::set_current_timer_slack(NonZeroU64::new(1));
     for i in 0..total {
-        let at = t0 + interval.mul_f64(i as f64);
+        let (target, t) = ticket(i, t0, interval, slots, txs.len());
         let now = Instant::now();
         if now >= hard_deadline {
             break;
         }
-        if at > now {
-            std::thread::sleep(at - now);
+        if t.at > now {
+            std::thread::sleep(t.at - now);
         }
-        if tx.send(at).is_err() {
+        if txs[target].send(t).is_err() {
             break;
         }
     }
@@ -488,17 +593,17 @@ async fn open_worker(
     mut conn: Conn,
     ep: &Endpoint,
     spec: &RequestSpec,
-    rx: &Mutex<mpsc::UnboundedReceiver<Instant>>,
+    rx: &Mutex<mpsc::UnboundedReceiver<Ticket>>,
     hard_deadline: Instant,
     sent: &AtomicU64,
 ) -> LoadReport {
     let mut r = LoadReport::default();
     let mut conn_ok = true;
     loop {
-        let scheduled = {
+        let ticket = {
             let mut guard = rx.lock().await;
             match tokio::time::timeout_at(hard_deadline.into(), guard.recv()).await {
-                Ok(Some(at)) => at,
+                Ok(Some(t)) => t,
                 Ok(None) | Err(_) => break,
             }
         };
@@ -515,14 +620,18 @@ async fn open_worker(
                 }
             }
         }
-        r.lag
-            .record(Instant::now().saturating_duration_since(scheduled));
+        if ticket.counted {
+            r.lag
+                .record(Instant::now().saturating_duration_since(ticket.at));
+        }
         match one_request(&mut conn, spec, |_, _| {}).await {
             Ok(done) => {
                 r.ok += 1;
                 r.bytes += done.bytes;
-                r.latency
-                    .record(Instant::now().saturating_duration_since(scheduled));
+                if ticket.counted {
+                    r.latency
+                        .record(Instant::now().saturating_duration_since(ticket.at));
+                }
             }
             Err((kind, msg, reusable)) => {
                 r.error(kind, || msg);
@@ -839,6 +948,81 @@ mod tests {
         assert_eq!(c.feed(b"data: 1\n"), 0);
         assert_eq!(c.feed(b"\n"), 1);
         assert_eq!(c.feed(b"data: 2\r\n\r\ndata: 3\n\n"), 2);
+    }
+
+    #[test]
+    fn slots_go_to_every_target_in_turn_and_in_every_place() {
+        for n in 1..=5usize {
+            // Each cycle of n slots gives each target exactly one.
+            for cycle in 0..(3 * n as u64) {
+                let mut owners: Vec<usize> = (0..n as u64)
+                    .map(|j| slot_owner(cycle * n as u64 + j, n))
+                    .collect();
+                owners.sort_unstable();
+                assert_eq!(owners, (0..n).collect::<Vec<_>>(), "n {n}, cycle {cycle}");
+            }
+            // Over n cycles, each target holds each place (first, second, ...) once.
+            for place in 0..n as u64 {
+                let mut holders: Vec<usize> = (0..n as u64)
+                    .map(|cycle| slot_owner(cycle * n as u64 + place, n))
+                    .collect();
+                holders.sort_unstable();
+                assert_eq!(holders, (0..n).collect::<Vec<_>>(), "n {n}, place {place}");
+            }
+        }
+        assert_eq!(slot_owner(7, 0), 0);
+    }
+
+    #[test]
+    fn tickets_fall_in_their_slots_and_the_warm_up_is_not_counted() {
+        let t0 = Instant::now();
+        let slots = Slots {
+            len: Duration::from_millis(500),
+            warm: Duration::from_millis(20),
+        };
+        let interval = Duration::from_micros(500); // 2,000 RPS
+        let (mut per, mut counted) = ([0u64; 3], [0u64; 3]);
+        for i in 0..(2000 * 6) {
+            let (owner, t) = ticket(i, t0, interval, slots, 3);
+            assert_eq!(t.at, t0 + interval * i as u32);
+            let ms = i / 2;
+            assert_eq!(owner, slot_owner(ms / 500, 3), "ticket {i}");
+            assert_eq!(t.counted, ms % 500 >= 20, "ticket {i}");
+            per[owner] += 1;
+            counted[owner] += u64::from(t.counted);
+        }
+        // 6 s in 500 ms slots: 4 slots each, 1,000 tickets a slot, 40 of them warming up.
+        assert_eq!(per, [4000; 3]);
+        assert_eq!(counted, [3840; 3]);
+        // One slot covering the run (a single target): every ticket counts.
+        let whole = Slots {
+            len: Duration::from_secs(6),
+            warm: Duration::ZERO,
+        };
+        assert!(
+            (0..12_000).all(|i| matches!(ticket(i, t0, interval, whole, 1), (0, t) if t.counted))
+        );
+    }
+
+    #[test]
+    fn each_target_owns_the_time_of_its_slots() {
+        let slots = Slots {
+            len: Duration::from_millis(500),
+            warm: Duration::ZERO,
+        };
+        let d = Duration::from_millis(7250);
+        let own: Vec<Duration> = (0..3).map(|t| owned_time(d, slots, 3, t)).collect();
+        assert_eq!(own.iter().sum::<Duration>(), d);
+        // Slots 0..14 (the last one 250 ms): owners 0,1,2 | 1,2,0 | 2,0,1 | 0,1,2 | 1,2,0.
+        assert_eq!(
+            own,
+            [
+                Duration::from_millis(2250),
+                Duration::from_millis(2500),
+                Duration::from_millis(2500)
+            ]
+        );
+        assert_eq!(owned_time(d, slots, 1, 0), d);
     }
 
     #[test]

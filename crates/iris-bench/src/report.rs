@@ -694,13 +694,26 @@ fn chat_table(w: &mut String, recs: &[RunRecord]) {
 }
 
 fn render_rate(w: &mut String, plan: &Plan, recs: &[RunRecord]) {
+    let slots = if plan.rate_slot.is_zero() {
+        "The targets run one after another in each repetition.".to_owned()
+    } else {
+        format!(
+            "In each repetition the targets but `direct` take turns in slots of {} ms (one \
+             stream of requests, handed to one target at a time; each target starts a cycle of \
+             slots in turn), so the machine's other load, which here changes from second to \
+             second, falls on each of them alike; the first {} ms of each slot are sent but not \
+             counted (the target was idle before it). `direct` runs on its own.",
+            plan.rate_slot.as_millis(),
+            plan.rate_slot_warm.as_millis()
+        )
+    };
     let _ = writeln!(
         w,
         "## Small chat at a fixed {} requests/s\n\nOpen loop over {} connections, {} s per \
-         repetition: a pacer thread schedules every request; latency runs from the **scheduled** \
-         send time to the last body byte, so a stall is charged for every request it delayed \
-         (no coordinated omission). \"generator lag\" is how late the generator itself sent (the \
-         floor under every target's numbers). The request: {}.\n",
+         target and repetition: a pacer thread schedules every request; latency runs from the \
+         **scheduled** send time to the last body byte, so a stall is charged for every request \
+         it delayed (no coordinated omission). {slots} \"generator lag\" is how late the \
+         generator itself sent (the floor under every target's numbers). The request: {}.\n",
         int(plan.rate_rps),
         plan.rate_connections,
         plan.rate_duration.as_secs_f64(),

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::load::{
-    self, ClosedLoop, Errors, HoldRun, LoadReport, OpenLoop, RequestSpec, SseReport, SseRun,
+    self, ClosedLoop, Endpoint, Errors, HoldRun, LoadReport, OpenLoop, RequestSpec, SseReport,
+    SseRun,
 };
 use crate::procfs::{ProcSet, SetSample, cpu_between};
 use crate::stack::Target;
@@ -62,7 +63,16 @@ pub struct Plan {
     pub large_prompt_bytes: usize,
     pub rate_rps: f64,
     pub rate_connections: usize,
+    /// Each target's share of a repetition of the fixed-rate scenario.
     pub rate_duration: Duration,
+    /// The fixed-rate scenario's slots: its targets but `direct` take turns, this long each,
+    /// through one repetition (see `load::Slots`); zero (the default of a run saved before
+    /// there were slots) runs them one after another.
+    #[serde(default)]
+    pub rate_slot: Duration,
+    /// The start of each slot whose latencies are not counted.
+    #[serde(default)]
+    pub rate_slot_warm: Duration,
     pub sse_chunks: u32,
     pub sse_chunk_delay_ms: u64,
     pub sse_concurrency: usize,
@@ -101,6 +111,8 @@ impl Plan {
             rate_rps: 2000.0,
             rate_connections: 32,
             rate_duration: Duration::from_millis(2500),
+            rate_slot: Duration::from_millis(500),
+            rate_slot_warm: Duration::from_millis(20),
             sse_chunks: 200,
             sse_chunk_delay_ms: 1,
             sse_concurrency: 8,
@@ -127,6 +139,7 @@ impl Plan {
             warmup: Duration::from_millis(300),
             chat_duration: Duration::from_secs(1),
             rate_duration: Duration::from_secs(1),
+            rate_slot: Duration::from_millis(250),
             sse_duration: Duration::from_secs(1),
             sse_reps: 2,
             streams: 1000,
@@ -357,7 +370,11 @@ pub async fn chat(
     out
 }
 
-/// Small chat at a fixed rate, latency from the scheduled send times.
+/// Small chat at a fixed rate, latency from the scheduled send times. With `plan.rate_slot`,
+/// the targets other than `direct` share each repetition in slots (`load::open_loop_slots`):
+/// the machine's other load, which here varies from second to second, then falls on all of
+/// them alike, and the paired differences the report takes compare like with like. `direct`
+/// (the mock itself, whose CPU would count every target's requests) runs on its own.
 pub async fn rate(plan: &Plan, targets: &[Target], mock: &ProcSet) -> Vec<RunRecord> {
     let spec = chat_spec(plan.chat_prompt_bytes);
     let warm = OpenLoop {
@@ -373,28 +390,63 @@ pub async fn rate(plan: &Plan, targets: &[Target], mock: &ProcSet) -> Vec<RunRec
         duration: plan.rate_duration,
         connections: plan.rate_connections,
     };
+    let (alone, shared): (Vec<Target>, Vec<Target>) = if plan.rate_slot.is_zero() {
+        (targets.to_vec(), Vec::new())
+    } else {
+        targets.iter().cloned().partition(|t| t.name == "direct")
+    };
     let mut out = Vec::new();
     for rep in 0..plan.reps {
-        for t in rotation(targets, rep) {
+        for t in rotation(&alone, rep) {
             let spec = with_target(&spec, &t);
             let meter = Meter::start(&t.procs, mock);
             let r = load::open_loop(&t.endpoint, &spec, &cfg).await;
             let rec = RunRecord::new(&t.name, rep, &r, meter.stop());
             settle(&t.procs).await;
-            progress(&format!(
-                "rate rep {rep} {:<10} {:>6.0} req/s  p50 {:>6.0} us  p99 {:>7.0} us  max {:>7.0} us  lag p99 {:>5.0} us  errors {}",
-                t.name,
-                rec.throughput,
-                rec.latency.p50_us,
-                rec.latency.p99_us,
-                rec.latency.max_us,
-                rec.lag.p99_us,
-                rec.errors.total()
-            ));
+            rate_progress(&rec);
             out.push(rec);
+        }
+        if shared.is_empty() {
+            continue;
+        }
+        let order = rotation(&shared, rep);
+        let specs: Vec<RequestSpec> = order.iter().map(|t| with_target(&spec, t)).collect();
+        let pairs: Vec<(&Endpoint, &RequestSpec)> =
+            order.iter().map(|t| &t.endpoint).zip(&specs).collect();
+        let all = OpenLoop {
+            duration: cfg.duration.saturating_mul(order.len() as u32),
+            ..cfg.clone()
+        };
+        let slots = load::Slots {
+            len: plan.rate_slot,
+            warm: plan.rate_slot_warm,
+        };
+        let meters: Vec<Meter<'_>> = order.iter().map(|t| Meter::start(&t.procs, mock)).collect();
+        let reports = load::open_loop_slots(&pairs, &all, slots).await;
+        for ((t, r), meter) in order.iter().zip(&reports).zip(meters) {
+            let rec = RunRecord::new(&t.name, rep, r, meter.stop());
+            rate_progress(&rec);
+            out.push(rec);
+        }
+        for t in &order {
+            settle(&t.procs).await;
         }
     }
     out
+}
+
+fn rate_progress(rec: &RunRecord) {
+    progress(&format!(
+        "rate rep {} {:<10} {:>6.0} req/s  p50 {:>6.0} us  p99 {:>7.0} us  max {:>7.0} us  lag p99 {:>5.0} us  errors {}",
+        rec.rep,
+        rec.target,
+        rec.throughput,
+        rec.latency.p50_us,
+        rec.latency.p99_us,
+        rec.latency.max_us,
+        rec.lag.p99_us,
+        rec.errors.total()
+    ));
 }
 
 /// One target in one repetition of the SSE scenario.

@@ -145,6 +145,46 @@ async fn open_loop_holds_the_rate_and_measures_from_the_schedule() {
     );
 }
 
+/// Two targets sharing one fixed-rate run in slots: each gets the requests of its own slots,
+/// its own time, and no latency from the warm-up at the start of a slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_loop_slots_hand_each_target_the_requests_of_its_slots() {
+    let m = mock().await;
+    let ep = Endpoint::new(m.addr());
+    let quick = chat_spec(0);
+    let slow = chat_spec(0).header("x-mock-latency-ms", "15").unwrap();
+    let reports = load::open_loop_slots(
+        &[(&ep, &quick), (&ep, &slow)],
+        &OpenLoop {
+            rate: 400.0,
+            duration: Duration::from_secs(1),
+            connections: 8,
+        },
+        load::Slots {
+            len: Duration::from_millis(100),
+            warm: Duration::from_millis(10),
+        },
+    )
+    .await;
+    assert_eq!(reports.len(), 2);
+    for r in &reports {
+        assert_eq!(r.errors.total(), 0, "{:?}", r.first_error);
+        // 10 slots of 100 ms, 5 each; 40 requests a slot, the first 4 of each not counted.
+        assert_eq!(r.ok, 200);
+        assert_eq!(r.elapsed, Duration::from_millis(500));
+        assert_eq!(r.latency.count(), 180);
+        assert_eq!(r.lag.count(), 180);
+        assert!((r.throughput() - 400.0).abs() < 1.0, "{}", r.throughput());
+    }
+    // The slow target's requests went to it: its median is its 15 ms, the other's far below.
+    let (quick_p50, slow_p50) = (
+        reports[0].latency.quantile_us(0.5),
+        reports[1].latency.quantile_us(0.5),
+    );
+    assert!(slow_p50 >= 15_000.0, "{slow_p50}");
+    assert!(quick_p50 < 10_000.0, "{quick_p50}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sse_sees_every_chunk_as_its_own_frame() {
     let m = mock().await;

@@ -44,6 +44,11 @@ struct Args {
     /// Streams at a time in the SSE scenario (default 8).
     #[arg(long)]
     sse_concurrency: Option<usize>,
+    /// Slots of the fixed-rate scenario in milliseconds (default 500, quick 250): the targets
+    /// but `direct` take turns this long each through a repetition; 0 runs them one after
+    /// another.
+    #[arg(long)]
+    rate_slot_ms: Option<u64>,
     /// Bytes of prompt in the chat scenarios' request (default 0: a small chat); e.g. 65536
     /// for a coding agent's request, whose capture is mostly that prompt.
     #[arg(long)]
@@ -156,6 +161,9 @@ async fn run(args: Args, nofile: u64) -> anyhow::Result<ExitCode> {
     }
     if let Some(b) = args.chat_prompt_bytes {
         plan.chat_prompt_bytes = b;
+    }
+    if let Some(ms) = args.rate_slot_ms {
+        plan.rate_slot = Duration::from_millis(ms);
     }
     let scenarios: Vec<Scenario> = if args.scenarios.is_empty() {
         Scenario::ALL.to_vec()
