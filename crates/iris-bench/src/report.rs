@@ -702,7 +702,9 @@ fn render_rate(w: &mut String, plan: &Plan, recs: &[RunRecord]) {
              stream of requests, handed to one target at a time; each target starts a cycle of \
              slots in turn), so the machine's other load, which here changes from second to \
              second, falls on each of them alike; the first {} ms of each slot are sent but not \
-             counted (the target was idle before it). `direct` runs on its own.",
+             counted (the target was idle before it). What a target defers (iris's capture and \
+             usage writes) runs in the next targets' slots and is charged to them. `direct` runs \
+             on its own.",
             plan.rate_slot.as_millis(),
             plan.rate_slot_warm.as_millis()
         )

@@ -66,8 +66,11 @@ pub struct Plan {
     /// Each target's share of a repetition of the fixed-rate scenario.
     pub rate_duration: Duration,
     /// The fixed-rate scenario's slots: its targets but `direct` take turns, this long each,
-    /// through one repetition (see `load::Slots`); zero (the default of a run saved before
-    /// there were slots) runs them one after another.
+    /// through one repetition (see `load::Slots`); zero (the default) runs them one after
+    /// another, each followed by a wait until its processes are idle. Slots put every target
+    /// under the same conditions, but what a target defers (iris writes captures every 250 ms
+    /// and usage at least every second) then runs in the next targets' slots and is charged to
+    /// them: a diagnosis (is iris's tail worse in the same seconds?), not the verdict.
     #[serde(default)]
     pub rate_slot: Duration,
     /// The start of each slot whose latencies are not counted.
@@ -111,7 +114,7 @@ impl Plan {
             rate_rps: 2000.0,
             rate_connections: 32,
             rate_duration: Duration::from_millis(2500),
-            rate_slot: Duration::from_millis(500),
+            rate_slot: Duration::ZERO,
             rate_slot_warm: Duration::from_millis(20),
             sse_chunks: 200,
             sse_chunk_delay_ms: 1,
@@ -139,7 +142,6 @@ impl Plan {
             warmup: Duration::from_millis(300),
             chat_duration: Duration::from_secs(1),
             rate_duration: Duration::from_secs(1),
-            rate_slot: Duration::from_millis(250),
             sse_duration: Duration::from_secs(1),
             sse_reps: 2,
             streams: 1000,
@@ -373,7 +375,7 @@ pub async fn chat(
 /// Small chat at a fixed rate, latency from the scheduled send times. With `plan.rate_slot`,
 /// the targets other than `direct` share each repetition in slots (`load::open_loop_slots`):
 /// the machine's other load, which here varies from second to second, then falls on all of
-/// them alike, and the paired differences the report takes compare like with like. `direct`
+/// them alike (and what a target defers falls on the next: see `Plan::rate_slot`). `direct`
 /// (the mock itself, whose CPU would count every target's requests) runs on its own.
 pub async fn rate(plan: &Plan, targets: &[Target], mock: &ProcSet) -> Vec<RunRecord> {
     let spec = chat_spec(plan.chat_prompt_bytes);

@@ -44,9 +44,10 @@ struct Args {
     /// Streams at a time in the SSE scenario (default 8).
     #[arg(long)]
     sse_concurrency: Option<usize>,
-    /// Slots of the fixed-rate scenario in milliseconds (default 500, quick 250): the targets
-    /// but `direct` take turns this long each through a repetition; 0 runs them one after
-    /// another.
+    /// Slots of the fixed-rate scenario in milliseconds (default 0: the targets one after
+    /// another): the targets but `direct` take turns this long each through a repetition, so
+    /// they meet the same conditions; what a target defers (iris's capture and usage writes)
+    /// then lands in the others' slots, so this is for diagnosis, not the verdict.
     #[arg(long)]
     rate_slot_ms: Option<u64>,
     /// Bytes of prompt in the chat scenarios' request (default 0: a small chat); e.g. 65536
