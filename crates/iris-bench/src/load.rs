@@ -411,8 +411,9 @@ pub async fn open_loop(ep: &Endpoint, spec: &RequestSpec, cfg: &OpenLoop) -> Loa
 /// How an open-loop run over several targets shares its time: one request stream at the run's
 /// rate, handed to one target at a time, slot by slot (see [`slot_owner`]), so that whatever
 /// else the machine does in a stretch of seconds falls on every target alike. A request
-/// scheduled in the first `warm` of a slot is sent and answered but its latency not counted:
-/// the target's threads have been idle since its last slot.
+/// scheduled in the first `warm` of a turn (a slot whose owner differs from the slot before's,
+/// or the first) is sent and answered but its latency not counted: the target's threads have
+/// been idle since its last turn. `warm` must be shorter than `len`.
 #[derive(Debug, Clone, Copy)]
 pub struct Slots {
     pub len: Duration,
@@ -421,6 +422,8 @@ pub struct Slots {
 
 /// The target (of `n`) that slot `k` goes to: cycle `k / n` gives each target one slot, starting
 /// one target later than the cycle before, so each target has every place in the order in turn.
+/// (With two targets the last of a cycle is the first of the next: after the first slot, each
+/// turn is two slots long.)
 pub fn slot_owner(k: u64, n: usize) -> usize {
     let n = n.max(1) as u64;
     ((k % n + k / n) % n) as usize
@@ -440,30 +443,33 @@ fn ticket(i: u64, t0: Instant, interval: Duration, slots: Slots, n: usize) -> (u
     let len = slots.len.as_nanos().max(1);
     let k = (offset.as_nanos() / len) as u64;
     let into_slot = offset.as_nanos() % len;
+    let owner = slot_owner(k, n);
+    let turn_starts = k == 0 || slot_owner(k - 1, n) != owner;
     (
-        slot_owner(k, n),
+        owner,
         Ticket {
             at: t0 + offset,
-            counted: into_slot >= slots.warm.as_nanos(),
+            counted: !turn_starts || into_slot >= slots.warm.as_nanos(),
         },
     )
 }
 
 /// The time of a run of `duration` that slot owner `target` (of `n`) has.
 fn owned_time(duration: Duration, slots: Slots, n: usize, target: usize) -> Duration {
-    let len = slots.len.max(Duration::from_nanos(1));
-    let mut k = 0u64;
-    let mut own = Duration::ZERO;
-    loop {
-        let start = len.saturating_mul(k as u32);
-        if start >= duration || k > u64::from(u32::MAX) {
-            return own;
-        }
-        if slot_owner(k, n) == target {
-            own += (duration - start).min(len);
+    let (len, total) = (slots.len.as_nanos().max(1), duration.as_nanos());
+    // Every full cycle of `n` slots gives each target one; the slots after the last full cycle
+    // (the very last one perhaps partial) are counted one by one.
+    let n = n.max(1) as u128;
+    let full_cycles = total / (len * n);
+    let mut own = full_cycles * len;
+    let mut k = full_cycles * n;
+    while k * len < total {
+        if slot_owner(k as u64, n as usize) == target {
+            own += (total - k * len).min(len);
         }
         k += 1;
     }
+    Duration::from_nanos(u64::try_from(own).unwrap_or(u64::MAX))
 }
 
 /// [`open_loop`] over `targets` in turn, slot by slot: one report per target, each over the
@@ -493,23 +499,31 @@ pub async fn open_loop_slots(
         }
         conns.push(own);
     }
-    let t0 = Instant::now() + Duration::from_millis(20);
     let assigned: Vec<u64> = {
+        let now = Instant::now();
         let mut a = vec![0u64; n];
         for i in 0..total {
-            a[ticket(i, t0, interval, slots, n).0] += 1;
+            a[ticket(i, now, interval, slots, n).0] += 1;
         }
         a
     };
     for (t, r) in reports.iter_mut().enumerate() {
         r.elapsed = owned_time(cfg.duration, slots, n, t);
     }
-    if conns.iter().any(Vec::is_empty) {
+    if let Some(down) = conns.iter().position(Vec::is_empty) {
+        // The slots are one schedule: without one target, the others' would not be the same.
+        let name = targets[down].0.addr;
         for (r, a) in reports.iter_mut().zip(&assigned) {
             r.errors.unsent = *a;
+            if r.first_error.is_none() {
+                r.first_error = Some(format!(
+                    "not run: the target at {name} could not be reached"
+                ));
+            }
         }
         return reports;
     }
+    let t0 = Instant::now() + Duration::from_millis(20);
 
     let (txs, rxs): (Vec<_>, Vec<_>) = (0..n).map(|_| mpsc::unbounded_channel::<Ticket>()).unzip();
     // Nothing may run past this, however slow the target.
@@ -574,17 +588,23 @@ fn pace(
     hard_deadline: Instant,
 ) {
     let _ = rustix::thread::set_current_timer_slack(NonZeroU64::new(1));
+    // A target whose workers all ended takes no more tickets (they count as unsent); the
+    // others' go on.
+    let mut open = vec![true; txs.len()];
     for i in 0..total {
         let (target, t) = ticket(i, t0, interval, slots, txs.len());
         let now = Instant::now();
-        if now >= hard_deadline {
+        if now >= hard_deadline || !open.contains(&true) {
             break;
+        }
+        if !open[target] {
+            continue;
         }
         if t.at > now {
             std::thread::sleep(t.at - now);
         }
         if txs[target].send(t).is_err() {
-            break;
+            open[target] = false;
         }
     }
 }
@@ -1002,6 +1022,16 @@ mod tests {
         assert!(
             (0..12_000).all(|i| matches!(ticket(i, t0, interval, whole, 1), (0, t) if t.counted))
         );
+        // Two targets: owners 0,1 | 1,0 | 0,1 | 1,0, so after the first slot each turn is two
+        // slots, and only a turn's start warms up.
+        let two = [0usize, 1, 1, 0, 0, 1, 1, 0];
+        let starts = [true, true, false, true, false, true, false, true];
+        for i in 0..(2000 * 4) {
+            let (owner, t) = ticket(i, t0, interval, slots, 2);
+            let (k, ms) = ((i / 1000) as usize, i / 2 % 500);
+            assert_eq!(owner, two[k], "ticket {i}");
+            assert_eq!(t.counted, !starts[k] || ms >= 20, "ticket {i}");
+        }
     }
 
     #[test]
@@ -1023,6 +1053,27 @@ mod tests {
             ]
         );
         assert_eq!(owned_time(d, slots, 1, 0), d);
+        // Against counting slot by slot, for many shapes.
+        for n in 1..=5 {
+            for ms in [0u64, 1, 499, 500, 501, 1000, 7250, 12_345] {
+                let d = Duration::from_millis(ms);
+                for t in 0..n {
+                    let mut want = Duration::ZERO;
+                    let mut k = 0u64;
+                    while Duration::from_millis(500 * k) < d {
+                        if slot_owner(k, n) == t {
+                            want += (d - Duration::from_millis(500 * k)).min(slots.len);
+                        }
+                        k += 1;
+                    }
+                    assert_eq!(
+                        owned_time(d, slots, n, t),
+                        want,
+                        "n {n}, {ms} ms, target {t}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

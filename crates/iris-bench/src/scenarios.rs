@@ -73,8 +73,7 @@ pub struct Plan {
     /// them: a diagnosis (is iris's tail worse in the same seconds?), not the verdict.
     #[serde(default)]
     pub rate_slot: Duration,
-    /// The start of each slot whose latencies are not counted.
-    #[serde(default)]
+    /// The start of each turn (a target's slots in a row) whose latencies are not counted.
     pub rate_slot_warm: Duration,
     pub sse_chunks: u32,
     pub sse_chunk_delay_ms: u64,
@@ -426,7 +425,19 @@ pub async fn rate(plan: &Plan, targets: &[Target], mock: &ProcSet) -> Vec<RunRec
         let meters: Vec<Meter<'_>> = order.iter().map(|t| Meter::start(&t.procs, mock)).collect();
         let reports = load::open_loop_slots(&pairs, &all, slots).await;
         for ((t, r), meter) in order.iter().zip(&reports).zip(meters) {
-            let rec = RunRecord::new(&t.name, rep, r, meter.stop());
+            let mut window = meter.stop();
+            // Targets served by one process (iris as `(loopback)`, with a key, by WhoIs) each
+            // measured that process over the whole run: each is charged its share by requests.
+            let served: u64 = order
+                .iter()
+                .zip(&reports)
+                .filter(|(o, _)| o.procs.root == t.procs.root)
+                .map(|(_, o)| o.ok)
+                .sum();
+            if served > 0 {
+                window.cpu_s *= r.ok as f64 / served as f64;
+            }
+            let rec = RunRecord::new(&t.name, rep, r, window);
             rate_progress(&rec);
             out.push(rec);
         }

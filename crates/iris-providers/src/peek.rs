@@ -50,8 +50,9 @@ pub struct RequestPeek {
 
 /// A request body and what the peek read in it ([`peek_body`]): what
 /// [`rewrite`](PeekedBody::rewrite) needs to make the upstream body. It borrows the body, so
-/// the spots it splices at are always the ones found in the bytes it splices into.
-#[derive(Debug, Clone)]
+/// the spots it splices at are always the ones found in the bytes it splices into. Its `Debug`
+/// shows the body's length, never the body (a prompt, perhaps with secrets in it).
+#[derive(Clone)]
 pub struct PeekedBody<'b> {
     /// What the peek read; the caller may take fields out (the rewrite reads none of them).
     pub peek: RequestPeek,
@@ -273,6 +274,16 @@ pub fn with_include_usage(body: &[u8]) -> Result<Vec<u8>, PeekError> {
 pub fn with_model(body: &[u8], model: &str) -> Result<Vec<u8>, PeekError> {
     let encoded = json_string(model);
     rewrite_member(body, "model", |_| Ok(encoded))
+}
+
+impl fmt::Debug for PeekedBody<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PeekedBody")
+            .field("peek", &self.peek)
+            .field("body_bytes", &self.body.len())
+            .field("splices", &self.spots.is_some())
+            .finish()
+    }
 }
 
 impl<'b> PeekedBody<'b> {

@@ -165,6 +165,13 @@ async fn run(args: Args, nofile: u64) -> anyhow::Result<ExitCode> {
     }
     if let Some(ms) = args.rate_slot_ms {
         plan.rate_slot = Duration::from_millis(ms);
+        if ms > 0 && plan.rate_slot <= plan.rate_slot_warm {
+            anyhow::bail!(
+                "--rate-slot-ms {ms}: a slot must be longer than the {} ms at the start of a turn \
+                 that are not counted",
+                plan.rate_slot_warm.as_millis()
+            );
+        }
     }
     let scenarios: Vec<Scenario> = if args.scenarios.is_empty() {
         Scenario::ALL.to_vec()

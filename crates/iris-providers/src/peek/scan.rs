@@ -778,6 +778,14 @@ mod tests {
                 ..spots.clone()
             },
         ];
+        // Its `Debug` never shows the body.
+        let shown = format!("{peeked:?}");
+        assert!(
+            shown.contains(&format!("body_bytes: {}", body.len())),
+            "{shown}"
+        );
+        assert!(!shown.contains("include_usage\\\":false"), "{shown}");
+        assert!(!shown.contains("34, 115"), "{shown}"); // `"s` as bytes
         for spots in wrong {
             let odd = PeekedBody {
                 spots: Some(spots.clone()),
