@@ -709,11 +709,13 @@ fn render_rate(w: &mut String, plan: &Plan, recs: &[RunRecord]) {
         format!(
             "In each repetition the targets but `direct` take turns in slots of {} ms (one \
              stream of requests, handed to one target at a time; each target starts a cycle of \
-             slots in turn), so the machine's other load, which here changes from second to \
-             second, falls on each of them alike; the first {} ms of each slot are sent but not \
-             counted (the target was idle before it). What a target defers (iris's capture and \
-             usage writes) runs in the next targets' slots and is charged to them. `direct` runs \
-             on its own.",
+             slots in turn; each target's share of a repetition is its slots', so the time per \
+             target above holds to within a slot), so the machine's other load, which here \
+             changes from second to second, falls on each of them alike; the first {} ms of each \
+             turn (a target's slots in a row) are sent but not counted (the target was idle \
+             before it). What a target defers (iris's capture and usage writes) runs in the next \
+             targets' slots and is charged to them, so the p99 verdict is not judged from slots. \
+             Targets served by one process share its CPU by requests. `direct` runs on its own.",
             plan.rate_slot.as_millis(),
             plan.rate_slot_warm.as_millis()
         )
