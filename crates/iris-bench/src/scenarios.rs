@@ -71,7 +71,6 @@ pub struct Plan {
     /// under the same conditions, but what a target defers (iris writes captures every 250 ms
     /// and usage at least every second) then runs in the next targets' slots and is charged to
     /// them: a diagnosis (is iris's tail worse in the same seconds?), not the verdict.
-    #[serde(default)]
     pub rate_slot: Duration,
     /// The start of each turn (a target's slots in a row) whose latencies are not counted.
     pub rate_slot_warm: Duration,

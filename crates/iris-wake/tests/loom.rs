@@ -127,6 +127,13 @@ fn race(run: &mut Run<impl Future>, flags: &Arc<Vec<AtomicBool>>) {
     run.finish(done);
 }
 
+/// [`race`] with one outside waker, against the future `inner` makes from its flag.
+fn one_outside_wake<F: Future>(inner: impl FnOnce(Arc<Vec<AtomicBool>>) -> F) {
+    let flags = flags(1);
+    let mut run = Run::new(inner(flags.clone()));
+    race(&mut run, &flags);
+}
+
 #[test]
 fn a_wake_racing_a_poll_is_never_lost() {
     model(|| {
@@ -155,22 +162,20 @@ fn two_wakes_during_one_poll_are_both_seen() {
 #[test]
 fn a_self_wake_and_an_outside_wake_together() {
     model(|| {
-        let flags = flags(1);
-        let seen = flags.clone();
-        let mut first = true;
-        let inner = std::future::poll_fn(move |cx| {
-            if std::mem::take(&mut first) {
-                cx.waker().wake_by_ref();
-                return Poll::Pending;
-            }
-            if seen[0].load(Ordering::Acquire) {
-                Poll::Ready(())
-            } else {
-                Poll::Pending
-            }
-        });
-        let mut run = Run::new(inner);
-        race(&mut run, &flags);
+        one_outside_wake(|seen| {
+            let mut first = true;
+            std::future::poll_fn(move |cx| {
+                if std::mem::take(&mut first) {
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                if seen[0].load(Ordering::Acquire) {
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending
+                }
+            })
+        })
     });
 }
 
@@ -179,16 +184,14 @@ fn a_self_wake_and_an_outside_wake_together() {
 #[test]
 fn a_future_past_its_repolls_yields_and_loses_no_outside_wake() {
     model(|| {
-        let flags = flags(1);
-        let seen = flags.clone();
-        let inner = std::future::poll_fn(move |cx| {
-            if seen[0].load(Ordering::Acquire) {
-                return Poll::Ready(());
-            }
-            cx.waker().wake_by_ref();
-            Poll::Pending
-        });
-        let mut run = Run::new(inner);
-        race(&mut run, &flags);
+        one_outside_wake(|seen| {
+            std::future::poll_fn(move |cx| {
+                if seen[0].load(Ordering::Acquire) {
+                    return Poll::Ready(());
+                }
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            })
+        })
     });
 }
