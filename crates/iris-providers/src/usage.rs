@@ -117,6 +117,14 @@ impl UsageExtractor {
         }
     }
 
+    /// Whether [`finish`](Self::finish) reads the kept body (a non-streaming answer, scanned
+    /// whole: work in proportion to its size), rather than only closing what was read as the
+    /// bytes passed (a stream). A caller that must not delay the answer's last bytes hands such
+    /// an extractor to other work to finish.
+    pub fn reads_body_at_finish(&self) -> bool {
+        matches!(self.mode, Mode::Body(_) | Mode::Tail(_))
+    }
+
     pub fn feed(&mut self, chunk: &[u8]) {
         match &mut self.mode {
             Mode::Ignore => {}
@@ -151,11 +159,25 @@ impl UsageExtractor {
                 state.parse_tail(&tail);
             }
         }
-        Extracted {
-            usage: state.usage,
-            response_model: state.model,
-            stream_error: state.stream_error,
-            malformed_body: state.malformed_body,
+        state.extracted()
+    }
+
+    /// Finish an extractor of a whole (non-streaming) answer that was fed none of it: `body` is
+    /// the answer, kept elsewhere (a capture keeps the same bytes, and copying them twice on the
+    /// request path would be waste). What is found is what feeding `body` and then finishing
+    /// finds. An extractor of another kind finishes as [`finish`](Self::finish) does, and one
+    /// that was fed ignores `body`.
+    pub fn finish_reading(self, body: &[u8]) -> Extracted {
+        match self.mode {
+            Mode::Body(ref kept) if kept.is_empty() => {
+                let mut state = self.state;
+                match body.len().checked_sub(TAIL) {
+                    Some(cut) if body.len() > MAX_BODY => state.parse_tail(&body[cut..]),
+                    _ => state.parse_body(body),
+                }
+                state.extracted()
+            }
+            _ => self.finish(),
         }
     }
 }
@@ -177,6 +199,17 @@ struct State {
     malformed_body: bool,
     /// OpenAI chat: the first chunk was parsed for its model already.
     tried_model: bool,
+}
+
+impl State {
+    fn extracted(self) -> Extracted {
+        Extracted {
+            usage: self.usage,
+            response_model: self.model,
+            stream_error: self.stream_error,
+            malformed_body: self.malformed_body,
+        }
+    }
 }
 
 const ANTHROPIC_EVENTS: [&[u8]; 3] = [b"message_start", b"message_delta", b"error"];
@@ -823,9 +856,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn huge_body_keeps_only_its_tail_and_still_finds_usage() {
-        // An embeddings answer past MAX_BODY, usage at the end as OpenAI sends it.
+    /// An embeddings answer past MAX_BODY, usage at the end as OpenAI sends it.
+    fn huge_embeddings() -> Vec<u8> {
         let mut body = br#"{"object":"list","data":["#.to_vec();
         let item = br#"{"object":"embedding","index":0,"embedding":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"},"#;
         while body.len() < MAX_BODY + 3 * TAIL {
@@ -834,6 +866,12 @@ mod tests {
         body.extend_from_slice(
             br#"{"object":"embedding","index":1,"embedding":"AA=="}],"model":"text-embedding-3-small","usage":{"prompt_tokens":4242,"total_tokens":4242}}"#,
         );
+        body
+    }
+
+    #[test]
+    fn huge_body_keeps_only_its_tail_and_still_finds_usage() {
+        let body = huge_embeddings();
         for step in [body.len(), 65536, 10007] {
             let got = run(ApiFamily::OpenAiEmbeddings, false, &body, step);
             assert_eq!(
@@ -849,6 +887,49 @@ mod tests {
                 Some("text-embedding-3-small")
             );
         }
+    }
+
+    #[test]
+    fn an_answer_kept_elsewhere_reads_as_if_it_had_been_fed() {
+        let chat = br#"{"model":"gpt-4o-2024-08-06","choices":[],"usage":{"prompt_tokens":19,"completion_tokens":10}}"#;
+        let message =
+            br#"{"model":"claude-sonnet-4-5","usage":{"input_tokens":12,"output_tokens":30}}"#;
+        let huge = huge_embeddings();
+        // At the cap a body is still read whole; one byte past it, only its tail.
+        let mut at_cap = huge[huge.len() - MAX_BODY..].to_vec();
+        at_cap[0] = b'{';
+        let mut past_cap = huge[huge.len() - MAX_BODY - 1..].to_vec();
+        past_cap[0] = b'{';
+        for family in ApiFamily::ALL {
+            for body in [
+                &chat[..],
+                message,
+                &huge,
+                &at_cap,
+                &past_cap,
+                b"<html>502</html>",
+                b"",
+            ] {
+                let fresh = UsageExtractor::new(family, false);
+                assert_eq!(fresh.reads_body_at_finish(), family.is_billable());
+                assert_eq!(
+                    fresh.finish_reading(body),
+                    run(family, false, body, body.len().max(1)),
+                    "{family:?}, {} bytes",
+                    body.len()
+                );
+            }
+        }
+        // One that was fed, or a stream's, does not read what it is given.
+        let mut fed = UsageExtractor::new(ApiFamily::OpenAiChat, false);
+        fed.feed(chat);
+        assert_eq!(
+            fed.finish_reading(b"<html>"),
+            run(ApiFamily::OpenAiChat, false, chat, 5)
+        );
+        let stream = UsageExtractor::new(ApiFamily::OpenAiChat, true);
+        assert!(!stream.reads_body_at_finish());
+        assert_eq!(stream.finish_reading(chat), Extracted::default());
     }
 
     #[test]

@@ -59,35 +59,47 @@ impl Pending {
         let ended_at = ended_at.unwrap_or_else(Instant::now);
         rec.duration_ms = ended_at.saturating_duration_since(self.start).as_millis() as u64;
         rec.bytes_out = bytes_out;
-        if let Some(ex) = extractor {
-            let got = ex.finish();
-            if let Some(u) = got.usage {
-                rec.usage_known = true;
-                rec.input_tokens = u.input_tokens;
-                rec.output_tokens = u.output_tokens;
-                rec.cache_read_tokens = u.cache_read_tokens;
-                rec.cache_write_tokens = u.cache_write_tokens;
-                rec.reasoning_tokens = u.reasoning_tokens;
-            }
-            if let Some(m) = got.response_model {
-                rec.upstream_model = Some(m);
-            }
-            if rec.error_class.is_none() {
-                if let Some(e) = got.stream_error {
-                    rec.error_class = Some(format!("upstream_stream_error:{e}"));
-                } else if got.malformed_body && (200..300).contains(&rec.status) {
-                    // Passed on as it came (iris does not repair answers), but a "success" that
-                    // no client can read is an upstream fault, and the log should say so.
-                    rec.error_class = Some("upstream_malformed_body".to_owned());
-                }
-            }
-        }
+        // The caller's error first: what the extractor finds only fills an empty `error_class`
+        // (`apply_extracted`), so either order ends the same.
         if let Some(e) = error {
             rec.error_class = Some(e.to_owned());
+        }
+        match (extractor, self.exchange.as_mut()) {
+            // A whole answer is scanned by the observer, not here: this runs before hyper writes
+            // the answer's last frame, which would wait for a scan as long as the answer.
+            (Some(ex), Some(x)) if ex.reads_body_at_finish() => x.usage = Some(ex),
+            (Some(ex), _) => apply_extracted(rec, ex.finish()),
+            (None, _) => {}
         }
         // What is left behind has an empty id, which tells `drop` the record was handed on.
         let record = std::mem::take(&mut self.record);
         self.sink.record(record, self.exchange.take());
+    }
+}
+
+/// What a finished extractor found, into the record: the usage, the model that answered, and an
+/// error class for a stream that ended in an error event or a success whose body is not its
+/// API's answer, when the record has no error class yet.
+pub(crate) fn apply_extracted(rec: &mut UsageRecord, got: iris_providers::Extracted) {
+    if let Some(u) = got.usage {
+        rec.usage_known = true;
+        rec.input_tokens = u.input_tokens;
+        rec.output_tokens = u.output_tokens;
+        rec.cache_read_tokens = u.cache_read_tokens;
+        rec.cache_write_tokens = u.cache_write_tokens;
+        rec.reasoning_tokens = u.reasoning_tokens;
+    }
+    if let Some(m) = got.response_model {
+        rec.upstream_model = Some(m);
+    }
+    if rec.error_class.is_none() {
+        if let Some(e) = got.stream_error {
+            rec.error_class = Some(format!("upstream_stream_error:{e}"));
+        } else if got.malformed_body && (200..300).contains(&rec.status) {
+            // Passed on as it came (iris does not repair answers), but a "success" that no
+            // client can read is an upstream fault, and the log should say so.
+            rec.error_class = Some("upstream_malformed_body".to_owned());
+        }
     }
 }
 
@@ -140,6 +152,16 @@ impl MeteredBody {
         idle_after: Duration,
         sse_dialect: Option<Dialect>,
     ) -> MeteredBody {
+        let mut pending = pending;
+        // A whole answer the capture keeps (all of it, unless it outgrows the capture's cap or
+        // budget) is not copied a second time for the extractor, which reads the capture's copy
+        // when it finishes.
+        if extractor.reads_body_at_finish()
+            && pending.keep_cap > 0
+            && let Some(x) = pending.exchange.as_mut()
+        {
+            x.usage_in_response = x.response_complete && x.response.is_empty();
+        }
         MeteredBody {
             inner,
             pending: Some(pending),
@@ -208,14 +230,26 @@ impl Body for MeteredBody {
                                 let ttfb = now.into_std().saturating_duration_since(p.start);
                                 p.record.ttfb_ms = Some(ttfb.as_millis() as u64);
                             }
-                            if let Some(ex) = this.extractor.as_mut() {
-                                ex.feed(&data);
-                            }
+                            let mut fed_elsewhere = false;
                             if let Some(p) = this.pending.as_mut() {
                                 let cap = p.keep_cap;
                                 if let Some(x) = p.exchange.as_mut() {
+                                    let before = x.response.len();
                                     x.keep(&data, cap);
+                                    if x.usage_in_response && !x.response_complete {
+                                        // The capture stopped short: the extractor keeps a
+                                        // copy of its own from here, beginning with what the
+                                        // capture kept before this frame.
+                                        x.usage_in_response = false;
+                                        if let Some(ex) = this.extractor.as_mut() {
+                                            ex.feed(&x.response[..before]);
+                                        }
+                                    }
+                                    fed_elsewhere = x.usage_in_response;
                                 }
+                            }
+                            if !fed_elsewhere && let Some(ex) = this.extractor.as_mut() {
+                                ex.feed(&data);
                             }
                             let out = match this.filter.as_mut() {
                                 Some(f) => Bytes::from(f.push(&data)),

@@ -15,6 +15,7 @@ use iris_capture::{
     Accounting, CaptureLimits, CostBasis, HeaderList, ModelCostRule, RawExchange, Redactor,
     SessionKind, TokenUsage,
 };
+use iris_providers::usage::UsageExtractor;
 use iris_store::{CaptureRow, Store, UsageRecord, UsageSink};
 use tokio::sync::mpsc;
 
@@ -77,6 +78,13 @@ pub struct Exchange {
     pub cost: Option<Arc<ProviderCost>>,
     /// `Some` when captures are on: the limits and the redactor of the request's config.
     pub capture: Option<(CaptureLimits, Arc<Redactor>)>,
+    /// The usage extractor of a non-streaming answer, which reads the whole kept body when it
+    /// finishes: finished here, off the request path (see `Pending::finish`), before anything
+    /// reads the record's usage.
+    pub usage: Option<UsageExtractor>,
+    /// The extractor was fed none of the answer: `response` holds all of it (see
+    /// `MeteredBody::new`), and the extractor reads it there.
+    pub usage_in_response: bool,
 }
 
 impl Exchange {
@@ -161,17 +169,22 @@ pub struct Observer {
 
 impl Observer {
     /// Never blocks.
-    pub fn record(&self, record: UsageRecord, exchange: Option<Box<Exchange>>) {
+    pub fn record(&self, record: UsageRecord, mut exchange: Option<Box<Exchange>>) {
         if self.closed.load(Ordering::Acquire) {
-            self.sink.record(record);
+            self.sink
+                .record(with_usage(record, exchange.as_deref_mut()));
             return;
         }
         if let Err(e) = self.tx.try_send(Item { record, exchange }) {
-            let item = match e {
+            let Item {
+                record,
+                mut exchange,
+            } = match e {
                 mpsc::error::TrySendError::Full(i) | mpsc::error::TrySendError::Closed(i) => i,
             };
             self.unenriched.fetch_add(1, Ordering::Relaxed);
-            self.sink.record(item.record);
+            self.sink
+                .record(with_usage(record, exchange.as_deref_mut()));
         }
     }
 
@@ -187,6 +200,22 @@ impl Observer {
     pub fn captures_dropped(&self) -> u64 {
         self.captures_dropped.load(Ordering::Relaxed)
     }
+}
+
+/// The record with the usage of its answer, when that was left to be read here (a whole body:
+/// see [`Exchange::usage`]).
+fn with_usage(mut record: UsageRecord, exchange: Option<&mut Exchange>) -> UsageRecord {
+    if let Some(x) = exchange
+        && let Some(ex) = x.usage.take()
+    {
+        let got = if x.usage_in_response {
+            ex.finish_reading(&x.response)
+        } else {
+            ex.finish()
+        };
+        crate::body::apply_extracted(&mut record, got);
+    }
+    record
 }
 
 /// Capture text the worker holds while the store is slow or failing; beyond it the oldest held
@@ -462,9 +491,11 @@ fn enrich(
     fingerprints: &mut iris_capture::FingerprintCache,
 ) -> (UsageRecord, Option<CaptureRow>) {
     let Item {
-        mut record,
-        exchange,
+        record,
+        mut exchange,
     } = item;
+    // The usage first: the cost below is priced from it.
+    let mut record = with_usage(record, exchange.as_deref_mut());
     let Some(mut ex) = exchange else {
         record.session_kind = Some("single".into());
         record.session_id = Some([SessionKind::Single.prefix(), &record.id].concat());
@@ -627,6 +658,8 @@ mod tests {
             response_is_sse: true,
             cost: None,
             capture: None,
+            usage: None,
+            usage_in_response: false,
         }
     }
 
@@ -696,6 +729,108 @@ mod tests {
         assert_eq!(
             serde_json::from_str::<serde_json::Value>(&read).unwrap(),
             want
+        );
+    }
+
+    /// A chat answer's usage, as an extractor left to the observer holds it (fed, not finished).
+    fn answer_usage(body: &[u8]) -> UsageExtractor {
+        let mut ex = UsageExtractor::new(iris_providers::ApiFamily::OpenAiChat, false);
+        ex.feed(body);
+        assert!(ex.reads_body_at_finish());
+        ex
+    }
+
+    const ANSWER: &[u8] = br#"{"id":"c1","model":"gpt-4o-mini-2024-07-18","choices":[],"usage":{"prompt_tokens":40,"completion_tokens":5,"prompt_tokens_details":{"cached_tokens":8}}}"#;
+
+    fn chat_record(status: u16) -> UsageRecord {
+        UsageRecord {
+            id: iris_store::new_record_id(),
+            api_family: "openai_chat".into(),
+            method: "POST".into(),
+            path: "/v1/chat/completions".into(),
+            requested_model: Some("gpt-4o-mini".into()),
+            status,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_worker_reads_a_left_answer_before_pricing_it() {
+        let mut ex = exchange(&Arc::new(CaptureBudget::default()));
+        ex.response_is_sse = false;
+        ex.usage = Some(answer_usage(ANSWER));
+        ex.cost = Some(Arc::new(ProviderCost {
+            basis: CostBasis::OpenAi,
+            rules: Vec::new(),
+        }));
+        let mut fingerprints = iris_capture::FingerprintCache::new(4);
+        let (rec, _) = enrich(
+            Item {
+                record: chat_record(200),
+                exchange: Some(Box::new(ex)),
+            },
+            &mut fingerprints,
+        );
+        assert!(rec.usage_known);
+        assert_eq!((rec.input_tokens, rec.output_tokens), (40, 5));
+        assert_eq!(rec.cache_read_tokens, 8);
+        assert_eq!(
+            rec.upstream_model.as_deref(),
+            Some("gpt-4o-mini-2024-07-18")
+        );
+        // Priced from the usage just read: read after the pricing, it would be unpriced.
+        assert!(rec.cost_usd.is_some_and(|c| c > 0.0), "{:?}", rec.cost_usd);
+        assert_eq!(rec.error_class, None);
+
+        // A success whose body is not an answer is an upstream fault; an error already
+        // recorded (the client went away) stays.
+        for (error, want) in [
+            (None, "upstream_malformed_body"),
+            (Some("client_closed"), "client_closed"),
+        ] {
+            let mut ex = exchange(&Arc::new(CaptureBudget::default()));
+            ex.usage = Some(answer_usage(b"{\"id\":\"c1\",\"usage\":{\"prompt_t"));
+            let mut record = chat_record(200);
+            record.error_class = error.map(str::to_owned);
+            let (rec, _) = enrich(
+                Item {
+                    record,
+                    exchange: Some(Box::new(ex)),
+                },
+                &mut fingerprints,
+            );
+            assert!(!rec.usage_known);
+            assert_eq!(rec.error_class.as_deref(), Some(want));
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_left_answer_is_read_when_the_record_skips_the_worker() {
+        let store: Arc<dyn Store> =
+            Arc::new(iris_store::SqliteStore::open_temporary().await.unwrap());
+        let (sink, writer) = iris_store::spawn_usage_writer(store.clone(), Default::default());
+        let (observer, handle) =
+            spawn_observer(store.clone(), sink, 16, tokio::runtime::Handle::current());
+        // Once the worker has stopped, records go to the usage writer as they are (what a full
+        // queue does too): the answer is still read for them.
+        handle.shutdown().await;
+        let record = chat_record(200);
+        let id = record.id.clone();
+        let mut ex = exchange(&Arc::new(CaptureBudget::default()));
+        ex.usage = Some(answer_usage(ANSWER));
+        observer.record(record, Some(Box::new(ex)));
+        drop(observer);
+        writer.shutdown().await;
+        let stored = store.recent_usage(&Default::default()).await.unwrap();
+        let rec = stored
+            .iter()
+            .find(|r| r.id == id)
+            .expect("the record was written");
+        assert!(rec.usage_known);
+        assert_eq!((rec.input_tokens, rec.output_tokens), (40, 5));
+        assert_eq!(
+            rec.upstream_model.as_deref(),
+            Some("gpt-4o-mini-2024-07-18")
         );
     }
 

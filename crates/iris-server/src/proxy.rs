@@ -289,6 +289,8 @@ async fn llm(
                 rt.redactor.clone(),
             )
         }),
+        usage: None,
+        usage_in_response: false,
     }));
     let mut peeked = match peek::peek_body(&body) {
         Ok(p) => p,

@@ -86,7 +86,25 @@ async fn upstream_sees_the_provider_key_and_nothing_of_the_clients() {
 
 #[tokio::test]
 async fn usage_records_match_the_providers_numbers() {
-    let mut h = Harness::start().await;
+    // A whole answer's usage is read from the capture's copy of it when the capture keeps all
+    // of it (the default), from the extractor's own copy when captures are off, and from a copy
+    // the extractor begins when the capture stops short of the answer (28 KB answers here, read
+    // in several frames, against a 16 KiB cap).
+    for iris in [
+        "",
+        r#", "captures": {"enabled": false}"#,
+        r#", "captures": {"max_body_bytes": 16384, "max_raw_events_bytes": 16384}"#,
+    ] {
+        usage_records_match_the_providers_numbers_with(iris).await;
+    }
+}
+
+async fn usage_records_match_the_providers_numbers_with(iris: &str) {
+    let mut h = Harness::start_with(Options {
+        iris: iris.into(),
+        ..Options::default()
+    })
+    .await;
     let c = h.client();
     let cached = serde_json::json!({"model": "claude-sonnet-4-5", "max_tokens": 32, "stream": true,
         "system": [{"type": "text", "text": "be brief", "cache_control": {"type": "ephemeral"}}],
@@ -104,7 +122,13 @@ async fn usage_records_match_the_providers_numbers() {
         ("/v1/embeddings", serde_json::json!({"model": "text-embedding-3-small", "input": "hello"}).to_string()),
     ];
     for (path, body) in &calls {
-        let r = c.post(path, &[("x-mock-chunks", "7")], body).await;
+        let r = c
+            .post(
+                path,
+                &[("x-mock-chunks", "7"), ("x-mock-chunk-size", "4096")],
+                body,
+            )
+            .await;
         assert_eq!(r.status, 200, "{path}: {}", r.body);
     }
     let sent = h.mock.requests();
@@ -129,10 +153,11 @@ async fn usage_records_match_the_providers_numbers() {
                 u.cache_write_tokens,
                 u.reasoning_tokens
             ),
-            "{} {:?}",
+            "{} {:?} ({iris})",
             rec.api_family,
             rec.requested_model
         );
+        assert_eq!(rec.error_class, None, "{rec:?}");
         assert_eq!(rec.status, 200);
         assert!(rec.duration_ms < 10_000 && rec.ttfb_ms.is_some());
     }
