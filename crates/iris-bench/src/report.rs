@@ -637,10 +637,17 @@ fn render_chat(w: &mut String, plan: &Plan, recs: &[RunRecord]) {
     let _ = writeln!(
         w,
         "## Small chat, closed loop at {} connections\n\n`POST /v1/chat/completions` ({}, \
-         non-streaming; the mock answers with usage), {} s per repetition after a {} ms \
+         non-streaming; the mock answers with usage{}), {} s per repetition after a {} ms \
          warm-up per target. Latency from send to the last body byte.\n",
         plan.chat_connections,
         chat_request(plan),
+        match plan.chat_answer_bytes {
+            0 => String::new(),
+            n => format!(
+                ", **an answer of about {n} bytes** (`--chat-answer-bytes`), not the small \
+                 chat's"
+            ),
+        },
         plan.chat_duration.as_secs_f64(),
         plan.warmup.as_millis()
     );

@@ -59,6 +59,9 @@ pub struct Plan {
     /// Bytes of prompt text in the chat scenarios' request (0: the small chat). A coding
     /// agent's request is tens to hundreds of kilobytes of code and conversation.
     pub chat_prompt_bytes: usize,
+    /// Bytes of answer the mock pads the `chat` scenario's answers to (0: its short answer):
+    /// a long completion or a batch of embeddings, whose whole body iris reads for its usage.
+    pub chat_answer_bytes: usize,
     /// Bytes of prompt in the `large` scenario's request.
     pub large_prompt_bytes: usize,
     pub rate_rps: f64,
@@ -108,6 +111,7 @@ impl Plan {
             chat_connections: 64,
             chat_duration: Duration::from_secs(2),
             chat_prompt_bytes: 0,
+            chat_answer_bytes: 0,
             large_prompt_bytes: 64 << 10,
             rate_rps: 2000.0,
             rate_connections: 32,
@@ -176,6 +180,20 @@ pub fn chat_spec(prompt_bytes: usize) -> RequestSpec {
         "max_tokens": 64,
     });
     RequestSpec::post_json("/v1/chat/completions", body.to_string())
+}
+
+/// The mock's chunk of padded answer text (`x-mock-chunk-size`) for [`with_answer`].
+const ANSWER_CHUNK: usize = 4096;
+
+/// `spec` asking the mock for an answer of about `bytes` bytes of text (0: its short answer).
+pub fn with_answer(spec: RequestSpec, bytes: usize) -> anyhow::Result<RequestSpec> {
+    if bytes == 0 {
+        return Ok(spec);
+    }
+    let size = bytes.min(ANSWER_CHUNK);
+    let chunks = bytes.div_ceil(size);
+    spec.header("x-mock-chunks", &chunks.to_string())?
+        .header("x-mock-chunk-size", &size.to_string())
 }
 
 /// An Anthropic streaming request with `chunks` content chunks `delay_ms` apart.
@@ -325,16 +343,15 @@ fn progress(line: &str) {
     eprintln!("iris-bench: {line}");
 }
 
-/// A chat of `prompt_bytes` (0: the small chat), closed loop at `chat_connections`; `label`
+/// A chat request (`chat_spec`, `with_answer`), closed loop at `chat_connections`; `label`
 /// names the scenario in progress lines.
 pub async fn chat(
     plan: &Plan,
     targets: &[Target],
     mock: &ProcSet,
-    prompt_bytes: usize,
+    spec: RequestSpec,
     label: &str,
 ) -> Vec<RunRecord> {
-    let spec = chat_spec(prompt_bytes);
     let warm = ClosedLoop {
         connections: plan.chat_connections,
         duration: plan.warmup,
@@ -657,6 +674,24 @@ pub async fn streams(plan: &Plan, targets: &[Target]) -> anyhow::Result<Vec<Hold
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn answers_are_asked_of_the_mock_in_chunks_of_its_padding() {
+        let asked = |bytes| {
+            let spec = with_answer(chat_spec(0), bytes).unwrap();
+            let get = |name: &str| {
+                spec.headers
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, v)| v.to_str().unwrap().to_owned())
+            };
+            (get("x-mock-chunks"), get("x-mock-chunk-size"))
+        };
+        assert_eq!(asked(0), (None, None));
+        assert_eq!(asked(100), (Some("1".into()), Some("100".into())));
+        assert_eq!(asked(1 << 20), (Some("256".into()), Some("4096".into())));
+        assert_eq!(asked(4097), (Some("2".into()), Some("4096".into())));
+    }
 
     #[test]
     fn rotations() {

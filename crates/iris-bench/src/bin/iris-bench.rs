@@ -54,6 +54,10 @@ struct Args {
     /// for a coding agent's request, whose capture is mostly that prompt.
     #[arg(long)]
     chat_prompt_bytes: Option<usize>,
+    /// Bytes of answer in the `chat` scenario (default 0: the mock's short answer); e.g.
+    /// 1048576 for a long answer or a batch of embeddings, which iris reads whole for its usage.
+    #[arg(long)]
+    chat_answer_bytes: Option<usize>,
     /// Only these targets (comma-separated names: direct, baseline, nginx, iris, iris-key,
     /// iris-whois); default all.
     #[arg(long, value_delimiter = ',')]
@@ -163,6 +167,9 @@ async fn run(args: Args, nofile: u64) -> anyhow::Result<ExitCode> {
     if let Some(b) = args.chat_prompt_bytes {
         plan.chat_prompt_bytes = b;
     }
+    if let Some(b) = args.chat_answer_bytes {
+        plan.chat_answer_bytes = b;
+    }
     if let Some(ms) = args.rate_slot_ms {
         plan.rate_slot = Duration::from_millis(ms);
         if ms > 0 && plan.rate_slot <= plan.rate_slot_warm {
@@ -231,8 +238,11 @@ async fn run(args: Args, nofile: u64) -> anyhow::Result<ExitCode> {
         let outcome: anyhow::Result<()> = match sc {
             Scenario::Chat => {
                 let targets = select(stack.targets(true)?, &args.targets);
-                results.chat =
-                    scenarios::chat(&plan, &targets, &mock, plan.chat_prompt_bytes, "chat").await;
+                let spec = scenarios::with_answer(
+                    scenarios::chat_spec(plan.chat_prompt_bytes),
+                    plan.chat_answer_bytes,
+                )?;
+                results.chat = scenarios::chat(&plan, &targets, &mock, spec, "chat").await;
                 Ok(())
             }
             Scenario::Large => {
@@ -240,8 +250,8 @@ async fn run(args: Args, nofile: u64) -> anyhow::Result<ExitCode> {
                 // The identity variants cost what `iris` does per byte: their difference is
                 // per request, and the small chat measures it.
                 targets.retain(|t| t.name != "iris-whois" && t.name != "iris-key");
-                results.large =
-                    scenarios::chat(&plan, &targets, &mock, plan.large_prompt_bytes, "large").await;
+                let spec = scenarios::chat_spec(plan.large_prompt_bytes);
+                results.large = scenarios::chat(&plan, &targets, &mock, spec, "large").await;
                 Ok(())
             }
             Scenario::Rate => {
