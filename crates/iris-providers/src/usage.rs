@@ -133,18 +133,16 @@ impl UsageExtractor {
                 if body.len() + chunk.len() <= MAX_BODY {
                     body.extend_from_slice(chunk);
                 } else {
-                    let mut tail = std::mem::take(body);
-                    tail.extend_from_slice(chunk);
-                    trim_front(&mut tail, TAIL);
+                    // Past the cap only the end is kept, in a buffer of its own: the body's has
+                    // grown to megabytes, and the chunk may be larger still (a caller may hand
+                    // over all it kept elsewhere at once).
+                    let mut tail = Vec::with_capacity(2 * TAIL);
+                    push_tail(&mut tail, body);
+                    push_tail(&mut tail, chunk);
                     self.mode = Mode::Tail(tail);
                 }
             }
-            Mode::Tail(tail) => {
-                tail.extend_from_slice(chunk);
-                if tail.len() > 2 * TAIL {
-                    trim_front(tail, TAIL);
-                }
-            }
+            Mode::Tail(tail) => push_tail(tail, chunk),
         }
     }
 
@@ -183,6 +181,21 @@ impl UsageExtractor {
 }
 
 /// Keep the last `keep` bytes.
+/// Append `bytes` to a tail, which then holds at least the last [`TAIL`] bytes of all it was
+/// given and at most three times that: a chunk of a tail's size or more replaces it, copied
+/// from its end only.
+fn push_tail(tail: &mut Vec<u8>, bytes: &[u8]) {
+    if let Some(cut) = bytes.len().checked_sub(TAIL) {
+        tail.clear();
+        tail.extend_from_slice(&bytes[cut..]);
+    } else {
+        tail.extend_from_slice(bytes);
+        if tail.len() > 2 * TAIL {
+            trim_front(tail, TAIL);
+        }
+    }
+}
+
 fn trim_front(buf: &mut Vec<u8>, keep: usize) {
     if buf.len() > keep {
         let cut = buf.len() - keep;
@@ -886,6 +899,25 @@ mod tests {
                 got.response_model.as_deref(),
                 Some("text-embedding-3-small")
             );
+        }
+    }
+
+    #[test]
+    fn a_body_past_the_cap_keeps_a_tail_of_bounded_size_however_it_is_fed() {
+        let body = huge_embeddings();
+        let want = run(ApiFamily::OpenAiEmbeddings, false, &body, 4096);
+        assert!(want.usage.is_some());
+        // All at once, or the cap's worth and then the rest (as a caller hands over what a
+        // capture kept): the tail is copied from the end, never the whole.
+        for first in [body.len(), MAX_BODY, MAX_BODY + 1, 10] {
+            let mut x = UsageExtractor::new(ApiFamily::OpenAiEmbeddings, false);
+            x.feed(&body[..first]);
+            x.feed(&body[first..]);
+            match &x.mode {
+                Mode::Tail(t) => assert!(t.capacity() <= 3 * TAIL, "{}", t.capacity()),
+                _ => panic!("past the cap, only a tail is kept"),
+            }
+            assert_eq!(x.finish(), want, "first {first}");
         }
     }
 

@@ -65,9 +65,13 @@ impl Pending {
             rec.error_class = Some(e.to_owned());
         }
         match (extractor, self.exchange.as_mut()) {
-            // A whole answer is scanned by the observer, not here: this runs before hyper writes
-            // the answer's last frame, which would wait for a scan as long as the answer.
-            (Some(ex), Some(x)) if ex.reads_body_at_finish() => x.usage = Some(ex),
+            // A whole answer the capture kept is scanned by the observer, not here: this runs
+            // before hyper writes the answer's last frame, which would wait for a scan as long
+            // as the answer. (An answer the extractor kept a copy of is scanned here, as its
+            // copy, outside the capture budget, must not wait in the observer's queue.)
+            (Some(ex), Some(x)) if x.usage_in_response && ex.reads_body_at_finish() => {
+                x.usage = Some(Box::new(ex));
+            }
             (Some(ex), _) => apply_extracted(rec, ex.finish()),
             (None, _) => {}
         }
@@ -154,8 +158,8 @@ impl MeteredBody {
     ) -> MeteredBody {
         let mut pending = pending;
         // A whole answer the capture keeps (all of it, unless it outgrows the capture's cap or
-        // budget) is not copied a second time for the extractor, which reads the capture's copy
-        // when it finishes.
+        // budget) is not copied a second time for the extractor: the observer has it read from
+        // the capture's copy.
         if extractor.reads_body_at_finish()
             && pending.keep_cap > 0
             && let Some(x) = pending.exchange.as_mut()

@@ -78,10 +78,10 @@ pub struct Exchange {
     pub cost: Option<Arc<ProviderCost>>,
     /// `Some` when captures are on: the limits and the redactor of the request's config.
     pub capture: Option<(CaptureLimits, Arc<Redactor>)>,
-    /// The usage extractor of a non-streaming answer, which reads the whole kept body when it
-    /// finishes: finished here, off the request path (see `Pending::finish`), before anything
-    /// reads the record's usage.
-    pub usage: Option<UsageExtractor>,
+    /// The usage extractor of a whole (non-streaming) answer that `response` holds all of, left
+    /// to be finished by the worker before anything reads the record's usage (`with_usage`):
+    /// off the request path, unless the record skips the worker (see `Pending::finish`).
+    pub usage: Option<Box<UsageExtractor>>,
     /// The extractor was fed none of the answer: `response` holds all of it (see
     /// `MeteredBody::new`), and the extractor reads it there.
     pub usage_in_response: bool,
@@ -202,8 +202,9 @@ impl Observer {
     }
 }
 
-/// The record with the usage of its answer, when that was left to be read here (a whole body:
-/// see [`Exchange::usage`]).
+/// The record with the usage of its answer, when that was left to be read here (a whole answer
+/// the capture kept: see [`Exchange::usage`]). In the worker, or on the request path when the
+/// record skips the worker (closed, or its queue full).
 fn with_usage(mut record: UsageRecord, exchange: Option<&mut Exchange>) -> UsageRecord {
     if let Some(x) = exchange
         && let Some(ex) = x.usage.take()
@@ -732,11 +733,16 @@ mod tests {
         );
     }
 
-    /// A chat answer's usage, as an extractor left to the observer holds it (fed, not finished).
-    fn answer_usage(body: &[u8]) -> UsageExtractor {
-        let mut ex = UsageExtractor::new(iris_providers::ApiFamily::OpenAiChat, false);
-        ex.feed(body);
-        assert!(ex.reads_body_at_finish());
+    /// An exchange whose capture kept the whole chat answer `body`, its extractor (fed nothing)
+    /// left to the observer, as `Pending::finish` leaves it.
+    fn left_answer(body: &[u8]) -> Exchange {
+        let mut ex = exchange(&Arc::new(CaptureBudget::default()));
+        ex.response_is_sse = false;
+        ex.response = body.to_vec();
+        let usage = UsageExtractor::new(iris_providers::ApiFamily::OpenAiChat, false);
+        assert!(usage.reads_body_at_finish());
+        ex.usage = Some(Box::new(usage));
+        ex.usage_in_response = true;
         ex
     }
 
@@ -756,9 +762,7 @@ mod tests {
 
     #[test]
     fn the_worker_reads_a_left_answer_before_pricing_it() {
-        let mut ex = exchange(&Arc::new(CaptureBudget::default()));
-        ex.response_is_sse = false;
-        ex.usage = Some(answer_usage(ANSWER));
+        let mut ex = left_answer(ANSWER);
         ex.cost = Some(Arc::new(ProviderCost {
             basis: CostBasis::OpenAi,
             rules: Vec::new(),
@@ -788,8 +792,7 @@ mod tests {
             (None, "upstream_malformed_body"),
             (Some("client_closed"), "client_closed"),
         ] {
-            let mut ex = exchange(&Arc::new(CaptureBudget::default()));
-            ex.usage = Some(answer_usage(b"{\"id\":\"c1\",\"usage\":{\"prompt_t"));
+            let ex = left_answer(b"{\"id\":\"c1\",\"usage\":{\"prompt_t");
             let mut record = chat_record(200);
             record.error_class = error.map(str::to_owned);
             let (rec, _) = enrich(
@@ -809,29 +812,42 @@ mod tests {
         let store: Arc<dyn Store> =
             Arc::new(iris_store::SqliteStore::open_temporary().await.unwrap());
         let (sink, writer) = iris_store::spawn_usage_writer(store.clone(), Default::default());
-        let (observer, handle) =
+        // A full queue: one place, taken by a first record, and nobody taking it off.
+        let (tx, _rx) = mpsc::channel(1);
+        let full = Observer {
+            tx,
+            sink: sink.clone(),
+            closed: Arc::new(AtomicBool::new(false)),
+            unenriched: Arc::new(AtomicU64::new(0)),
+            captures_dropped: Arc::new(AtomicU64::new(0)),
+        };
+        full.record(chat_record(200), None);
+        // And a stopped worker: records go to the usage writer as they are.
+        let (closed, handle) =
             spawn_observer(store.clone(), sink, 16, tokio::runtime::Handle::current());
-        // Once the worker has stopped, records go to the usage writer as they are (what a full
-        // queue does too): the answer is still read for them.
         handle.shutdown().await;
-        let record = chat_record(200);
-        let id = record.id.clone();
-        let mut ex = exchange(&Arc::new(CaptureBudget::default()));
-        ex.usage = Some(answer_usage(ANSWER));
-        observer.record(record, Some(Box::new(ex)));
-        drop(observer);
+        let mut ids = Vec::new();
+        for observer in [&full, &closed] {
+            let record = chat_record(200);
+            ids.push(record.id.clone());
+            observer.record(record, Some(Box::new(left_answer(ANSWER))));
+        }
+        assert_eq!(full.unenriched(), 1);
+        drop((full, closed));
         writer.shutdown().await;
         let stored = store.recent_usage(&Default::default()).await.unwrap();
-        let rec = stored
-            .iter()
-            .find(|r| r.id == id)
-            .expect("the record was written");
-        assert!(rec.usage_known);
-        assert_eq!((rec.input_tokens, rec.output_tokens), (40, 5));
-        assert_eq!(
-            rec.upstream_model.as_deref(),
-            Some("gpt-4o-mini-2024-07-18")
-        );
+        for id in ids {
+            let rec = stored
+                .iter()
+                .find(|r| r.id == id)
+                .expect("the record was written");
+            assert!(rec.usage_known, "{rec:?}");
+            assert_eq!((rec.input_tokens, rec.output_tokens), (40, 5));
+            assert_eq!(
+                rec.upstream_model.as_deref(),
+                Some("gpt-4o-mini-2024-07-18")
+            );
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -89,11 +89,12 @@ async fn usage_records_match_the_providers_numbers() {
     // A whole answer's usage is read from the capture's copy of it when the capture keeps all
     // of it (the default), from the extractor's own copy when captures are off, and from a copy
     // the extractor begins when the capture stops short of the answer (28 KB answers here, read
-    // in several frames, against a 16 KiB cap).
+    // in several frames, against a 16 KiB cap, or a 4 KiB budget for all captures in flight).
     for iris in [
         "",
         r#", "captures": {"enabled": false}"#,
         r#", "captures": {"max_body_bytes": 16384, "max_raw_events_bytes": 16384}"#,
+        r#", "captures": {"max_in_flight_bytes": 4096}"#,
     ] {
         usage_records_match_the_providers_numbers_with(iris).await;
     }
