@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::load::{self, ClosedLoop, Endpoint, RequestSpec, SseRun};
 use crate::procs::{Server, run_output};
-use crate::scenarios::{anthropic_stream_spec, chat_spec};
+use crate::scenarios::{anthropic_stream_spec, chat_spec, with_answer};
 use crate::stack::{Stack, start_iris_slow};
 
 /// Longer than the usage writer's flush interval, with room for callgrind's slowness.
@@ -53,15 +53,18 @@ pub struct ProfilePlan {
     pub sse_streams: u64,
     /// The chat workload's prompt, as the chat scenario's (`--chat-prompt-bytes`; 0: small).
     pub chat_prompt_bytes: usize,
+    /// The chat workload's answer, as the chat scenario's (`--chat-answer-bytes`; 0: short).
+    pub chat_answer_bytes: usize,
 }
 
 impl ProfilePlan {
-    pub fn new(quick: bool, chat_prompt_bytes: usize) -> ProfilePlan {
+    pub fn new(quick: bool, chat_prompt_bytes: usize, chat_answer_bytes: usize) -> ProfilePlan {
         let (chat_requests, sse_streams) = if quick { (300, 20) } else { (1500, 30) };
         ProfilePlan {
             chat_requests,
             sse_streams,
             chat_prompt_bytes,
+            chat_answer_bytes,
         }
     }
 }
@@ -152,7 +155,7 @@ async fn profile_process(
 ) -> anyhow::Result<Vec<ProfilePart>> {
     let ep = Endpoint::new(server.addr()?);
     let pid = server.pid;
-    let chat = chat_spec(plan.chat_prompt_bytes);
+    let chat = with_answer(chat_spec(plan.chat_prompt_bytes), plan.chat_answer_bytes)?;
     let sse = anthropic_stream_spec(200, 1)?;
     let mut parts = Vec::new();
 
@@ -164,9 +167,11 @@ async fn profile_process(
     };
     let _ = load::closed_loop(&ep, &chat, &warm).await;
 
-    let chat_label = match plan.chat_prompt_bytes {
-        0 => "chat (small, non-streaming)".to_owned(),
-        n => format!("chat ({n}-byte prompt, non-streaming)"),
+    let chat_label = match (plan.chat_prompt_bytes, plan.chat_answer_bytes) {
+        (0, 0) => "chat (small, non-streaming)".to_owned(),
+        (n, 0) => format!("chat ({n}-byte prompt, non-streaming)"),
+        (0, a) => format!("chat ({a}-byte answer, non-streaming)"),
+        (n, a) => format!("chat ({n}-byte prompt, {a}-byte answer, non-streaming)"),
     };
     let workloads: [(&str, Workload); 2] = [
         (&chat_label, Workload::Chat(chat, plan.chat_requests)),

@@ -169,9 +169,10 @@ impl UsageExtractor {
         match self.mode {
             Mode::Body(ref kept) if kept.is_empty() => {
                 let mut state = self.state;
-                match body.len().checked_sub(TAIL) {
-                    Some(cut) if body.len() > MAX_BODY => state.parse_tail(&body[cut..]),
-                    _ => state.parse_body(body),
+                if body.len() > MAX_BODY {
+                    state.parse_tail(&body[body.len() - TAIL..]);
+                } else {
+                    state.parse_body(body);
                 }
                 state.extracted()
             }
@@ -180,7 +181,6 @@ impl UsageExtractor {
     }
 }
 
-/// Keep the last `keep` bytes.
 /// Append `bytes` to a tail, which then holds at least the last [`TAIL`] bytes of all it was
 /// given and at most three times that: a chunk of a tail's size or more replaces it, copied
 /// from its end only.
@@ -196,6 +196,7 @@ fn push_tail(tail: &mut Vec<u8>, bytes: &[u8]) {
     }
 }
 
+/// Keep the last `keep` bytes.
 fn trim_front(buf: &mut Vec<u8>, keep: usize) {
     if buf.len() > keep {
         let cut = buf.len() - keep;

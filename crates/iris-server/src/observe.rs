@@ -82,8 +82,8 @@ pub struct Exchange {
     /// to be finished by the worker before anything reads the record's usage (`with_usage`):
     /// off the request path, unless the record skips the worker (see `Pending::finish`).
     pub usage: Option<Box<UsageExtractor>>,
-    /// The extractor was fed none of the answer: `response` holds all of it (see
-    /// `MeteredBody::new`), and the extractor reads it there.
+    /// While the answer passes: the extractor is fed none of it, as `response` holds all of it
+    /// so far (see `MeteredBody::new`). Only then is `usage` left here.
     pub usage_in_response: bool,
 }
 
@@ -209,12 +209,7 @@ fn with_usage(mut record: UsageRecord, exchange: Option<&mut Exchange>) -> Usage
     if let Some(x) = exchange
         && let Some(ex) = x.usage.take()
     {
-        let got = if x.usage_in_response {
-            ex.finish_reading(&x.response)
-        } else {
-            ex.finish()
-        };
-        crate::body::apply_extracted(&mut record, got);
+        crate::body::apply_extracted(&mut record, ex.finish_reading(&x.response));
     }
     record
 }

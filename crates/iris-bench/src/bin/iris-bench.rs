@@ -309,7 +309,11 @@ async fn run(args: Args, nofile: u64) -> anyhow::Result<ExitCode> {
             let keep = repo_root.join("target/iris-bench/callgrind");
             match profile::run(
                 &stack,
-                profile::ProfilePlan::new(plan.quick, plan.chat_prompt_bytes),
+                profile::ProfilePlan::new(
+                    plan.quick,
+                    plan.chat_prompt_bytes,
+                    plan.chat_answer_bytes,
+                ),
                 Some(&keep),
             )
             .await
