@@ -36,7 +36,10 @@ pub fn full(b: impl Into<Bytes>) -> RespBody {
 /// The usage record of one request, waiting for the end of its response.
 pub struct Pending {
     pub sink: Observer,
-    pub record: UsageRecord,
+    /// The record, boxed: it is handed from the request path through the observer's queue to
+    /// the usage writer, and a pointer moves where 632 bytes would be copied at every hand
+    /// (ten times a request). `None` once handed on (see [`Pending::rec`]).
+    record: Option<Box<UsageRecord>>,
     pub start: Instant,
     /// The raw parts of the exchange, for sessions, cost and captures.
     pub exchange: Option<Box<Exchange>>,
@@ -45,6 +48,31 @@ pub struct Pending {
 }
 
 impl Pending {
+    pub fn new(sink: Observer, record: UsageRecord, start: Instant) -> Pending {
+        Pending {
+            sink,
+            record: Some(Box::new(record)),
+            start,
+            exchange: None,
+            keep_cap: 0,
+        }
+    }
+
+    /// The record being filled in. It is only taken out by `finish` and `drop`, which end the
+    /// `Pending`, so it is always there (were it not, a fresh one would be filled in, never
+    /// handed on).
+    pub fn rec(&mut self) -> &mut UsageRecord {
+        self.record.get_or_insert_with(Box::default)
+    }
+
+    /// The record and the exchange, borrowed together.
+    pub fn rec_and_exchange(&mut self) -> (&mut UsageRecord, Option<&mut Exchange>) {
+        (
+            self.record.get_or_insert_with(Box::default),
+            self.exchange.as_deref_mut(),
+        )
+    }
+
     /// Hand the record on. `ended_at` is the clock as the caller last read it at the end (the
     /// last frame's arrival), so that the end of a response costs no second read; `None` reads
     /// it here.
@@ -55,7 +83,10 @@ impl Pending {
         error: Option<&str>,
         ended_at: Option<Instant>,
     ) {
-        let rec = &mut self.record;
+        let Some(mut record) = self.record.take() else {
+            return;
+        };
+        let rec = &mut *record;
         let ended_at = ended_at.unwrap_or_else(Instant::now);
         rec.duration_ms = ended_at.saturating_duration_since(self.start).as_millis() as u64;
         rec.bytes_out = bytes_out;
@@ -75,8 +106,7 @@ impl Pending {
             (Some(ex), _) => apply_extracted(rec, ex.finish()),
             (None, _) => {}
         }
-        // What is left behind has an empty id, which tells `drop` the record was handed on.
-        let record = std::mem::take(&mut self.record);
+        // Taken, which tells `drop` the record was handed on.
         self.sink.record(record, self.exchange.take());
     }
 }
@@ -109,13 +139,12 @@ pub(crate) fn apply_extracted(rec: &mut UsageRecord, got: iris_providers::Extrac
 
 impl Drop for Pending {
     fn drop(&mut self) {
-        if self.record.id.is_empty() {
+        let Some(mut record) = self.record.take() else {
             return;
-        }
+        };
         // Dropped unfinished: the client went away before its answer began (the server drops
         // the request's future, and with it the upstream request, e.g. while iris waited for
         // the provider). The request still leaves its record: 499, as nginx logs it.
-        let mut record = std::mem::take(&mut self.record);
         record.duration_ms = self.start.elapsed().as_millis() as u64;
         if record.status == 0 {
             record.status = 499;
@@ -228,11 +257,11 @@ impl Body for MeteredBody {
                     let frame = match frame.into_data() {
                         Ok(data) => {
                             if let Some(p) = this.pending.as_mut()
-                                && p.record.ttfb_ms.is_none()
+                                && p.rec().ttfb_ms.is_none()
                             {
                                 // The clock read once per frame (each read is a vDSO call).
                                 let ttfb = now.into_std().saturating_duration_since(p.start);
-                                p.record.ttfb_ms = Some(ttfb.as_millis() as u64);
+                                p.rec().ttfb_ms = Some(ttfb.as_millis() as u64);
                             }
                             let mut fed_elsewhere = false;
                             if let Some(p) = this.pending.as_mut() {

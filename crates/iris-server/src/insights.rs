@@ -547,6 +547,6 @@ pub async fn model_test(
             json!({"ok": false, "status": 502, "latency_ms": latency_ms, "text": null, "error": e})
         }
     };
-    gw.observer.record(rec, None);
+    gw.observer.record(Box::new(rec), None);
     Ok(Json(answer))
 }

@@ -153,7 +153,7 @@ pub fn header_pairs(h: &http::HeaderMap, keep: impl Fn(&str) -> bool) -> HeaderL
 }
 
 struct Item {
-    record: UsageRecord,
+    record: Box<UsageRecord>,
     exchange: Option<Box<Exchange>>,
 }
 
@@ -169,22 +169,22 @@ pub struct Observer {
 
 impl Observer {
     /// Never blocks.
-    pub fn record(&self, record: UsageRecord, mut exchange: Option<Box<Exchange>>) {
+    pub fn record(&self, mut record: Box<UsageRecord>, mut exchange: Option<Box<Exchange>>) {
         if self.closed.load(Ordering::Acquire) {
-            self.sink
-                .record(with_usage(record, exchange.as_deref_mut()));
+            with_usage(&mut record, exchange.as_deref_mut());
+            self.sink.record(*record);
             return;
         }
         if let Err(e) = self.tx.try_send(Item { record, exchange }) {
             let Item {
-                record,
+                mut record,
                 mut exchange,
             } = match e {
                 mpsc::error::TrySendError::Full(i) | mpsc::error::TrySendError::Closed(i) => i,
             };
             self.unenriched.fetch_add(1, Ordering::Relaxed);
-            self.sink
-                .record(with_usage(record, exchange.as_deref_mut()));
+            with_usage(&mut record, exchange.as_deref_mut());
+            self.sink.record(*record);
         }
     }
 
@@ -205,13 +205,12 @@ impl Observer {
 /// The record with the usage of its answer, when that was left to be read here (a whole answer
 /// the capture kept: see [`Exchange::usage`]). In the worker, or on the request path when the
 /// record skips the worker (closed, or its queue full).
-fn with_usage(mut record: UsageRecord, exchange: Option<&mut Exchange>) -> UsageRecord {
+fn with_usage(record: &mut UsageRecord, exchange: Option<&mut Exchange>) {
     if let Some(x) = exchange
         && let Some(ex) = x.usage.take()
     {
-        crate::body::apply_extracted(&mut record, ex.finish_reading(&x.response));
+        crate::body::apply_extracted(record, ex.finish_reading(&x.response));
     }
-    record
 }
 
 /// Capture text the worker holds while the store is slow or failing; beyond it the oldest held
@@ -386,11 +385,15 @@ struct CaptureWrites {
 impl CaptureWrites {
     /// An enriched request: the record goes to the usage writer first (usage never waits for a
     /// capture), naming the batch its capture is held for.
-    fn take(&mut self, (mut record, capture): (UsageRecord, Option<CaptureRow>), sink: &UsageSink) {
+    fn take(
+        &mut self,
+        (mut record, capture): (Box<UsageRecord>, Option<CaptureRow>),
+        sink: &UsageSink,
+    ) {
         if capture.is_some() {
             record.capture_batch = Some(self.batch_key());
         }
-        sink.record(record);
+        sink.record(*record);
         if let Some(c) = capture {
             self.hold(c);
         }
@@ -485,13 +488,13 @@ fn identity_of(r: &UsageRecord) -> std::borrow::Cow<'_, str> {
 fn enrich(
     item: Item,
     fingerprints: &mut iris_capture::FingerprintCache,
-) -> (UsageRecord, Option<CaptureRow>) {
+) -> (Box<UsageRecord>, Option<CaptureRow>) {
     let Item {
-        record,
+        mut record,
         mut exchange,
     } = item;
     // The usage first: the cost below is priced from it.
-    let mut record = with_usage(record, exchange.as_deref_mut());
+    with_usage(&mut record, exchange.as_deref_mut());
     let Some(mut ex) = exchange else {
         record.session_kind = Some("single".into());
         record.session_id = Some([SessionKind::Single.prefix(), &record.id].concat());
@@ -765,7 +768,7 @@ mod tests {
         let mut fingerprints = iris_capture::FingerprintCache::new(4);
         let (rec, _) = enrich(
             Item {
-                record: chat_record(200),
+                record: Box::new(chat_record(200)),
                 exchange: Some(Box::new(ex)),
             },
             &mut fingerprints,
@@ -792,7 +795,7 @@ mod tests {
             record.error_class = error.map(str::to_owned);
             let (rec, _) = enrich(
                 Item {
-                    record,
+                    record: Box::new(record),
                     exchange: Some(Box::new(ex)),
                 },
                 &mut fingerprints,
@@ -816,7 +819,7 @@ mod tests {
             unenriched: Arc::new(AtomicU64::new(0)),
             captures_dropped: Arc::new(AtomicU64::new(0)),
         };
-        full.record(chat_record(200), None);
+        full.record(Box::new(chat_record(200)), None);
         // And a stopped worker: records go to the usage writer as they are.
         let (closed, handle) =
             spawn_observer(store.clone(), sink, 16, tokio::runtime::Handle::current());
@@ -825,7 +828,7 @@ mod tests {
         for observer in [&full, &closed] {
             let record = chat_record(200);
             ids.push(record.id.clone());
-            observer.record(record, Some(Box::new(left_answer(ANSWER))));
+            observer.record(Box::new(record), Some(Box::new(left_answer(ANSWER))));
         }
         assert_eq!(full.unenriched(), 1);
         drop((full, closed));
@@ -875,7 +878,7 @@ mod tests {
                     ex.request_body = Bytes::from_static(b"{\"model\":\"m\"}");
                     ex.response_is_sse = false;
                     ex.capture = Some((CaptureLimits::default(), Arc::new(Redactor::default())));
-                    observer.record(record, Some(Box::new(ex)));
+                    observer.record(Box::new(record), Some(Box::new(ex)));
                     ids.push(id);
                     if ids.len() == 50
                         && let Some(tx) = ids_tx.take()

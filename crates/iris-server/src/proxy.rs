@@ -109,23 +109,19 @@ pub async fn handle(
     }
     match endpoint {
         Endpoint::Llm(family) => {
-            let pending = Pending {
-                sink: gw.observer.clone(),
-                record: new_record(&req, &id, ts_ms, family.as_str()),
+            let pending = Pending::new(
+                gw.observer.clone(),
+                new_record(&req, &id, ts_ms, family.as_str()),
                 start,
-                exchange: None,
-                keep_cap: 0,
-            };
+            );
             Box::pin(llm(&gw, &rt, &ctx, req, family, pending, &id)).await
         }
         Endpoint::Models => {
-            let pending = Pending {
-                sink: gw.observer.clone(),
-                record: new_record(&req, &id, ts_ms, "models"),
+            let pending = Pending::new(
+                gw.observer.clone(),
+                new_record(&req, &id, ts_ms, "models"),
                 start,
-                exchange: None,
-                keep_cap: 0,
-            };
+            );
             Box::pin(models(&gw, &rt, &ctx, req, pending, &id)).await
         }
         Endpoint::Admin => {
@@ -160,7 +156,7 @@ fn fail(mut pending: Pending, err: GatewayError, dialect: Dialect, id: &str) -> 
             "{err}"
         );
     }
-    pending.record.status = resp.status().as_u16();
+    pending.rec().status = resp.status().as_u16();
     let len = resp.body().size_hint().exact().unwrap_or(0);
     record_now(pending, Some(err.class()), len);
     resp
@@ -192,7 +188,7 @@ async fn llm(
         Ok(r) => r,
         Err(e) => return fail(pending, e, dialect, id),
     };
-    apply_principal(&mut pending.record, &who.principal);
+    apply_principal(pending.rec(), &who.principal);
     if rt
         .policy
         .outcome(&who.principal, who.tailnet_grants(), None)
@@ -250,7 +246,7 @@ async fn llm(
             return fail(pending, err, dialect, id);
         }
     };
-    pending.record.bytes_in = body.len() as u64;
+    pending.rec().bytes_in = body.len() as u64;
     // The raw parts of the exchange, worked out off the request path (sessions, cost, captures).
     let captures = &rt.config.iris.captures;
     pending.keep_cap = if captures.enabled {
@@ -303,7 +299,7 @@ async fn llm(
             );
         }
     };
-    pending.record.streaming = peeked.peek.stream;
+    pending.rec().streaming = peeked.peek.stream;
     if let Some(x) = pending.exchange.as_mut() {
         // The exchange keeps the request body as it came (a copy of `body`, same offsets).
         x.session_parts = Some(std::mem::take(&mut peeked.peek.session));
@@ -312,7 +308,8 @@ async fn llm(
         return fail(pending, GatewayError::MissingModel, dialect, id);
     };
     // Kept in the record, read from there (no copy).
-    let requested: &str = pending.record.requested_model.insert(requested);
+    let (rec, exchange) = pending.rec_and_exchange();
+    let requested: &str = rec.requested_model.insert(requested);
 
     // Route, then the model grant.
     let route = match rt.routes.resolve(requested, family) {
@@ -363,9 +360,9 @@ async fn llm(
             id,
         );
     };
-    pending.record.provider = Some(route.provider_id);
-    let upstream_model: &str = pending.record.upstream_model.insert(route.model);
-    if let Some(x) = pending.exchange.as_mut() {
+    rec.provider = Some(route.provider_id);
+    let upstream_model: &str = rec.upstream_model.insert(route.model);
+    if let Some(x) = exchange {
         x.cost = rt.costs.get(&provider.id).cloned();
     }
 
@@ -431,9 +428,9 @@ async fn llm(
                 .starts_with("text/event-stream")
         });
     let status = up_parts.status;
-    pending.record.status = status.as_u16();
+    pending.rec().status = status.as_u16();
     if !status.is_success() {
-        pending.record.error_class = Some("upstream_status".into());
+        pending.rec().error_class = Some("upstream_status".into());
     }
     let filter = (inject_usage && is_sse && status.is_success()).then(IncludeUsageFilter::new);
     if let Some(x) = pending.exchange.as_mut() {
@@ -602,7 +599,7 @@ async fn models(
         Ok(r) => r,
         Err(e) => return fail(pending, e, dialect, id),
     };
-    apply_principal(&mut pending.record, &who.principal);
+    apply_principal(pending.rec(), &who.principal);
     if rt
         .policy
         .outcome(&who.principal, who.tailnet_grants(), None)
@@ -630,7 +627,7 @@ async fn models(
         Dialect::Anthropic => models_list::anthropic_models_json(&visible),
         Dialect::OpenAi => models_list::openai_models_json(&visible),
     };
-    pending.record.status = 200;
+    pending.rec().status = 200;
     record_now(pending, None, body.len() as u64);
     let mut r = Response::new(full(Bytes::from(body)));
     r.headers_mut().insert(
