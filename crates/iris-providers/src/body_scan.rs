@@ -6,7 +6,9 @@
 //! usage path: serde_json checks every key it compares for UTF-8, matches it through the
 //! derived field visitor, and walks each skipped value through its generic machinery. This
 //! scanner does the same job in one pass over the bytes, passing over string contents 64 bytes
-//! at a time (`json_text::string_end`), for about 8,500. (ARCHITECTURE.md, "Why some things are our own code".)
+//! at a time (`json_text::string_end`), for about 5,900 (release build, the benchmark mock's
+//! 589-byte answer; ~8,100 pretty-printed). (ARCHITECTURE.md, "Why some things are our own
+//! code".)
 //!
 //! What it accepts is what `serde_json::from_slice` into those shapes accepts, and it reads the
 //! same values from it; `usage.rs`'s tests compare the two on tens of thousands of generated and
@@ -26,8 +28,6 @@
 //! - keys and skipped strings are not checked for UTF-8, only text that is read (`model`, a
 //!   string in a known field): a reply whose keys or content carry a broken byte sequence still
 //!   has its usage counted, where serde_json would call it malformed.
-
-use std::borrow::Cow;
 
 use crate::json_scan::Cursor;
 use crate::json_text::decode_escape;
@@ -108,9 +108,9 @@ impl<'a> Cursor<'a> {
         }
         let mut seen = 0u32;
         loop {
-            let key = self.key()?;
+            let found = self.key_in(&names)?;
             self.eat(b':').ok_or(Malformed)?;
-            match names.iter().position(|n| *n == &*key) {
+            match found {
                 Some(k) => {
                     if seen & (1 << k) != 0 {
                         return Err(Malformed);
@@ -255,16 +255,16 @@ impl<'a> Cursor<'a> {
         String::from_utf8(bytes).map(Some).map_err(|_| Malformed)
     }
 
-    /// A key: its bytes, unescaped when it has escapes.
-    fn key(&mut self) -> R<Cow<'a, [u8]>> {
-        let b = self.b;
+    /// A key: which of `names` it is (unescaped first when it has escapes), if any.
+    #[inline]
+    fn key_in<const N: usize>(&mut self, names: &[&[u8]; N]) -> R<Option<usize>> {
         let (raw, escaped) = self.string().ok_or(Malformed)?;
-        let raw = &b[raw];
-        Ok(if escaped {
-            Cow::Owned(unescape(raw)?)
-        } else {
-            Cow::Borrowed(raw)
-        })
+        let raw = &self.b[raw];
+        if escaped {
+            let key = unescape(raw)?;
+            return Ok(names.iter().position(|n| *n == key.as_slice()));
+        }
+        Ok(names.iter().position(|n| *n == raw))
     }
 
     /// A token count: a non-negative number (a fraction truncated, past u64 saturated); `-0`

@@ -25,6 +25,17 @@ impl<'a> Cursor<'a> {
     /// The next byte that is not JSON whitespace, not consumed.
     #[inline]
     pub(crate) fn peek(&mut self) -> Option<u8> {
+        // Compact JSON has no whitespace: one comparison for most tokens (every whitespace
+        // byte is at most a space).
+        let &c = self.b.get(self.i)?;
+        if c > b' ' {
+            return Some(c);
+        }
+        self.past_whitespace()
+    }
+
+    /// [`peek`](Self::peek) on whitespace or a control byte.
+    fn past_whitespace(&mut self) -> Option<u8> {
         while let Some(&c) = self.b.get(self.i) {
             if !matches!(c, b' ' | b'\n' | b'\r' | b'\t') {
                 return Some(c);

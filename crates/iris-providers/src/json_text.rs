@@ -1,14 +1,14 @@
 //! JSON string text: finding the bytes of a string's contents that need attention, eight at a
-//! time; finding a string's end 64 bytes at a time; decoding an escape; writing a string
-//! escaped exactly as serde_json escapes it.
+//! time; finding a string's end 16 bytes at a time while it is short, then 64 at a time;
+//! decoding an escape; writing a string escaped exactly as serde_json escapes it.
 //!
 //! serde_json looks at a string one byte at a time on both ways, through a 256-entry table;
 //! iris writes every capture's document with [`push_json_string`] instead, the request peek's
 //! fast path and the whole-answer usage scanner (`body_scan`) pass over strings with
 //! [`string_end`], and the session fingerprint (in iris-capture) decodes escapes with
-//! [`decode_escape`]. Safe code: the eight bytes are one `u64` word, the 64 are four vectors of
-//! the `wide` crate (SSE2 on x86-64, NEON on aarch64, plain arrays elsewhere), whose comparisons
-//! and bit masks are safe calls.
+//! [`decode_escape`]. Safe code: the eight bytes are one `u64` word, the 16 one vector and the
+//! 64 four vectors of the `wide` crate (SSE2 on x86-64, NEON on aarch64, plain arrays
+//! elsewhere), whose comparisons and bit masks are safe calls.
 
 use wide::u8x16;
 
@@ -65,27 +65,41 @@ pub fn next_special(bytes: &[u8], from: usize) -> usize {
 /// three bit masks (quotes, backslashes, control bytes) and finds the escaped bytes with bit
 /// arithmetic, so that source code, with an escape every dozen bytes, is read at the pace of
 /// text without one. Each mask bit stands for one byte, the first byte lowest.
+#[inline]
 pub fn string_end(bytes: &[u8], from: usize) -> Option<(usize, bool)> {
     // Most strings of a request or an answer are short (keys, types, names, ids) and end before
-    // a first escape: up to eight words find their end without building a block's masks.
+    // a first escape: up to four vectors of 16 bytes find their end without building a block's
+    // masks (one vector for most keys, where the string is read).
     let mut i = from;
-    for _ in 0..8 {
-        let Some(word) = bytes
-            .get(i..i + 8)
-            .and_then(|w| <[u8; 8]>::try_from(w).ok())
+    for _ in 0..4 {
+        let Some(chunk) = bytes
+            .get(i..i + 16)
+            .and_then(|c| <[u8; 16]>::try_from(c).ok())
         else {
             break;
         };
-        let found = special(u64::from_le_bytes(word));
-        if found != 0 {
-            let at = i + (found.trailing_zeros() / 8) as usize;
+        let v = u8x16::new(chunk);
+        let special = (v.simd_eq(u8x16::splat(b'"'))
+            | v.simd_eq(u8x16::splat(b'\\'))
+            | (v & u8x16::splat(0xE0)).simd_eq(u8x16::splat(0)))
+        .to_bitmask();
+        if special != 0 {
+            let at = i + special.trailing_zeros() as usize;
             if bytes[at] == b'"' {
                 return Some((at, false));
             }
             break;
         }
-        i += 8;
+        i += 16;
     }
+    string_end_blocks(bytes, i)
+}
+
+/// [`string_end`] 64 bytes at a time from `from`, where no escape is open (no backslash of the
+/// string comes before it).
+#[inline(never)]
+fn string_end_blocks(bytes: &[u8], from: usize) -> Option<(usize, bool)> {
+    let mut i = from;
     // Whether the block's first byte is escaped by an odd run of backslashes ending the last.
     let mut carry = 0u64;
     let mut escapes = false;
