@@ -17,6 +17,7 @@ pub mod body;
 pub mod caller;
 pub mod config_file;
 pub mod conn;
+pub mod drain;
 pub mod error;
 pub mod identity;
 pub mod insights;
@@ -269,7 +270,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
     drain_timeout: Duration,
 ) -> std::io::Result<()> {
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let drain = drain::Drain::new();
     let mut builder =
         hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
     builder.http1().timer(hyper_util::rt::TokioTimer::new());
@@ -319,24 +320,19 @@ pub async fn serve(
         let conn = builder
             .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), service)
             .into_owned();
-        let watched = graceful.watch(conn);
-        let header_deadline = settings.timeouts.client_header;
+        let watched = drain.watch(conn);
+        let header_deadline =
+            drain::FirstRequestDeadline::new(started, settings.timeouts.client_header);
         // The connection reads request bodies in its own task, and hyper's body channel wakes the
         // connection as the body is taken: absorbed here, instead of a yield that wakes another
         // worker once a request (see `iris_wake`).
         tokio::spawn(iris_wake::AbsorbSelfWakes::new(async move {
-            tokio::pin!(watched);
             // hyper's header timeout starts only once the protocol is known, so a client that
             // sends nothing (or a prefix of the HTTP/2 preface) would hold its slot forever: the
             // first request must have started within the header timeout of the connection.
             let ended = tokio::select! {
-                r = &mut watched => Some(r),
-                _ = tokio::time::sleep(header_deadline) => None,
-            };
-            let ended = match ended {
-                Some(r) => Some(r),
-                None if started.load(Ordering::Relaxed) => Some(watched.await),
-                None => None,
+                r = watched => Some(r),
+                () = header_deadline => None,
             };
             match ended {
                 Some(Err(e)) => {
@@ -353,10 +349,10 @@ pub async fn serve(
     }
     drop(listener);
     tracing::info!(
-        connections = graceful.count(),
+        connections = drain.count(),
         "shutting down: finishing requests in flight"
     );
-    if tokio::time::timeout(drain_timeout, graceful.shutdown())
+    if tokio::time::timeout(drain_timeout, drain.shutdown())
         .await
         .is_err()
     {
