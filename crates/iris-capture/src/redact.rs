@@ -54,6 +54,11 @@ pub const MIN_PARTIAL_SECRET: usize = 4;
 
 const IRIS_KEY_PREFIX: &[u8] = b"iris_sk_";
 
+/// The bit of [`Redactor::sensitive_lengths`] for a name `len` bytes long (none from 64 on).
+fn length_bit(len: usize) -> u64 {
+    if len < 64 { 1 << len } else { 0 }
+}
+
 fn is_token_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_' || b == b'-'
 }
@@ -63,6 +68,9 @@ fn is_token_byte(b: u8) -> bool {
 #[derive(Clone)]
 pub struct Redactor {
     sensitive_headers: Vec<String>,
+    /// Bit `n` set when a credential header name is `n` bytes long (for `n` below 64): most
+    /// header names are ruled out by their length alone.
+    sensitive_lengths: u64,
     secrets: Vec<memmem::Finder<'static>>,
     iris_finder: memmem::Finder<'static>,
     max_secret_len: usize,
@@ -106,6 +114,9 @@ impl Redactor {
             .max(IRIS_KEY_PREFIX.len() + 64);
         Redactor {
             sensitive_headers: SENSITIVE_HEADERS.iter().map(|s| (*s).to_owned()).collect(),
+            sensitive_lengths: SENSITIVE_HEADERS
+                .iter()
+                .fold(0, |m, h| m | length_bit(h.len())),
             secrets: list
                 .iter()
                 .map(|s| memmem::Finder::new(s).into_owned())
@@ -124,6 +135,7 @@ impl Redactor {
         for n in names {
             let n = n.as_ref().trim().to_ascii_lowercase();
             if !n.is_empty() && !self.sensitive_headers.contains(&n) {
+                self.sensitive_lengths |= length_bit(n.len());
                 self.sensitive_headers.push(n);
             }
         }
@@ -140,6 +152,9 @@ impl Redactor {
     pub fn is_sensitive_header(&self, name: &str) -> bool {
         // Header names are ASCII; `trim` would look for Unicode spaces too.
         let name = name.trim_ascii();
+        if name.len() < 64 && self.sensitive_lengths & length_bit(name.len()) == 0 {
+            return false;
+        }
         self.sensitive_headers
             .iter()
             .any(|h| h.eq_ignore_ascii_case(name))
@@ -381,6 +396,33 @@ mod tests {
 
     fn r() -> Redactor {
         Redactor::new([PROVIDER_KEY, "short", ""]).with_extra_headers(["X-Custom-Token"])
+    }
+
+    #[test]
+    fn credential_headers_are_known_by_name_whatever_their_length() {
+        let long = "x-".to_owned() + &"k".repeat(70);
+        let r = Redactor::new([PROVIDER_KEY]).with_extra_headers(["X-Sig", &long, " Z "]);
+        for name in SENSITIVE_HEADERS.iter().copied().chain([
+            "x-sig",
+            "X-SIG",
+            long.as_str(),
+            "z",
+            " authorization ",
+        ]) {
+            assert!(r.is_sensitive_header(name), "{name}");
+        }
+        for name in [
+            "x-si",
+            "x-sigs",
+            "y-sig",
+            "content-type",
+            "",
+            "zz",
+            &long[1..],
+        ] {
+            assert!(!r.is_sensitive_header(name), "{name}");
+        }
+        assert!(!Redactor::default().is_sensitive_header("x-sig"));
     }
 
     #[test]
