@@ -442,7 +442,8 @@ async fn llm(
     let mut out = Response::builder().status(status);
     let listed = connection_listed(&up_parts.headers);
     if let Some(h) = out.headers_mut() {
-        move_headers(up_parts.headers, h, |name| {
+        *h = up_parts.headers;
+        retain_headers(h, |name| {
             forward_response_header(name.as_str()) && !listed.iter().any(|l| l == name.as_str())
         });
         if let Ok(v) = HeaderValue::from_str(id) {
@@ -502,23 +503,14 @@ fn client_credential(h: &http::HeaderMap) -> Option<(http::HeaderName, HeaderVal
     None
 }
 
-/// Move the headers of `from` that `keep` accepts into `to`, in order: moved, not cloned, since
-/// every cloned value is a reference count taken and given back on the connection's shared read
-/// buffer.
-fn move_headers(
-    from: http::HeaderMap,
-    to: &mut http::HeaderMap,
-    keep: impl Fn(&HeaderName) -> bool,
-) {
-    let mut name: Option<HeaderName> = None;
-    for (n, value) in from {
-        // A name comes with its first value only.
-        if let Some(n) = n {
-            name = keep(&n).then_some(n);
-        }
-        if let Some(n) = &name {
-            to.append(n.clone(), value);
-        }
+/// Remove the headers `keep` refuses (every value of each such name), where they are: the map
+/// is forwarded itself, not rehashed into a new one (nor its values cloned, each a reference
+/// count on the connection's shared read buffer). `HeaderMap::remove` moves the map's last name
+/// into the removed one's place, so names may change order; one name's values keep theirs.
+fn retain_headers(h: &mut http::HeaderMap, keep: impl Fn(&HeaderName) -> bool) {
+    let refused: Vec<HeaderName> = h.keys().filter(|n| !keep(n)).cloned().collect();
+    for n in &refused {
+        h.remove(n);
     }
 }
 
@@ -543,7 +535,8 @@ fn build_upstream_request(
     let passthrough = (provider.auth_mode == iris_config::AuthMode::Passthrough)
         .then(|| client_credential(&parts.headers))
         .flatten();
-    move_headers(std::mem::take(&mut parts.headers), h, |name| {
+    *h = std::mem::take(&mut parts.headers);
+    retain_headers(h, |name| {
         forward_request_header(name.as_str())
             && name != header::ACCEPT_ENCODING
             && !listed.iter().any(|l| l == name.as_str())
@@ -740,12 +733,12 @@ fn ui(req: &Request<Incoming>) -> Response<RespBody> {
 
 #[cfg(test)]
 mod tests {
-    use super::{first_chars, move_headers};
+    use super::{first_chars, retain_headers};
     use http::{HeaderMap, HeaderName, HeaderValue};
 
     #[test]
-    fn moved_headers_keep_every_value_of_a_kept_name_in_order() {
-        let mut from = HeaderMap::new();
+    fn retained_headers_keep_every_value_of_a_kept_name_in_order() {
+        let mut h = HeaderMap::new();
         for (n, v) in [
             ("anthropic-beta", "a"),
             ("cookie", "secret"),
@@ -754,11 +747,10 @@ mod tests {
             ("cookie", "secret-2"),
             ("anthropic-beta", "c"),
         ] {
-            from.append(HeaderName::from_static(n), HeaderValue::from_static(v));
+            h.append(HeaderName::from_static(n), HeaderValue::from_static(v));
         }
-        let mut to = HeaderMap::new();
-        move_headers(from, &mut to, |n| n != "cookie");
-        let got: Vec<_> = to
+        retain_headers(&mut h, |n| n != "cookie");
+        let got: Vec<_> = h
             .iter()
             .map(|(n, v)| (n.as_str(), v.to_str().unwrap()))
             .collect();
