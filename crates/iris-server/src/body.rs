@@ -7,7 +7,7 @@
 //! hung up, exactly one usage record is finalized.
 
 use std::pin::Pin;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll, Waker, ready};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -154,6 +154,47 @@ impl Drop for Pending {
     }
 }
 
+/// A body's idle deadline. Made the first time the upstream makes the body wait: an answer that
+/// arrives whole with its head (most non-streaming ones) never needs one.
+#[derive(Default)]
+struct IdleTimer {
+    sleep: Option<Pin<Box<Sleep>>>,
+    /// The waker the timer was last armed with (`None` when its last poll could not arm it).
+    /// While the body waits with the same waker and the timer has not fired, the timer is not
+    /// polled again: a poll re-registers the waker, ~200 instructions each time a stream waits
+    /// for its next chunk.
+    armed_with: Option<Waker>,
+}
+
+impl IdleTimer {
+    /// Ready once `deadline` has passed. The timer may be armed for an earlier deadline (frames
+    /// only move the deadline); it is then re-armed when it fires.
+    fn poll_expired(&mut self, cx: &mut Context<'_>, deadline: tokio::time::Instant) -> Poll<()> {
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if !sleep.is_elapsed()
+            && (self.armed_with.as_ref()).is_some_and(|w| w.will_wake(cx.waker()))
+        {
+            return Poll::Pending;
+        }
+        loop {
+            // A timer polled when the task's coop budget is spent is not armed (tokio only
+            // reschedules the task): its waker is then not taken as registered, and the next
+            // poll polls the timer again.
+            let arms = tokio::task::coop::has_budget_remaining();
+            if sleep.as_mut().poll(cx).is_pending() {
+                self.armed_with = arms.then(|| cx.waker().clone());
+                return Poll::Pending;
+            }
+            if deadline <= tokio::time::Instant::now() {
+                return Poll::Ready(());
+            }
+            sleep.as_mut().reset(deadline);
+        }
+    }
+}
+
 pub struct MeteredBody {
     inner: Incoming,
     pending: Option<Pending>,
@@ -162,14 +203,8 @@ pub struct MeteredBody {
     idle_after: Duration,
     /// Fires at the idle deadline as it was when it was last armed. Frames only move
     /// `last_frame`; the timer is re-armed lazily when it fires early (resetting a timer on every
-    /// frame of a 200-chunk stream costs more than the rest of the metering). Made the first time
-    /// the upstream makes the body wait: an answer that arrives whole with its head (most
-    /// non-streaming ones) never needs one.
-    idle: Option<Pin<Box<Sleep>>>,
-    /// The waker `idle` was last polled with. While the body waits with the same waker and the
-    /// timer has not fired, the timer is not polled again (a poll re-registers the waker: ~200
-    /// instructions each time a stream waits for its next chunk).
-    idle_waker: Option<std::task::Waker>,
+    /// frame of a 200-chunk stream costs more than the rest of the metering).
+    idle: IdleTimer,
     /// When the last frame arrived; `None` before the first. The idle period before the first
     /// frame runs from the first time the body had to wait for it (read then, rather than when
     /// the body is made: an answer that arrives whole never needs the reading).
@@ -205,8 +240,7 @@ impl MeteredBody {
             extractor: Some(extractor),
             filter,
             idle_after,
-            idle: None,
-            idle_waker: None,
+            idle: IdleTimer::default(),
             last_frame: None,
             sse_dialect,
             bytes_out: 0,
@@ -348,27 +382,7 @@ impl Body for MeteredBody {
                     let last = *this
                         .last_frame
                         .get_or_insert_with(tokio::time::Instant::now);
-                    let idle = this.idle.get_or_insert_with(|| {
-                        Box::pin(tokio::time::sleep_until(last + this.idle_after))
-                    });
-                    if !idle.is_elapsed()
-                        && this
-                            .idle_waker
-                            .as_ref()
-                            .is_some_and(|w| w.will_wake(cx.waker()))
-                    {
-                        return Poll::Pending;
-                    }
-                    this.idle_waker = Some(cx.waker().clone());
-                    loop {
-                        ready!(idle.as_mut().poll(cx));
-                        let last = this.last_frame.unwrap_or(last);
-                        let deadline = last + this.idle_after;
-                        if deadline <= tokio::time::Instant::now() {
-                            break;
-                        }
-                        idle.as_mut().reset(deadline);
-                    }
+                    ready!(this.idle.poll_expired(cx, last + this.idle_after));
                     return this.fail(
                         "upstream_idle_timeout",
                         ErrorKind::UpstreamTimeout,
@@ -403,4 +417,99 @@ impl Drop for MeteredBody {
 /// Wrap a small error body so that the request still leaves its usage record.
 pub fn record_now(p: Pending, error: Option<&str>, bytes_out: u64) {
     p.finish(None, bytes_out, error, None);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Polls `idle` once in the same task poll as `spend` coop budget units (all of them when
+    /// `None`), then yields so that the next poll of the task has a fresh budget.
+    async fn poll_after_spending(idle: &mut IdleTimer, deadline: tokio::time::Instant) -> bool {
+        let pending = std::future::poll_fn(|cx| {
+            loop {
+                let spend = std::pin::pin!(tokio::task::consume_budget());
+                if spend.poll(cx).is_pending() {
+                    break;
+                }
+            }
+            assert!(!tokio::task::coop::has_budget_remaining());
+            Poll::Ready(idle.poll_expired(cx, deadline).is_pending())
+        })
+        .await;
+        tokio::task::yield_now().await;
+        pending
+    }
+
+    #[tokio::test]
+    async fn an_idle_timer_polled_without_budget_still_fires() {
+        // The first poll, and a poll after the timer fired early and must be re-armed, each
+        // made with the budget spent: the timer is not armed then, and must be polled again.
+        let start = tokio::time::Instant::now();
+        let mut idle = IdleTimer::default();
+        let deadline = start + Duration::from_millis(100);
+        assert!(poll_after_spending(&mut idle, deadline).await);
+        assert!(idle.armed_with.is_none());
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            std::future::poll_fn(|cx| idle.poll_expired(cx, deadline)),
+        )
+        .await
+        .expect("the idle timer fired");
+        assert!(start.elapsed() >= Duration::from_millis(100));
+
+        let mut idle = IdleTimer::default();
+        let early = tokio::time::Instant::now() + Duration::from_millis(50);
+        std::future::poll_fn(|cx| {
+            assert!(idle.poll_expired(cx, early).is_pending());
+            Poll::Ready(())
+        })
+        .await;
+        assert!(idle.armed_with.is_some());
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        // Fired at 50 ms; the deadline has since moved to 150 ms.
+        let later = early + Duration::from_millis(100);
+        assert!(poll_after_spending(&mut idle, later).await);
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            std::future::poll_fn(|cx| idle.poll_expired(cx, later)),
+        )
+        .await
+        .expect("the re-armed idle timer fired");
+        assert!(tokio::time::Instant::now() >= later);
+    }
+
+    #[tokio::test]
+    async fn an_idle_timer_re_armed_with_the_last_unit_of_budget_still_fires() {
+        let mut idle = IdleTimer::default();
+        let early = tokio::time::Instant::now() + Duration::from_millis(30);
+        std::future::poll_fn(|cx| {
+            assert!(idle.poll_expired(cx, early).is_pending());
+            Poll::Ready(())
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        let later = early + Duration::from_millis(100);
+        // tokio gives a task 128 units a poll: 127 spent here, the last by the fired timer's
+        // poll, so the poll after its re-arming finds none.
+        let pending = std::future::poll_fn(|cx| {
+            for _ in 0..127 {
+                let spend = std::pin::pin!(tokio::task::consume_budget());
+                assert!(spend.poll(cx).is_ready());
+            }
+            let pending = idle.poll_expired(cx, later).is_pending();
+            assert!(!tokio::task::coop::has_budget_remaining());
+            Poll::Ready(pending)
+        })
+        .await;
+        tokio::task::yield_now().await;
+        assert!(pending);
+        assert!(idle.armed_with.is_none());
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            std::future::poll_fn(|cx| idle.poll_expired(cx, later)),
+        )
+        .await
+        .expect("the idle timer fired");
+    }
 }
