@@ -441,6 +441,28 @@ mod tests {
         pending
     }
 
+    /// A timer armed (with budget) for `ms` from now, and that long and 30 ms more later: fired.
+    async fn armed_then_fired(ms: u64) -> (IdleTimer, tokio::time::Instant) {
+        let mut idle = IdleTimer::default();
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(ms);
+        std::future::poll_fn(|cx| {
+            assert!(idle.poll_expired(cx, deadline).is_pending());
+            Poll::Ready(())
+        })
+        .await;
+        assert!(idle.armed_with.is_some());
+        tokio::time::sleep(Duration::from_millis(ms + 30)).await;
+        (idle, deadline)
+    }
+
+    /// `idle` polled (with a fresh budget each poll) until it fires, within 5 s.
+    async fn fires(idle: &mut IdleTimer, deadline: tokio::time::Instant, what: &str) {
+        let fired = std::future::poll_fn(|cx| idle.poll_expired(cx, deadline));
+        tokio::time::timeout(Duration::from_secs(5), fired)
+            .await
+            .unwrap_or_else(|_| panic!("{what}"));
+    }
+
     #[tokio::test]
     async fn an_idle_timer_polled_without_budget_still_fires() {
         // The first poll, and a poll after the timer fired early and must be re-armed, each
@@ -450,45 +472,20 @@ mod tests {
         let deadline = start + Duration::from_millis(100);
         assert!(poll_after_spending(&mut idle, deadline).await);
         assert!(idle.armed_with.is_none());
-        tokio::time::timeout(
-            Duration::from_secs(5),
-            std::future::poll_fn(|cx| idle.poll_expired(cx, deadline)),
-        )
-        .await
-        .expect("the idle timer fired");
+        fires(&mut idle, deadline, "the idle timer fired").await;
         assert!(start.elapsed() >= Duration::from_millis(100));
 
-        let mut idle = IdleTimer::default();
-        let early = tokio::time::Instant::now() + Duration::from_millis(50);
-        std::future::poll_fn(|cx| {
-            assert!(idle.poll_expired(cx, early).is_pending());
-            Poll::Ready(())
-        })
-        .await;
-        assert!(idle.armed_with.is_some());
-        tokio::time::sleep(Duration::from_millis(80)).await;
+        let (mut idle, early) = armed_then_fired(50).await;
         // Fired at 50 ms; the deadline has since moved to 150 ms.
         let later = early + Duration::from_millis(100);
         assert!(poll_after_spending(&mut idle, later).await);
-        tokio::time::timeout(
-            Duration::from_secs(5),
-            std::future::poll_fn(|cx| idle.poll_expired(cx, later)),
-        )
-        .await
-        .expect("the re-armed idle timer fired");
+        fires(&mut idle, later, "the re-armed idle timer fired").await;
         assert!(tokio::time::Instant::now() >= later);
     }
 
     #[tokio::test]
     async fn an_idle_timer_re_armed_with_the_last_unit_of_budget_still_fires() {
-        let mut idle = IdleTimer::default();
-        let early = tokio::time::Instant::now() + Duration::from_millis(30);
-        std::future::poll_fn(|cx| {
-            assert!(idle.poll_expired(cx, early).is_pending());
-            Poll::Ready(())
-        })
-        .await;
-        tokio::time::sleep(Duration::from_millis(60)).await;
+        let (mut idle, early) = armed_then_fired(30).await;
         let later = early + Duration::from_millis(100);
         // tokio gives a task 128 units a poll: 127 spent here, the last by the fired timer's
         // poll, so the poll after its re-arming finds none.
@@ -505,11 +502,6 @@ mod tests {
         tokio::task::yield_now().await;
         assert!(pending);
         assert!(idle.armed_with.is_none());
-        tokio::time::timeout(
-            Duration::from_secs(5),
-            std::future::poll_fn(|cx| idle.poll_expired(cx, later)),
-        )
-        .await
-        .expect("the idle timer fired");
+        fires(&mut idle, later, "the idle timer fired").await;
     }
 }
