@@ -62,7 +62,7 @@ impl Pending {
     /// `Pending`, so it is always there (were it not, a fresh one would be filled in, never
     /// handed on).
     pub fn rec(&mut self) -> &mut UsageRecord {
-        self.record.get_or_insert_with(Box::default)
+        self.rec_and_exchange().0
     }
 
     /// The record and the exchange, borrowed together.
@@ -423,8 +423,8 @@ pub fn record_now(p: Pending, error: Option<&str>, bytes_out: u64) {
 mod tests {
     use super::*;
 
-    /// Polls `idle` once in the same task poll as `spend` coop budget units (all of them when
-    /// `None`), then yields so that the next poll of the task has a fresh budget.
+    /// Polls `idle` once after spending all of the task's coop budget in the same task poll,
+    /// then yields so that the next poll of the task has a fresh budget: whether it was pending.
     async fn poll_after_spending(idle: &mut IdleTimer, deadline: tokio::time::Instant) -> bool {
         let pending = std::future::poll_fn(|cx| {
             loop {
