@@ -55,6 +55,8 @@ pub struct Results {
     /// The `large` scenario: a coding agent's chat (reported, not judged).
     pub large: Vec<RunRecord>,
     pub rate: Vec<RunRecord>,
+    /// The `rate-large` scenario: a coding agent's chat at the fixed rate (reported, not judged).
+    pub rate_large: Vec<RunRecord>,
     pub sse: Vec<SseRecord>,
     pub streams: Vec<HoldRecord>,
     pub store: Vec<StoreRecord>,
@@ -430,6 +432,11 @@ pub fn verdicts(plan: &Plan, r: &Results) -> Vec<Verdict> {
             !r.large.is_empty(),
         ),
         (
+            "rate-large",
+            r.rate_large.iter().map(|x| x.errors.total()).sum(),
+            !r.rate_large.is_empty(),
+        ),
+        (
             "sse",
             r.sse.iter().map(|x| x.errors.total()).sum(),
             !r.sse.is_empty(),
@@ -610,6 +617,7 @@ pub fn render(info: &RunInfo, plan: &Plan, r: &Results) -> String {
     render_chat(w, plan, &r.chat);
     render_large(w, plan, &r.large);
     render_rate(w, plan, &r.rate);
+    render_rate_large(w, plan, &r.rate_large);
     render_sse(w, plan, &r.sse);
     render_streams(w, plan, &r.streams);
     render_store(w, plan, &r.store);
@@ -739,6 +747,31 @@ fn render_rate(w: &mut String, plan: &Plan, recs: &[RunRecord]) {
         plan.rate_duration.as_secs_f64(),
         chat_request(plan)
     );
+    rate_table(w, recs);
+}
+
+/// The `rate-large` scenario: reported, not judged.
+fn render_rate_large(w: &mut String, plan: &Plan, recs: &[RunRecord]) {
+    if recs.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        w,
+        "## A coding agent's chat at a fixed {} requests/s (reported, not judged)\n\n\
+         The fixed-rate scenario with the `large` scenario's request (a user message of {} \
+         bytes of source code, ~{} KB on the wire). With captures on, iris keeps, redacts and \
+         compresses every prompt off the request path: tens of times the small chat's deferred \
+         work, competing with the request path for the same cores, so this is where it would \
+         show in the tail (docs/performance.md, session 25). Its errors and lost records count \
+         in \"zero errors in every scenario\".\n",
+        int(plan.rate_rps),
+        plan.large_prompt_bytes,
+        chat_spec(plan.large_prompt_bytes).body.len() / 1000,
+    );
+    rate_table(w, recs);
+}
+
+fn rate_table(w: &mut String, recs: &[RunRecord]) {
     if recs.is_empty() {
         let _ = writeln!(w, "Not run.\n");
         return;
@@ -1090,10 +1123,15 @@ fn render_raw(w: &mut String, r: &Results) {
             x.errors.total()
         );
     }
-    for x in &r.rate {
+    for (label, x) in r
+        .rate
+        .iter()
+        .map(|x| ("rate ", x))
+        .chain(r.rate_large.iter().map(|x| ("rate-large", x)))
+    {
         let _ = writeln!(
             w,
-            "rate  rep {} {:<10} {:>9.0} req/s p50 {:>7.0} p99 {:>7.0} max {:>8.0} us lag p99 {:>6.0} us errors {}",
+            "{label} rep {} {:<10} {:>9.0} req/s p50 {:>7.0} p99 {:>7.0} max {:>8.0} us lag p99 {:>6.0} us errors {}",
             x.rep,
             x.target,
             x.throughput,
@@ -1119,20 +1157,25 @@ fn render_raw(w: &mut String, r: &Results) {
         );
     }
     let _ = writeln!(w, "```\n\n</details>\n");
-    let errs: Vec<String> = [("chat", &r.chat), ("rate", &r.rate), ("large", &r.large)]
-        .into_iter()
-        .flat_map(|(scenario, recs)| recs.iter().map(move |x| (scenario, x)))
-        .filter_map(|(scenario, x)| {
-            x.first_error
-                .as_ref()
-                .map(|e| format!("{scenario} {} rep {}: {e}", x.target, x.rep))
-        })
-        .chain(r.sse.iter().filter_map(|x| {
-            x.first_error
-                .as_ref()
-                .map(|e| format!("sse {} rep {}: {e}", x.target, x.rep))
-        }))
-        .collect();
+    let errs: Vec<String> = [
+        ("chat", &r.chat),
+        ("rate", &r.rate),
+        ("large", &r.large),
+        ("rate-large", &r.rate_large),
+    ]
+    .into_iter()
+    .flat_map(|(scenario, recs)| recs.iter().map(move |x| (scenario, x)))
+    .filter_map(|(scenario, x)| {
+        x.first_error
+            .as_ref()
+            .map(|e| format!("{scenario} {} rep {}: {e}", x.target, x.rep))
+    })
+    .chain(r.sse.iter().filter_map(|x| {
+        x.first_error
+            .as_ref()
+            .map(|e| format!("sse {} rep {}: {e}", x.target, x.rep))
+    }))
+    .collect();
     if !errs.is_empty() {
         let _ = writeln!(w, "First error of each run that had one:\n\n```");
         for e in errs.iter().take(30) {
@@ -1220,6 +1263,10 @@ mod tests {
                 rec("baseline", 0, 900.0, 900.0),
                 rec("iris", 0, 500.0, 2_000.0),
             ],
+            rate_large: vec![
+                rec("baseline", 0, 2_000.0, 500.0),
+                rec("iris", 0, 2_000.0, 800.0),
+            ],
             notes: vec!["a note".into()],
             ..Results::default()
         };
@@ -1238,11 +1285,14 @@ mod tests {
         assert_eq!(render(&back.info, &back.plan, &back.results), first);
         assert!(first.contains("## A coding agent's chat"));
         assert!(first.contains("large 0"));
+        assert!(first.contains("## A coding agent's chat at a fixed 2,000 requests/s"));
+        assert!(first.contains("rate-large rep 0 iris"));
 
         // A run saved before fields were added (here the `large` scenario, its prompt size and
         // `rendered_again`) still loads: they read as their defaults.
         let mut old = json;
         old["results"].as_object_mut().unwrap().remove("large");
+        old["results"].as_object_mut().unwrap().remove("rate_large");
         old["plan"]
             .as_object_mut()
             .unwrap()
@@ -1262,7 +1312,7 @@ mod tests {
         let back: SavedRun = serde_json::from_value(old).unwrap();
         assert_eq!(back.plan.rate_slot, Duration::ZERO);
         assert_eq!(back.plan.rate_slot_warm, Plan::full().rate_slot_warm);
-        assert!(back.results.large.is_empty());
+        assert!(back.results.large.is_empty() && back.results.rate_large.is_empty());
         assert_eq!(
             back.plan.large_prompt_bytes,
             Plan::full().large_prompt_bytes

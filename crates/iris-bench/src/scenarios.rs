@@ -34,16 +34,21 @@ pub enum Scenario {
     /// A coding agent's chat (a 64 KiB prompt of source code), closed loop: reported, not
     /// judged (the targets are the issue's, for the small chat).
     Large,
+    /// A coding agent's chat (the `large` scenario's prompt) at the fixed rate: reported, not
+    /// judged. iris's deferred work on such requests (keeping, redacting and compressing each
+    /// prompt) is tens of times the small chat's, so this is where it would show in the tail.
+    RateLarge,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 6] = [
+    pub const ALL: [Scenario; 7] = [
         Scenario::Chat,
         Scenario::Rate,
         Scenario::Sse,
         Scenario::Streams,
         Scenario::Store,
         Scenario::Large,
+        Scenario::RateLarge,
     ];
 }
 
@@ -387,13 +392,19 @@ pub async fn chat(
     out
 }
 
-/// Small chat at a fixed rate, latency from the scheduled send times. With `plan.rate_slot`,
+/// `spec` at a fixed rate, latency from the scheduled send times (`label` names the scenario in
+/// the progress lines). With `plan.rate_slot`,
 /// the targets other than `direct` share each repetition in slots (`load::open_loop_slots`):
 /// the machine's other load, which here varies from second to second, then falls on all of
 /// them alike (and what a target defers falls on the next: see `Plan::rate_slot`). `direct`
 /// (the mock itself, whose CPU would count every target's requests) runs on its own.
-pub async fn rate(plan: &Plan, targets: &[Target], mock: &ProcSet) -> Vec<RunRecord> {
-    let spec = chat_spec(plan.chat_prompt_bytes);
+pub async fn rate(
+    plan: &Plan,
+    targets: &[Target],
+    mock: &ProcSet,
+    spec: RequestSpec,
+    label: &str,
+) -> Vec<RunRecord> {
     let warm = OpenLoop {
         rate: plan.rate_rps,
         duration: plan.warmup,
@@ -420,7 +431,7 @@ pub async fn rate(plan: &Plan, targets: &[Target], mock: &ProcSet) -> Vec<RunRec
             let r = load::open_loop(&t.endpoint, &spec, &cfg).await;
             let rec = RunRecord::new(&t.name, rep, &r, meter.stop());
             settle(&t.procs).await;
-            rate_progress(&rec);
+            rate_progress(label, &rec);
             out.push(rec);
         }
         if shared.is_empty() {
@@ -454,7 +465,7 @@ pub async fn rate(plan: &Plan, targets: &[Target], mock: &ProcSet) -> Vec<RunRec
                 window.cpu_s *= r.ok as f64 / served as f64;
             }
             let rec = RunRecord::new(&t.name, rep, r, window);
-            rate_progress(&rec);
+            rate_progress(label, &rec);
             out.push(rec);
         }
         for t in &order {
@@ -464,9 +475,9 @@ pub async fn rate(plan: &Plan, targets: &[Target], mock: &ProcSet) -> Vec<RunRec
     out
 }
 
-fn rate_progress(rec: &RunRecord) {
+fn rate_progress(label: &str, rec: &RunRecord) {
     progress(&format!(
-        "rate rep {} {:<10} {:>6.0} req/s  p50 {:>6.0} us  p99 {:>7.0} us  max {:>7.0} us  lag p99 {:>5.0} us  errors {}",
+        "{label} rep {} {:<10} {:>6.0} req/s  p50 {:>6.0} us  p99 {:>7.0} us  max {:>7.0} us  lag p99 {:>5.0} us  errors {}",
         rec.rep,
         rec.target,
         rec.throughput,

@@ -341,8 +341,12 @@ async fn worker(
                 if n == 0 {
                     break;
                 }
+                // A burst of a thousand coding agents' requests is tens of milliseconds of
+                // work: a turn at a time, so it does not hold a core a request waits for.
+                iris_store::pace::start();
                 for item in items.drain(..) {
                     writes.take(enrich(item, &mut fingerprints), &sink);
+                    iris_store::pace::tick();
                 }
                 if writes.held.len() >= CAPTURE_BATCH || writes.held_bytes >= CAPTURE_BATCH_BYTES {
                     writes.start_write().await;

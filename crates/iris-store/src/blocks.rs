@@ -101,6 +101,7 @@ pub(crate) fn encode(rows: &[CaptureRow]) -> Result<Vec<u8>, StoreError> {
         raw.reserve(MAGIC.len() + rows.iter().map(encoded_len).sum::<usize>());
         raw.extend_from_slice(MAGIC);
         for r in rows {
+            crate::pace::tick();
             wire::put_text(raw, Some(&r.request_id), TEXT)?;
             raw.extend_from_slice(&r.ts_ms.to_le_bytes());
             wire::put_text(raw, Some(&r.body), TEXT)?;

@@ -101,6 +101,7 @@ impl BulkWriter {
     {
         let this = Arc::clone(self);
         tokio::task::spawn_blocking(move || {
+            crate::pace::start();
             let prepared = prepare()?;
             this.write_now(move |tx| f(tx, prepared))
         })

@@ -61,6 +61,7 @@ use serde::{Deserialize, Serialize};
 
 mod blocks;
 mod bulk;
+pub mod pace;
 mod sqlite;
 mod usage_log;
 mod wire;

@@ -106,6 +106,7 @@ pub(crate) fn encode_block(rs: &[&UsageRecord]) -> Result<Block, StoreError> {
         raw.reserve(MAGIC.len() + rs.len() * 384);
         raw.extend_from_slice(MAGIC);
         for &r in rs {
+            crate::pace::tick();
             put_record(raw, r)?;
             hash.write(r.id.as_bytes());
             hash.write(&r.ts_ms.to_le_bytes());

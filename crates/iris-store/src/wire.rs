@@ -4,6 +4,7 @@
 //! a damaged block is a [`StoreError::Corrupt`] of its table, never a panic.
 
 use crate::StoreError;
+use crate::pace;
 
 /// Length of an absent optional text.
 pub(crate) const NONE: u32 = u32::MAX;
@@ -119,10 +120,9 @@ impl Pool {
             scratch
                 .out
                 .reserve(zstd::zstd_safe::compress_bound(scratch.raw.len()));
-            let n = context
-                .compress_to_buffer(&scratch.raw[..], &mut scratch.out)
+            compress_in_turns(context.context_mut(), &scratch.raw, &mut scratch.out)
                 .map_err(failed)?;
-            Ok(scratch.out[..n].to_vec())
+            Ok(scratch.out.clone())
         });
         for buffer in [&mut scratch.raw, &mut scratch.out] {
             buffer.clear();
@@ -134,6 +134,50 @@ impl Pool {
             pool.push(scratch);
         }
         result
+    }
+}
+
+/// Compress `raw` into `out` (empty, with room for `compress_bound(raw.len())`) as one zstd frame
+/// with its content size, fed to the context [`pace::CHUNK_BYTES`] at a time with a
+/// [`pace::tick`] after each, so a 4 MiB block does not hold a core for milliseconds (see
+/// `crate::pace`). Same parameters as one-shot compression, and the same size to within a
+/// fraction of a percent; where zstd cuts its blocks may differ.
+fn compress_in_turns(
+    cctx: &mut zstd::zstd_safe::CCtx<'static>,
+    raw: &[u8],
+    out: &mut Vec<u8>,
+) -> std::io::Result<()> {
+    use zstd::zstd_safe::{InBuffer, OutBuffer, ResetDirective, zstd_sys::ZSTD_EndDirective};
+    let zstd = |code| std::io::Error::other(zstd::zstd_safe::get_error_name(code));
+    cctx.reset(ResetDirective::SessionOnly).map_err(zstd)?;
+    cctx.set_pledged_src_size(Some(raw.len() as u64))
+        .map_err(zstd)?;
+    let mut output = OutBuffer::around(out);
+    let mut chunks = raw.chunks(pace::CHUNK_BYTES);
+    let mut input = InBuffer::around(chunks.next().unwrap_or_default());
+    loop {
+        let directive = if input.pos() < input.src.len() {
+            ZSTD_EndDirective::ZSTD_e_continue
+        } else if let Some(next) = chunks.next() {
+            pace::tick();
+            input = InBuffer::around(next);
+            continue;
+        } else {
+            ZSTD_EndDirective::ZSTD_e_end
+        };
+        let before = (input.pos(), output.pos());
+        let left = cctx
+            .compress_stream2(&mut output, &mut input, directive)
+            .map_err(zstd)?;
+        if directive == ZSTD_EndDirective::ZSTD_e_end && left == 0 {
+            return Ok(());
+        }
+        if (input.pos(), output.pos()) == before {
+            // The output is sized for the whole frame; a step that moves nothing would repeat.
+            return Err(std::io::Error::other(
+                "the compressed block outgrew its buffer",
+            ));
+        }
     }
 }
 
@@ -320,6 +364,48 @@ mod tests {
         assert!(raw >= text.len() && out > 0, "{raw} {out}");
         assert_eq!(pool.0.lock().unwrap().len(), 1);
     }
+
+    /// A block many compressor chunks long, of text that compresses poorly and well in turns,
+    /// is one frame that states its size, reads back whole and is no larger than one-shot
+    /// compression with the same context makes it.
+    #[test]
+    fn a_block_compressed_in_turns_is_one_whole_frame() {
+        let pool = pool();
+        let mut next = xorshift(7);
+        let mut text = Vec::new();
+        while text.len() < 3 * MAX_CHUNKS_TESTED * pace::CHUNK_BYTES / 2 {
+            let len = (next() % 5000) as usize;
+            if next().is_multiple_of(2) {
+                text.extend((0..len).map(|_| b'a' + (next() % 26) as u8));
+            } else {
+                text.extend(std::iter::repeat_n(b"fn main() {}\n".as_slice(), len / 13).flatten());
+            }
+        }
+        let mut one_shot = crate::blocks::context().unwrap();
+        let fresh = one_shot.compress(&text).unwrap();
+        let block = pool
+            .encode(Kind::Captures, "a test block", |raw| {
+                raw.extend_from_slice(&text);
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(
+            zstd::zstd_safe::get_frame_content_size(&block).ok(),
+            Some(Some(text.len() as u64))
+        );
+        assert!(decompress(&block, "t").unwrap() == text);
+        // Cut into zstd blocks where the chunks end, it may differ from the one-shot frame, but
+        // not in size to speak of.
+        assert!(
+            block.len() <= fresh.len() + fresh.len() / 100,
+            "{} against {} bytes one-shot",
+            block.len(),
+            fresh.len()
+        );
+    }
+
+    /// Chunks of the test above.
+    const MAX_CHUNKS_TESTED: usize = 8;
 
     #[test]
     fn buffers_beyond_the_limit_are_not_kept() {

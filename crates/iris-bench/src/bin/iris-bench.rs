@@ -259,7 +259,18 @@ async fn run(args: Args, nofile: u64) -> anyhow::Result<ExitCode> {
                 // The WhoIs identity is resolved once per connection: at a fixed rate over
                 // keep-alive connections it costs what the loopback one does.
                 targets.retain(|t| t.name != "iris-whois");
-                results.rate = scenarios::rate(&plan, &targets, &mock).await;
+                let spec = scenarios::chat_spec(plan.chat_prompt_bytes);
+                results.rate = scenarios::rate(&plan, &targets, &mock, spec, "rate").await;
+                Ok(())
+            }
+            Scenario::RateLarge => {
+                let mut targets = select(stack.targets(true)?, &args.targets);
+                // As in `large`: the identity variants differ from `iris` per request, not per
+                // byte, and the small chat's fixed rate measures that.
+                targets.retain(|t| t.name != "iris-whois" && t.name != "iris-key");
+                let spec = scenarios::chat_spec(plan.large_prompt_bytes);
+                results.rate_large =
+                    scenarios::rate(&plan, &targets, &mock, spec, "rate-large").await;
                 Ok(())
             }
             Scenario::Sse => {

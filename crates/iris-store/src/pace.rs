@@ -1,0 +1,94 @@
+//! Deferred work in short turns.
+//!
+//! The gateway's deferred work (enriching finished requests, building and compressing capture
+//! and usage blocks) runs on threads of its own, at the request path's priority so that it keeps
+//! up when the cores are saturated. But a thread that holds a core keeps it until it blocks or
+//! its time slice ends: the kernel's scheduler (EEVDF since Linux 6.6) lets a running task finish
+//! a protected part of its slice, about a millisecond or more, before a task it just woke takes
+//! the core. A request worker woken while both cores of a small machine are busy, one of them
+//! with a 4 MiB capture block being compressed, waited for it: at 2,000 requests/s with 16 KiB
+//! prompts iris's p99 sat 1.0–1.6 ms above the baseline proxy's, and the same run with the
+//! deferred work's threads under `SCHED_IDLE` (preempted at once by any other task) brought it
+//! back to +63 µs (docs/performance.md, "Session 25").
+//!
+//! `SCHED_IDLE` is not the answer by itself: on saturated cores it gives the deferred work almost
+//! nothing (it dropped thousands of captures in the closed-loop benchmark), and an unprivileged
+//! thread cannot leave it again. So the deferred work keeps its priority and gives the core up
+//! itself: it calls [`tick`] between small pieces of work, and a thread that has run for
+//! [`QUANTUM`] since it last gave way yields (`sched_yield`), letting a waiting request worker
+//! run first. When nothing else waits, a yield returns at once, so the work loses nothing on an
+//! idle machine and keeps its fair share on a busy one.
+
+use std::cell::Cell;
+use std::time::{Duration, Instant};
+
+/// How long a deferred-work thread runs before it gives way to anything waiting for its core.
+/// About what a request's whole round trip through iris costs at the median, so a request woken
+/// behind deferred work waits at most that long for it.
+pub const QUANTUM: Duration = Duration::from_micros(100);
+
+thread_local! {
+    /// When this thread last gave way (or started its current piece of work).
+    static SINCE: Cell<Option<Instant>> = const { Cell::new(None) };
+}
+
+/// A point between two small pieces of deferred work: yield the core if this thread has run
+/// [`QUANTUM`] since it last did. The first call on a thread only starts the clock. The time
+/// since the last call includes any time the thread was blocked; call [`start`] where a new piece
+/// of work begins after a wait, so that the wait does not count as running.
+pub fn tick() {
+    let now = Instant::now();
+    SINCE.with(|since| match since.get() {
+        Some(t) if now.saturating_duration_since(t) < QUANTUM => {}
+        Some(_) => {
+            std::thread::yield_now();
+            since.set(Some(Instant::now()));
+        }
+        None => since.set(Some(now)),
+    });
+}
+
+/// Start this thread's clock afresh: the beginning of a piece of work after a wait.
+pub fn start() {
+    SINCE.with(|since| since.set(Some(Instant::now())));
+}
+
+/// Chunks a long CPU-bound pass is cut into between two [`tick`]s: 64 KiB compress in about
+/// 100 µs at zstd's level 1 on this machine.
+pub const CHUNK_BYTES: usize = 64 << 10;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn since() -> Option<Instant> {
+        SINCE.with(Cell::get)
+    }
+
+    /// The first tick only starts the clock; ticks within the quantum leave it alone; one after
+    /// it restarts the clock (after the yield).
+    #[test]
+    fn a_tick_gives_way_only_once_the_quantum_has_run() {
+        std::thread::spawn(|| {
+            assert_eq!(since(), None);
+            tick();
+            let first = since().expect("the first tick starts the clock");
+            tick();
+            assert_eq!(since(), Some(first), "within the quantum nothing changes");
+            let spin = Instant::now();
+            while spin.elapsed() < QUANTUM * 2 {
+                std::hint::spin_loop();
+            }
+            tick();
+            let after = since().expect("still running");
+            assert!(
+                after > first + QUANTUM,
+                "the clock restarts after the yield"
+            );
+            start();
+            assert!(since().expect("started") >= after);
+        })
+        .join()
+        .expect("the test thread");
+    }
+}
