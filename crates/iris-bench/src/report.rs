@@ -675,8 +675,8 @@ fn render_large(w: &mut String, plan: &Plan, recs: &[RunRecord]) {
          iris's per-byte costs, which the small chat hides. iris reads the whole body before \
          routing it (the duplicate-key check needs every top-level key), and with captures on \
          keeps, redacts and compresses it. Not one of the issue's targets (its errors and lost \
-         records do count in \"zero errors in every scenario\"). It runs last: its peak RSS \
-         includes what earlier scenarios left in each process (glibc keeps the streams' memory \
+         records do count in \"zero errors in every scenario\"). It runs after the others but \
+         `rate-large`: its peak RSS includes what earlier scenarios left in each process (glibc keeps the streams' memory \
          in the baseline and the mock), so that column is not the prompt's cost.\n",
         plan.chat_connections,
         plan.large_prompt_bytes,
@@ -763,7 +763,8 @@ fn render_rate_large(w: &mut String, plan: &Plan, recs: &[RunRecord]) {
          compresses every prompt off the request path: tens of times the small chat's deferred \
          work, competing with the request path for the same cores, so this is where it would \
          show in the tail (docs/performance.md, session 25). Its errors and lost records count \
-         in \"zero errors in every scenario\".\n",
+         in \"zero errors in every scenario\". It runs last: its peak RSS includes what earlier \
+         scenarios left in each process.\n",
         int(plan.rate_rps),
         plan.large_prompt_bytes,
         chat_spec(plan.large_prompt_bytes).body.len() / 1000,

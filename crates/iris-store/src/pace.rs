@@ -9,22 +9,23 @@
 //! with a 4 MiB capture block being compressed, waited for it: at 2,000 requests/s with 16 KiB
 //! prompts iris's p99 sat 1.0–1.6 ms above the baseline proxy's, and the same run with the
 //! deferred work's threads under `SCHED_IDLE` (preempted at once by any other task) brought it
-//! back to +63 µs (docs/performance.md, "Session 25").
+//! back to +117 and −383 µs in two runs (docs/performance.md, "Session 25").
 //!
 //! `SCHED_IDLE` is not the answer by itself: on saturated cores it gives the deferred work almost
 //! nothing (it dropped thousands of captures in the closed-loop benchmark), and an unprivileged
 //! thread cannot leave it again. So the deferred work keeps its priority and gives the core up
-//! itself: it calls [`tick`] between small pieces of work, and a thread that has run for
-//! [`QUANTUM`] since it last gave way yields (`sched_yield`), letting a waiting request worker
+//! itself: it calls [`tick`] between small pieces of work, and a thread for which [`QUANTUM`]
+//! has passed since it last gave way yields (`sched_yield`), letting a waiting request worker
 //! run first. When nothing else waits, a yield returns at once, so the work loses nothing on an
 //! idle machine and keeps its fair share on a busy one.
 
 use std::cell::Cell;
 use std::time::{Duration, Instant};
 
-/// How long a deferred-work thread runs before it gives way to anything waiting for its core.
-/// About what a request's whole round trip through iris costs at the median, so a request woken
-/// behind deferred work waits at most that long for it.
+/// How long after it last gave way a deferred-work thread gives way again to anything waiting
+/// for its core: about a request's round trip through iris at the median. A request woken behind
+/// deferred work waits at most this plus the longest piece between two ticks (a zstd block, or
+/// the observer's enrichment of one large request).
 pub const QUANTUM: Duration = Duration::from_micros(100);
 
 thread_local! {
@@ -32,10 +33,10 @@ thread_local! {
     static SINCE: Cell<Option<Instant>> = const { Cell::new(None) };
 }
 
-/// A point between two small pieces of deferred work: yield the core if this thread has run
-/// [`QUANTUM`] since it last did. The first call on a thread only starts the clock. The time
-/// since the last call includes any time the thread was blocked; call [`start`] where a new piece
-/// of work begins after a wait, so that the wait does not count as running.
+/// A point between two small pieces of deferred work: yield the core if [`QUANTUM`] has passed
+/// since this thread last did. The first call on a thread only starts the clock. The clock is
+/// wall time: it includes any time the thread was blocked or preempted; call [`start`] where a new
+/// piece of work begins after a wait, so that the wait does not count.
 pub fn tick() {
     let now = Instant::now();
     SINCE.with(|since| match since.get() {
@@ -53,9 +54,10 @@ pub fn start() {
     SINCE.with(|since| since.set(Some(Instant::now())));
 }
 
-/// Chunks a long CPU-bound pass is cut into between two [`tick`]s: 64 KiB compress in about
-/// 100 µs at zstd's level 1 on this machine.
-pub const CHUNK_BYTES: usize = 64 << 10;
+/// Chunks a long CPU-bound pass is cut into between two [`tick`]s: zstd's block, the most it
+/// compresses at once when fed in a stream (smaller chunks are only copied until a block is
+/// full), a few hundred microseconds of work at level 1.
+pub const CHUNK_BYTES: usize = 128 << 10;
 
 #[cfg(test)]
 mod tests {

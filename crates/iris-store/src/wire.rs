@@ -63,6 +63,9 @@ impl Kind {
 /// What [`encode_block`] keeps of a buffer between blocks, at most: a block of usage records is
 /// ~100 KB, a block of small chats' captures a few hundred; a larger one (a coding agent's
 /// prompts, up to 4 MiB) grows the buffer for its own use, and it is cut back to this after.
+/// The compression context of a block larger than this is not kept either: fed in turns (see
+/// [`compress_in_turns`]) it buffers a window as large as the block, which zstd would keep for
+/// the next hundred-odd blocks.
 const KEEP_BYTES: usize = 1 << 20;
 
 /// Scratches kept at most: one for each kind of block being written at once (the usage and
@@ -124,6 +127,9 @@ impl Pool {
                 .map_err(failed)?;
             Ok(scratch.out.clone())
         });
+        if scratch.raw.len() > KEEP_BYTES {
+            scratch.contexts[kind as usize] = None;
+        }
         for buffer in [&mut scratch.raw, &mut scratch.out] {
             buffer.clear();
             buffer.shrink_to(KEEP_BYTES);
@@ -138,9 +144,10 @@ impl Pool {
 }
 
 /// Compress `raw` into `out` (empty, with room for `compress_bound(raw.len())`) as one zstd frame
-/// with its content size, fed to the context [`pace::CHUNK_BYTES`] at a time with a
-/// [`pace::tick`] after each, so a 4 MiB block does not hold a core for milliseconds (see
-/// `crate::pace`). Same parameters as one-shot compression, and the same size to within a
+/// with its content size, fed to the context [`pace::CHUNK_BYTES`] (one zstd block) at a time
+/// with a [`pace::tick`] after each, so a 4 MiB block does not hold a core for milliseconds (see
+/// `crate::pace`). Unlike one-shot compression, the context copies its input into a window of
+/// its own (as large as the block: the pledged size bounds it). Same parameters as one-shot compression, and the same size to within a
 /// fraction of a percent; where zstd cuts its blocks may differ.
 fn compress_in_turns(
     cctx: &mut zstd::zstd_safe::CCtx<'static>,
@@ -420,6 +427,9 @@ mod tests {
         assert_eq!(decompress(&block, "t").unwrap(), big);
         let (raw, out) = kept(&pool);
         assert!(raw <= KEEP_BYTES && out <= KEEP_BYTES, "{raw} {out}");
+        // Nor is the context, which holds a window as large as the block.
+        let pool = pool.0.lock().unwrap();
+        assert!(pool.iter().all(|s| s.contexts.iter().all(Option::is_none)));
     }
 
     #[test]

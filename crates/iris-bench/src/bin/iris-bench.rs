@@ -295,7 +295,9 @@ async fn run(args: Args, nofile: u64) -> anyhow::Result<ExitCode> {
             let when = format!("after {sc:?}");
             for (name, now) in read_losses(&stack, &mut results.notes, &when).await {
                 let before = counters.insert(name.clone(), now).unwrap_or_default();
-                let lost = now.since(&before, &format!("{sc:?}").to_lowercase(), &name);
+                let label = clap::ValueEnum::to_possible_value(sc)
+                    .map_or_else(|| format!("{sc:?}"), |v| v.get_name().to_owned());
+                let lost = now.since(&before, &label, &name);
                 if lost.total() > 0 {
                     eprintln!("iris-bench: {name} lost records in {sc:?}: {lost:?}");
                 }
