@@ -348,6 +348,13 @@ async fn worker(
                     writes.take(enrich(item, &mut fingerprints), &sink);
                     iris_store::pace::tick();
                 }
+                // Behind (a quarter of the queue waiting, or of what may be held for the
+                // store): the deferred work stops giving way until it has caught up.
+                iris_store::pace::behind(
+                    iris_store::pace::Backlog::Captures,
+                    rx.len() > rx.max_capacity() / 4
+                        || writes.held_bytes > MAX_HELD_CAPTURE_BYTES / 4,
+                );
                 if writes.held.len() >= CAPTURE_BATCH || writes.held_bytes >= CAPTURE_BATCH_BYTES {
                     writes.start_write().await;
                 }

@@ -123,8 +123,16 @@ impl Pool {
             scratch
                 .out
                 .reserve(zstd::zstd_safe::compress_bound(scratch.raw.len()));
-            compress_in_turns(context.context_mut(), &scratch.raw, &mut scratch.out)
-                .map_err(failed)?;
+            if pace::is_behind() {
+                // Catching up: in one call, without the stream's copy into a window.
+                let n = context
+                    .compress_to_buffer(&scratch.raw[..], &mut scratch.out)
+                    .map_err(failed)?;
+                scratch.out.truncate(n);
+            } else {
+                compress_in_turns(context.context_mut(), &scratch.raw, &mut scratch.out)
+                    .map_err(failed)?;
+            }
             Ok(scratch.out.clone())
         });
         if scratch.raw.len() > KEEP_BYTES {

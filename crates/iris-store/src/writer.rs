@@ -521,6 +521,11 @@ impl Writer {
                 break;
             }
             if self.flush_due(Instant::now()) {
+                // A quarter of the queue waiting: the deferred work stops giving way.
+                crate::pace::behind(
+                    crate::pace::Backlog::Usage,
+                    self.rx.len() > self.cfg.queue_capacity / 4,
+                );
                 self.flush_one().await;
                 continue;
             }
