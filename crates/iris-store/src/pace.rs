@@ -89,14 +89,9 @@ pub fn tick() {
     SINCE.with(|since| match since.get() {
         Some(t) if now.saturating_duration_since(t) < QUANTUM => {}
         Some(_) => {
-            let (start, spent) = BUDGET.get().unwrap_or((now, Duration::ZERO));
-            let (start, spent) = if now.saturating_duration_since(start) > BUDGET_WINDOW {
-                (now, Duration::ZERO)
-            } else {
-                (start, spent)
-            };
+            let (start, spent, allowed) = budget(BUDGET.get(), now);
             let mut after = now;
-            if spent * 10 <= now.saturating_duration_since(start) {
+            if allowed {
                 std::thread::yield_now();
                 after = Instant::now();
             }
@@ -105,6 +100,23 @@ pub fn tick() {
         }
         None => since.set(Some(now)),
     });
+}
+
+/// The budget window in force at `now` (its start and the time yielded in it: a window older
+/// than [`BUDGET_WINDOW`] starts afresh) and whether a yield fits in it: at most a tenth of the
+/// window's time so far yielded.
+fn budget(window: Option<(Instant, Duration)>, now: Instant) -> (Instant, Duration, bool) {
+    let (start, spent) = match window {
+        Some((start, spent)) if now.saturating_duration_since(start) <= BUDGET_WINDOW => {
+            (start, spent)
+        }
+        _ => (now, Duration::ZERO),
+    };
+    (
+        start,
+        spent,
+        spent * 10 <= now.saturating_duration_since(start),
+    )
 }
 
 /// Start this thread's clock afresh: the beginning of a piece of work after a wait.
@@ -166,5 +178,26 @@ mod tests {
         })
         .join()
         .expect("the test thread");
+    }
+
+    /// A yield fits while at most a tenth of the window's time so far went to yields; a window
+    /// past its length starts afresh, with nothing spent.
+    #[test]
+    fn yields_take_at_most_a_tenth_of_the_window() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        assert_eq!(budget(None, t0), (t0, Duration::ZERO, true));
+        assert!(budget(Some((t0, ms(1))), t0 + ms(10)).2, "a tenth exactly");
+        assert!(!budget(Some((t0, ms(2))), t0 + ms(10)).2, "a fifth");
+        assert_eq!(
+            budget(Some((t0, ms(2))), t0 + ms(10)).0,
+            t0,
+            "the window goes on"
+        );
+        let later = t0 + BUDGET_WINDOW + ms(1);
+        assert_eq!(
+            budget(Some((t0, ms(40))), later),
+            (later, Duration::ZERO, true)
+        );
     }
 }

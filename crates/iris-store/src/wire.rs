@@ -129,15 +129,18 @@ impl Pool {
                     .compress_to_buffer(&scratch.raw[..], &mut scratch.out)
                     .map_err(failed)?;
                 scratch.out.truncate(n);
+                Ok((scratch.out.clone(), false))
             } else {
                 compress_in_turns(context.context_mut(), &scratch.raw, &mut scratch.out)
                     .map_err(failed)?;
+                Ok((scratch.out.clone(), true))
             }
-            Ok(scratch.out.clone())
         });
-        if scratch.raw.len() > KEEP_BYTES {
+        // Only a context fed in turns buffered a window.
+        if scratch.raw.len() > KEEP_BYTES && matches!(result, Ok((_, true))) {
             scratch.contexts[kind as usize] = None;
         }
+        let result = result.map(|(block, _)| block);
         for buffer in [&mut scratch.raw, &mut scratch.out] {
             buffer.clear();
             buffer.shrink_to(KEEP_BYTES);
@@ -155,8 +158,9 @@ impl Pool {
 /// with its content size, fed to the context [`pace::CHUNK_BYTES`] (one zstd block) at a time
 /// with a [`pace::tick`] after each, so a 4 MiB block does not hold a core for milliseconds (see
 /// `crate::pace`). Unlike one-shot compression, the context copies its input into a window of
-/// its own (as large as the block: the pledged size bounds it). Same parameters as one-shot compression, and the same size to within a
-/// fraction of a percent; where zstd cuts its blocks may differ.
+/// its own (as large as the block: the pledged size bounds it). Same parameters as one-shot
+/// compression, and the same size to within a fraction of a percent; where zstd cuts its blocks
+/// may differ.
 fn compress_in_turns(
     cctx: &mut zstd::zstd_safe::CCtx<'static>,
     raw: &[u8],
