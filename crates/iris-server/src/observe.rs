@@ -336,7 +336,10 @@ async fn worker(
             biased;
             // The tick first: under steady load the queue is never empty when the worker looks,
             // and held captures must still reach the store every `CAPTURE_WRITE_EVERY`.
-            _ = tick.tick() => writes.start_write().await,
+            _ = tick.tick() => {
+                writes.start_write().await;
+                note_backlog(&rx, &writes);
+            }
             n = rx.recv_many(&mut items, GATHER_MAX) => {
                 if n == 0 {
                     break;
@@ -346,18 +349,15 @@ async fn worker(
                 iris_store::pace::start();
                 for item in items.drain(..) {
                     writes.take(enrich(item, &mut fingerprints), &sink);
+                    // A batch is handed to the store as soon as it is whole, not after the
+                    // gather: a gather of large requests can hold more than may be held.
+                    if writes.batch_ready() {
+                        writes.start_write().await;
+                        note_backlog(&rx, &writes);
+                    }
                     iris_store::pace::tick();
                 }
-                // Behind (a quarter of the queue waiting, or of what may be held for the
-                // store): the deferred work stops giving way until it has caught up.
-                iris_store::pace::behind(
-                    iris_store::pace::Backlog::Captures,
-                    rx.len() > rx.max_capacity() / 4
-                        || writes.held_bytes > MAX_HELD_CAPTURE_BYTES / 4,
-                );
-                if writes.held.len() >= CAPTURE_BATCH || writes.held_bytes >= CAPTURE_BATCH_BYTES {
-                    writes.start_write().await;
-                }
+                note_backlog(&rx, &writes);
                 if n < GATHER_MAX {
                     tokio::select! {
                         _ = tokio::time::sleep(GATHER_PAUSE) => {}
@@ -375,6 +375,16 @@ async fn worker(
         }
     }
     writes.finish().await;
+}
+
+/// Say whether the observer's side of the deferred work has fallen behind, so that it stops
+/// giving way until it has caught up (`iris_store::pace::behind`): a quarter of its queue
+/// waiting, or the store behind (see [`CaptureWrites::store_behind`]).
+fn note_backlog(rx: &mpsc::Receiver<Item>, writes: &CaptureWrites) {
+    iris_store::pace::behind(
+        iris_store::pace::Backlog::Captures,
+        rx.len() > rx.max_capacity() / 4 || writes.store_behind(),
+    );
 }
 
 /// The captures waiting for the store, and the one write in flight. The worker never waits for
@@ -438,6 +448,21 @@ impl CaptureWrites {
                 "the store is not keeping up: {dropped} captures dropped (usage records are kept)"
             );
         }
+    }
+
+    /// Whether enough is held to start a write without waiting for the next tick.
+    fn batch_ready(&self) -> bool {
+        self.held.len() >= CAPTURE_BATCH || self.held_bytes >= CAPTURE_BATCH_BYTES
+    }
+
+    /// Whether the store has fallen behind: a whole batch waits for the write still running
+    /// (which then must not give way: under a load the store only just keeps up with, giving
+    /// way let batches pile up until captures were dropped), or a quarter of what may be held
+    /// is held. Only what waits counts: the held bytes alone leave out the write in flight,
+    /// and start again from nothing each time one starts.
+    fn store_behind(&self) -> bool {
+        let writing = self.in_flight.as_ref().is_some_and(|h| !h.is_finished());
+        (writing && self.batch_ready()) || self.held_bytes > MAX_HELD_CAPTURE_BYTES / 4
     }
 
     /// Start writing what is held, unless a write is still running (then later).
@@ -917,6 +942,57 @@ mod tests {
         feeder.await.unwrap();
         assert_eq!(stored, first_ids.len(), "captures still held under load");
         handle.shutdown().await;
+    }
+
+    /// The store is behind when a whole batch waits for the write in flight: not while the batch
+    /// fills, nor once the write is done and the batch handed over.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_store_is_behind_while_a_whole_batch_waits_for_the_write_in_flight() {
+        let store: Arc<dyn Store> =
+            Arc::new(iris_store::SqliteStore::open_temporary().await.unwrap());
+        let mut writes = CaptureWrites {
+            store,
+            store_rt: tokio::runtime::Handle::current(),
+            held: std::collections::VecDeque::new(),
+            held_bytes: 0,
+            held_key: None,
+            last_key: 0,
+            in_flight: None,
+            dropped: Arc::new(AtomicU64::new(0)),
+        };
+        let half = |id: &str| CaptureRow {
+            request_id: id.into(),
+            ts_ms: 1,
+            body: "{}".into(),
+            request_body: Some("x".repeat(CAPTURE_BATCH_BYTES / 2)),
+            response_body: None,
+        };
+        // A write still running (the one before), and half a batch: the store is not behind.
+        let (release, hold_open) = tokio::sync::oneshot::channel::<()>();
+        writes.in_flight = Some(tokio::spawn(async move {
+            let _ = hold_open.await;
+            (0, Ok(()))
+        }));
+        writes.hold(half("a"));
+        assert!(!writes.batch_ready() && !writes.store_behind());
+        // A whole batch: it has to wait, and the store is behind.
+        writes.hold(half("b"));
+        assert!(writes.batch_ready() && writes.store_behind());
+        writes.start_write().await;
+        assert_eq!(writes.held.len(), 2, "the batch waits for the write");
+        assert!(writes.store_behind());
+        // The write done, the batch goes to the store: nothing waits for it any more.
+        release.send(()).unwrap();
+        while !writes.held.is_empty() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            writes.start_write().await;
+        }
+        assert!(!writes.store_behind());
+        writes.finish().await;
+        // Without a write: a whole batch held is ready, not behind.
+        writes.hold(half("c"));
+        writes.hold(half("d"));
+        assert!(writes.batch_ready() && !writes.store_behind());
     }
 
     #[test]
