@@ -263,6 +263,7 @@ pub fn spawn_observer(
         last_key: 0,
         in_flight: None,
         dropped: captures_dropped.clone(),
+        drops: DropReports::default(),
     };
     let spawned = std::thread::Builder::new()
         .name("iris-observer".into())
@@ -339,6 +340,7 @@ async fn worker(
             _ = tick.tick() => {
                 writes.start_write().await;
                 note_backlog(&rx, &writes);
+                writes.report_drops(false);
             }
             n = rx.recv_many(&mut items, GATHER_MAX) => {
                 if n == 0 {
@@ -401,7 +403,18 @@ struct CaptureWrites {
     last_key: i64,
     in_flight: Option<tokio::task::JoinHandle<(usize, Result<(), iris_store::StoreError>)>>,
     dropped: Arc<AtomicU64>,
+    drops: DropReports,
 }
+
+/// Captures dropped and not yet logged, and when that was last done.
+#[derive(Default)]
+struct DropReports {
+    unreported: u64,
+    since: Option<std::time::Instant>,
+}
+
+/// Dropped captures are logged at most this often (they are counted in `/api/health` at once).
+const DROP_REPORT_EVERY: Duration = Duration::from_secs(10);
 
 impl CaptureWrites {
     /// An enriched request: the record goes to the usage writer first (usage never waits for a
@@ -443,11 +456,26 @@ impl CaptureWrites {
         }
         if dropped > 0 {
             self.dropped.fetch_add(dropped, Ordering::Relaxed);
-            tracing::warn!(
-                dropped,
-                "the store is not keeping up: {dropped} captures dropped (usage records are kept)"
-            );
+            self.drops.unreported += dropped;
+            self.report_drops(false);
         }
+    }
+
+    /// Log the captures dropped since the last report: at once for the first, then at most
+    /// every [`DROP_REPORT_EVERY`] (an overload drops one a request: a line each would flood the
+    /// log), and whatever is left at the end (`last`).
+    fn report_drops(&mut self, last: bool) {
+        let now = std::time::Instant::now();
+        let DropReports { unreported, since } = &mut self.drops;
+        if *unreported == 0 || !(last || since.is_none_or(|t| now - t >= DROP_REPORT_EVERY)) {
+            return;
+        }
+        let dropped = std::mem::take(unreported);
+        *since = Some(now);
+        tracing::warn!(
+            dropped,
+            "the store is not keeping up: {dropped} captures dropped (usage records are kept)"
+        );
     }
 
     /// Whether enough is held to start a write without waiting for the next tick.
@@ -508,6 +536,7 @@ impl CaptureWrites {
         self.settle().await;
         self.start_write().await;
         self.settle().await;
+        self.report_drops(true);
     }
 }
 
@@ -944,13 +973,10 @@ mod tests {
         handle.shutdown().await;
     }
 
-    /// The store is behind when a whole batch waits for the write in flight: not while the batch
-    /// fills, nor once the write is done and the batch handed over.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn the_store_is_behind_while_a_whole_batch_waits_for_the_write_in_flight() {
+    async fn capture_writes() -> CaptureWrites {
         let store: Arc<dyn Store> =
             Arc::new(iris_store::SqliteStore::open_temporary().await.unwrap());
-        let mut writes = CaptureWrites {
+        CaptureWrites {
             store,
             store_rt: tokio::runtime::Handle::current(),
             held: std::collections::VecDeque::new(),
@@ -959,14 +985,69 @@ mod tests {
             last_key: 0,
             in_flight: None,
             dropped: Arc::new(AtomicU64::new(0)),
-        };
-        let half = |id: &str| CaptureRow {
+            drops: DropReports::default(),
+        }
+    }
+
+    fn capture_row(id: &str, request_bytes: usize) -> CaptureRow {
+        CaptureRow {
             request_id: id.into(),
             ts_ms: 1,
             body: "{}".into(),
-            request_body: Some("x".repeat(CAPTURE_BATCH_BYTES / 2)),
+            request_body: Some("x".repeat(request_bytes)),
             response_body: None,
-        };
+        }
+    }
+
+    /// Captures beyond what may be held are dropped and counted at once, and logged at most
+    /// every ten seconds: the first at once, the rest together later or at the end.
+    #[tokio::test]
+    async fn dropped_captures_are_counted_each_and_logged_together() {
+        let mut writes = capture_writes().await;
+        // Four fill what may be held exactly (each row's document is two bytes).
+        let quarter = MAX_HELD_CAPTURE_BYTES / 4 - 2;
+        for i in 0..4 {
+            writes.hold(capture_row(&i.to_string(), quarter));
+        }
+        assert_eq!(writes.dropped.load(Ordering::Relaxed), 0);
+        writes.hold(capture_row("4", quarter));
+        assert_eq!(writes.dropped.load(Ordering::Relaxed), 1);
+        assert_eq!(
+            writes.drops.unreported, 0,
+            "the first drop is logged at once"
+        );
+        for i in 5..8 {
+            writes.hold(capture_row(&i.to_string(), quarter));
+        }
+        assert_eq!(writes.dropped.load(Ordering::Relaxed), 4);
+        assert_eq!(
+            writes.drops.unreported, 3,
+            "the next ones wait for the interval"
+        );
+        writes.report_drops(false);
+        assert_eq!(writes.drops.unreported, 3);
+        writes.drops.since = Some(std::time::Instant::now() - DROP_REPORT_EVERY);
+        writes.report_drops(false);
+        assert_eq!(
+            writes.drops.unreported, 0,
+            "the interval over: logged together"
+        );
+        writes.hold(capture_row("8", quarter));
+        assert_eq!(writes.drops.unreported, 1);
+        writes.report_drops(true);
+        assert_eq!(
+            writes.drops.unreported, 0,
+            "what is left is logged at the end"
+        );
+        assert_eq!(writes.held.len(), 4);
+    }
+
+    /// The store is behind when a whole batch waits for the write in flight: not while the batch
+    /// fills, nor once the write is done and the batch handed over.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_store_is_behind_while_a_whole_batch_waits_for_the_write_in_flight() {
+        let mut writes = capture_writes().await;
+        let half = |id: &str| capture_row(id, CAPTURE_BATCH_BYTES / 2);
         // A write still running (the one before), and half a batch: the store is not behind.
         let (release, hold_open) = tokio::sync::oneshot::channel::<()>();
         writes.in_flight = Some(tokio::spawn(async move {
