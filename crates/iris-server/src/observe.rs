@@ -351,8 +351,9 @@ async fn worker(
                 iris_store::pace::start();
                 for item in items.drain(..) {
                     writes.take(enrich(item, &mut fingerprints), &sink);
-                    // A batch is handed to the store as soon as it is whole, not after the
-                    // gather: a gather of large requests can hold more than may be held.
+                    // A batch is handed to the store as soon as it is whole (if the write before
+                    // it is done), not after the gather: a gather of large requests can hold
+                    // more than may be held.
                     if writes.batch_ready() {
                         writes.start_write().await;
                         note_backlog(&rx, &writes);
@@ -371,12 +372,20 @@ async fn worker(
                 rx.close();
                 while let Some(item) = rx.recv().await {
                     writes.take(enrich(item, &mut fingerprints), &sink);
+                    // Shutting down, the worker may wait for the store: each whole batch is
+                    // written before more is held (up to the queue's bound could be waiting).
+                    if writes.batch_ready() {
+                        writes.settle().await;
+                        writes.start_write().await;
+                    }
                 }
                 break;
             }
         }
     }
     writes.finish().await;
+    // Nothing of this worker's is behind any more (the flag is the process's).
+    iris_store::pace::behind(iris_store::pace::Backlog::Captures, false);
 }
 
 /// Say whether the observer's side of the deferred work has fallen behind, so that it stops
@@ -474,7 +483,8 @@ impl CaptureWrites {
         *since = Some(now);
         tracing::warn!(
             dropped,
-            "the store is not keeping up: {dropped} captures dropped (usage records are kept)"
+            "the store is not keeping up: {dropped} captures dropped since the last report \
+             (usage records are kept)"
         );
     }
 
@@ -487,7 +497,10 @@ impl CaptureWrites {
     /// (which then must not give way: under a load the store only just keeps up with, giving
     /// way let batches pile up until captures were dropped), or a quarter of what may be held
     /// is held. Only what waits counts: the held bytes alone leave out the write in flight,
-    /// and start again from nothing each time one starts.
+    /// and start again from nothing each time one starts. A write that waits on the disk or
+    /// on SQLite's lock rather than for the CPU counts the same (the deferred work then stops
+    /// giving way without gaining from it); told apart only by its length, and a batch's
+    /// write on saturated cores is long too.
     fn store_behind(&self) -> bool {
         let writing = self.in_flight.as_ref().is_some_and(|h| !h.is_finished());
         (writing && self.batch_ready()) || self.held_bytes > MAX_HELD_CAPTURE_BYTES / 4
@@ -1026,7 +1039,7 @@ mod tests {
         );
         writes.report_drops(false);
         assert_eq!(writes.drops.unreported, 3);
-        writes.drops.since = Some(std::time::Instant::now() - DROP_REPORT_EVERY);
+        writes.drops.since = std::time::Instant::now().checked_sub(DROP_REPORT_EVERY);
         writes.report_drops(false);
         assert_eq!(
             writes.drops.unreported, 0,
@@ -1064,10 +1077,14 @@ mod tests {
         assert!(writes.store_behind());
         // The write done, the batch goes to the store: nothing waits for it any more.
         release.send(()).unwrap();
-        while !writes.held.is_empty() {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-            writes.start_write().await;
-        }
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while !writes.held.is_empty() {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                writes.start_write().await;
+            }
+        })
+        .await
+        .expect("the batch went to the store once the write was done");
         assert!(!writes.store_behind());
         writes.finish().await;
         // Without a write: a whole batch held is ready, not behind.
