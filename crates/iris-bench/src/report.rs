@@ -676,8 +676,9 @@ fn render_large(w: &mut String, plan: &Plan, recs: &[RunRecord]) {
          routing it (the duplicate-key check needs every top-level key), and with captures on \
          keeps, redacts and compresses it. Not one of the issue's targets (its errors and lost \
          records do count in \"zero errors in every scenario\"). It runs after the others but \
-         `rate-large`: its peak RSS includes what earlier scenarios left in each process (glibc keeps the streams' memory \
-         in the baseline and the mock), so that column is not the prompt's cost.\n",
+         `rate-large`: its peak RSS includes what earlier scenarios left in each process (glibc \
+         keeps the streams' memory in the baseline and the mock), so that column is not the \
+         prompt's cost.\n",
         plan.chat_connections,
         plan.large_prompt_bytes,
         chat_spec(plan.large_prompt_bytes).body.len() / 1000,

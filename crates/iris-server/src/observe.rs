@@ -263,7 +263,8 @@ pub fn spawn_observer(
         last_key: 0,
         in_flight: None,
         dropped: captures_dropped.clone(),
-        drops: DropReports::default(),
+        drops: iris_store::DropLog::new(DROP_REPORT_EVERY),
+        drops_epoch: std::time::Instant::now(),
     };
     let spawned = std::thread::Builder::new()
         .name("iris-observer".into())
@@ -412,18 +413,20 @@ struct CaptureWrites {
     last_key: i64,
     in_flight: Option<tokio::task::JoinHandle<(usize, Result<(), iris_store::StoreError>)>>,
     dropped: Arc<AtomicU64>,
-    drops: DropReports,
-}
-
-/// Captures dropped and not yet logged, and when that was last done.
-#[derive(Default)]
-struct DropReports {
-    unreported: u64,
-    since: Option<std::time::Instant>,
+    /// The "captures dropped" lines, rate-limited; times in milliseconds since `drops_epoch`.
+    drops: iris_store::DropLog,
+    drops_epoch: std::time::Instant,
 }
 
 /// Dropped captures are logged at most this often (they are counted in `/api/health` at once).
 const DROP_REPORT_EVERY: Duration = Duration::from_secs(10);
+
+fn log_captures_dropped(n: u64) {
+    tracing::warn!(
+        dropped = n,
+        "the store is not keeping up: {n} captures dropped (usage records are kept)"
+    );
+}
 
 impl CaptureWrites {
     /// An enriched request: the record goes to the usage writer first (usage never waits for a
@@ -455,37 +458,34 @@ impl CaptureWrites {
     fn hold(&mut self, c: CaptureRow) {
         self.held_bytes += c.text_len();
         self.held.push_back(c);
-        let mut dropped = 0;
         while self.held_bytes > MAX_HELD_CAPTURE_BYTES {
             let Some(old) = self.held.pop_front() else {
                 break;
             };
             self.held_bytes -= old.text_len();
-            dropped += 1;
-        }
-        if dropped > 0 {
-            self.dropped.fetch_add(dropped, Ordering::Relaxed);
-            self.drops.unreported += dropped;
-            self.report_drops(false);
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            if let Some(n) = self.drops.hit(self.drops_ms()) {
+                log_captures_dropped(n);
+            }
         }
     }
 
-    /// Log the captures dropped since the last report: at once for the first, then at most
-    /// every [`DROP_REPORT_EVERY`] (an overload drops one a request: a line each would flood the
-    /// log), and whatever is left at the end (`last`).
-    fn report_drops(&mut self, last: bool) {
-        let now = std::time::Instant::now();
-        let DropReports { unreported, since } = &mut self.drops;
-        if *unreported == 0 || !(last || since.is_none_or(|t| now - t >= DROP_REPORT_EVERY)) {
-            return;
+    /// Log the dropped captures the rate limit held back, if their line is due, or all of them
+    /// (`last`); how many were logged.
+    fn report_drops(&self, last: bool) -> u64 {
+        let n = if last {
+            self.drops.take_pending()
+        } else {
+            self.drops.due(self.drops_ms()).unwrap_or(0)
+        };
+        if n > 0 {
+            log_captures_dropped(n);
         }
-        let dropped = std::mem::take(unreported);
-        *since = Some(now);
-        tracing::warn!(
-            dropped,
-            "the store is not keeping up: {dropped} captures dropped since the last report \
-             (usage records are kept)"
-        );
+        n
+    }
+
+    fn drops_ms(&self) -> u64 {
+        u64::try_from(self.drops_epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
     /// Whether enough is held to start a write without waiting for the next tick.
@@ -998,7 +998,8 @@ mod tests {
             last_key: 0,
             in_flight: None,
             dropped: Arc::new(AtomicU64::new(0)),
-            drops: DropReports::default(),
+            drops: iris_store::DropLog::new(DROP_REPORT_EVERY),
+            drops_epoch: std::time::Instant::now(),
         }
     }
 
@@ -1026,30 +1027,30 @@ mod tests {
         writes.hold(capture_row("4", quarter));
         assert_eq!(writes.dropped.load(Ordering::Relaxed), 1);
         assert_eq!(
-            writes.drops.unreported, 0,
+            writes.drops.next_due_ms(),
+            None,
             "the first drop is logged at once"
         );
         for i in 5..8 {
             writes.hold(capture_row(&i.to_string(), quarter));
         }
         assert_eq!(writes.dropped.load(Ordering::Relaxed), 4);
-        assert_eq!(
-            writes.drops.unreported, 3,
+        assert!(
+            writes.drops.next_due_ms().is_some(),
             "the next ones wait for the interval"
         );
-        writes.report_drops(false);
-        assert_eq!(writes.drops.unreported, 3);
-        writes.drops.since = std::time::Instant::now().checked_sub(DROP_REPORT_EVERY);
-        writes.report_drops(false);
-        assert_eq!(
-            writes.drops.unreported, 0,
-            "the interval over: logged together"
-        );
+        assert_eq!(writes.report_drops(false), 0);
+        // The interval over (the clock moved on by it): the three logged together.
+        writes.drops_epoch = writes
+            .drops_epoch
+            .checked_sub(DROP_REPORT_EVERY)
+            .expect("an uptime of ten seconds");
+        assert_eq!(writes.report_drops(false), 3);
+        assert_eq!(writes.drops.next_due_ms(), None);
         writes.hold(capture_row("8", quarter));
-        assert_eq!(writes.drops.unreported, 1);
-        writes.report_drops(true);
         assert_eq!(
-            writes.drops.unreported, 0,
+            writes.report_drops(true),
+            1,
             "what is left is logged at the end"
         );
         assert_eq!(writes.held.len(), 4);

@@ -61,12 +61,14 @@ use serde::{Deserialize, Serialize};
 
 mod blocks;
 mod bulk;
+mod drop_log;
 pub mod pace;
 mod sqlite;
 mod usage_log;
 mod wire;
 mod writer;
 
+pub use drop_log::DropLog;
 pub use sqlite::SqliteStore;
 pub use usage_log::session_summary;
 pub use writer::{

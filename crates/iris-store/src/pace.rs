@@ -27,8 +27,8 @@
 //! The first version of the bounds (session 25) allowed a tenth and counted only the captures
 //! held, not the batch being written: at 2,000 requests/s with 64 KiB prompts the store's write
 //! of a batch then ran mostly without giving way, and the fixed-rate p99 went back to 1.1–1.7 ms
-//! above the baseline's (+365 and +341 µs with the bounds as they are, and nothing dropped in the
-//! closed loop either way; docs/performance.md, "Session 26").
+//! above the baseline's (+341 µs with the bounds as they are, +365 with no budget at all; nothing
+//! dropped in the closed loop with either; docs/performance.md, "Session 26").
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -49,7 +49,7 @@ static BEHIND: AtomicU8 = AtomicU8::new(0);
 /// A queue of deferred work that can fall behind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backlog {
-    /// The observer's queue of finished requests, or the captures it holds for the store.
+    /// The observer's queue of finished requests, or the captures waiting for the store.
     Captures = 1,
     /// The usage writer's queue.
     Usage = 2,

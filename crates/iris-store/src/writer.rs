@@ -9,6 +9,8 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::sync::mpsc::{self, error::TryRecvError, error::TrySendError};
 use tokio::task::JoinHandle;
+
+use crate::DropLog;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -222,65 +224,6 @@ fn log_after_close(n: u64) {
 
 fn as_u64(n: usize) -> u64 {
     u64::try_from(n).unwrap_or(u64::MAX)
-}
-
-/// Rate limit for a "N records dropped" log line: the first drop is reported at once,
-/// later ones at most once per interval, each line carrying the count since the last.
-/// Times are milliseconds since the writer started.
-struct DropLog {
-    interval_ms: u64,
-    /// Time of the last line; `NEVER` = none yet.
-    last_ms: AtomicU64,
-    pending: AtomicU64,
-}
-
-impl DropLog {
-    const NEVER: u64 = u64::MAX;
-
-    fn new(interval: Duration) -> Self {
-        DropLog {
-            interval_ms: u64::try_from(interval.as_millis()).unwrap_or(u64::MAX),
-            last_ms: AtomicU64::new(Self::NEVER),
-            pending: AtomicU64::new(0),
-        }
-    }
-
-    /// Count one drop at `now_ms`; returns the count to log if a line is due now.
-    fn hit(&self, now_ms: u64) -> Option<u64> {
-        self.pending.fetch_add(1, Ordering::AcqRel);
-        self.due(now_ms)
-    }
-
-    /// The count to log if drops are held back and a line is due at `now_ms`.
-    fn due(&self, now_ms: u64) -> Option<u64> {
-        if self.pending.load(Ordering::Acquire) == 0 {
-            return None;
-        }
-        let last = self.last_ms.load(Ordering::Acquire);
-        if last != Self::NEVER && now_ms.saturating_sub(last) < self.interval_ms {
-            return None;
-        }
-        // Only one of several racing droppers gets to log.
-        self.last_ms
-            .compare_exchange(last, now_ms, Ordering::AcqRel, Ordering::Acquire)
-            .ok()?;
-        Some(self.pending.swap(0, Ordering::AcqRel))
-    }
-
-    /// When the held-back drops are due to be logged; `None` when nothing is held back.
-    fn next_due_ms(&self) -> Option<u64> {
-        if self.pending.load(Ordering::Acquire) == 0 {
-            return None;
-        }
-        match self.last_ms.load(Ordering::Acquire) {
-            Self::NEVER => Some(0),
-            last => Some(last.saturating_add(self.interval_ms)),
-        }
-    }
-
-    fn take_pending(&self) -> u64 {
-        self.pending.swap(0, Ordering::AcqRel)
-    }
 }
 
 /// The producer side: cheap to clone, never blocks. See the crate docs for what happens
@@ -551,6 +494,8 @@ impl Writer {
             }
         }
         self.finish().await;
+        // Nothing of this writer's is behind any more (the flag is the process's).
+        crate::pace::behind(crate::pace::Backlog::Usage, false);
     }
 
     /// Take the records queued now, without waiting, as far as `intake_room` allows.
@@ -780,30 +725,6 @@ impl Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn drop_log_reports_first_drop_then_at_most_once_per_interval() {
-        let log = DropLog::new(Duration::from_millis(1000));
-        assert_eq!(log.next_due_ms(), None);
-        assert_eq!(log.hit(5), Some(1));
-        assert_eq!(log.next_due_ms(), None, "nothing held back");
-        assert_eq!(log.hit(6), None);
-        assert_eq!(log.next_due_ms(), Some(1005));
-        assert_eq!(log.hit(900), None);
-        assert_eq!(log.hit(1004), None);
-        assert_eq!(log.due(1004), None);
-        // 1005 is a full interval after the line at 5; it carries the 3 held back + itself.
-        assert_eq!(log.hit(1005), Some(4));
-        assert_eq!(log.hit(1500), None);
-        // The writer's timer reports held-back drops without a new drop.
-        assert_eq!(log.due(2004), None);
-        assert_eq!(log.due(2005), Some(1));
-        assert_eq!(log.due(9000), None, "nothing left to report");
-        assert_eq!(log.hit(9001), Some(1));
-        assert_eq!(log.hit(9002), None);
-        assert_eq!(log.take_pending(), 1);
-        assert_eq!(log.take_pending(), 0);
-    }
 
     #[test]
     fn config_is_normalized_to_workable_sizes() {
