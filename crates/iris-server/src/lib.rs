@@ -25,6 +25,7 @@ pub mod limits;
 pub mod net;
 pub mod observe;
 pub mod proxy;
+pub mod sniff;
 pub mod upstream;
 
 use std::future::Future;
@@ -279,6 +280,7 @@ pub async fn serve(
         .http1()
         .header_read_timeout(Some(settings.timeouts.client_header));
     builder.http2().max_concurrent_streams(Some(256));
+    let builders = Arc::new(sniff::Builders::new(builder));
     // Connections beyond the limit wait in the kernel's listen backlog.
     let slots = Arc::new(tokio::sync::Semaphore::new(settings.max_connections));
     (gateway.connections.limit).store(settings.max_connections, Ordering::Relaxed);
@@ -317,9 +319,7 @@ pub async fn serve(
             let ctx = ctx.clone();
             async move { Ok::<_, std::convert::Infallible>(proxy::handle(gw, ctx, req).await) }
         });
-        let conn = builder
-            .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), service)
-            .into_owned();
+        let conn = sniff::Connection::new(stream, service, builders.clone());
         let watched = drain.watch(conn);
         let header_deadline =
             drain::FirstRequestDeadline::new(started, settings.timeouts.client_header);

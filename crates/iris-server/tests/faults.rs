@@ -1506,6 +1506,147 @@ async fn pipelined_requests_are_answered_in_order() {
     );
 }
 
+/// A client's socket that sends its first `first` bytes, then pauses for `pause` before the rest:
+/// iris sees a connection's first bytes arrive alone.
+struct PausedAfter {
+    inner: TcpStream,
+    first: usize,
+    pause: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    pause_for: Duration,
+}
+
+impl tokio::io::AsyncRead for PausedAfter {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for PausedAfter {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        use std::future::Future as _;
+        use std::task::Poll;
+        let this = &mut *self;
+        if this.first > 0 {
+            let n = buf.len().min(this.first);
+            let wrote =
+                std::task::ready!(std::pin::Pin::new(&mut this.inner).poll_write(cx, &buf[..n]))?;
+            this.first -= wrote;
+            if this.first == 0 {
+                this.pause = Some(Box::pin(tokio::time::sleep(this.pause_for)));
+            }
+            return Poll::Ready(Ok(wrote));
+        }
+        if let Some(p) = this.pause.as_mut() {
+            std::task::ready!(p.as_mut().poll(cx));
+            this.pause = None;
+        }
+        std::pin::Pin::new(&mut this.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// iris tells HTTP/1.1 from HTTP/2 by peeking at a connection's first bytes; when too few have
+/// arrived to tell (a prefix of HTTP/2's preface: "P", "PRI * HTTP/2.0"), the connection is
+/// read the slow way and served all the same, in either version.
+#[tokio::test]
+async fn first_bytes_that_arrive_alone_are_served_in_either_version() {
+    let _shared = EXCLUSIVE.read().await;
+    let mut h = Harness::start_with(options()).await;
+    let pause = Duration::from_millis(150);
+    let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    // HTTP/2 with prior knowledge: the preface in two pieces (14 bytes, then the rest), then
+    // the whole preface at once.
+    for first in [14, 0] {
+        let stream = TcpStream::connect(h.addr).await.unwrap();
+        let io = PausedAfter {
+            inner: stream,
+            first: if first == 0 { usize::MAX } else { first },
+            pause: None,
+            pause_for: pause,
+        };
+        assert!(first < preface.len());
+        let (mut send, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(io),
+        )
+        .await
+        .expect("iris speaks h2c");
+        let conn = tokio::spawn(conn);
+        let req = http::Request::builder()
+            .method("POST")
+            .uri(format!("http://{}{}", h.addr, Api::Messages.path()))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(Api::Messages.body(true))))
+            .unwrap();
+        let resp = tokio::time::timeout(Duration::from_secs(10), send.send_request(req))
+            .await
+            .expect("an answer in time")
+            .unwrap();
+        assert_eq!(resp.status(), 200, "first piece {first}");
+        assert_eq!(resp.version(), http::Version::HTTP_2);
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert!(Api::Messages.stream_finished(&body), "first piece {first}");
+        drop(send);
+        let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
+    }
+    // HTTP/1.1: "P" alone (a prefix of the preface too: read the slow way), then the rest; and
+    // "PO" alone (not one: told at once, and hyper reads the rest of the head itself).
+    let body = Api::Chat.body(false);
+    for (first, method) in [("P", "POST"), ("PO", "POST")] {
+        let mut s = TcpStream::connect(h.addr).await.unwrap();
+        let wire = format!(
+            "{method} {} HTTP/1.1\r\nhost: iris\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            Api::Chat.path(),
+            body.len()
+        );
+        let (head, rest) = wire.split_at(first.len());
+        s.write_all(head.as_bytes()).await.unwrap();
+        tokio::time::sleep(pause).await;
+        s.write_all(rest.as_bytes()).await.unwrap();
+        let (text, _) = raw_exchange(&mut s, Duration::from_secs(10)).await;
+        assert!(
+            text.starts_with("HTTP/1.1 200"),
+            "first piece {first:?}: {text}"
+        );
+    }
+    // A prefix of the preface that never goes on is closed at the header deadline, like a
+    // connection that sends nothing.
+    let mut s = TcpStream::connect(h.addr).await.unwrap();
+    s.write_all(&preface[..10]).await.unwrap();
+    let (text, elapsed) = raw_exchange(&mut s, Duration::from_secs(10)).await;
+    assert!(text.is_empty(), "closed without an answer: {text}");
+    assert!(elapsed < CLIENT_HEADER + SLACK, "{elapsed:?}");
+    assert_healthy(&h).await;
+    // The four above and `assert_healthy`'s six, each answered and recorded once.
+    let recs = h.records().await;
+    assert_eq!(recs.len(), 4 + 6, "{recs:?}");
+    assert!(
+        recs.iter()
+            .all(|r| r.status == 200 && r.error_class.is_none())
+    );
+}
+
 #[tokio::test]
 async fn http2_prior_knowledge_streams_and_resets() {
     let _shared = EXCLUSIVE.read().await;
