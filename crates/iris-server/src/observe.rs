@@ -265,6 +265,7 @@ pub fn spawn_observer(
         dropped: captures_dropped.clone(),
         drops: iris_store::DropLog::new(DROP_REPORT_EVERY),
         drops_epoch: std::time::Instant::now(),
+        failures: WriteFailures::default(),
     };
     let spawned = std::thread::Builder::new()
         .name("iris-observer".into())
@@ -342,6 +343,7 @@ async fn worker(
                 writes.start_write().await;
                 note_backlog(&rx, &writes);
                 writes.report_drops(false);
+                writes.report_failures(false);
             }
             n = rx.recv_many(&mut items, GATHER_MAX) => {
                 if n == 0 {
@@ -416,6 +418,42 @@ struct CaptureWrites {
     /// The "captures dropped" lines, rate-limited; times in milliseconds since `drops_epoch`.
     drops: iris_store::DropLog,
     drops_epoch: std::time::Instant,
+    failures: WriteFailures,
+}
+
+/// Capture writes the store refused (a failing database refuses one every tick, four a second),
+/// logged like the drops: the first at once, the rest together at most every
+/// [`DROP_REPORT_EVERY`] with the last error, and one line when a write succeeds again.
+struct WriteFailures {
+    /// Failed writes not yet logged, rate-limited (times as for `CaptureWrites::drops`).
+    log: iris_store::DropLog,
+    /// Captures of the failed writes not yet logged.
+    captures: u64,
+    last_error: String,
+    /// Failed writes and their captures since the last write that succeeded.
+    outage_writes: u64,
+    outage_captures: u64,
+}
+
+impl Default for WriteFailures {
+    fn default() -> Self {
+        WriteFailures {
+            log: iris_store::DropLog::new(DROP_REPORT_EVERY),
+            captures: 0,
+            last_error: String::new(),
+            outage_writes: 0,
+            outage_captures: 0,
+        }
+    }
+}
+
+fn log_capture_writes_failed(writes: u64, captures: u64, error: &str) {
+    tracing::warn!(
+        error = %error,
+        failed_writes = writes,
+        dropped = captures,
+        "could not store captures: {captures} dropped in {writes} failed writes (usage records are kept)"
+    );
 }
 
 /// Dropped captures are logged at most this often (they are counted in `/api/health` at once).
@@ -538,10 +576,60 @@ impl CaptureWrites {
             Ok((n, Err(e))) => Some((n, e.to_string())),
             Err(e) => Some((0, e.to_string())),
         };
-        if let Some((n, e)) = failed {
-            self.dropped.fetch_add(n as u64, Ordering::Relaxed);
-            tracing::warn!(error = %e, dropped = n, "could not store captures");
+        match failed {
+            Some((n, e)) => self.note_failed(n as u64, e),
+            None => self.note_written(),
         }
+    }
+
+    /// A write the store refused: its captures are dropped.
+    fn note_failed(&mut self, captures: u64, error: String) {
+        self.dropped.fetch_add(captures, Ordering::Relaxed);
+        let now = self.drops_ms();
+        let f = &mut self.failures;
+        f.captures += captures;
+        f.outage_writes += 1;
+        f.outage_captures += captures;
+        f.last_error = error;
+        if let Some(writes) = f.log.hit(now) {
+            log_capture_writes_failed(writes, f.captures, &f.last_error);
+            f.captures = 0;
+        }
+    }
+
+    /// A write that succeeded: the end of an outage, if there was one, is logged.
+    fn note_written(&mut self) {
+        if self.failures.outage_writes == 0 {
+            return;
+        }
+        self.report_failures(true);
+        let f = &mut self.failures;
+        tracing::info!(
+            failed_writes = f.outage_writes,
+            dropped = f.outage_captures,
+            "capture writes recovered after {} failed writes ({} captures dropped)",
+            f.outage_writes,
+            f.outage_captures
+        );
+        f.outage_writes = 0;
+        f.outage_captures = 0;
+    }
+
+    /// Log the failed writes the rate limit held back, if their line is due, or all of them
+    /// (`last`); how many writes were logged.
+    fn report_failures(&mut self, last: bool) -> u64 {
+        let now = self.drops_ms();
+        let f = &mut self.failures;
+        let n = if last {
+            f.log.take_pending()
+        } else {
+            f.log.due(now).unwrap_or(0)
+        };
+        if n > 0 {
+            log_capture_writes_failed(n, f.captures, &f.last_error);
+            f.captures = 0;
+        }
+        n
     }
 
     /// At shutdown: the write in flight, then everything still held.
@@ -550,6 +638,7 @@ impl CaptureWrites {
         self.start_write().await;
         self.settle().await;
         self.report_drops(true);
+        self.report_failures(true);
     }
 }
 
@@ -1000,6 +1089,7 @@ mod tests {
             dropped: Arc::new(AtomicU64::new(0)),
             drops: iris_store::DropLog::new(DROP_REPORT_EVERY),
             drops_epoch: std::time::Instant::now(),
+            failures: WriteFailures::default(),
         }
     }
 
@@ -1054,6 +1144,66 @@ mod tests {
             "what is left is logged at the end"
         );
         assert_eq!(writes.held.len(), 4);
+    }
+
+    /// A failing database refuses a write every tick: each one's captures are counted as dropped
+    /// at once; the first failure is logged at once, the next ones together with the last error,
+    /// and the first write that succeeds again logs what was held back and ends the outage.
+    #[tokio::test]
+    async fn failed_capture_writes_are_counted_each_and_logged_together() {
+        let mut writes = capture_writes().await;
+        let fail = |n: usize| {
+            tokio::spawn(async move {
+                let e = iris_store::StoreError::InvalidRecord(format!("disk full ({n})"));
+                (n, Err(e))
+            })
+        };
+        writes.in_flight = Some(fail(3));
+        writes.settle().await;
+        assert_eq!(writes.dropped.load(Ordering::Relaxed), 3);
+        assert_eq!(
+            writes.failures.log.next_due_ms(),
+            None,
+            "the first failure is logged at once"
+        );
+        assert_eq!(writes.failures.captures, 0);
+        for n in [2, 2, 2, 4] {
+            writes.in_flight = Some(fail(n));
+            writes.settle().await;
+        }
+        assert_eq!(writes.dropped.load(Ordering::Relaxed), 13);
+        assert_eq!(writes.failures.captures, 10, "held back for the next line");
+        assert!(writes.failures.last_error.contains("disk full (4)"));
+        assert_eq!(writes.report_failures(false), 0);
+        // The interval over (the clock moved on by it): the four logged together.
+        writes.drops_epoch = writes
+            .drops_epoch
+            .checked_sub(DROP_REPORT_EVERY)
+            .expect("an uptime of ten seconds");
+        assert_eq!(writes.report_failures(false), 4);
+        assert_eq!(writes.failures.captures, 0);
+        // One more, held back; then a write succeeds: it is logged and the outage is over.
+        writes.in_flight = Some(fail(1));
+        writes.settle().await;
+        assert!(writes.failures.log.next_due_ms().is_some());
+        assert_eq!(
+            (
+                writes.failures.outage_writes,
+                writes.failures.outage_captures
+            ),
+            (6, 14)
+        );
+        writes.in_flight = Some(tokio::spawn(async { (5, Ok(())) }));
+        writes.settle().await;
+        assert_eq!(writes.failures.log.next_due_ms(), None);
+        assert_eq!(
+            (
+                writes.failures.outage_writes,
+                writes.failures.outage_captures
+            ),
+            (0, 0)
+        );
+        assert_eq!(writes.dropped.load(Ordering::Relaxed), 14);
     }
 
     /// The store is behind when a whole batch waits for the write in flight: not while the batch
