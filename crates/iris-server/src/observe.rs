@@ -262,6 +262,7 @@ pub fn spawn_observer(
         held_key: None,
         last_key: 0,
         in_flight: None,
+        in_flight_len: 0,
         dropped: captures_dropped.clone(),
         drops: iris_store::DropLog::new(DROP_REPORT_EVERY),
         drops_epoch: std::time::Instant::now(),
@@ -414,6 +415,8 @@ struct CaptureWrites {
     /// The last key given out.
     last_key: i64,
     in_flight: Option<tokio::task::JoinHandle<(usize, Result<(), iris_store::StoreError>)>>,
+    /// Captures in the write in flight: lost, and counted, if its task panics or is cancelled.
+    in_flight_len: usize,
     dropped: Arc<AtomicU64>,
     /// The "captures dropped" lines, rate-limited; times in milliseconds since `drops_epoch`.
     drops: iris_store::DropLog,
@@ -560,6 +563,7 @@ impl CaptureWrites {
         let key = self.batch_key();
         self.held_key = None;
         let store = self.store.clone();
+        self.in_flight_len = batch.len();
         self.in_flight = Some(self.store_rt.spawn(async move {
             let n = batch.len();
             (n, store.insert_captures(key, batch).await)
@@ -574,7 +578,7 @@ impl CaptureWrites {
         let failed = match h.await {
             Ok((_, Ok(()))) => None,
             Ok((n, Err(e))) => Some((n, e.to_string())),
-            Err(e) => Some((0, e.to_string())),
+            Err(e) => Some((self.in_flight_len, e.to_string())),
         };
         match failed {
             Some((n, e)) => self.note_failed(n as u64, e),
@@ -604,15 +608,16 @@ impl CaptureWrites {
         }
         self.report_failures(true);
         let f = &mut self.failures;
+        // Not `dropped`: the failure lines above named these captures already.
         tracing::info!(
             failed_writes = f.outage_writes,
-            dropped = f.outage_captures,
+            outage_dropped = f.outage_captures,
             "capture writes recovered after {} failed writes ({} captures dropped)",
             f.outage_writes,
             f.outage_captures
         );
-        f.outage_writes = 0;
-        f.outage_captures = 0;
+        // A fresh limit: the next outage's first failure is logged at once, however soon.
+        *f = WriteFailures::default();
     }
 
     /// Log the failed writes the rate limit held back, if their line is due, or all of them
@@ -1086,6 +1091,7 @@ mod tests {
             held_key: None,
             last_key: 0,
             in_flight: None,
+            in_flight_len: 0,
             dropped: Arc::new(AtomicU64::new(0)),
             drops: iris_store::DropLog::new(DROP_REPORT_EVERY),
             drops_epoch: std::time::Instant::now(),
@@ -1149,6 +1155,7 @@ mod tests {
     /// A failing database refuses a write every tick: each one's captures are counted as dropped
     /// at once; the first failure is logged at once, the next ones together with the last error,
     /// and the first write that succeeds again logs what was held back and ends the outage.
+    /// A write whose task panicked counts its whole batch.
     #[tokio::test]
     async fn failed_capture_writes_are_counted_each_and_logged_together() {
         let mut writes = capture_writes().await;
@@ -1199,11 +1206,22 @@ mod tests {
         assert_eq!(
             (
                 writes.failures.outage_writes,
-                writes.failures.outage_captures
+                writes.failures.outage_captures,
+                writes.failures.captures
             ),
-            (0, 0)
+            (0, 0, 0)
         );
         assert_eq!(writes.dropped.load(Ordering::Relaxed), 14);
+        // A new outage soon after: its first failure is logged at once too.
+        writes.in_flight = Some(fail(2));
+        writes.settle().await;
+        assert_eq!(writes.failures.log.next_due_ms(), None);
+        assert_eq!(writes.failures.captures, 0);
+        // A write whose task panicked lost its whole batch, and counts it.
+        writes.in_flight_len = 7;
+        writes.in_flight = Some(tokio::spawn(async { panic!("the write's task") }));
+        writes.settle().await;
+        assert_eq!(writes.dropped.load(Ordering::Relaxed), 14 + 2 + 7);
     }
 
     /// The store is behind when a whole batch waits for the write in flight: not while the batch

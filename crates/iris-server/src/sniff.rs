@@ -92,9 +92,9 @@ type Served<S> =
 
 pin_project_lite::pin_project! {
     /// A connection accepted on the listener: its first bytes peeked, then served by the builder
-    /// for what they show. A drop-in for what `Builder::serve_connection` returns (the same
-    /// output, and told to shut down the same way: while it is still waiting for its first
-    /// bytes, it ends at once).
+    /// for what they show. A drop-in for what `Builder::serve_connection` returns, told to shut
+    /// down the same way: while it is still waiting for its first bytes, it ends at once (with
+    /// `Ok`, where hyper-util's version read ended with an `Interrupted` error).
     pub struct Connection<S>
     where
         S: HttpService<Incoming>,
