@@ -87,6 +87,24 @@ impl Builders {
 // `serve_connection`, not `serve_connection_with_upgrades`: the latter reads the version even
 // from a builder limited to one. iris switches no protocol (it strips `Upgrade` as hop-by-hop
 // and never answers 101), so what upgrades would add is never used.
+/// What hyper-util's connections ask of a service, named once for both impls below.
+pub trait ConnService:
+    Service<Request<Incoming>, Response = Response<Self::Body>, Future: 'static, Error: Into<BoxError>>
+{
+    type Body: Body<Error: Into<BoxError>> + 'static;
+}
+
+impl<S, B> ConnService for S
+where
+    S: Service<Request<Incoming>, Response = Response<B>>,
+    S::Future: 'static,
+    S::Error: Into<BoxError>,
+    B: Body + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Body = B;
+}
+
 type Served<S> =
     hyper_util::server::conn::auto::Connection<'static, TokioIo<TcpStream>, S, TokioExecutor>;
 
@@ -138,14 +156,9 @@ where
     }
 }
 
-impl<S, B> Future for Connection<S>
+impl<S: ConnService> Future for Connection<S>
 where
-    S: Service<Request<Incoming>, Response = Response<B>>,
-    S::Future: 'static,
-    S::Error: Into<BoxError>,
-    B: Body + 'static,
-    B::Error: Into<BoxError>,
-    TokioExecutor: HttpServerConnExec<S::Future, B>,
+    TokioExecutor: HttpServerConnExec<S::Future, S::Body>,
 {
     type Output = Result<(), BoxError>;
 
@@ -186,14 +199,9 @@ where
     }
 }
 
-impl<S, B> crate::drain::Graceful for Connection<S>
+impl<S: ConnService> crate::drain::Graceful for Connection<S>
 where
-    S: Service<Request<Incoming>, Response = Response<B>>,
-    S::Future: 'static,
-    S::Error: Into<BoxError>,
-    B: Body + 'static,
-    B::Error: Into<BoxError>,
-    TokioExecutor: HttpServerConnExec<S::Future, B>,
+    TokioExecutor: HttpServerConnExec<S::Future, S::Body>,
 {
     fn graceful_shutdown(self: Pin<&mut Self>) {
         let mut state = self.project().state;
