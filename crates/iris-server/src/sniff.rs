@@ -119,6 +119,8 @@ pin_project_lite::pin_project! {
     {
         #[pin]
         state: State<S>,
+        // What the first bytes showed, once peeked.
+        protocol: Option<Protocol>,
     }
 }
 
@@ -152,7 +154,14 @@ where
                 service: Some(service),
                 builders,
             },
+            protocol: None,
         }
+    }
+
+    /// What the connection's first bytes showed; `None` before they were peeked (or when the
+    /// peek failed).
+    pub fn protocol(&self) -> Option<Protocol> {
+        self.protocol
     }
 }
 
@@ -164,7 +173,8 @@ where
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         loop {
-            let mut state = self.as_mut().project().state;
+            let this = self.as_mut().project();
+            let mut state = this.state;
             let conn = match state.as_mut().project() {
                 StateProj::Peeking {
                     stream,
@@ -182,6 +192,7 @@ where
                         return Poll::Ready(Err(e.into()));
                     }
                     let protocol = classify(buf.filled());
+                    *this.protocol = Some(protocol);
                     let (Some(s), Some(svc)) = (stream.take(), service.take()) else {
                         state.set(State::Ended);
                         continue;
@@ -217,6 +228,50 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A connection's first bytes, as a client sends them, reach the classifier through the peek
+    /// (and stay for hyper: a request told HTTP/1 is answered).
+    #[tokio::test]
+    async fn a_connection_goes_to_the_builder_its_first_bytes_show() {
+        use http_body_util::Empty;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let builders = Arc::new(Builders::new(Builder::new(TokioExecutor::new())));
+        let service = hyper::service::service_fn(|_req: Request<Incoming>| async {
+            Ok::<_, std::convert::Infallible>(Response::new(Empty::<bytes::Bytes>::new()))
+        });
+        for (first, want) in [
+            (
+                &b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"[..],
+                Protocol::Http1,
+            ),
+            (H2_PREFACE, Protocol::Http2),
+            (b"P", Protocol::Unknown),
+        ] {
+            let mut client = TcpStream::connect(addr).await.unwrap();
+            client.write_all(first).await.unwrap();
+            let (accepted, _) = listener.accept().await.unwrap();
+            let mut conn = Box::pin(Connection::new(accepted, service, builders.clone()));
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+            while conn.protocol().is_none() {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "{first:?} never peeked"
+                );
+                let _ = futures_util::poll!(conn.as_mut());
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            assert_eq!(conn.protocol(), Some(want), "{first:?}");
+            if want == Protocol::Http1 {
+                let serve = tokio::spawn(conn);
+                let mut answer = Vec::new();
+                client.read_to_end(&mut answer).await.unwrap();
+                assert!(answer.starts_with(b"HTTP/1.1 200"), "{answer:?}");
+                serve.await.unwrap().unwrap();
+            }
+        }
+    }
 
     #[test]
     fn requests_are_told_from_the_preface_by_their_first_differing_byte() {
