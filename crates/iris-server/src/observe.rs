@@ -514,11 +514,7 @@ impl CaptureWrites {
     /// Log the dropped captures the rate limit held back, if their line is due, or all of them
     /// (`last`); how many were logged.
     fn report_drops(&self, last: bool) -> u64 {
-        let n = if last {
-            self.drops.take_pending()
-        } else {
-            self.drops.due(self.drops_ms()).unwrap_or(0)
-        };
+        let n = self.drops.held_back(self.drops_ms(), last);
         if n > 0 {
             log_captures_dropped(n);
         }
@@ -623,13 +619,8 @@ impl CaptureWrites {
     /// Log the failed writes the rate limit held back, if their line is due, or all of them
     /// (`last`); how many writes were logged.
     fn report_failures(&mut self, last: bool) -> u64 {
-        let now = self.drops_ms();
+        let n = self.failures.log.held_back(self.drops_ms(), last);
         let f = &mut self.failures;
-        let n = if last {
-            f.log.take_pending()
-        } else {
-            f.log.due(now).unwrap_or(0)
-        };
         if n > 0 {
             log_capture_writes_failed(n, f.captures, &f.last_error);
             f.captures = 0;
@@ -1099,6 +1090,14 @@ mod tests {
         }
     }
 
+    /// Move the drop reports' clock on by their interval, so that what was held back is due.
+    fn report_interval_passes(writes: &mut CaptureWrites) {
+        writes.drops_epoch = writes
+            .drops_epoch
+            .checked_sub(DROP_REPORT_EVERY)
+            .expect("an uptime of ten seconds");
+    }
+
     fn capture_row(id: &str, request_bytes: usize) -> CaptureRow {
         CaptureRow {
             request_id: id.into(),
@@ -1136,11 +1135,8 @@ mod tests {
             "the next ones wait for the interval"
         );
         assert_eq!(writes.report_drops(false), 0);
-        // The interval over (the clock moved on by it): the three logged together.
-        writes.drops_epoch = writes
-            .drops_epoch
-            .checked_sub(DROP_REPORT_EVERY)
-            .expect("an uptime of ten seconds");
+        // The interval over: the three logged together.
+        report_interval_passes(&mut writes);
         assert_eq!(writes.report_drops(false), 3);
         assert_eq!(writes.drops.next_due_ms(), None);
         writes.hold(capture_row("8", quarter));
@@ -1182,11 +1178,8 @@ mod tests {
         assert_eq!(writes.failures.captures, 10, "held back for the next line");
         assert!(writes.failures.last_error.contains("disk full (4)"));
         assert_eq!(writes.report_failures(false), 0);
-        // The interval over (the clock moved on by it): the four logged together.
-        writes.drops_epoch = writes
-            .drops_epoch
-            .checked_sub(DROP_REPORT_EVERY)
-            .expect("an uptime of ten seconds");
+        // The interval over: the four logged together.
+        report_interval_passes(&mut writes);
         assert_eq!(writes.report_failures(false), 4);
         assert_eq!(writes.failures.captures, 0);
         // One more, held back; then a write succeeds: it is logged and the outage is over.

@@ -84,9 +84,6 @@ impl Builders {
     }
 }
 
-// `serve_connection`, not `serve_connection_with_upgrades`: the latter reads the version even
-// from a builder limited to one. iris switches no protocol (it strips `Upgrade` as hop-by-hop
-// and never answers 101), so what upgrades would add is never used.
 /// What hyper-util's connections ask of a service, named once for both impls below.
 pub trait ConnService:
     Service<Request<Incoming>, Response = Response<Self::Body>, Future: 'static, Error: Into<BoxError>>
@@ -105,6 +102,9 @@ where
     type Body = B;
 }
 
+// `serve_connection`, not `serve_connection_with_upgrades`: the latter reads the version even
+// from a builder limited to one. iris switches no protocol (it strips `Upgrade` as hop-by-hop
+// and never answers 101), so what upgrades would add is never used.
 type Served<S> =
     hyper_util::server::conn::auto::Connection<'static, TokioIo<TcpStream>, S, TokioExecutor>;
 

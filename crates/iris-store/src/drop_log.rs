@@ -65,6 +65,16 @@ impl DropLog {
     pub fn take_pending(&self) -> u64 {
         self.pending.swap(0, Ordering::AcqRel)
     }
+
+    /// The count a held-back line should carry now: what [`due`](Self::due) gives at `now_ms`,
+    /// or everything held back when `all` (at shutdown, or when an outage ends); 0 for no line.
+    pub fn held_back(&self, now_ms: u64, all: bool) -> u64 {
+        if all {
+            self.take_pending()
+        } else {
+            self.due(now_ms).unwrap_or(0)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -93,5 +103,11 @@ mod tests {
         assert_eq!(log.hit(9002), None);
         assert_eq!(log.take_pending(), 1);
         assert_eq!(log.take_pending(), 0);
+        // Held back and not yet due: nothing now, everything when all is asked for.
+        assert_eq!(log.hit(20_000), Some(1));
+        assert_eq!(log.hit(20_001), None);
+        assert_eq!(log.held_back(20_002, false), 0);
+        assert_eq!(log.held_back(20_002, true), 1);
+        assert_eq!(log.held_back(40_000, false), 0, "nothing left to report");
     }
 }

@@ -177,18 +177,11 @@ impl Shared {
     /// Log the drops the rate limit held back, if their line is due (or `now`).
     fn report_held_back_drops(&self, now: bool) {
         let now_ms = self.now_ms();
-        let take = |log: &DropLog| {
-            if now {
-                log.take_pending()
-            } else {
-                log.due(now_ms).unwrap_or(0)
-            }
-        };
-        let n = take(&self.buffer_full);
+        let n = self.buffer_full.held_back(now_ms, now);
         if n > 0 {
             self.log_buffer_full(n);
         }
-        let n = take(&self.after_close);
+        let n = self.after_close.held_back(now_ms, now);
         if n > 0 {
             log_after_close(n);
         }
