@@ -4,7 +4,7 @@
 //! passthrough proxy iris is measured against, and the orchestrator that starts every target on
 //! loopback, runs the scenarios of the performance issue interleaved and repeated, and writes
 //! `docs/benchmarks.md` from what it measured. (Micro-benchmarks of the pure hot code live
-//! next to that code, as criterion benches in `iris-providers` and `iris-policy`.)
+//! next to that code, as criterion benches in `iris-providers`, `iris-policy` and `iris-capture`.)
 //!
 //! Layout:
 //! - [`load`]: the load generator (closed loop, open loop without coordinated omission, SSE,

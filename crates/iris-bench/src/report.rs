@@ -1066,8 +1066,9 @@ fn render_micro(w: &mut String, r: &Results) {
     if r.micro.is_empty() {
         let _ = writeln!(
             w,
-            "Not run{}. They live in `crates/iris-providers/benches` and \
-             `crates/iris-policy/benches` (`cargo bench -p iris-providers -p iris-policy`).\n",
+            "Not run{}. They live in `crates/iris-providers/benches`, \
+             `crates/iris-policy/benches` and `crates/iris-capture/benches` \
+             (`cargo bench -p iris-providers -p iris-policy -p iris-capture`).\n",
             r.micro_note
                 .as_deref()
                 .map(|n| format!(" ({n})"))
@@ -1077,7 +1078,7 @@ fn render_micro(w: &mut String, r: &Results) {
     }
     let _ = writeln!(
         w,
-        "`cargo bench -p iris-providers -p iris-policy` (short measurement times), median per \
+        "`cargo bench -p iris-providers -p iris-policy -p iris-capture` (short measurement times), median per \
          iteration.\n\n| benchmark | time | throughput |\n|---|---|---|"
     );
     for m in &r.micro {
