@@ -55,6 +55,11 @@ pub const MIN_PARTIAL_SECRET: usize = 4;
 
 const IRIS_KEY_PREFIX: &[u8] = b"iris_sk_";
 
+/// The most secrets the one-pass screen takes (with the iris key prefix, the 64 patterns that
+/// aho-corasick's Teddy takes; a test checks it builds with them); a configuration with more
+/// screens with one search per secret.
+const SCREEN_MAX_SECRETS: usize = 63;
+
 /// The bit of [`Redactor::sensitive_lengths`] for a name `len` bytes long (none from 64 on).
 fn length_bit(len: usize) -> u64 {
     if len < 64 { 1 << len } else { 0 }
@@ -72,12 +77,14 @@ pub struct Redactor {
     /// Bit `n` set when a credential header name is `n` bytes long (for `n` below 64): most
     /// header names are ruled out by their length alone.
     sensitive_lengths: u64,
+    /// The secrets searched for inside text: those of at least [`MIN_SECRET_LEN`] bytes (the
+    /// shorter ones are only ever whole credential-header values, redacted as such).
     secrets: Vec<memmem::Finder<'static>>,
     iris_finder: memmem::Finder<'static>,
-    /// Every secret searched for inside text and the iris key prefix, in one SIMD searcher:
-    /// the screen of [`holds_secret`](Self::holds_secret), one pass over the text whatever the
-    /// number of secrets (the finders above take one pass each, and give the positions).
-    /// `None` where it cannot be built (see [`screen`]): the finders screen then.
+    /// The same needles (every secret of `secrets` and the iris key prefix) in one SIMD
+    /// searcher: the screen of [`holds_secret`](Self::holds_secret), one pass over the text
+    /// whatever the number of secrets (the finders take one pass each, and give the
+    /// positions). `None` where it cannot be built (see [`screen`]): the finders screen then.
     screen: Option<packed::Searcher>,
     max_secret_len: usize,
 }
@@ -118,17 +125,19 @@ impl Redactor {
             .max()
             .unwrap_or(0)
             .max(IRIS_KEY_PREFIX.len() + 64);
+        let secrets: Vec<memmem::Finder<'static>> = list
+            .iter()
+            .filter(|s| s.len() >= MIN_SECRET_LEN)
+            .map(|s| memmem::Finder::new(s).into_owned())
+            .collect();
         Redactor {
             sensitive_headers: SENSITIVE_HEADERS.iter().map(|s| (*s).to_owned()).collect(),
             sensitive_lengths: SENSITIVE_HEADERS
                 .iter()
                 .fold(0, |m, h| m | length_bit(h.len())),
-            secrets: list
-                .iter()
-                .map(|s| memmem::Finder::new(s).into_owned())
-                .collect(),
+            screen: screen(secrets.iter().map(memmem::Finder::needle)),
+            secrets,
             iris_finder: memmem::Finder::new(IRIS_KEY_PREFIX).into_owned(),
-            screen: screen(&list),
             max_secret_len,
         }
     }
@@ -194,9 +203,11 @@ impl Redactor {
         headers.replace_values(|n, v| self.is_sensitive_header(n).then(|| redact_credential(v)));
     }
 
-    /// Whether any of `texts` holds a secret or an iris key. One search of each over all the
-    /// texts joined, which for the dozen short texts of a capture (header values, the path,
-    /// two small bodies) costs a fraction of a search in each. A `false` is certain: every text
+    /// Whether any of `texts` holds a secret or an iris key. One pass of the screen (every
+    /// secret and the iris key prefix at once; without it, one search per secret) over all the
+    /// short texts joined, which for the dozen short texts of a capture (header values, the
+    /// path, two small bodies) costs a fraction of a pass over each; a long text gets a pass of
+    /// its own where it is. A `false` is certain: every text
     /// can then be stored without [`scrub_str`](Self::scrub_str) (but for the query keys and a
     /// cut tail: [`redact_query_keys`](Self::redact_query_keys),
     /// [`cap_only`](Self::cap_only)). A `true` may come from a match across a join, which only
@@ -345,9 +356,6 @@ impl Redactor {
         let secrets = if search { &self.secrets[..] } else { &[] };
         for f in secrets {
             let n = f.needle().len();
-            if n < MIN_SECRET_LEN {
-                continue;
-            }
             ranges.extend(f.find_iter(hay).map(|s| s..s + n));
         }
         let iris_keys = search.then(|| self.iris_finder.find_iter(hay));
@@ -361,9 +369,6 @@ impl Redactor {
         if cut_tail {
             for f in &self.secrets {
                 let needle = f.needle();
-                if needle.len() < MIN_SECRET_LEN {
-                    continue;
-                }
                 // The longest proper prefix of the secret that the text ends with.
                 let longest = (MIN_PARTIAL_SECRET..needle.len())
                     .rev()
@@ -385,24 +390,25 @@ impl Redactor {
     }
 }
 
-/// The screen of [`Redactor::holds_secret`]: the secrets long enough to be searched for in
-/// text (`list`, as [`Redactor::new`] keeps them) and the iris key prefix, in aho-corasick's
-/// packed searcher (Teddy: SIMD over the patterns' first bytes, for up to a few dozen
-/// patterns), which a yes-or-no answer is all that is asked of. Not its full automaton: that
-/// one picks a prefilter by heuristics, and for these keys picked a single "rare" byte that
-/// JSON is full of, which cost more than a search per secret (measured with callgrind on the
-/// small chat, session 28). `None` where Teddy is not available (neither x86-64 nor AArch64)
-/// or the patterns are too many for it.
-fn screen(list: &[Vec<u8>]) -> Option<packed::Searcher> {
-    let patterns = list
-        .iter()
-        .map(Vec::as_slice)
-        .filter(|s| s.len() >= MIN_SECRET_LEN)
-        .chain([IRIS_KEY_PREFIX]);
+/// The screen of [`Redactor::holds_secret`]: the needles of the secret finders and the iris
+/// key prefix in aho-corasick's packed searcher (Teddy: SIMD over the patterns' first bytes,
+/// for up to a few dozen patterns), which a yes-or-no answer is all that is asked of. Not its
+/// full automaton: that one picks a prefilter by heuristics, and for these keys picked a single
+/// "rare" byte that JSON is full of, which cost more than a search per secret (measured with
+/// callgrind on the small chat, session 28).
+///
+/// `None`, and the finders screen instead, where the packed searcher cannot be built: no Teddy
+/// for this CPU (x86-64 without SSSE3, a big-endian or other architecture than x86-64 and
+/// AArch64; decided at run time) or more patterns than Teddy takes ([`SCREEN_MAX_SECRETS`]
+/// secrets and the prefix at most).
+fn screen<'a>(secrets: impl ExactSizeIterator<Item = &'a [u8]>) -> Option<packed::Searcher> {
+    if secrets.len() > SCREEN_MAX_SECRETS {
+        return None;
+    }
     packed::Config::new()
         .match_kind(packed::MatchKind::LeftmostFirst)
         .builder()
-        .extend(patterns)
+        .extend(secrets.chain([IRIS_KEY_PREFIX]))
         .build()
 }
 
@@ -584,12 +590,10 @@ mod tests {
         texts.push(format!("{}{}", "z".repeat(5000), many[3]));
         texts.push(format!("{}abcdefgh", "z".repeat(5000)));
         texts.push("z".repeat(5000));
-        // The packed searcher is what is under test where it exists (x86-64, AArch64).
-        if cfg!(any(target_arch = "x86_64", target_arch = "aarch64")) {
-            assert!(Redactor::new(&sets[2]).screen.is_some());
-        }
         for secrets in &sets {
             let r = Redactor::new(secrets);
+            // The packed searcher is what is under test wherever it can run.
+            assert_eq!(r.screen.is_some(), teddy_runs());
             for t in &texts {
                 let found = !r.find(t.as_bytes(), false, true).is_empty();
                 assert_eq!(
@@ -604,6 +608,84 @@ mod tests {
                 assert_eq!(r.holds_secret(list.iter().copied()), found);
             }
         }
+    }
+
+    /// Whether this machine runs aho-corasick's Teddy (the packed searcher of the screen).
+    #[cfg(target_arch = "x86_64")]
+    fn teddy_runs() -> bool {
+        std::arch::is_x86_feature_detected!("ssse3")
+    }
+    #[cfg(target_arch = "aarch64")]
+    fn teddy_runs() -> bool {
+        cfg!(target_endian = "little")
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    fn teddy_runs() -> bool {
+        false
+    }
+
+    /// A secret is found at every offset of a text, among non-ASCII bytes, beside secrets that
+    /// share its prefix, and when it begins like an iris key; one byte short, it is not. With
+    /// the screen, and with the finders that stand in for it past [`SCREEN_MAX_SECRETS`].
+    #[test]
+    fn the_screen_finds_a_secret_wherever_it_sits() {
+        let shapes = [
+            "sk-proj-Zm9vYmFyYmF6cXV4cXV1eGZv",
+            "sk-proj-Zm9vYmFyYmF6cXV4cXV1eGZw",
+            "sk-ant-api03-QUJDREVGR0hJSktMTU5PUFFSU1RV",
+            "AIzaSyB-1234567890abcdefghijklmnopqrs",
+            "gsk_0123456789abcdefghijklmnopqrstuv",
+            "whsec_c2VjcmV0LXNpZ25pbmcta2V5",
+            "iris_sk_configured-as-a-secret",
+            "clé-secrète-ü-0001",
+        ];
+        let fallback: Vec<String> = shapes
+            .iter()
+            .map(|s| (*s).to_owned())
+            .chain((shapes.len()..=SCREEN_MAX_SECRETS).map(|i| format!("pad-secret-{i:04}")))
+            .collect();
+        let with_screen = Redactor::new(shapes);
+        let without = Redactor::new(&fallback);
+        assert_eq!(with_screen.screen.is_some(), teddy_runs());
+        assert!(without.screen.is_none());
+        let filler = "ab é{\"x\":1}\n€".repeat(8);
+        for r in [&with_screen, &without] {
+            for secret in shapes {
+                // One byte short of the secret (at a char boundary) is not the secret; the
+                // iris-key-shaped one is still an iris key.
+                let short = &secret[..secret.len() - 1];
+                let iris_shaped = secret.starts_with("iris_sk_");
+                for at in (0..filler.len()).filter(|&i| filler.is_char_boundary(i)) {
+                    let (head, tail) = filler.split_at(at);
+                    let t = format!("{head}{secret}{tail}");
+                    assert!(r.holds_secret([t.as_bytes()]), "{secret} at {at}");
+                    let t = format!("{head}{short}");
+                    assert_eq!(
+                        r.holds_secret([t.as_bytes()]),
+                        iris_shaped,
+                        "{short} at {at}"
+                    );
+                }
+            }
+            assert!(!r.holds_secret([filler.as_bytes()]));
+        }
+    }
+
+    /// The screen takes [`SCREEN_MAX_SECRETS`] secrets and no more: past it the finders screen.
+    #[test]
+    fn the_screen_stops_at_its_limit() {
+        let keys =
+            |n: usize| -> Vec<String> { (0..n).map(|i| format!("key-{i:04}-secret")).collect() };
+        assert_eq!(
+            Redactor::new(keys(SCREEN_MAX_SECRETS)).screen.is_some(),
+            teddy_runs()
+        );
+        assert!(Redactor::new(keys(SCREEN_MAX_SECRETS + 1)).screen.is_none());
+        // Short secrets are not searched, so they do not count.
+        let mut with_short = keys(SCREEN_MAX_SECRETS);
+        with_short.extend(["tiny".into(), "abc".into()]);
+        assert_eq!(Redactor::new(&with_short).screen.is_some(), teddy_runs());
+        assert_eq!(Redactor::new(&with_short).secrets.len(), SCREEN_MAX_SECRETS);
     }
 
     #[test]

@@ -350,21 +350,7 @@ async fn worker(
                 if n == 0 {
                     break;
                 }
-                // A burst of a thousand coding agents' requests is tens of milliseconds of
-                // work: a turn at a time, so it does not hold a core a request waits for.
-                iris_store::pace::start();
-                for item in items.drain(..) {
-                    writes.take(enrich(item, &mut fingerprints), &sink);
-                    // A batch is handed to the store as soon as it is whole (if the write before
-                    // it is done), not after the gather: a gather of large requests can hold
-                    // more than may be held.
-                    if writes.batch_ready() {
-                        writes.start_write().await;
-                        note_backlog(&rx, &writes);
-                    }
-                    iris_store::pace::tick();
-                }
-                note_backlog(&rx, &writes);
+                take_gather(&mut items, &mut writes, &sink, &mut fingerprints, &rx).await;
                 if n < GATHER_MAX {
                     tokio::select! {
                         _ = tokio::time::sleep(GATHER_PAUSE) => {}
@@ -390,6 +376,30 @@ async fn worker(
     writes.finish().await;
     // Nothing of this worker's is behind any more (the flag is the process's).
     iris_store::pace::behind(iris_store::pace::Backlog::Captures, false);
+}
+
+/// One gather of finished requests: each enriched, its record to the usage writer, its capture
+/// held; a batch is handed to the store as soon as it is whole (if the write before it is
+/// done), not after the gather: a gather of large requests can hold more than may be held.
+async fn take_gather(
+    items: &mut Vec<Item>,
+    writes: &mut CaptureWrites,
+    sink: &UsageSink,
+    fingerprints: &mut iris_capture::FingerprintCache,
+    rx: &mpsc::Receiver<Item>,
+) {
+    // A burst of a thousand coding agents' requests is tens of milliseconds of work: a turn at
+    // a time, so it does not hold a core a request waits for.
+    iris_store::pace::start();
+    for item in items.drain(..) {
+        writes.take(enrich(item, fingerprints), sink);
+        if writes.batch_ready() {
+            writes.start_write().await;
+            note_backlog(rx, writes);
+        }
+        iris_store::pace::tick();
+    }
+    note_backlog(rx, writes);
 }
 
 /// Say whether the observer's side of the deferred work has fallen behind, so that it stops
@@ -1253,6 +1263,63 @@ mod tests {
         writes.hold(half("c"));
         writes.hold(half("d"));
         assert!(writes.batch_ready() && !writes.store_behind());
+    }
+
+    /// A gather of three batches' worth of requests hands the first whole batch to the store
+    /// as soon as it is whole, and holds the rest while that write runs (on this test's one
+    /// thread it cannot finish before the gather ends): never the whole gather held at once.
+    /// Every capture reaches the store in the end, none dropped.
+    #[tokio::test]
+    async fn a_whole_batch_goes_to_the_store_in_the_middle_of_a_gather() {
+        let mut writes = capture_writes().await;
+        let store = writes.store.clone();
+        let (sink, writer) = iris_store::spawn_usage_writer(store.clone(), Default::default());
+        let (_tx, rx) = mpsc::channel::<Item>(1);
+        let mut fingerprints = iris_capture::FingerprintCache::new(FINGERPRINT_CACHE);
+        let mut ids = Vec::new();
+        let mut items: Vec<Item> = (0..3 * CAPTURE_BATCH)
+            .map(|_| {
+                let id = iris_store::new_record_id();
+                ids.push(id.clone());
+                let mut ex = exchange(&Arc::new(CaptureBudget::default()));
+                ex.request_body = Bytes::from_static(b"{\"model\":\"m\"}");
+                ex.response_is_sse = false;
+                ex.capture = Some((CaptureLimits::default(), Arc::new(Redactor::default())));
+                Item {
+                    record: Box::new(UsageRecord {
+                        id,
+                        api_family: "openai_chat".into(),
+                        method: "POST".into(),
+                        path: "/v1/chat/completions".into(),
+                        status: 200,
+                        ..Default::default()
+                    }),
+                    exchange: Some(Box::new(ex)),
+                }
+            })
+            .collect();
+        take_gather(&mut items, &mut writes, &sink, &mut fingerprints, &rx).await;
+        assert!(items.is_empty());
+        assert!(
+            writes.in_flight.is_some(),
+            "a write started during the gather"
+        );
+        assert_eq!(writes.in_flight_len, CAPTURE_BATCH);
+        assert_eq!(
+            writes.held.len(),
+            2 * CAPTURE_BATCH,
+            "what came after the first batch waits for its write"
+        );
+        assert!(writes.store_behind());
+        writes.finish().await;
+        assert!(writes.held.is_empty());
+        assert_eq!(writes.dropped.load(Ordering::Relaxed), 0);
+        // A capture is found through its usage record, which names its batch.
+        drop(sink);
+        writer.shutdown().await;
+        for id in [&ids[0], &ids[CAPTURE_BATCH], &ids[3 * CAPTURE_BATCH - 1]] {
+            assert!(store.capture(id).await.unwrap().is_some(), "capture {id}");
+        }
     }
 
     #[test]
