@@ -7,7 +7,6 @@
 //! Run: `cargo bench -p iris-capture` (scripts/bench runs it with short measurement times).
 
 use std::hint::black_box;
-use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use iris_capture::Redactor;
@@ -71,15 +70,5 @@ fn screen(c: &mut Criterion) {
     g.finish();
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2))
-}
-
-criterion_group! {
-    name = benches;
-    config = config();
-    targets = screen
-}
+criterion_group!(benches, screen);
 criterion_main!(benches);

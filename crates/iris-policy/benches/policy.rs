@@ -5,7 +5,6 @@
 
 use std::collections::HashMap;
 use std::hint::black_box;
-use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use iris_identity::{IdentitySource, Principal};
@@ -146,15 +145,5 @@ fn patterns(c: &mut Criterion) {
     g.finish();
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2))
-}
-
-criterion_group! {
-    name = benches;
-    config = config();
-    targets = evaluate, patterns
-}
+criterion_group!(benches, evaluate, patterns);
 criterion_main!(benches);
